@@ -1,0 +1,77 @@
+"""Entry point: the command group, error handling (one line, exit 2; --debug for tracebacks), logging."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+
+import click
+
+from wsi_synth import __version__
+from wsi_synth.errors import WsiSynthError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Group(click.Group):
+    """Turns library errors into one line on stderr; `--debug` lets the traceback through."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        debug = "--debug" in sys.argv[1:] or bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except WsiSynthError as exc:
+            if debug:
+                raise
+            _fail(str(exc), EXIT_BAD_INPUT)
+        except OSError as exc:
+            if debug:
+                raise
+            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
+            _fail(f"{reason}: {exc.filename or ''}".rstrip(": "), 1)
+        except KeyboardInterrupt:
+            _fail("interrupted (re-run the same command to resume)", 130)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {message.splitlines()[0] if message else 'failed'}", err=True)
+    sys.exit(code)
+
+
+class _LineHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(f"{record.levelname.lower()}: {record.getMessage()}", err=True)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="wsi-synth")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Print progress notes (per-slide counts, timings).")
+def cli(debug: bool, verbose: bool) -> None:
+    """Synthetic H&E whole-slide images with tissue masks (DiffInfinite).
+
+    \b
+    Typical workflow:
+      wsi-synth extract slides/ annotations/ --out data/     # training set from annotated slides
+      wsi-synth import tiles/img --masks tiles/mask --legend legend.yaml --out data/
+      wsi-synth info data/                                   # what a dataset / slide / output holds
+    """
+    logger = logging.getLogger("wsi_synth")
+    logger.handlers[:] = [_LineHandler()]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def _register() -> None:
+    from cli import extract, import_tiles, info
+
+    for module in (extract, import_tiles, info):
+        cli.add_command(module.command)
+
+
+_register()
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,265 @@
+"""The dataset format: what `extract` and `import` write and `train` reads.
+
+Layout of a dataset directory::
+
+    dataset.json            format, tile size, MPP, classes, subtypes, sources (+ sha256, split, counts)
+    manifest.csv            one row per tile / region: kind, source, index, x, y, level, mpp, subtype, split, fractions
+    sources/<id>.zarr/      labelled/images (N,T,T,3) JPEG Q95, labelled/masks (N,T,T) uint8,
+                            unlabelled/images (M,T,T,3), regions/masks (R,r,r)
+    sources/<id>.csv        that source's manifest rows
+
+A source (a slide, or one imported tile folder) is written under `<id>.zarr.partial` and renamed when
+complete, then recorded in `dataset.json` (written atomically). So an interrupted run leaves only whole
+sources, and re-running skips them by sha256: tiles are never duplicated. Images are stored as JPEG Q95
+(H&E barely compresses losslessly: zstd gives 0.95; JPEG Q95 is ~10× smaller and what slides hold anyway).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wsi_synth.errors import BadDatasetError, OutputExistsError
+
+FORMAT = "wsi-synth-dataset"
+VERSION = 1
+JPEG_QUALITY = 95
+MANIFEST_FIELDS = ["kind", "source", "index", "x", "y", "level", "mpp", "subtype", "split", "fractions"]
+KINDS = ("labelled", "unlabelled", "regions")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What every source of a dataset must agree on. Sizes in pixels at `mpp` µm/px."""
+
+    tile_size: int
+    mpp: float
+    classes: tuple[dict, ...]  # [{id, name, color}], id 0 = unknown
+    region_size: int = 2048
+    region_mask_size: int = 128
+
+    def mismatch(self, other: DatasetSpec) -> str | None:
+        for key in ("tile_size", "mpp", "classes", "region_size", "region_mask_size"):
+            mine, theirs = getattr(self, key), getattr(other, key)
+            if key == "classes":
+                mine, theirs = [c["name"] for c in mine], [c["name"] for c in theirs]
+            if mine != theirs:
+                return f"{key}: dataset has {mine}, this run asks for {theirs}"
+        return None
+
+
+@dataclass
+class Dataset:
+    """A dataset directory opened for reading (and for adding sources)."""
+
+    root: Path
+    meta: dict = field(repr=False)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        m = self.meta
+        return DatasetSpec(m["tile_size"], m["mpp"], tuple(m["classes"]), m["region_size"], m["region_mask_size"])
+
+    @property
+    def sources(self) -> list[dict]:
+        return list(self.meta["sources"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.meta["classes"]]
+
+    def has_source(self, sha256: str) -> bool:
+        return any(s["sha256"] == sha256 for s in self.meta["sources"])
+
+    def source_group(self, source_id: str):  # -> zarr.Group
+        import zarr
+
+        _register_codecs()
+        return zarr.open_group(str(self.root / "sources" / f"{source_id}.zarr"), mode="r")
+
+    def manifest(self) -> list[dict]:
+        path = self.root / "manifest.csv"
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+
+    def summary(self) -> dict:
+        """Counts per kind × split and per subtype, and each class's area in tile equivalents (labelled tiles and regions)."""
+        rows = self.manifest()
+        out: dict = {"path": str(self.root), "tile_size": self.meta["tile_size"], "mpp": self.meta["mpp"],
+                     "region_size": self.meta["region_size"], "region_mask_size": self.meta["region_mask_size"],
+                     "classes": self.class_names, "sources": len(self.meta["sources"]),
+                     "counts": {}, "by_subtype": {}, "class_area_tiles": {}}
+        for r in rows:
+            key = f"{r['kind']}/{r['split']}"
+            out["counts"][key] = out["counts"].get(key, 0) + 1
+            sub = out["by_subtype"].setdefault(r["subtype"] or "(none)", {})
+            sub[r["kind"]] = sub.get(r["kind"], 0) + 1
+            if r["kind"] != "unlabelled" and r["fractions"]:
+                for name, frac in json.loads(r["fractions"]).items():
+                    out["class_area_tiles"][name] = round(out["class_area_tiles"].get(name, 0.0) + frac, 4)
+        return out
+
+    def add_source(self, record: dict, rows: Sequence[dict]) -> None:
+        """Record a finished source (its zarr store already renamed into place) and refresh the manifest."""
+        _write_csv(self.root / "sources" / f"{record['id']}.csv", rows)
+        self.meta["sources"].append(record)
+        self.meta["subtypes"] = sorted({s["subtype"] for s in self.meta["sources"] if s.get("subtype")} | set(record.get("subtypes", [])))
+        self.meta["counts"] = {k: sum(s["counts"].get(k, 0) for s in self.meta["sources"]) for k in KINDS}
+        self._rewrite_manifest()
+        _write_json_atomic(self.root / "dataset.json", self.meta)
+
+    def _rewrite_manifest(self) -> None:
+        rows: list[dict] = []
+        for s in self.meta["sources"]:
+            with (self.root / "sources" / f"{s['id']}.csv").open(newline="") as fh:
+                rows.extend(csv.DictReader(fh))
+        _write_csv(self.root / "manifest.csv", rows)
+
+
+def open_dataset(root: str | Path) -> Dataset:
+    """Open an existing dataset; errors name what is missing or wrong."""
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        raise BadDatasetError(f"{root} is not a wsi-synth dataset (no dataset.json): create one with `wsi-synth extract` or `wsi-synth import`")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise BadDatasetError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise BadDatasetError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version", 0) > VERSION:
+        raise BadDatasetError(f"{meta_path}: format version {meta['version']} is newer than this wsi-synth reads ({VERSION}); upgrade wsi-synth")
+    for key in ("tile_size", "mpp", "classes", "sources", "region_size", "region_mask_size"):
+        if key not in meta:
+            raise BadDatasetError(f"{meta_path}: missing key {key!r}")
+    return Dataset(root, meta)
+
+
+def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None) -> Dataset:
+    """Open `root` to add sources to it, creating it if needed.
+
+    An existing dataset is reopened (re-running a command resumes it) when its spec matches; an existing
+    path that is not a dataset is refused unless `overwrite`, which also discards an existing dataset.
+    """
+    root = Path(root)
+    if root.exists() and overwrite:
+        shutil.rmtree(root) if root.is_dir() else root.unlink()
+    if root.exists():
+        if not (root / "dataset.json").is_file():
+            if root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+            else:
+                raise OutputExistsError(f"output {root} exists and is not a wsi-synth dataset: choose another --out, or pass --overwrite to replace it")
+        else:
+            ds = open_dataset(root)
+            problem = ds.spec.mismatch(spec)
+            if problem:
+                raise BadDatasetError(f"{root} is a dataset with other settings ({problem}): use another --out, or --overwrite")
+            _remove_partials(root)
+            return ds
+    (root / "sources").mkdir(parents=True)
+    meta = {"format": FORMAT, "version": VERSION, **asdict(spec), "classes": list(spec.classes),
+            "subtypes": [], "sources": [], "counts": dict.fromkeys(KINDS, 0), "settings": settings or {}}
+    _write_json_atomic(root / "dataset.json", meta)
+    _write_csv(root / "manifest.csv", [])
+    return Dataset(root, meta)
+
+
+def _remove_partials(root: Path) -> None:
+    for p in (root / "sources").glob("*.partial"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+class SourceWriter:
+    """Write one source's tiles into `sources/<id>.zarr.partial`; `commit()` renames it into place.
+
+    Arrays are created with their final length up front (the tile plan is known before pixels are read),
+    one tile per chunk, so concurrent writes of different tiles never touch the same chunk.
+    """
+
+    def __init__(self, dataset: Dataset, source_id: str, *, n_labelled: int, n_unlabelled: int, n_regions: int) -> None:
+        import zarr
+
+        _register_codecs()
+        self.dataset = dataset
+        self.source_id = source_id
+        self.partial = dataset.root / "sources" / f"{source_id}.zarr.partial"
+        shutil.rmtree(self.partial, ignore_errors=True)
+        t, r = dataset.spec.tile_size, dataset.spec.region_mask_size
+        group = zarr.open_group(str(self.partial), mode="w", zarr_format=2)
+        self.arrays = {
+            "labelled/images": _image_array(group, "labelled/images", n_labelled, t),
+            "labelled/masks": _mask_array(group, "labelled/masks", n_labelled, t),
+            "unlabelled/images": _image_array(group, "unlabelled/images", n_unlabelled, t),
+            "regions/masks": _mask_array(group, "regions/masks", n_regions, r),
+        }
+
+    def write(self, name: str, start: int, values: np.ndarray) -> None:
+        self.arrays[name][start : start + len(values)] = values
+
+    def commit(self, record: dict, rows: Sequence[dict]) -> None:
+        final = self.dataset.root / "sources" / f"{self.source_id}.zarr"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(self.partial, final)
+        self.dataset.add_source(record, rows)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.partial, ignore_errors=True)
+
+
+def _image_array(group, name: str, n: int, t: int):
+    from imagecodecs.numcodecs import Jpeg
+
+    return group.create_array(name, shape=(n, t, t, 3), chunks=(1, t, t, 3), dtype="u1",
+                              compressors=None, filters=[Jpeg(level=JPEG_QUALITY)])
+
+
+def _mask_array(group, name: str, n: int, t: int):
+    from numcodecs import Zstd
+
+    return group.create_array(name, shape=(n, t, t), chunks=(1, t, t), dtype="u1", compressors=Zstd(level=3))
+
+
+_codecs_registered = False
+
+
+def _register_codecs() -> None:
+    global _codecs_registered
+    if not _codecs_registered:
+        import imagecodecs.numcodecs
+
+        imagecodecs.numcodecs.register_codecs(verbose=False)
+        _codecs_registered = True
+
+
+def _write_json_atomic(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
+
+
+def _write_csv(path: Path, rows: Iterable[dict]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=MANIFEST_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
