@@ -26,7 +26,7 @@ def tile_options(f):
         click.option("--min-annotated", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True, help="Least annotated fraction of a labelled tile."),
         click.option("--region", "region_size", type=click.IntRange(1), default=2048, show_default=True, help="Region size (px at --mpp) for the mask model."),
         click.option("--region-mask", "region_mask_size", type=click.IntRange(1), default=128, show_default=True, help="Region masks are downsampled to this size."),
-        click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Share of slides (or images) held out for test."),
+        click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Share of slides (images) held out."),
     ]
     for option in reversed(options):
         f = option(f)
