@@ -74,18 +74,18 @@ def test_rerun_resumes_without_duplicating_tiles(cmu_dataset):
 
 
 def test_interrupted_slide_leaves_no_source_and_is_redone(tmp_path, cmu_slide, cmu_geojson, monkeypatch):
-    import wsi_synth.extract.pipeline as pipeline
+    from wsi_synth.data.store import TileStore
 
     calls = {"n": 0}
-    real = pipeline.SourceWriter.write
+    real = TileStore.write
 
     def failing_write(self, *args):
         calls["n"] += 1
-        if calls["n"] == 2:
+        if calls["n"] == 5:
             raise KeyboardInterrupt
         return real(self, *args)
 
-    monkeypatch.setattr(pipeline.SourceWriter, "write", failing_write)
+    monkeypatch.setattr(TileStore, "write", failing_write)
     with pytest.raises(KeyboardInterrupt):
         extract(cmu_slide, cmu_geojson, tmp_path / "d", SMALL, progress=False)
     assert open_dataset(tmp_path / "d").sources == []

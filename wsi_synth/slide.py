@@ -70,7 +70,7 @@ class Slide:
             raise BadSlideError(f"cannot read slide {self.path} at {l0_xy}: {exc}") from exc
         if region.size != size:
             region = region.resize(size, Image.Resampling.BOX if scale / level_ds > 1 else Image.Resampling.BILINEAR)
-        return rgba_to_rgb(np.asarray(region))
+        return pil_to_rgb(region)
 
     def thumbnail(self, mpp: float, *, band_bytes: int = 64 << 20) -> np.ndarray:
         """The whole slide at (about) `mpp` µm/px, RGB; read in row bands so memory stays bounded even
@@ -94,6 +94,13 @@ class Slide:
                 raise BadSlideError(f"cannot read slide {self.path}: {_first_line(exc)}") from exc
             rows.append(rgba_to_rgb(np.asarray(region.resize((out_w, o_y1 - o_y0), Image.Resampling.BOX))))
         return np.concatenate(rows, axis=0)
+
+
+def pil_to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB array of an openslide RGBA region; PIL's C conversion when fully opaque (the common case)."""
+    if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < 255:
+        return rgba_to_rgb(np.asarray(image))
+    return np.asarray(image.convert("RGB"))
 
 
 def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:

@@ -122,18 +122,18 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
                 for i, (img, x, y) in enumerate(todo[kind]):
                     if cache[0] != img:
                         cache = (img, _load_rgb(img, config.scale))
-                    writer.write(f"{kind}/images", i, cache[1][None, y : y + t, x : x + t])  # type: ignore[index]
+                    writer.write_tile(f"{kind}/images", i, cache[1][y : y + t, x : x + t])  # type: ignore[index]
                     fractions = None
                     if kind == "labelled":
                         mask = labels_of[img][y : y + t, x : x + t]  # type: ignore[index]
-                        writer.write("labelled/masks", i, mask[None])
+                        writer.write_tile("labelled/masks", i, mask)
                         fractions = class_fractions(mask, names)
                     rows.append(row(kind, i, img, x, y, fractions))
                     bar.update()
             for i, (img, x, y) in enumerate(todo["regions"]):
                 window = labels_of[img][y : y + rs, x : x + rs]  # type: ignore[index]
                 small = window[(np.arange(r) * rs) // r + rs // (2 * r)][:, (np.arange(r) * rs) // r + rs // (2 * r)]
-                writer.write("regions/masks", i, small[None])
+                writer.write_tile("regions/masks", i, small)
                 rows.append(row("regions", i, img, x, y, class_fractions(small, names)))
                 bar.update()
         summary.counts = {k: len(v) for k, v in todo.items()}

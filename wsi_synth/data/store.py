@@ -201,18 +201,53 @@ class SourceWriter:
             "unlabelled/images": _image_array(group, "unlabelled/images", n_unlabelled, t),
             "regions/masks": _mask_array(group, "regions/masks", n_regions, r),
         }
+        self.tiles = TileStore(self.partial, {name: (tuple(a.shape[1:]), [c.get_config() for c in (*(a.filters or ()), *(a.compressors or ()))])
+                                              for name, a in self.arrays.items()})
 
-    def write(self, name: str, start: int, values: np.ndarray) -> None:
-        self.arrays[name][start : start + len(values)] = values
+    def write_tile(self, name: str, index: int, value: np.ndarray) -> None:
+        self.tiles.write(name, index, value)
 
     def commit(self, record: dict, rows: Sequence[dict]) -> None:
-        final = self.dataset.root / "sources" / f"{self.source_id}.zarr"
+        """Rename the finished store to `record['id']` (which may differ from the working id) and record it."""
+        final = self.dataset.root / "sources" / f"{record['id']}.zarr"
         shutil.rmtree(final, ignore_errors=True)
         os.replace(self.partial, final)
         self.dataset.add_source(record, rows)
 
     def abort(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
+
+
+class TileStore:
+    """Writes single tiles of a source's arrays; picklable, so worker processes can write their own tiles.
+
+    One tile is one chunk: encoded by the array's own codecs and stored under its zarr v2 chunk key. zarr's
+    generic write path spends ~1.4 ms of Python per chunk, twice the JPEG encoding itself; the v2 chunk
+    layout is a frozen spec, and zarr reads these chunks back (tests check every array round-trips).
+    """
+
+    def __init__(self, root: Path, arrays: dict[str, tuple[tuple[int, ...], list[dict]]]) -> None:
+        self.root = root
+        self.arrays = arrays
+        self._codecs: dict | None = None
+
+    def __getstate__(self) -> dict:
+        return {"root": self.root, "arrays": self.arrays, "_codecs": None}
+
+    def write(self, name: str, index: int, value: np.ndarray) -> None:
+        shape, configs = self.arrays[name]
+        if tuple(value.shape) != shape or value.dtype != np.uint8:
+            raise ValueError(f"{name}[{index}]: expected {shape} uint8, got {value.shape} {value.dtype}")
+        if self._codecs is None:
+            import numcodecs
+
+            _register_codecs()
+            self._codecs = {n: [numcodecs.get_codec(dict(c)) for c in cs] for n, (_, cs) in self.arrays.items()}
+        data = np.ascontiguousarray(value)
+        for codec in self._codecs[name]:
+            data = codec.encode(data)
+        with open(self.root / name / ".".join([str(index)] + ["0"] * value.ndim), "wb") as fh:
+            fh.write(data)
 
 
 def _image_array(group, name: str, n: int, t: int):

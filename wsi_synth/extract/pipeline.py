@@ -2,7 +2,8 @@
 
 Everything that can be wrong with the input (slides, annotations, class names, subtypes, the output
 folder) is checked before anything is written. Slides are then processed one at a time, tiles in
-parallel threads (openslide decoding, rasterio and JPEG encoding release the GIL), written in batches.
+parallel worker processes (`extract.worker`): each reads, rasterizes, encodes and stores its own tiles, so
+this process only collects manifest rows.
 """
 
 from __future__ import annotations
@@ -11,27 +12,29 @@ import csv
 import json
 import logging
 import random
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import shapely
 
 from wsi_synth.annotations import Annotation, clip_to_slide, match_annotations, names_and_colors
 from wsi_synth.classes import ClassMap, Unmapped, load_class_map
 from wsi_synth.data.store import Dataset, DatasetSpec, SourceWriter, create_or_open, sha256_file
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.extract.raster import ClassGeometries, class_fractions
+from wsi_synth.extract.raster import ClassGeometries
 from wsi_synth.extract.split import assign_splits
 from wsi_synth.extract.tissue import box_fractions, tissue_mask
+from wsi_synth.extract.worker import SlideJob, TileCutter, cut_in_worker, init_worker
 from wsi_synth.slide import Slide, find_slides, open_slide
 
 log = logging.getLogger("wsi_synth")
 
-#: Tiles read and written together: enough to keep the reader threads busy while one batch is written.
-BATCH = 16
-
+#: Tiles sent to a worker process at a time: amortises the round trip, small enough for a smooth progress bar.
+TASKS_PER_CHUNK = 16
 
 @dataclass(frozen=True)
 class ExtractConfig:
@@ -47,7 +50,7 @@ class ExtractConfig:
     test_fraction: float = 0.2
     seed: int = 0
     workers: int = 1
-    tissue_mpp: float = 8.0
+    tissue_mpp: float = 16.0  # a 512 px tile at 0.5 µm/px is 16×16 thumbnail pixels: plenty for its tissue fraction
     slide_mpp: float | None = None
     classes: str | None = None
     unmapped: Unmapped = "error"
@@ -75,7 +78,7 @@ class SlidePlan:
     """Where to cut one slide: level-0 top-left corners per kind, decided before any pixel is read."""
 
     slide: Slide
-    sha256: str
+    sha256: Future  # of str: computed in the background, needed only when the slide is recorded
     subtype: str | None
     split: str
     geometries: ClassGeometries
@@ -134,14 +137,32 @@ def _extract_open(slides: list[Slide], annotations_path: str | Path, out: Path, 
     splits = assign_splits({k: {c for c, _ in v[1]} for k, v in per_slide.items()}, config.test_fraction, config.seed)
     spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
     dataset = create_or_open(out, spec, overwrite=overwrite, settings={"extract": asdict(config)})
-    for name, (slide, mapped) in per_slide.items():
-        digest = sha256_file(slide.path)
-        if dataset.has_source(digest):
-            summary.slides_skipped.append(name)
-            continue
-        plan = _plan_slide(slide, digest, subtypes[slide.path], _existing_split(dataset, name) or splits[name], mapped, config)
-        summary.slides_done.append(_extract_slide(dataset, plan, class_map, config, progress=progress))
+    if config.workers > 1:
+        _start_forkserver()  # its imports then overlap hashing and planning
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as hasher:
+        for name, (slide, mapped) in per_slide.items():
+            digest = _digest_or_skip(dataset, slide, hasher)
+            if digest is None:
+                summary.slides_skipped.append(name)
+                continue
+            plan = _plan_slide(slide, digest, subtypes[slide.path], _existing_split(dataset, name) or splits[name], mapped, config)
+            summary.slides_done.append(_extract_slide(dataset, plan, class_map, config, progress=progress))
     return summary
+
+
+def _digest_or_skip(dataset: Dataset, slide: Slide, hasher) -> Future | None:
+    """The slide's sha256 (a future), or None when the dataset already holds it.
+
+    A slide whose name and size match no source is new whatever its hash: hash it in the background while
+    its tiles are cut (hashlib releases the GIL). Otherwise hash now, to decide whether to skip it.
+    """
+    size = slide.path.stat().st_size
+    pending = hasher.submit(sha256_file, slide.path)
+    if any(s["name"] == slide.name and s.get("size") == size for s in dataset.sources) and dataset.has_source(pending.result()):
+        return None
+    return pending
 
 
 def _existing_split(dataset: Dataset, name: str) -> str | None:
@@ -166,7 +187,7 @@ def _subtypes(slides: Sequence[Path], config: ExtractConfig) -> dict[Path, str]:
     return {s: table.get(s.name) or table[s.stem] for s in slides}
 
 
-def _plan_slide(slide: Slide, digest: str, subtype: str | None, split: str, mapped: list[tuple[int, Annotation]],
+def _plan_slide(slide: Slide, digest: Future, subtype: str | None, split: str, mapped: list[tuple[int, Annotation]],
                 config: ExtractConfig) -> SlidePlan:
     scale = slide.scale_for(config.mpp)
     geoms = ClassGeometries.build([(cid, a.geometry) for cid, a in mapped])
@@ -178,7 +199,7 @@ def _plan_slide(slide: Slide, digest: str, subtype: str | None, split: str, mapp
     tissue = tissue_mask(slide.thumbnail(config.tissue_mpp))
     tissue_frac = box_fractions(tissue, _boxes(tiles, plan.l0_tile) / thumb_scale)
     candidates = [t for t, a, f in zip(tiles, annotated, tissue_frac, strict=True) if a == 0 and f >= config.min_tissue]
-    random.Random(f"{config.seed}/{digest}").shuffle(candidates)
+    random.Random(f"{config.seed}/{slide.name}/{slide.dimensions}").shuffle(candidates)
     plan.unlabelled = sorted(candidates[: config.unlabelled_per_slide], key=lambda t: (t[1], t[0]))
     regions = _grid(slide.dimensions, plan.l0_region)
     region_frac = geoms.annotated_fractions(_boxes(regions, plan.l0_region))
@@ -199,40 +220,28 @@ def _boxes(corners: Sequence[tuple[int, int]], l0_size: float) -> np.ndarray:
 def _extract_slide(dataset: Dataset, plan: SlidePlan, class_map: ClassMap, config: ExtractConfig, *, progress: bool) -> dict:
     from tqdm import tqdm
 
-    slide, t, names = plan.slide, config.tile_size, class_map.names
-    source_id = f"{slide.name}-{plan.sha256[:8]}"
+    slide = plan.slide
+    source_id = f"{slide.name}-{uuid.uuid4().hex[:8]}"  # working id: the sha256 is still being computed
     writer = SourceWriter(dataset, source_id, n_labelled=len(plan.labelled), n_unlabelled=len(plan.unlabelled), n_regions=len(plan.regions))
-    rows: list[dict] = []
-    total = len(plan.labelled) + len(plan.unlabelled) + len(plan.regions)
     level = slide.handle.get_best_level_for_downsample(slide.scale_for(config.mpp))  # type: ignore[attr-defined]
-
-    def row(kind: str, index: int, xy: tuple[int, int], fractions: dict | None) -> dict:
-        return {"kind": kind, "source": source_id, "index": index, "x": xy[0], "y": xy[1], "level": level, "mpp": config.mpp,
-                "subtype": plan.subtype or "", "split": plan.split, "fractions": json.dumps(fractions) if fractions is not None else ""}
-
-    def labelled_tile(xy: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        return slide.read(xy, (t, t), config.mpp), plan.geometries.rasterize(xy, plan.l0_tile / t, t)
-
+    job = SlideJob(str(slide.path), slide.mpp, config.mpp, config.tile_size, plan.l0_tile, plan.l0_region, config.region_mask_size,
+                   tuple((cid, shapely.to_wkb(g)) for cid, g in zip(plan.geometries.class_ids, plan.geometries.parts, strict=True)),
+                   tuple(class_map.names), writer.tiles)
+    tasks = [(kind, i, xy) for kind, items in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled), ("regions", plan.regions))
+             for i, xy in enumerate(items)]
+    rows: list[dict] = []
     try:
-        with tqdm(total=total, desc=slide.name, unit="tile", disable=not progress, leave=False) as bar, \
-                ThreadPoolExecutor(config.workers) as pool:
-            for start, batch in _batched(pool, labelled_tile, plan.labelled):
-                images, masks = np.stack([b[0] for b in batch]), np.stack([b[1] for b in batch])
-                writer.write("labelled/images", start, images)
-                writer.write("labelled/masks", start, masks)
-                rows += [row("labelled", start + i, plan.labelled[start + i], class_fractions(m, names)) for i, m in enumerate(masks)]
-                bar.update(len(batch))
-            for start, batch in _batched(pool, lambda xy: slide.read(xy, (t, t), config.mpp), plan.unlabelled):
-                writer.write("unlabelled/images", start, np.stack(batch))
-                rows += [row("unlabelled", start + i, plan.unlabelled[start + i], None) for i in range(len(batch))]
-                bar.update(len(batch))
-            r = config.region_mask_size
-            for start, batch in _batched(pool, lambda xy: plan.geometries.rasterize(xy, plan.l0_region / r, r), plan.regions):
-                writer.write("regions/masks", start, np.stack(batch))
-                rows += [row("regions", start + i, plan.regions[start + i], class_fractions(m, names)) for i, m in enumerate(batch)]
-                bar.update(len(batch))
+        with tqdm(total=len(tasks), desc=slide.name, unit="tile", disable=not progress, leave=False) as bar:
+            for (kind, i, xy), fractions in zip(tasks, _run(job, tasks, config.workers), strict=True):
+                rows.append({"kind": kind, "source": source_id, "index": i, "x": xy[0], "y": xy[1], "level": level, "mpp": config.mpp,
+                             "subtype": plan.subtype or "", "split": plan.split, "fractions": json.dumps(fractions) if fractions is not None else ""})
+                bar.update()
         counts = {"labelled": len(plan.labelled), "unlabelled": len(plan.unlabelled), "regions": len(plan.regions)}
-        record = {"id": source_id, "kind": "slide", "name": slide.name, "path": str(slide.path), "sha256": plan.sha256,
+        sha256 = plan.sha256.result()
+        final_id = f"{slide.name}-{sha256[:8]}"
+        rows = [{**r, "source": final_id} for r in rows]
+        record = {"id": final_id, "kind": "slide", "name": slide.name, "path": str(slide.path), "sha256": sha256,
+                  "size": slide.path.stat().st_size,
                   "subtype": plan.subtype, "split": plan.split, "slide_mpp": slide.mpp, "counts": counts}
         writer.commit(record, rows)
     except BaseException:
@@ -242,10 +251,45 @@ def _extract_slide(dataset: Dataset, plan: SlidePlan, class_map: ClassMap, confi
     return record
 
 
-def _batched(pool: ThreadPoolExecutor, fn: Callable, items: Sequence) -> Iterator[tuple[int, list]]:
-    """Results of `fn` over `items` in order, BATCH at a time, with the next batch already submitted."""
-    pending = [pool.submit(fn, x) for x in items[:BATCH]]
-    for start in range(0, len(items), BATCH):
-        following = [pool.submit(fn, x) for x in items[start + BATCH : start + 2 * BATCH]]
-        yield start, [f.result() for f in pending]
-        pending = following
+def _start_forkserver() -> None:
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["wsi_synth.extract.worker"])
+    forkserver.ensure_running()
+
+
+def _run(job: SlideJob, tasks: list[tuple], workers: int) -> Iterator[dict | None]:
+    """Results of cutting every task, in order: in this process for one worker, else in worker processes."""
+    if workers == 1:  # a read-ahead thread decodes the next tiles while this one encodes and writes
+        from concurrent.futures import ThreadPoolExecutor
+
+        cutter = TileCutter(job)
+        try:
+            with ThreadPoolExecutor(1) as reader:
+                loaded = _ordered(lambda task: reader.submit(cutter.load, task[0], task[2]), tasks, window=4)
+                for (kind, i, _), (image, mask) in zip(tasks, loaded, strict=True):
+                    yield cutter.store(kind, i, image, mask)
+        finally:
+            cutter.close()
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    _start_forkserver()
+    context = multiprocessing.get_context("forkserver")  # zarr keeps threads in this process: fork is unsafe
+    chunks = [tasks[i : i + TASKS_PER_CHUNK] for i in range(0, len(tasks), TASKS_PER_CHUNK)]
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=(job,)) as pool:
+        for results in _ordered(lambda chunk: pool.submit(cut_in_worker, chunk), chunks, window=3 * workers):
+            yield from results
+
+
+def _ordered(submit: Callable, tasks: Sequence, *, window: int) -> Iterator:
+    """Results of `submit(task)` futures in task order, at most `window` in flight (bounded memory)."""
+    from collections import deque
+
+    pending: deque = deque(submit(task) for task in tasks[:window])
+    for following in range(window, len(tasks) + window):
+        yield pending.popleft().result()
+        if following < len(tasks):
+            pending.append(submit(tasks[following]))

@@ -61,6 +61,9 @@ class ClassGeometries:
         found = self.tree.query(box(x0, y0, x1, y1), predicate="intersects")
         if len(found) == 0:
             return np.zeros((size, size), np.uint8)
+        window = box(x0, y0, x1, y1)
+        if len(found) == 1 and self.parts[found[0]].contains(window):  # deep inside one annotation: no rasterizing
+            return np.full((size, size), self.class_ids[found[0]], np.uint8)
         found = found[np.argsort(self.priority[found], kind="stable")]
         shapes = []
         for i in found:
@@ -74,5 +77,7 @@ class ClassGeometries:
 
 def class_fractions(mask: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Fraction of the mask's pixels in each class present (rounded; for the manifest)."""
-    counts = np.bincount(mask.ravel(), minlength=len(names))
-    return {names[i]: round(float(c) / mask.size, 4) for i, c in enumerate(counts) if c and i < len(names)}
+    from PIL import Image
+
+    counts = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).histogram()  # C; np.bincount widens to int64 first
+    return {names[i]: round(c / mask.size, 4) for i, c in enumerate(counts[: len(names)]) if c}

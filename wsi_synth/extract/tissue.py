@@ -14,12 +14,11 @@ MIN_SATURATION = 0.05
 
 def tissue_mask(rgb: np.ndarray, *, min_object_px: int = 64) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail (H, W, 3) uint8."""
-    from skimage.color import rgb2hsv
     from skimage.filters import threshold_otsu
     from skimage.morphology import closing, disk, opening, remove_small_holes, remove_small_objects
 
-    saturation = rgb2hsv(rgb)[..., 1]
-    value = rgb.mean(axis=-1)
+    saturation = _saturation(rgb)
+    value = rgb.mean(axis=-1, dtype=np.float32)
     try:
         threshold = max(float(threshold_otsu(saturation)), MIN_SATURATION)
     except ValueError:  # a constant image
@@ -28,6 +27,13 @@ def tissue_mask(rgb: np.ndarray, *, min_object_px: int = 64) -> np.ndarray:
     mask = opening(closing(mask, disk(2)), disk(1)).astype(bool)
     mask = remove_small_objects(mask, max_size=min_object_px)
     return remove_small_holes(mask, max_size=min_object_px * 4)
+
+
+def _saturation(rgb: np.ndarray) -> np.ndarray:
+    """HSV saturation (max − min) / max in float32: the one channel we need, ~10× cheaper than rgb2hsv."""
+    high = rgb.max(axis=-1).astype(np.float32)
+    low = rgb.min(axis=-1).astype(np.float32)
+    return np.divide(high - low, high, out=np.zeros_like(high), where=high > 0)
 
 
 def box_fractions(mask: np.ndarray, boxes: np.ndarray) -> np.ndarray:
