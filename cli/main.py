@@ -64,9 +64,9 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cli import extract, import_tiles, info
+    from cli import extract, import_tiles, info, pyramid
 
-    for module in (extract, import_tiles, info):
+    for module in (extract, import_tiles, info, pyramid):
         cli.add_command(module.command)
 
 

@@ -1,0 +1,84 @@
+"""Shared benchmark helpers: realistic H&E content of any size, timing, peak memory. Prints nothing itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(os.environ.get("WSI_SYNTH_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def base_tissue() -> tuple[np.ndarray, str]:
+    """The real CMU-1 H&E region (2220×2967) when ../shared/data is there; smooth synthetic texture otherwise."""
+    slide = SHARED / "slides" / "CMU-1-Small-Region.svs"
+    if slide.exists():
+        import openslide
+
+        with openslide.OpenSlide(str(slide)) as s:
+            return np.ascontiguousarray(np.asarray(s.read_region((0, 0), 0, s.dimensions))[..., :3]), "CMU-1-Small-Region.svs, mirrored"
+    rng = np.random.default_rng(0)
+    from PIL import Image
+
+    small = (rng.random((100, 100, 3)) * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((2048, 2048), Image.Resampling.BICUBIC)), "synthetic smooth texture"
+
+
+def _mirror(n: int, start: int, m: int) -> np.ndarray:
+    i = np.arange(start, start + n) % (2 * m)
+    return np.where(i < m, i, 2 * m - 1 - i)
+
+
+def tissue(height: int, width: int, base: np.ndarray) -> np.ndarray:
+    """An (height, width, 3) image tiled from `base` by mirroring (no seams, real texture)."""
+    return np.ascontiguousarray(base[_mirror(height, 0, base.shape[0])][:, _mirror(width, 0, base.shape[1])])
+
+
+def lazy_tissue(height: int, width: int, base: np.ndarray, chunk: int = 1024):
+    """The same image as a lazily generated dask array: nothing exists until a band is asked for."""
+    import dask.array as da
+
+    def block(block_info=None):
+        (y0, y1), (x0, x1), _ = block_info[None]["array-location"]
+        return base[_mirror(y1 - y0, y0, base.shape[0])][:, _mirror(x1 - x0, x0, base.shape[1])]
+
+    return da.map_blocks(block, dtype=np.uint8, chunks=(_chunks(height, chunk), _chunks(width, chunk), (3,)))
+
+
+def _chunks(n: int, c: int) -> tuple[int, ...]:
+    return tuple([c] * (n // c) + ([n % c] if n % c else []))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    subprocess started by a big parent would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict:
+    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0]}
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def emit(doc: dict) -> None:
+    print(json.dumps(doc, indent=2))
