@@ -36,7 +36,7 @@ print(json.dumps({"tiles": len(coords), "seconds": dt, "peak_rss_mb": PEAK}))
 """.replace("PEAK", PEAK)
 
 EXTRACT = """
-import sys, json, time
+import sys, json, time, resource
 from wsi_synth.extract.pipeline import ExtractConfig, extract
 cfg = ExtractConfig(tile_size=int(sys.argv[4]), workers=int(sys.argv[5]), unlabelled_per_slide=int(sys.argv[6]))
 t = time.perf_counter()
@@ -44,7 +44,7 @@ s = extract(sys.argv[1], sys.argv[2], sys.argv[3], cfg, progress=False)
 dt = time.perf_counter() - t
 c = s.slides_done[0]["counts"]
 print(json.dumps({"tiles": c["labelled"] + c["unlabelled"], "regions": c["regions"], "seconds": dt,
-                  "peak_rss_mb": PEAK}))
+                  "peak_rss_mb": PEAK, "largest_worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """.replace("PEAK", PEAK)
 
 

@@ -178,3 +178,16 @@ def test_existing_output_that_is_not_a_dataset_is_refused(tmp_path, runner, cmu_
 def test_debug_shows_traceback(tmp_path, runner, cmu_geojson):
     result = runner.invoke(cli, ["--debug", "extract", str(cmu_geojson), str(cmu_geojson), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and result.exc_info is not None
+
+
+def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path, cmu_slide, cmu_geojson):
+    from dataclasses import replace
+
+    one = extract(cmu_slide, cmu_geojson, tmp_path / "one", SMALL, progress=False)
+    two = extract(cmu_slide, cmu_geojson, tmp_path / "two", replace(SMALL, workers=2), progress=False)
+    assert one.slides_done == [{**two.slides_done[0]}]
+    a, b = open_dataset(tmp_path / "one"), open_dataset(tmp_path / "two")
+    assert a.manifest() == b.manifest()
+    source = a.sources[0]["id"]
+    for name in ("labelled/images", "labelled/masks", "regions/masks"):
+        assert np.array_equal(a.source_group(source)[name][:], b.source_group(source)[name][:])

@@ -242,3 +242,25 @@ def _bioformats_jar():
         if os.path.exists(jar):
             return jar
     return None
+
+
+def test_geojson_traced_at_a_lower_level_matches_that_level_of_the_mask_tiff(tmp_path, monkeypatch):
+    import wsi_synth.io.outputs as outputs
+
+    monkeypatch.setattr(outputs, "GEOJSON_MAX_SIDE", 256)
+    labels = np.zeros((600, 1000), np.uint8)
+    labels[50:500, 100:900] = 1
+    labels[200:300, 300:600] = 2
+    labels[220:280, 400:450] = 0
+    classes = [{"id": 0, "name": "unknown", "color": [0, 0, 0]}, {"id": 1, "name": "tumour", "color": [200, 0, 0]},
+               {"id": 2, "name": "stroma", "color": [0, 200, 0]}]
+    result = outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256,
+                                         record={"seed": 1})
+    assert result["geojson_downsample"] == 4.0
+    with tifffile.TiffFile(tmp_path / "s.mask.tiff") as tf:
+        level2 = tf.pages[2].asarray()
+    doc = json.loads((tmp_path / "s.geojson").read_text())
+    assert np.array_equal(geojson_to_mask(doc, level2.shape, downsample=4.0, classes=classes), level2)
+    assert json.loads((tmp_path / "s.json").read_text())["outputs"]["mask"].endswith("s.mask.tiff")
+    with pytest.raises(OutputExistsError):  # every output is checked before the first is written
+        outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256)

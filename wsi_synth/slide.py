@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,12 +172,3 @@ def find_slides(path: str | Path) -> list[Path]:
     if not slides:
         raise BadSlideError(f"no slides in {path} (looked for {', '.join(sorted(SLIDE_SUFFIXES))})")
     return slides
-
-
-def iter_grid(l0_size: tuple[int, int], l0_step: float) -> Iterator[tuple[int, int]]:
-    """Top-left corners (level 0) of a grid of whole windows of `l0_step` px that fit inside `l0_size`."""
-    w, h = l0_size
-    n_x, n_y = int(w // l0_step), int(h // l0_step)
-    for j in range(n_y):
-        for i in range(n_x):
-            yield round(i * l0_step), round(j * l0_step)

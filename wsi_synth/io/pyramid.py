@@ -56,8 +56,9 @@ def write_slide_pyramid(image, path: str | Path, *, mpp: float, tile: int = 512,
     mag = app_mag if app_mag is not None else round(10.0 / mpp, 2)
     page = dict(photometric="rgb", subsampling=(1, 1), compression="jpeg", compressionargs={"level": quality})
     header = f"({tile}x{tile}) JPEG/RGB Q={quality}|AppMag = {mag}|MPP = {mpp}"
-    return _write_pyramid(image, path, mpp=mpp, tile=tile, page=page, header=header, halve=halve_rgb, overwrite=overwrite,
-                          workers=workers, need_bytes=_estimate_bytes(width, height, 3, output_ratio=0.15), progress=progress)
+    levels, _ = _write_pyramid(image, path, mpp=mpp, tile=tile, page=page, header=header, halve=halve_rgb, overwrite=overwrite,
+                               workers=workers, need_bytes=_estimate_bytes(width, height, 3, output_ratio=0.15), progress=progress)
+    return levels
 
 
 def write_label_pyramid(labels, path: str | Path, *, mpp: float, tile: int = 512, classes: Sequence[dict] = (),
@@ -73,11 +74,12 @@ def write_label_pyramid(labels, path: str | Path, *, mpp: float, tile: int = 512
     legend = ";".join(f"{c['id']}:{c['name']}" for c in classes)
     header = f"({tile}x{tile}) LZW/LABELS|AppMag = {round(10.0 / mpp, 2)}|MPP = {mpp}" + (f"|Classes = {legend}" if legend else "")
     priority = _rarity_priority(labels)
-    captured: dict = {}
-    levels = _write_pyramid(labels, path, mpp=mpp, tile=tile, page=dict(photometric="minisblack", compression="lzw"), header=header,
-                            halve=lambda band: halve_labels(band, priority), overwrite=overwrite, workers=1,
-                            need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05), capture=(capture_max, captured))
-    return levels, captured.get("array"), captured.get("downsample", 1.0)
+    levels, captured = _write_pyramid(labels, path, mpp=mpp, tile=tile, page=dict(photometric="minisblack", compression="lzw"), header=header,
+                                      halve=lambda band: halve_labels(band, priority), overwrite=overwrite, workers=1,
+                                      need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05), capture_max=capture_max)
+    if captured is None:
+        return levels, None, 1.0
+    return levels, captured, labels.shape[1] / captured.shape[1]
 
 
 def _check_args(array, ndim: int, mpp: float, tile: int) -> None:
@@ -99,7 +101,9 @@ def _estimate_bytes(width: int, height: int, channels: int, *, output_ratio: flo
 
 
 def _write_pyramid(source, path: str | Path, *, mpp: float, tile: int, page: dict, header: str, halve: Halve, overwrite: bool,
-                   workers: int | None, need_bytes: int, progress: bool = False, capture: tuple[int, dict] = (0, {})) -> list[LevelInfo]:
+                   workers: int | None, need_bytes: int, progress: bool = False, capture_max: int = 0) -> tuple[list[LevelInfo], np.ndarray | None]:
+    """Write every level; also return the first level whose sides are ≤ `capture_max` (when asked), read
+    back from its spool rather than recomputed."""
     import tifffile
     from tqdm import tqdm
 
@@ -111,8 +115,7 @@ def _write_pyramid(source, path: str | Path, *, mpp: float, tile: int, page: dic
             tifffile.TiffWriter(tmp, bigtiff=True) as tw, \
             tqdm(total=sum(w * h for w, h in sizes), unit="px", unit_scale=True, desc=Path(path).name, disable=not progress, leave=False) as bar:
         read_band: Callable[[int, int], np.ndarray] = lambda y0, y1: _read(source, y0, y1)  # noqa: E731
-        if capture[0] and max(sizes[0]) <= capture[0]:
-            capture[1].update(array=_read(source, 0, height), downsample=1.0)
+        captured = _read(source, 0, height) if capture_max and max(sizes[0]) <= capture_max else None
         for k, (w, h) in enumerate(sizes):
             spool = _Spool(Path(spool_dir) / f"level{k + 1}.raw", source.shape[2:], sizes[k + 1][0]) if k + 1 < len(sizes) else None
             description = f"Aperio Image Library wsi-synth {__version__}\r\n{width}x{height} [0,0 {width}x{height}] " \
@@ -124,9 +127,9 @@ def _write_pyramid(source, path: str | Path, *, mpp: float, tile: int, page: dic
                      buffersize=tile * w * int(np.prod(source.shape[2:] or (1,))), **page)
             if spool is not None:
                 read_band = spool.read
-                if capture[0] and max(sizes[k + 1]) <= capture[0] and "array" not in capture[1]:
-                    capture[1].update(array=spool.read(0, sizes[k + 1][1]), downsample=width / sizes[k + 1][0])
-    return levels
+                if captured is None and capture_max and max(sizes[k + 1]) <= capture_max:
+                    captured = spool.read(0, sizes[k + 1][1]).copy()
+    return levels, captured
 
 
 def _read(source, y0: int, y1: int) -> np.ndarray:
