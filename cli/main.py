@@ -64,9 +64,9 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cli import extract, import_tiles, info, pyramid
+    from cli import evaluate, extract, import_tiles, info, pyramid
 
-    for module in (extract, import_tiles, info, pyramid):
+    for module in (extract, import_tiles, info, pyramid, evaluate):
         cli.add_command(module.command)
 
 

@@ -1,0 +1,121 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli.main import cli
+from tests.conftest import shared
+
+
+def _write_tiles(folder, tiles):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(tiles):
+        Image.fromarray(t).save(folder / f"{i:04d}.png")
+    return folder
+
+
+def test_real_tiles_against_themselves_and_against_noise(tmp_path, runner):
+    lc = shared("tiles", "lc25000_224", "lung_aca")
+    files = sorted(lc.glob("*.jpeg"))[:120]
+    tiles = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    real = _write_tiles(tmp_path / "real", tiles[:60])
+    same = _write_tiles(tmp_path / "same", tiles[:60])
+    rng = np.random.default_rng(0)
+    noise = _write_tiles(tmp_path / "noise", [rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in range(60)])
+    result = runner.invoke(cli, ["evaluate", str(real), str(same), "--out", str(tmp_path / "r1"), "--size", "128", "-q"])
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "r1" / "report.json").read_text())["metrics"]
+    assert m["precision"] == 1.0 and m["recall"] == 1.0 and abs(m["fid"]) < 1e-3
+    result = runner.invoke(cli, ["evaluate", str(real), str(noise), "--out", str(tmp_path / "r2"), "--size", "128", "-q"])
+    m = json.loads((tmp_path / "r2" / "report.json").read_text())["metrics"]
+    assert m["precision"] == 0.0 and m["recall"] == 0.0
+    other = _write_tiles(tmp_path / "other", tiles[60:120])  # other real tiles of the same class
+    result = runner.invoke(cli, ["evaluate", str(real), str(other), "--out", str(tmp_path / "r3"), "--size", "128", "-q"])
+    m_other = json.loads((tmp_path / "r3" / "report.json").read_text())["metrics"]
+    assert m["fid"] > 10 * m_other["fid"] > 0  # FID has no absolute scale across feature extractors; compare
+
+
+def test_copies_of_training_tiles_are_flagged_and_held_out_tiles_are_not(tmp_path, runner):
+    scc = sorted(shared("tiles", "lc25000_224", "lung_scc").glob("*.jpeg"))
+    tiles = [np.asarray(Image.open(f).convert("RGB")) for f in scc[:300]]
+    train = _write_tiles(tmp_path / "train", tiles[:150])
+    held_out = _write_tiles(tmp_path / "test", tiles[150:300])
+    rng = np.random.default_rng(1)
+    copies = _write_tiles(tmp_path / "copies", [np.clip(tiles[i].astype(int) + rng.integers(-2, 3, tiles[i].shape), 0, 255).astype(np.uint8)
+                                                for i in rng.integers(0, 150, 150)])
+    args = ["--size", "96", "--cells", "3", "--min-per-cell", "10", "--gallery", "4", "-q"]
+    copied = runner.invoke(cli, ["evaluate", str(held_out), str(copies), "--train", str(train), "--out", str(tmp_path / "c"), *args])
+    assert copied.exit_code == 0, copied.output
+    c = json.loads((tmp_path / "c" / "report.json").read_text())["metrics"]
+    honest = runner.invoke(cli, ["evaluate", str(held_out), str(held_out), "--train", str(train), "--out", str(tmp_path / "h"), *args])
+    assert honest.exit_code == 0, honest.output
+    h = json.loads((tmp_path / "h" / "report.json").read_text())["metrics"]
+    assert c["copying"]["c_t"] < -3 and c["authenticity"] < 0.2
+    assert abs(h["copying"]["c_t"]) < 1e-9  # the same held-out set on both sides: every z is 0
+    # LC25000 tiles are rotations/flips of 250 originals, so "held-out" tiles partly duplicate training tiles
+    # (authenticity ~0.3 here; ~0.5 for truly independent draws): the copies must still stand far below.
+    assert h["authenticity"] > 2 * c["authenticity"] + 0.1
+    page = (tmp_path / "c" / "report.html").read_text()
+    assert page.count("data:image/png;base64") == 8 and "not comparable" in page and "<svg" in page
+
+
+def test_torchscript_extractor_and_bad_feature_file(tmp_path, runner):
+    import torch
+
+    class Mean(torch.nn.Module):
+        def forward(self, x: torch.Tensor, return_features: bool = True) -> torch.Tensor:
+            return x.float().mean(dim=(2, 3))
+
+    script = tmp_path / "mean.pt"
+    torch.jit.script(Mean()).save(str(script))
+    rng = np.random.default_rng(2)
+    a = _write_tiles(tmp_path / "a", [np.full((32, 32, 3), rng.integers(0, 255, 3), np.uint8) for _ in range(20)])
+    result = runner.invoke(cli, ["evaluate", str(a), str(a), "--features", str(script), "--size", "32", "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["feature_extractor"] == {"name": "mean", "comparable_with_published": True, "dim": 3}
+    bad = tmp_path / "bad.pt"
+    bad.write_text("not a network")
+    result = runner.invoke(cli, ["evaluate", str(a), str(a), "--features", str(bad), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "not a TorchScript file" in result.output
+
+
+def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
+    from wsi_synth.io import write_slide_pyramid
+
+    rng = np.random.default_rng(3)
+    smooth = np.asarray(Image.fromarray((rng.random((30, 30, 3)) * 255).astype(np.uint8)).resize((1024, 1024), Image.Resampling.BICUBIC))
+    seamed = smooth.astype(np.int16)
+    for y in range(0, 1024, 64):
+        for x in range(0, 1024, 64):
+            seamed[y : y + 64, x : x + 64] += rng.integers(-12, 13)
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_slide_pyramid(np.clip(seamed, 0, 255).astype(np.uint8), slides / "seamed.tiff", mpp=0.5, tile=256, quality=95)
+    write_slide_pyramid(smooth, slides / "clean.tiff", mpp=0.5, tile=256, quality=95)
+    real = _write_tiles(tmp_path / "real", [smooth[y : y + 256, x : x + 256] for y in range(0, 1024, 256) for x in range(0, 1024, 256)])
+    result = runner.invoke(cli, ["evaluate", str(real), str(slides), "--tile", "256", "--size", "64", "--seam-period", "64",
+                                 "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["inputs"]["synthetic"] == {"path": str(slides), "kind": "slides", "tiles": 32, "mode": "tiled"}
+    seams = {s["slide"]: s for s in report["metrics"]["seams"]}
+    assert seams["seamed.tiff"]["boundary_energy_ratio"] > 1.5 > seams["clean.tiff"]["boundary_energy_ratio"]
+    ds = tmp_path / "ds"
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    assert runner.invoke(cli, ["import", str(wsss / "img"), "--masks", str(wsss / "mask"), "--legend", str(legend), "--tile", "128",
+                               "--region", "256", "--region-mask", "32", "--out", str(ds), "-q"]).exit_code == 0
+    result = runner.invoke(cli, ["evaluate", str(ds), str(real), "--split", "test", "--size", "64", "--out", str(tmp_path / "d"), "-q"])
+    assert result.exit_code == 0, result.output
+    inputs = json.loads((tmp_path / "d" / "report.json").read_text())["inputs"]
+    assert inputs["real"]["kind"] == "dataset" and 0 < inputs["real"]["tiles"]
+
+
+@pytest.mark.parametrize("args, message", [(["--mode", "sideways"], "sideways"), (["--features", "/nope.pt"], "file not found")])
+def test_evaluate_bad_arguments(tmp_path, runner, args, message):
+    a = _write_tiles(tmp_path / "a", [np.zeros((16, 16, 3), np.uint8)] * 3)
+    result = runner.invoke(cli, ["evaluate", str(a), str(a), "--out", str(tmp_path / "r"), *args])
+    assert result.exit_code == 2 and message in result.output

@@ -1,0 +1,154 @@
+"""Tiles to evaluate, from a folder of images, a wsi-synth dataset, or pyramidal TIFFs (slides).
+
+Slides are cut into `tile` px tiles at level 0 ("tiled") or read whole and resized to one tile
+("resized"), as in the paper. Every tile is resized to `size` px so a batch is one array.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from wsi_synth.errors import BadArgumentError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn"})
+
+
+@dataclass(frozen=True)
+class TileSource:
+    """Where tiles come from and how to cut them."""
+
+    path: Path
+    kind: str  # "images" | "dataset" | "slides"
+    items: tuple  # image paths | (source id, array name, index) | slide paths
+    size: int
+    mode: str = "tiled"
+    tile: int = 512
+
+    def __len__(self) -> int:
+        if self.kind != "slides" or self.mode == "resized":
+            return len(self.items)
+        return sum(_grid_count(p, self.tile) for p in self.items)
+
+
+def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile: int = 512, split: str | None = None,
+                max_tiles: int | None = None) -> TileSource:
+    """Decide what `path` is and list its tiles (lazily for slides)."""
+    path = Path(path)
+    if mode not in ("tiled", "resized"):
+        raise BadArgumentError(f"--mode must be tiled or resized, got {mode!r}")
+    if not path.exists():
+        raise BadArgumentError(f"evaluation input not found: {path}")
+    if path.is_dir() and (path / "dataset.json").is_file():
+        return TileSource(path, "dataset", _dataset_items(path, split, max_tiles), size, mode, tile)
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES)
+    if not files:
+        raise BadArgumentError(f"{path}: no images, slides or dataset.json found")
+    if all(_is_slide(p, size) for p in files):
+        return TileSource(path, "slides", tuple(files), size, mode, tile)
+    images = tuple(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
+    return TileSource(path, "images", images[:max_tiles] if max_tiles else images, size, mode, tile)
+
+
+def _is_slide(path: Path, size: int) -> bool:
+    """A file counts as a slide when it is a slide format or much larger than a tile."""
+    if path.suffix.lower() in SLIDE_SUFFIXES - {".tif", ".tiff"}:
+        return True
+    try:
+        import tifffile
+
+        if path.suffix.lower() in (".tif", ".tiff"):
+            with tifffile.TiffFile(path) as tf:
+                return max(tf.pages[0].shape[:2]) > 4 * size
+        with Image.open(path) as im:
+            return max(im.size) > 4 * size
+    except Exception:
+        return False
+
+
+def _dataset_items(path: Path, split: str | None, max_tiles: int | None) -> tuple:
+    from wsi_synth.data import open_dataset
+
+    rows = [r for r in open_dataset(path).manifest() if r["kind"] in ("labelled", "unlabelled") and (split is None or r["split"] == split)]
+    if not rows:
+        raise BadArgumentError(f"{path}: no tiles{f' in split {split!r}' if split else ''}")
+    items = tuple((r["source"], f"{r['kind']}/images", int(r["index"])) for r in rows)
+    return items[:max_tiles] if max_tiles else items
+
+
+def _grid_count(slide: Path, tile: int) -> int:
+    import openslide
+
+    with openslide.open_slide(str(slide)) as s:
+        w, h = s.dimensions
+    return (w // tile) * (h // tile)
+
+
+def iter_batches(source: TileSource, *, batch: int = 64, max_tiles: int | None = None) -> Iterator[np.ndarray]:
+    """Batches of (n, size, size, 3) uint8 tiles, in a fixed order."""
+    pending: list[np.ndarray] = []
+    count = 0
+    for tile in _iter_tiles(source):
+        pending.append(tile)
+        count += 1
+        if len(pending) == batch:
+            yield np.stack(pending)
+            pending = []
+        if max_tiles and count >= max_tiles:
+            break
+    if pending:
+        yield np.stack(pending)
+
+
+def _iter_tiles(source: TileSource) -> Iterator[np.ndarray]:
+    size = (source.size, source.size)
+    if source.kind == "images":
+        for p in source.items:
+            with Image.open(p) as im:
+                yield np.asarray(im.convert("RGB").resize(size, Image.Resampling.BILINEAR))
+    elif source.kind == "dataset":
+        from wsi_synth.data import open_dataset
+
+        ds = open_dataset(source.path)
+        groups: dict = {}
+        for sid, name, index in source.items:
+            group = groups.get(sid) or groups.setdefault(sid, ds.source_group(sid))
+            yield _resized(group[name][index], source.size)
+    else:
+        yield from _slide_tiles(source)
+
+
+def _slide_tiles(source: TileSource) -> Iterator[np.ndarray]:
+    import openslide
+
+    for path in source.items:
+        with openslide.open_slide(str(path)) as s:
+            w, h = s.dimensions
+            if source.mode == "resized":
+                yield _resized(np.asarray(s.get_thumbnail((source.size, source.size)).convert("RGB")), source.size)
+                continue
+            for y in range(0, h - source.tile + 1, source.tile):
+                for x in range(0, w - source.tile + 1, source.tile):
+                    region = np.asarray(s.read_region((x, y), 0, (source.tile, source.tile)).convert("RGB"))
+                    yield _resized(region, source.size)
+
+
+def _resized(tile: np.ndarray, size: int) -> np.ndarray:
+    if tile.shape[0] == size and tile.shape[1] == size:
+        return np.asarray(tile)
+    return np.asarray(Image.fromarray(np.asarray(tile)).resize((size, size), Image.Resampling.BILINEAR))
+
+
+def read_centre(slide: Path, side: int) -> np.ndarray:
+    """A `side`² region from the middle of a slide's level 0 (for the seam score)."""
+    import openslide
+
+    with openslide.open_slide(str(slide)) as s:
+        w, h = s.dimensions
+        side_w, side_h = min(side, w), min(side, h)
+        return np.asarray(s.read_region(((w - side_w) // 2, (h - side_h) // 2), 0, (side_w, side_h)).convert("RGB"))

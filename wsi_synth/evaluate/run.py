@@ -1,0 +1,109 @@
+"""Run an evaluation: embed every input once, compute every metric, write the report."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from wsi_synth.errors import BadArgumentError
+from wsi_synth.evaluate import metrics
+from wsi_synth.evaluate.features import FeatureExtractor
+from wsi_synth.evaluate.inputs import TileSource, iter_batches, open_source, read_centre
+
+THUMB = 96  # gallery thumbnails, px
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    k: int = 3
+    size: int = 256
+    mode: str = "tiled"
+    tile: int = 512
+    split: str | None = None
+    max_tiles: int | None = None
+    cells: int = 20
+    min_per_cell: int = 20
+    gallery: int = 16
+    seam_period: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class Embedded:
+    source: TileSource
+    features: np.ndarray
+    thumbs: np.ndarray
+
+
+def embed(source: TileSource, extractor: FeatureExtractor, config: EvaluateConfig, *, label: str, progress: bool) -> Embedded:
+    """Features of every tile (batched, bounded memory) and a small thumbnail of each for the gallery."""
+    from tqdm import tqdm
+
+    total = min(len(source), config.max_tiles) if config.max_tiles else len(source)
+    features, thumbs = [], []
+    with tqdm(total=total, desc=f"features: {label}", unit="tile", disable=not progress, leave=False) as bar:
+        for batch in iter_batches(source, batch=config.batch_size, max_tiles=config.max_tiles):
+            features.append(extractor(batch).astype(np.float32))
+            thumbs.append(batch[:, :: max(1, batch.shape[1] // THUMB), :: max(1, batch.shape[2] // THUMB)][:, :THUMB, :THUMB])
+            bar.update(len(batch))
+    if not features:
+        raise BadArgumentError(f"{source.path}: no tiles to evaluate")
+    return Embedded(source, np.concatenate(features), np.concatenate(thumbs))
+
+
+def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtractor, out: str | Path, *, train: str | Path | None = None,
+             config: EvaluateConfig = EvaluateConfig(), overwrite: bool = False, progress: bool = True) -> dict:
+    """Compare REAL and SYNTHETIC tiles (and SYNTHETIC against TRAIN for copying); write `out/report.{json,html}`."""
+    from wsi_synth.evaluate.report import write_report
+    from wsi_synth.io.atomic import check_output
+
+    out = Path(out)
+    for name in ("report.json", "report.html"):
+        check_output(out / name, overwrite=overwrite) if out.is_dir() else None
+    sources = {"real": open_source(real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles),
+               "synthetic": open_source(synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles)}
+    if train is not None:
+        sources["train"] = open_source(train, size=config.size, mode=config.mode, tile=config.tile, split="train", max_tiles=config.max_tiles)
+    timings: dict[str, float] = {}
+    embedded = {}
+    for label, source in sources.items():
+        t = time.perf_counter()
+        embedded[label] = embed(source, extractor, config, label=label, progress=progress)
+        timings[f"features_{label}_s"] = round(time.perf_counter() - t, 2)
+    t = time.perf_counter()
+    real_f, fake_f = embedded["real"].features, embedded["synthetic"].features
+    k = min(config.k, len(real_f) - 1, len(fake_f) - 1)
+    if k < 1:
+        raise BadArgumentError(f"need at least 2 tiles in each set, got real {len(real_f)}, synthetic {len(fake_f)}")
+    precision, recall = metrics.precision_recall(real_f, fake_f, k=k)
+    result: dict = {"precision": precision, "recall": recall, "k": k, "fid": metrics.frechet_distance(real_f, fake_f)}
+    gallery = []
+    if "train" in embedded:
+        train_f = embedded["train"].features
+        result["authenticity"] = metrics.authenticity(train_f, fake_f)
+        result["copying"] = metrics.data_copying(train_f, real_f, fake_f, cells=config.cells, min_per_cell=config.min_per_cell, seed=config.seed)
+        index, distance = metrics.nearest(fake_f, train_f)
+        result["nn_distance"] = {"synthetic_to_train": _summary(distance), "real_to_train": _summary(metrics.nearest(real_f, train_f)[1])}
+        histogram = {"synthetic": distance, "real": metrics.nearest(real_f, train_f)[1]}
+        for i in range(min(config.gallery, len(fake_f))):
+            gallery.append((embedded["synthetic"].thumbs[i], embedded["train"].thumbs[index[i]], float(distance[i])))
+    else:
+        histogram = {}
+    if config.seam_period and sources["synthetic"].kind == "slides":
+        result["seams"] = [{"slide": p.name, **metrics.seam_score(read_centre(p, 16 * config.seam_period), config.seam_period)}
+                           for p in sources["synthetic"].items]
+    timings["metrics_s"] = round(time.perf_counter() - t, 2)
+    report = {"inputs": {label: {"path": str(s.path), "kind": s.kind, "tiles": len(embedded[label].features), "mode": s.mode if s.kind == "slides" else None}
+                         for label, s in sources.items()},
+              "feature_extractor": {"name": extractor.name, "comparable_with_published": extractor.comparable, "dim": int(real_f.shape[1])},
+              "metrics": result, "config": asdict(config), "timings": timings}
+    write_report(out, report, gallery=gallery, histogram=histogram, overwrite=overwrite)
+    return report
+
+
+def _summary(values: np.ndarray) -> dict:
+    return {"mean": float(values.mean()), "median": float(np.median(values)), "p05": float(np.percentile(values, 5))}
