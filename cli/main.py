@@ -64,9 +64,9 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cli import evaluate, extract, import_tiles, info, pyramid
+    from cli import evaluate, extract, import_tiles, info, pyramid, train
 
-    for module in (extract, import_tiles, info, pyramid, evaluate):
+    for module in (extract, import_tiles, train, info, pyramid, evaluate):
         cli.add_command(module.command)
 
 
@@ -75,3 +75,7 @@ _register()
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node N -m cli.main train image …`
+    main()

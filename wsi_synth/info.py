@@ -17,6 +17,10 @@ def describe(path: str | Path) -> dict:
         from wsi_synth.data.store import open_dataset
 
         return {"kind": "dataset", **open_dataset(path).summary()}
+    if path.is_dir() and (path / "model.json").is_file():
+        from wsi_synth.models.bundle import open_bundle
+
+        return {"kind": "model", **open_bundle(path).summary()}
     if path.suffix.lower() in (".tif", ".tiff"):
         from wsi_synth.io.inspect import describe_tiff
 

@@ -1,0 +1,179 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cli.main import cli
+from tests.conftest import shared
+from wsi_synth.data import open_dataset
+from wsi_synth.diffusion import train as training
+from wsi_synth.models.bundle import open_bundle
+from wsi_synth.models.config import load_config
+
+
+def _eight_tiles(tmp_path):
+    """8 real 64 px WSSS4LUAD crops with their masks, imported as a dataset (plus LC25000 unlabelled tiles)."""
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    img_dir, mask_dir = tmp_path / "img", tmp_path / "mask"
+    img_dir.mkdir()
+    mask_dir.mkdir()
+    for n, path in enumerate(sorted((wsss / "img").glob("*.png"))[:8]):
+        image, mask = Image.open(path).convert("RGB"), Image.open(wsss / "mask" / path.name)
+        image.crop((0, 0, 64, 64)).save(img_dir / f"{n}.png")
+        mask.crop((0, 0, 64, 64)).save(mask_dir / f"{n}.png")
+    (tmp_path / "legend.yaml").write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
+    data = tmp_path / "data"
+    from wsi_synth.data.importer import ImportConfig, import_tiles
+
+    import_tiles(img_dir, data, ImportConfig(tile_size=64, subtype="adenocarcinoma", region_size=64, region_mask_size=16, test_fraction=0),
+                 masks=mask_dir, legend=tmp_path / "legend.yaml", progress=False)
+    return data
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("train")
+    data = _eight_tiles(tmp)
+    model = tmp / "model"
+    config = load_config("tiny", max_steps=60, batch_size=8, checkpoint_every=60, sample_every=60)
+    codec = training.train("codec", data, model, config, progress=False)
+    return data, model, codec
+
+
+def test_image_model_overfits_eight_real_tiles(trained, tmp_path):
+    data, model, _ = trained
+    bundle_dir = tmp_path / "m"
+    shutil.copytree(model, bundle_dir)
+    config = load_config("tiny", max_steps=300, batch_size=8, warmup_steps=10, checkpoint_every=300, sample_every=300, p_unc=0.2)
+    result = training.train("image", data, bundle_dir, config, progress=False)
+    assert result["final_loss"] < 0.6 * result["initial_loss"]
+    assert (bundle_dir / "previews" / "image_step0000300.png").exists()
+
+
+def test_codec_scale_makes_latents_unit_variance(trained):
+    data, model, codec_result = trained
+    bundle = open_bundle(model)
+    codec = bundle.load_codec()
+    ds = open_dataset(data)
+    tiles = ds.source_group(ds.sources[0]["id"])["labelled/images"][:]
+    with torch.no_grad():
+        z = codec.encode(torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mode()
+    assert (z * bundle.meta["latent"]["scale"]).std().item() == pytest.approx(1.0, abs=0.05)
+    assert bundle.meta["latent"]["factor"] == 4 and "psnr_train_db" in codec_result
+
+
+def test_save_then_load_gives_identical_outputs(trained, tmp_path):
+    from wsi_synth.models.networks import build_unet
+
+    data, model, _ = trained
+    config = load_config("tiny")
+    net = build_unet(config.image, in_channels=5, out_channels=4, num_class_embeds=4, sample_size=16).eval()
+    bundle = open_bundle(tmp_path / "b", create=True)
+    bundle.root.mkdir()
+    bundle.save_network("image", net)
+    bundle.meta["stages"]["image"] = {"steps": 0}
+    loaded = bundle.load_unet("image")
+    x, t, c = torch.randn(2, 5, 16, 16), torch.tensor([10, 900]), torch.tensor([0, 3])
+    with torch.no_grad():
+        assert torch.equal(net(x, t, class_labels=c).sample, loaded(x, t, class_labels=c).sample)
+    codec = open_bundle(model).load_codec()
+    again = open_bundle(model).load_codec()
+    img = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(codec.encode(img).latent_dist.mode(), again.encode(img).latent_dist.mode())
+
+
+def test_resume_after_interruption_gives_the_same_weights(trained, tmp_path, monkeypatch):
+    data, model, _ = trained
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(model, a)
+    shutil.copytree(model, b)
+    config = load_config("tiny", max_steps=6, batch_size=4, warmup_steps=2, checkpoint_every=100, sample_every=100)
+    training.train("image", data, a, config, progress=False)
+    real = training._eps_loss
+
+    def interrupted(net, x0, step, *args, **kwargs):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real(net, x0, step, *args, **kwargs)
+
+    monkeypatch.setattr(training, "_eps_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("image", data, b, config, progress=False)
+    assert torch.load(b / "checkpoints" / "image.pt", weights_only=False)["step"] == 3
+    monkeypatch.setattr(training, "_eps_loss", real)
+    training.train("image", data, b, config, resume=True, progress=False)
+    sa = torch.load(a / "checkpoints" / "image.pt", weights_only=False)
+    sb = torch.load(b / "checkpoints" / "image.pt", weights_only=False)
+    assert sa["step"] == sb["step"] == 6 and sa["losses"] == sb["losses"]
+    assert all(torch.equal(sa["net"][k], sb["net"][k]) for k in sa["net"])
+    ua, ub = open_bundle(a).load_unet("image"), open_bundle(b).load_unet("image")
+    assert all(torch.equal(p, q) for p, q in zip(ua.state_dict().values(), ub.state_dict().values(), strict=True))
+
+
+def test_labelled_unlabelled_draw_follows_p_unc(trained):
+    data, model, _ = trained
+    p_unc, batch, steps = 0.3, 8, 150
+    config = load_config("tiny", batch_size=batch, p_unc=p_unc)
+    spec = training.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
+    labels = torch.cat([spec.draw(step)[2] for step in range(steps)])
+    n, k = len(labels), int((labels == 0).sum())
+    assert abs(k - p_unc * n) < 4 * np.sqrt(n * p_unc * (1 - p_unc))  # binomial, 4σ
+    assert set(labels.tolist()) - {0} <= {1, 2, 3} and len(set(labels.tolist())) > 2  # several classes get turns
+
+
+def test_mask_stage_trains_on_region_maps(trained, tmp_path):
+    data, model, _ = trained
+    shutil.copytree(model, tmp_path / "m")
+    config = load_config("tiny", max_steps=20, batch_size=4, checkpoint_every=20, sample_every=20)
+    result = training.train("mask", data, tmp_path / "m", config, progress=False)
+    assert result["steps"] == 20 and open_bundle(tmp_path / "m").has("mask")
+
+
+def test_training_errors_through_the_cli(trained, tmp_path, runner):
+    data, model, _ = trained
+    lc_only = tmp_path / "lc"
+    assert runner.invoke(cli, ["import", str(shared("tiles", "lc25000_224", "lung_n")), "--tile", "64", "--region", "64", "--region-mask", "16",
+                               "--out", str(lc_only), "-q"]).exit_code == 0
+    shutil.copytree(model, tmp_path / "m")
+    result = runner.invoke(cli, ["train", "image", str(lc_only), "--out", str(tmp_path / "m"), "-q"])
+    assert result.exit_code == 2 and "classes" in result.output  # other classes than the bundle's
+    result = runner.invoke(cli, ["train", "image", str(data), "--out", str(tmp_path / "nocodec"), "--max-steps", "1", "-q"])
+    assert result.exit_code == 2 and "no codec stage" in result.output
+    result = runner.invoke(cli, ["train", "codec", str(lc_only), "--out", str(tmp_path / "fresh"), "--max-steps", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["train", "image", str(lc_only), "--out", str(tmp_path / "fresh"), "--max-steps", "1", "-q"])
+    assert result.exit_code == 2 and "no labelled tiles" in result.output
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text("image: {block_out_channels: [16, 32, 32, 32, 32, 32], norm_num_groups: 8}\n")  # needs multiples of 32
+    shutil.copytree(model, tmp_path / "m2")
+    result = runner.invoke(cli, ["train", "image", str(data), "--out", str(tmp_path / "m2"), "--config", str(cfg), "--max-steps", "1", "-q"])
+    assert result.exit_code == 2 and "does not fit" in result.output
+    cfg.write_text("imgae: {}\n")
+    result = runner.invoke(cli, ["train", "image", str(data), "--out", str(tmp_path / "m2"), "--config", str(cfg), "-q"])
+    assert result.exit_code == 2 and "unknown key 'imgae'" in result.output
+    info = json.loads(runner.invoke(cli, ["info", str(model), "--json"]).output)
+    assert info["kind"] == "model" and info["classes"] == ["unknown", "normal", "stroma", "tumour epithelium"]
+
+
+def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, tmp_path):
+    """DDP through torchrun (gloo on CPU): both ranks train, rank 0 writes a bundle that records the world size."""
+    import socket
+    import subprocess
+    import sys
+
+    data, model, _ = trained
+    shutil.copytree(model, tmp_path / "m")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+           "-m", "cli.main", "train", "image", str(data), "--out", str(tmp_path / "m"), "--max-steps", "4", "--batch-size", "2", "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert done.returncode == 0, done.stderr[-2000:]
+    stage = json.loads((tmp_path / "m" / "model.json").read_text())["stages"]["image"]
+    assert stage["world_size"] == 2 and stage["steps"] == 4
+    assert open_bundle(tmp_path / "m").load_unet("image") is not None

@@ -1,0 +1,1 @@
+"""Noise math only: the schedule, forward noising, the DDIM step, classifier-free guidance."""

@@ -1,0 +1,468 @@
+"""The training loop shared by the three stages, and what differs per stage (data, loss, preview).
+
+Reproducibility: everything random at step `s` (batch indices, the labelled/unlabelled draw, augmentation,
+noise, timesteps) comes from generators keyed by (seed, s). A checkpoint therefore needs only network,
+EMA, optimizer and LR-schedule states plus `s`, and `--resume` continues exactly (same weights on CPU as
+an uninterrupted run). Ctrl-C saves a checkpoint before stopping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from wsi_synth.data.samplers import TileIndex, TileReader, augment, require, step_rng
+from wsi_synth.data.store import Dataset, open_dataset
+from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod, ddim_step, ddim_timesteps
+from wsi_synth.errors import BadArgumentError
+from wsi_synth.models.bundle import BadModelError, Bundle, open_bundle
+from wsi_synth.models.config import TrainConfig
+from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
+
+log = logging.getLogger("wsi_synth")
+LATENT_CACHE_MAX = 20_000  # latents kept per run (float16); beyond that, tiles are re-encoded
+
+
+@dataclass
+class StageSpec:
+    name: str
+    network: torch.nn.Module
+    lr: float
+    loss: Callable[[torch.nn.Module, int], torch.Tensor]
+    preview: Callable[[torch.nn.Module], np.ndarray]
+    finish: Callable[[torch.nn.Module], dict]
+    draw: Callable[[int], tuple] | None = None  # the batch of a step (for inspection and tests)
+
+
+def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False, device: str = "cpu",
+          codec: str | None = None, progress: bool = True) -> dict:
+    """Train one stage (`codec`, `image` or `mask`) on a dataset into the bundle at `out`.
+
+    Started by `torchrun --nproc_per_node N`, the UNet stages train data-parallel (DDP; NCCL on GPUs, gloo
+    on CPU): `batch_size` is per process, each rank draws its own batch, rank 0 writes everything.
+    """
+    if stage not in ("codec", "image", "mask"):
+        raise BadArgumentError(f"stage must be codec, image or mask, got {stage!r}")
+    rank, world, device = _init_distributed(device)
+    if world > 1 and stage == "codec":
+        raise BadArgumentError("train codec runs on one process (it is small): start it without torchrun")
+    dataset = open_dataset(data)
+    bundle = open_bundle(out, create=True)
+    _bind_bundle_to_dataset(bundle, dataset)
+    if codec is not None:
+        bundle.meta["stages"]["codec"] = {"external": codec}
+    spec = build_stage(stage, dataset, bundle, config, device, rank=rank)
+    try:
+        return _loop(spec, bundle, config, dataset, resume=resume, device=device, progress=progress and rank == 0, rank=rank, world=world)
+    finally:
+        if world > 1:
+            torch.distributed.destroy_process_group()
+
+
+def _init_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, this process's device) — from torchrun's environment, or (0, 1, device)."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, device
+    cuda = device.startswith("cuda")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    return torch.distributed.get_rank(), world, device
+
+
+def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset) -> None:
+    """A bundle serves one class scheme and subtype list: refuse a dataset that disagrees."""
+    classes = dataset.meta["classes"]
+    subtypes = sorted(dataset.meta.get("subtypes") or [])
+    if bundle.meta.get("classes") is not None:
+        mine = [c["name"] for c in bundle.classes]
+        if mine != [c["name"] for c in classes]:
+            raise BadModelError(f"{bundle.root} was trained with classes {mine}, the dataset has {[c['name'] for c in classes]}")
+        if bundle.subtypes != subtypes:
+            raise BadModelError(f"{bundle.root} was trained with subtypes {bundle.subtypes}, the dataset has {subtypes}")
+        if bundle.meta.get("tile_size") != dataset.meta["tile_size"]:
+            raise BadModelError(f"{bundle.root} was trained on {bundle.meta.get('tile_size')} px tiles, the dataset has {dataset.meta['tile_size']}")
+    bundle.meta.update(classes=classes, subtypes=subtypes, tile_size=dataset.meta["tile_size"], mpp=dataset.meta["mpp"],
+                       region_size=dataset.meta["region_size"], region_mask_size=dataset.meta["region_mask_size"])
+
+
+def _dataset_hash(dataset: Dataset) -> str:
+    return hashlib.sha256((dataset.root / "dataset.json").read_bytes()).hexdigest()
+
+
+def build_stage(stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, *, rank: int = 0) -> StageSpec:
+    """The stage's network (initialised from the seed, not the global RNG, so every rank starts equal)
+    and its data/loss/preview; `rank` selects this process's share of each step's draws."""
+    build = {"codec": _codec_stage, "image": _image_stage, "mask": _mask_stage}[stage]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_seed(config.seed, stage))
+        return build(dataset, bundle, config, device, rank)
+
+
+# --- codec --------------------------------------------------------------------------------------------
+
+
+def _to_tensor(images: list[np.ndarray], device: str) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)
+
+
+def _codec_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+    index, reader = TileIndex.build(dataset), TileReader(dataset)
+    tiles = [("labelled", s, i) for s, i in index.labelled] + [("unlabelled", s, i) for s, i in index.unlabelled]
+    require(tiles, "tiles", dataset, "extract or import some first")
+    codec = build_codec(config.codec)
+
+    def batch(step: int) -> torch.Tensor:
+        rng = step_rng(config.seed, step, rank)
+        picks = rng.integers(len(tiles), size=config.batch_size)
+        return _to_tensor([augment([reader.image(*tiles[p])], rng)[0] for p in picks], device)
+
+    def loss(net, step: int) -> torch.Tensor:
+        x = batch(step)
+        posterior = net.encode(x).latent_dist
+        z = posterior.sample(generator=torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, rank)))
+        recon = net.decode(z).sample
+        return F.l1_loss(recon, x) + 0.5 * F.mse_loss(recon, x) + config.codec.kl_weight * posterior.kl().mean()
+
+    def preview(net) -> np.ndarray:
+        x = batch(10**9)[:4]
+        with torch.no_grad():
+            recon = net.decode(net.encode(x).latent_dist.mode()).sample
+        return _grid(torch.cat([x, recon]), rows=2)
+
+    def finish(net) -> dict:
+        # 64 tiles give ~10⁶ latent values for the scale; 32 held-out tiles for PSNR (cheap even for a large codec)
+        scale = measure_scale(net, [reader.image(*t) for t in tiles[:64]], device)
+        test = TileIndex.build(dataset, "test")
+        held_out = ([reader.image("labelled", s, i) for s, i in test.labelled] + [reader.image("unlabelled", s, i) for s, i in test.unlabelled])[:32]
+        psnr = reconstruction_psnr(net, held_out or [reader.image(*t) for t in tiles[-32:]], device)
+        bundle.meta["latent"] = {"factor": codec_factor(net), "channels": net.config.latent_channels, "scale": scale}
+        return {"psnr_test_db" if held_out else "psnr_train_db": psnr, "latent_scale": scale}
+
+    return StageSpec("codec", codec, config.codec.lr, loss, preview, finish)
+
+
+def _chunk(images: list[np.ndarray]) -> int:
+    """Images per codec call: about four 512² tiles' worth of pixels, so a large codec stays within memory."""
+    return max(1, (4 * 512 * 512) // max(1, images[0].shape[0] * images[0].shape[1])) if images else 1
+
+
+def measure_scale(codec, images: list[np.ndarray], device: str) -> float:
+    """1 / std of the latents (posterior means) over `images`: scaled latents have unit variance."""
+    n = _chunk(images)
+    with torch.no_grad():
+        z = torch.cat([codec.encode(_to_tensor(images[i : i + n], device)).latent_dist.mode() for i in range(0, len(images), n)])
+    return float(1.0 / z.float().std().clamp(min=1e-6))
+
+
+def reconstruction_psnr(codec, images: list[np.ndarray], device: str) -> float:
+    n = _chunk(images)
+    with torch.no_grad():
+        errors = []
+        for i in range(0, len(images), n):
+            x = _to_tensor(images[i : i + n], device)
+            recon = codec.decode(codec.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+            errors.append(((recon - x) * 127.5).pow(2).mean(dim=(1, 2, 3)))
+    mse = torch.cat(errors).mean().item()
+    return round(10 * math.log10(255**2 / max(mse, 1e-9)), 2)
+
+
+# --- image denoiser -------------------------------------------------------------------------------------
+
+
+def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+    index, reader = TileIndex.build(dataset), TileReader(dataset)
+    require(index.labelled, "labelled tiles", dataset,
+            "conditional training needs annotated tiles (extract with annotations, or import with --masks)")
+    codec = bundle.load_codec(device=device)
+    for p in codec.parameters():
+        p.requires_grad_(False)
+    if "latent" not in bundle.meta or bundle.meta["stages"]["codec"].get("external"):
+        images = [reader.image("labelled", s, i) for s, i in index.labelled[:64]]
+        bundle.meta["latent"] = {"factor": codec_factor(codec), "channels": codec.config.latent_channels, "scale": measure_scale(codec, images, device)}
+    latent = bundle.meta["latent"]
+    tile = dataset.meta["tile_size"]
+    if tile % latent["factor"]:
+        raise BadModelError(f"tile size {tile} is not a multiple of the codec's downsampling factor {latent['factor']}")
+    lat = tile // latent["factor"]
+    check_fits(config.image, lat, "the latent size")
+    n_classes = len(dataset.meta["classes"])
+    net = build_unet(config.image, in_channels=latent["channels"] + 1, out_channels=latent["channels"], num_class_embeds=n_classes, sample_size=lat)
+    abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
+    cache: dict = {}
+
+    def encode(kind: str, source: str, i: int, k: int, flip: bool) -> torch.Tensor:
+        key = (kind, source, i)
+        if key not in cache:
+            with torch.no_grad():
+                z = codec.encode(_to_tensor([reader.image(kind, source, i)], device)).latent_dist.mode()[0] * latent["scale"]
+            if len(cache) < LATENT_CACHE_MAX:
+                cache[key] = z.half()
+        z = cache[key].float() if key in cache else z
+        z = torch.rot90(z, k, dims=(1, 2))  # the augmentations commute with encoding up to the codec's own error
+        return z.flip(2) if flip else z
+
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rng = step_rng(config.seed, step, rank)
+        latents, masks, labels = [], [], []
+        for _ in range(config.batch_size):
+            unconditional = rng.random() < config.p_unc
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            if unconditional:
+                pool = [("unlabelled", s, i) for s, i in index.unlabelled] or [("labelled", s, i) for s, i in index.labelled]
+                kind, source, i = pool[int(rng.integers(len(pool)))]
+                latents.append(encode(kind, source, i, k, flip))
+                masks.append(torch.zeros(1, lat, lat))
+                labels.append(0)
+                continue
+            source, i = index.labelled[int(rng.integers(len(index.labelled)))]
+            mask = reader.mask("labelled", source, i)
+            present = [c for c in np.unique(mask) if c != 0]
+            weights = np.sqrt([(mask == c).mean() for c in present])  # every class gets turns; big ones more often
+            c = int(present[int(rng.choice(len(present), p=weights / weights.sum()))]) if present else 0
+            binary = torch.from_numpy((mask == c).astype(np.float32))[None, None]
+            small = F.adaptive_avg_pool2d(binary, lat)[0]
+            small = torch.rot90(small, k, dims=(1, 2))
+            masks.append(small.flip(2) if flip else small)
+            latents.append(encode("labelled", source, i, k, flip))
+            labels.append(c)
+        return torch.stack(latents).to(device), torch.stack(masks).to(device), torch.tensor(labels, device=device)
+
+    def loss(net, step: int) -> torch.Tensor:
+        z0, mask, labels = draw(step)
+        return _eps_loss(net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank)
+
+    def preview(net) -> np.ndarray:
+        labels = torch.arange(n_classes, device=device)  # 0 = unconditional, then each class over the whole tile
+        mask = (labels > 0).float().view(-1, 1, 1, 1).expand(-1, 1, lat, lat)
+        z = _ddim_preview(net, (n_classes, latent["channels"], lat, lat), labels, mask, abar, device, seed=config.seed)
+        with torch.no_grad():
+            return _grid(codec.decode(z / latent["scale"]).sample.clamp(-1, 1), rows=1)
+
+    return StageSpec("image", net, config.image.lr, loss, preview, lambda net: {}, draw)
+
+
+# --- mask denoiser --------------------------------------------------------------------------------------
+
+
+def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+    index, reader = TileIndex.build(dataset), TileReader(dataset)
+    require(index.regions, "region masks", dataset, "extract regions (--region/--region-mask) or import masks")
+    subtypes = bundle.subtypes
+    size = dataset.meta["region_mask_size"]
+    check_fits(config.mask, size, "the region mask size")
+    n_classes = len(dataset.meta["classes"])
+    net = build_unet(config.mask, in_channels=n_classes, out_channels=n_classes, num_class_embeds=len(subtypes) + 1, sample_size=size)
+    abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
+
+    def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = step_rng(config.seed, step, rank)
+        maps, labels = [], []
+        for _ in range(config.batch_size):
+            source, i, subtype = index.regions[int(rng.integers(len(index.regions)))]
+            m = augment([reader.mask("regions", source, i)], rng)[0]
+            maps.append(F.one_hot(torch.from_numpy(m.astype(np.int64)), n_classes).permute(2, 0, 1).float() * 2 - 1)
+            labels.append(0 if rng.random() < config.p_unc or subtype not in subtypes else 1 + subtypes.index(subtype))
+        return torch.stack(maps).to(device), torch.tensor(labels, device=device)
+
+    def loss(net, step: int) -> torch.Tensor:
+        x0, labels = draw(step)
+        return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank)
+
+    def preview(net) -> np.ndarray:
+        labels = torch.arange(len(subtypes) + 1, device=device)
+        x = _ddim_preview(net, (len(labels), n_classes, size, size), labels, None, abar, device, seed=config.seed)
+        colors = torch.tensor([c["color"] for c in dataset.meta["classes"]], dtype=torch.float32, device=device)
+        rgb = colors[x.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
+        return _grid(rgb, rows=1)
+
+    return StageSpec("mask", net, config.mask.lr, loss, preview, lambda net: {}, draw)
+
+
+# --- shared pieces --------------------------------------------------------------------------------------
+
+
+def _seed(*parts: int | str) -> int:
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _eps_loss(net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch.Tensor, device: str, *, labels: torch.Tensor,
+              extra: torch.Tensor | None = None, rank: int = 0) -> torch.Tensor:
+    """ε-prediction L2 loss at uniformly drawn timesteps."""
+    gen = torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, 1, rank))
+    noise = torch.randn(x0.shape, generator=gen).to(device)
+    t = torch.randint(0, config.num_train_timesteps, (len(x0),), generator=gen).to(device)
+    xt = add_noise(x0, noise, t, abar)
+    inputs = torch.cat([xt, extra], dim=1) if extra is not None else xt
+    return F.mse_loss(net(inputs, t, class_labels=labels).sample.float(), noise)
+
+
+def _ddim_preview(net, shape: tuple, labels: torch.Tensor, mask: torch.Tensor | None, abar: torch.Tensor, device: str, *, seed: int,
+                  steps: int = 20) -> torch.Tensor:
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    x = torch.randn(shape, generator=gen).to(device)
+    ts = ddim_timesteps(len(abar), steps)
+    abar = abar.to(device)
+    with torch.no_grad():
+        for j, t in enumerate(ts):
+            inputs = torch.cat([x, mask], dim=1) if mask is not None else x
+            eps = net(inputs, torch.full((shape[0],), t, device=device), class_labels=labels).sample
+            prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0, device=device)
+            x = ddim_step(x, eps, abar[t], prev)
+    return x
+
+
+def _grid(images: torch.Tensor, *, rows: int) -> np.ndarray:
+    """(N, 3, H, W) in [−1, 1] → one uint8 (rows·H, cols·W, 3) picture."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    cols = math.ceil(len(x) / rows)
+    h, w = x.shape[1:3]
+    out = np.full((rows * h, cols * w, 3), 255, np.uint8)
+    for i, im in enumerate(x):
+        out[(i // cols) * h : (i // cols + 1) * h, (i % cols) * w : (i % cols + 1) * w] = im
+    return out
+
+
+def _autocast(device: str):
+    if device.startswith("cuda"):
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset, *, resume: bool, device: str, progress: bool,
+          rank: int = 0, world: int = 1) -> dict:
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+    from diffusers.training_utils import EMAModel
+    from tqdm import tqdm
+
+    net = spec.network.to(device).train()
+    model = net
+    if world > 1:  # gradients averaged across ranks in backward; `net` stays the plain module for saving
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[torch.device(device).index] if device.startswith("cuda") else None)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=spec.lr, weight_decay=1e-2)
+    schedule = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.max_steps // 10 + 1), config.max_steps)
+    ema = EMAModel(net.parameters(), decay=config.ema_decay)
+    checkpoint = bundle.root / "checkpoints" / f"{spec.name}.pt"
+    start, losses = 0, []
+    if resume:
+        start, losses = _load_checkpoint(checkpoint, net, optimizer, schedule, ema, spec.name)
+    elif checkpoint.exists() or bundle.has(spec.name):
+        raise BadModelError(f"{bundle.root} already has its {spec.name} stage: pass --resume to continue it, or choose another --out")
+    scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported())
+    step_seconds = 0.0  # training steps only: previews and checkpoints are not throughput
+    step = start
+    try:
+        with tqdm(total=config.max_steps, initial=start, desc=f"train {spec.name}", unit="step", disable=not progress) as bar:
+            for step in range(start, config.max_steps):
+                tick = time.perf_counter()
+                with _autocast(device):
+                    loss = spec.loss(model, step)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                schedule.step()
+                ema.step(net.parameters())
+                losses.append(float(loss.detach()))
+                step_seconds += time.perf_counter() - tick
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+                bar.update()
+                done = step + 1
+                if rank == 0 and (done % config.checkpoint_every == 0 or done == config.max_steps):
+                    _save_checkpoint(checkpoint, net, optimizer, schedule, ema, done, losses, config)
+                if rank == 0 and (done % config.sample_every == 0 or done == config.max_steps):
+                    _write_preview(spec, net, ema, bundle, done)
+    except KeyboardInterrupt:
+        if step > start and rank == 0:
+            _save_checkpoint(checkpoint, net, optimizer, schedule, ema, step, losses[: step], config)
+            log.warning("interrupted at step %d: checkpoint saved; re-run with --resume to continue", step)
+        raise
+    except torch.OutOfMemoryError as exc:
+        raise BadArgumentError(f"out of GPU memory at batch size {config.batch_size}: try --batch-size {max(1, config.batch_size // 2)}") from exc
+    seconds = step_seconds
+    if rank != 0:
+        torch.distributed.barrier()  # rank 0 writes the bundle
+        return {"stage": spec.name, "rank": rank}
+    result = _finish(spec, net, ema, bundle, config, dataset, losses, seconds, config.max_steps - start, world)
+    if world > 1:
+        torch.distributed.barrier()
+    return result
+
+
+def _save_checkpoint(path: Path, net, optimizer, schedule, ema, step: int, losses: list[float], config: TrainConfig) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"step": step, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "ema": ema.state_dict(), "losses": losses, "config": config.to_json()}, tmp)
+    tmp.replace(path)
+
+
+def _load_checkpoint(path: Path, net, optimizer, schedule, ema, stage: str) -> tuple[int, list[float]]:
+    if not path.is_file():
+        raise BadModelError(f"--resume: no {stage} checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        net.load_state_dict(state["net"])
+    except RuntimeError as exc:
+        raise BadModelError(f"--resume: the {stage} checkpoint does not match this configuration ({str(exc).splitlines()[0]})") from exc
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    ema.load_state_dict(state["ema"])
+    return state["step"], list(state["losses"])
+
+
+def _write_preview(spec: StageSpec, net, ema, bundle: Bundle, step: int) -> None:
+    from PIL import Image
+
+    ema.store(net.parameters())
+    ema.copy_to(net.parameters())
+    net.eval()
+    try:
+        picture = spec.preview(net)
+    finally:
+        ema.restore(net.parameters())
+        net.train()
+    folder = bundle.root / "previews"
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(picture).save(folder / f"{spec.name}_step{step:07d}.png")
+
+
+def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, dataset: Dataset, losses: list[float], seconds: float, steps_run: int,
+            world: int = 1) -> dict:
+    import diffusers
+
+    ema.copy_to(net.parameters())
+    net.eval()
+    extra = spec.finish(net)
+    bundle.save_network(spec.name, net)
+    bundle.meta["schedule"] = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule, "prediction_type": "epsilon"}
+    bundle.meta["conditioning"] = {
+        "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel",
+        "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
+    }
+    head, tail = float(np.mean(losses[:20])) if losses else None, float(np.mean(losses[-20:])) if losses else None
+    bundle.meta["stages"][spec.name] = {"steps": len(losses), "dataset_sha256": _dataset_hash(dataset), "config": config.to_json(),
+                                        "initial_loss": head, "final_loss": tail, "world_size": world,
+                                        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+                                        **extra}
+    bundle.write_meta()
+    rate = steps_run * config.batch_size * world / max(seconds, 1e-9)
+    return {"stage": spec.name, "steps": len(losses), "initial_loss": head, "final_loss": tail, "samples_per_s": round(rate, 2), **extra}

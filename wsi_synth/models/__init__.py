@@ -1,0 +1,1 @@
+"""Networks (diffusers AutoencoderKL and UNet2DModel), their configurations, and the model bundle on disk."""

@@ -1,0 +1,122 @@
+"""The model bundle: `model.json` plus one diffusers `save_pretrained` folder per network.
+
+    model/
+      model.json        format, version, classes, subtypes, tile size, MPP, latent factor/channels/scale,
+                        schedule, conditioning, per-stage provenance (steps, dataset hash, versions, config)
+      codec/            AutoencoderKL (or model.json names an external codec: a local folder or a hub id)
+      image_unet/       UNet2DModel (EMA weights)
+      mask_unet/        UNet2DModel (EMA weights)
+      checkpoints/      training state for --resume (not needed to generate)
+
+Writes are atomic per file (`model.json` last), so an interrupted save never leaves a bundle that claims
+a stage it does not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsi_synth.errors import WsiSynthError
+
+FORMAT = "wsi-synth-model"
+VERSION = 1
+STAGES = ("codec", "image", "mask")
+FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet"}
+
+
+class BadModelError(WsiSynthError):
+    """A model bundle is missing, incomplete, or does not match the data or arguments."""
+
+
+@dataclass
+class Bundle:
+    root: Path
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[dict]:
+        return self.meta.get("classes", [])
+
+    @property
+    def subtypes(self) -> list[str]:
+        return self.meta.get("subtypes", [])
+
+    def has(self, stage: str) -> bool:
+        return stage in self.meta.get("stages", {})
+
+    def require(self, stage: str) -> None:
+        if not self.has(stage):
+            hint = f"wsi-synth train {stage} DATA --out {self.root}" + (" (or pass --codec PATH)" if stage == "codec" else "")
+            raise BadModelError(f"model bundle {self.root} has no {stage} stage: train it with `{hint}`")
+
+    def load_codec(self, *, device: str = "cpu"):
+        from diffusers import AutoencoderKL
+
+        external = self.meta.get("stages", {}).get("codec", {}).get("external")
+        self.require("codec")
+        source = external or str(self.root / FOLDERS["codec"])
+        try:
+            return AutoencoderKL.from_pretrained(source, local_files_only=not _is_hub_id(source), low_cpu_mem_usage=False).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise BadModelError(f"cannot load the codec from {source}: {str(exc).splitlines()[0]}") from exc
+
+    def load_unet(self, stage: str, *, device: str = "cpu"):
+        from diffusers import UNet2DModel
+
+        self.require(stage)
+        try:
+            return UNet2DModel.from_pretrained(str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False).to(device).eval()
+        except (OSError, ValueError) as exc:
+            raise BadModelError(f"cannot load the {stage} network of {self.root}: {str(exc).splitlines()[0]}") from exc
+
+    def save_network(self, stage: str, network) -> None:
+        """Write a network's folder (via a temporary folder + rename)."""
+        final = self.root / FOLDERS[stage]
+        tmp = self.root / f".{FOLDERS[stage]}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        network.save_pretrained(tmp, safe_serialization=True)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+
+    def write_meta(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.root / "model.json.tmp"
+        tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION, **self.meta}, indent=2))
+        os.replace(tmp, self.root / "model.json")
+
+    def summary(self) -> dict:
+        m = self.meta
+        return {"path": str(self.root), "classes": [c["name"] for c in self.classes], "subtypes": self.subtypes,
+                "tile_size": m.get("tile_size"), "mpp": m.get("mpp"), "latent": m.get("latent"),
+                "stages": {s: {k: v for k, v in info.items() if k in ("steps", "external", "dataset_sha256", "final_loss", "psnr_test_db")}
+                           for s, info in m.get("stages", {}).items()}}
+
+
+def _is_hub_id(source: str) -> bool:
+    return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/"))
+
+
+def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
+    root = Path(root)
+    meta_path = root / "model.json"
+    if not meta_path.is_file():
+        if create:
+            if root.exists() and any(root.iterdir()):
+                raise BadModelError(f"{root} exists and is not a model bundle (no model.json): choose another --out")
+            return Bundle(root, {"stages": {}})
+        raise BadModelError(f"{root} is not a wsi-synth model bundle (no model.json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise BadModelError(f"{meta_path} is not valid JSON: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise BadModelError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version", 0) > VERSION:
+        raise BadModelError(f"{meta_path}: version {meta['version']} is newer than this wsi-synth reads ({VERSION})")
+    meta.pop("format"), meta.pop("version")
+    meta.setdefault("stages", {})
+    return Bundle(root, meta)
