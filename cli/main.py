@@ -64,9 +64,9 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cli import evaluate, extract, import_tiles, info, pyramid, train
+    from cli import evaluate, extract, generate, import_tiles, info, pyramid, train
 
-    for module in (extract, import_tiles, train, info, pyramid, evaluate):
+    for module in (extract, import_tiles, train, generate, info, pyramid, evaluate):
         cli.add_command(module.command)
 
 

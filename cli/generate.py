@@ -1,0 +1,71 @@
+"""`wsi-synth generate`: a synthetic slide and its mask, at any size, from a model bundle."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from cli.options import overwrite_option, quiet_option
+
+
+@click.command("generate", epilog="""\b
+Examples:
+  wsi-synth generate --model model/ --size 4096 --subtype squamous --out s.tiff
+  wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --device cuda --batch-size 64
+  wsi-synth generate --model model/ --size 8192 --height 6000 --mask regions.geojson --out s.tiff
+  wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --json
+Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record).
+An interrupted run continues with --resume (same output as an uninterrupted one).""")
+@click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None, help="Model bundle folder.")
+@click.option("--size", type=click.IntRange(min=0), required=True, help="Width in px (square unless --height).")
+@click.option("--height", type=click.IntRange(min=0), default=None, help="Height in px (default: --size).")
+@click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
+@click.option("--mask", "mask_file", type=click.Path(dir_okay=False), default=None, help="Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, writable=True), help="Output pyramidal TIFF.")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="DDIM steps per stage.")
+@click.option("--eta", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="DDIM η (0 = deterministic).")
+@click.option("--omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Classifier-free guidance of the image stage.")
+@click.option("--mask-omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Guidance of the mask stage.")
+@click.option("--planner", type=click.Choice(["shifted-grid", "random-patch", "fixed-grid"]), default="shifted-grid", show_default=True)
+@click.option("--context", type=click.IntRange(0), default=None, help="shifted-grid context margin, latent px (default d/8).")
+@click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Crops per denoiser call.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
+@click.option("--tile", type=click.Choice(["256", "512"]), default="512", show_default=True, help="TIFF tile size.")
+@click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (canvases, crops per step, evaluations, memory) and stop.")
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its work folder.")
+@click.option("--save-every", type=click.IntRange(1), default=5, show_default=True, help="Steps between saved states (for --resume).")
+@overwrite_option
+@quiet_option
+def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mask_omega, planner, context, batch_size, seed, device, tile,
+            quality, dry_run, as_json, resume, save_every, overwrite, quiet):
+    """Generate a synthetic whole-slide image and its tissue mask."""
+    from wsi_synth.errors import BadArgumentError
+    from wsi_synth.generate import GenerateConfig, generate, make_plan
+
+    if model is None:
+        raise BadArgumentError("no default model is bundled yet: pass --model MODEL (train one with `wsi-synth train`)")
+    config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, eta=eta, omega=omega,
+                            mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, seed=seed, device=device,
+                            mask=mask_file, tile=int(tile), quality=quality, save_every=save_every)
+    if dry_run:
+        plan = make_plan(model, config)
+        click.echo(json.dumps(plan, indent=2) if as_json else _plan_text(plan))
+        return
+    result = generate(model, out, config, overwrite=overwrite, resume=resume, progress=not quiet,
+                      log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    click.echo(json.dumps(result, indent=2))
+
+
+def _plan_text(plan: dict) -> str:
+    lines = [f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} steps, planner {plan['planner']['name']} "
+             f"(context {plan['planner']['context']} latent px)"]
+    for name, s in plan["stages"].items():
+        evals = s.get("evaluations", s.get("evaluations_estimate"))
+        lines.append(f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {s['crops_per_step']} crops/step "
+                     f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations")
+    lines.append(f"  memory (canvases): {plan['memory_bytes'] / 1e9:.2f} GB")
+    return "\n".join(lines)
