@@ -8,12 +8,16 @@
    variance retained, correlation at lags 1 and 4 vs the target, correlation across the fixed grid's crop
    edges vs inside crops, and the cost per step (crops / N0), for every planner and margin.
 3. Batched vs one-crop-at-a-time denoiser throughput with the same tiny UNet, in one run.
+4. End to end with a tiny bundle trained here on real tiles (f = 4, 16² latent crops): `generate` at two sizes
+   with the canvases in a zarr work store (`--max-memory 0`), each in a fresh process: peak RSS (VmHWM),
+   seconds per stage, denoiser evaluations, and decode work relative to one plain non-overlapping decode.
 Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -84,12 +88,49 @@ def batching() -> dict:
             "batched_64_crops_s": round(64 / batched.seconds, 1), "speedup": round(single.seconds / batched.seconds, 2)}
 
 
+GENERATE = """
+import json, sys, time
+from wsi_synth.generate import GenerateConfig, generate
+t = time.perf_counter()
+r = generate(sys.argv[1], sys.argv[2], GenerateConfig(width=int(sys.argv[3]), height=int(sys.argv[3]), subtype="adenocarcinoma", steps=3,
+             batch_size=64, max_memory_gb=0.0), overwrite=True, progress=False, log=lambda m: None)
+record = json.load(open(r["record"]))
+peak = max(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+print(json.dumps({"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak), "timings": r["timings"],
+                  "image_evaluations": r["evaluations"]["image"]["evaluations"], "decode": record["decode"]}))
+"""
+
+
+def end_to_end(sizes: list[int]) -> list[dict]:
+    import subprocess
+    import tempfile
+
+    from bench_train import make_dataset
+
+    from wsi_synth.diffusion.train import train
+    from wsi_synth.models.config import load_config
+
+    rows = []
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "bench-out") as tmp:
+        folder = Path(tmp)
+        data = make_dataset(folder, 64, 256, 32)
+        config = load_config("tiny", max_steps=20, batch_size=8, checkpoint_every=10**9, sample_every=10**9)
+        for stage in ("codec", "image", "mask"):
+            train(stage, data, folder / "model", config, progress=False)
+        for size in sizes:
+            out = subprocess.run([sys.executable, "-c", GENERATE, str(folder / "model"), str(folder / f"s{size}.tiff"), str(size)],
+                                 capture_output=True, text=True, check=True).stdout
+            rows.append({"size_px": size, **json.loads(out.strip().splitlines()[-1])})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fidelity-seeds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="Output sizes for the end-to-end runs.")
     args = parser.parse_args()
     emit({"benchmark": "generate (sampler)", "machine": machine(), "planner_costs": planner_costs(),
-          "gaussian_fidelity": fidelity(args.fidelity_seeds), "batching": batching()})
+          "gaussian_fidelity": fidelity(args.fidelity_seeds), "batching": batching(), "end_to_end": end_to_end(args.sizes)})
 
 
 if __name__ == "__main__":

@@ -38,10 +38,14 @@ An interrupted run continues with --resume (same output as an uninterrupted one)
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its work folder.")
 @click.option("--save-every", type=click.IntRange(1), default=5, show_default=True, help="Steps between saved states (for --resume).")
+@click.option("--max-memory", type=click.FloatRange(0), default=8.0, show_default=True,
+              help="GB of canvases to hold in memory; beyond it they live in a zarr work store beside the output.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="N > 1: start a local dask cluster of N worker processes.")
+@click.option("--scheduler", default=None, help="tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).")
 @overwrite_option
 @quiet_option
 def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mask_omega, planner, context, batch_size, seed, device, tile,
-            quality, dry_run, as_json, resume, save_every, overwrite, quiet):
+            quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
     from wsi_synth.errors import BadArgumentError
     from wsi_synth.generate import GenerateConfig, generate, make_plan
@@ -50,7 +54,8 @@ def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mas
         raise BadArgumentError("no default model is bundled yet: pass --model MODEL (train one with `wsi-synth train`)")
     config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, eta=eta, omega=omega,
                             mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, seed=seed, device=device,
-                            mask=mask_file, tile=int(tile), quality=quality, save_every=save_every)
+                            mask=mask_file, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
+                            workers=workers, scheduler=scheduler)
     if dry_run:
         plan = make_plan(model, config)
         click.echo(json.dumps(plan, indent=2) if as_json else _plan_text(plan))

@@ -33,12 +33,13 @@ def _run(runner, model, out, *extra):
 
 def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
     out = tmp_path / "s.tiff"
-    result = _run(runner, bundle, out)
+    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "1024", "--height", "512", "--subtype", "adenocarcinoma",
+                                 "--steps", "3", "--tile", "256", "--out", str(out), "-q"])
     assert result.exit_code == 0, result.output
     with openslide.OpenSlide(str(out)) as s:
-        assert s.dimensions == (300, 200) and float(s.properties["openslide.mpp-x"]) == 0.5
+        assert s.dimensions == (1024, 512) and s.level_count == 3 and float(s.properties["openslide.mpp-x"]) == 0.5
     with openslide.OpenSlide(str(tmp_path / "s.mask.tiff")) as m:
-        assert m.dimensions == (300, 200)
+        assert m.dimensions == (1024, 512) and m.level_count == 3
     doc = json.loads((tmp_path / "s.geojson").read_text())
     for feature in doc["features"]:
         assert shape(feature["geometry"]).is_valid
@@ -46,8 +47,8 @@ def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
     classes = record["classes"]
     mask = tifffile.imread(tmp_path / "s.mask.tiff")
     assert np.array_equal(geojson_to_mask(doc, mask.shape, downsample=record["outputs"]["geojson_downsample"], classes=classes), mask)
-    assert record["evaluations"]["image"]["steps"] == 4 and record["evaluations"]["mask"]["crops"] > 0
-    assert record["decode"]["relative_to_one_plain_decode"] <= 2.0  # tiny canvas: the clamped last tiles overlap a lot
+    assert record["evaluations"]["image"]["steps"] == 3 and record["evaluations"]["mask"]["crops"] > 0
+    assert record["decode"]["relative_to_one_plain_decode"] <= 1.5  # small canvas: the clamped last tiles overlap more
     assert not (tmp_path / ".s.tiff.work").exists()
 
 
@@ -87,24 +88,21 @@ def test_interrupted_run_resumes_to_the_same_output(bundle, tmp_path, runner, mo
     assert _run(runner, bundle, tmp_path / "full.tiff").exit_code == 0
     import wsi_synth.generate as gen
 
-    real = gen.sample
+    real = gen.sample_canvas
 
     def interrupt_image_stage(denoiser, shape, abar, config, **kwargs):
-        if kwargs.get("labels") is not None and kwargs.get("start") is None:
-            save = kwargs["on_step"]
-
-            def stop(step, x):
-                save(step, x)
+        if kwargs.get("labels") is not None and not kwargs.get("resume"):
+            def stop(step, total):
                 if step == 2:
                     raise KeyboardInterrupt
-            kwargs = {**kwargs, "on_step": stop}
+            kwargs = {**kwargs, "progress": stop}
         return real(denoiser, shape, abar, config, **kwargs)
 
-    monkeypatch.setattr(gen, "sample", interrupt_image_stage)
+    monkeypatch.setattr(gen, "sample_canvas", interrupt_image_stage)
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--save-every", "1")
     assert result.exit_code == 130 and not (tmp_path / "cut.tiff").exists()
-    assert (tmp_path / ".cut.tiff.work" / "image.json").exists()
-    monkeypatch.setattr(gen, "sample", real)
+    assert (tmp_path / ".cut.tiff.work" / "image" / "state.json").exists()
+    monkeypatch.setattr(gen, "sample_canvas", real)
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--resume", "--save-every", "1")
     assert result.exit_code == 0, result.output
     assert np.array_equal(tifffile.imread(tmp_path / "full.tiff"), tifffile.imread(tmp_path / "cut.tiff"))
@@ -172,3 +170,19 @@ def test_tiled_decode_blends_exactly_and_costs_little():
     expected = ((np.repeat(np.repeat(latents[:3], 4, 1), 4, 2).transpose(1, 2, 0)[:790, :1030] + 1) * 127.5).round().clip(0, 255)
     assert np.abs(bands.astype(int) - expected.astype(int)).max() <= 1
     assert image.decoded_latent_px / (200 * 260) < 1.25
+
+
+def test_out_of_core_and_a_local_cluster_give_the_same_slide(bundle, tmp_path, runner):
+    assert _run(runner, bundle, tmp_path / "mem.tiff").exit_code == 0
+    result = _run(runner, bundle, tmp_path / "disk.tiff", "--max-memory", "0")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "disk.json").read_text())["out_of_core"] is True
+    result = _run(runner, bundle, tmp_path / "cluster.tiff", "--workers", "2")
+    assert result.exit_code == 0, result.output
+    mem = tifffile.imread(tmp_path / "mem.tiff")
+    assert np.array_equal(mem, tifffile.imread(tmp_path / "disk.tiff"))  # same windows, same batches: bit for bit
+    # Cluster workers run torch with one intra-op thread (this process: two), so oneDNN picks other kernels and
+    # rounds differently (~1e-6); plans, noise and the mask are the same, the image agrees to rounding.
+    cluster = tifffile.imread(tmp_path / "cluster.tiff").astype(int)
+    assert np.array_equal(tifffile.imread(tmp_path / "mem.mask.tiff"), tifffile.imread(tmp_path / "cluster.mask.tiff"))
+    assert (mem == cluster).mean() > 0.99 and np.abs(mem.astype(int) - cluster).max() <= 16

@@ -21,8 +21,9 @@ import torch
 
 from wsi_synth.errors import BadAnnotationError, BadArgumentError
 from wsi_synth.models.bundle import Bundle, open_bundle
+from wsi_synth.sampling.canvas import BundleDenoiser, sample_canvas
 from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_crops
-from wsi_synth.sampling.sampler import SamplerConfig, SampleStats, sample
+from wsi_synth.sampling.sampler import SamplerConfig, SampleStats
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class GenerateConfig:
     tile: int = 512
     quality: int = 90
     save_every: int = 5
+    max_memory_gb: float = 8.0  # canvases larger than this live in a zarr work store beside the output
+    workers: int = 1  # > 1: a local dask.distributed cluster of this many worker processes
+    scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
 
     def validate(self) -> None:
@@ -117,30 +121,6 @@ def _check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
     for key in ("latent", "tile_size", "region_size", "region_mask_size", "classes"):
         if key not in bundle.meta:
             raise BadArgumentError(f"model bundle {bundle.root}: model.json lacks {key!r} (was every stage trained?)")
-
-
-# --- denoiser adapters: the sampler sees only (latents, t, labels, masks) → ε -----------------------------------
-
-
-def image_denoiser(unet, device: str):
-    def denoise(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-        extra = masks if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:])
-        with torch.no_grad(), _autocast(device):
-            return unet(torch.cat([z, extra], 1).to(device), t.to(device), class_labels=labels.to(device)).sample.float().cpu()
-    return denoise
-
-
-def mask_denoiser(unet, device: str):
-    def denoise(z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-        with torch.no_grad(), _autocast(device):
-            return unet(z.to(device), t.to(device), class_labels=labels.to(device)).sample.float().cpu()
-    return denoise
-
-
-def _autocast(device: str):
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return torch.autocast("cpu", enabled=False)
 
 
 # --- mask stage ------------------------------------------------------------------------------------------------
@@ -265,7 +245,7 @@ class DecodedImage:
         xs = self._starts(lw)
         wy = self._ramp(t * f, first_row, last_row)
         for k, x in enumerate(xs):
-            z = torch.from_numpy(self.latents[None, :, y : y + t, x : x + t] / self.scale).to(self.device)
+            z = torch.from_numpy(np.asarray(self.latents[:, y : y + t, x : x + t])[None] / self.scale).to(self.device)
             with torch.no_grad():
                 rgb = self.codec.decode(z).sample[0].float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy()
             self.decoded_latent_px += t * t
@@ -326,39 +306,38 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     work.mkdir(exist_ok=True)
     schedule = bundle.meta["schedule"]
     abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
+    out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
     timings: dict[str, float] = {}
     stats = {"mask": SampleStats(), "image": SampleStats()}
-    started = time.perf_counter()
-    if config.mask is not None:
-        msk = load_mask(config.mask, bundle, g)
-    else:
-        unet = bundle.load_unet("mask", device=config.device)
-        n_classes = len(bundle.classes)
-        sampler = SamplerConfig(_planner(config, g.msk_crop), steps=config.steps, eta=config.eta, omega=config.mask_omega,
-                                batch_size=config.batch_size, seed=config.seed)
-        one_hot = _resumable(work, "mask", lambda **kw: sample(mask_denoiser(unet, config.device), (n_classes, *g.msk), abar, sampler,
-                                                               condition=1 + bundle.subtypes.index(config.subtype), stats=stats["mask"], **kw),
-                             save_every=config.save_every, resume=resume)
-        msk = clean_mask(one_hot.argmax(0).astype(np.uint8), min_region=config.min_region)
-    timings["mask_s"] = round(time.perf_counter() - started, 2)
-    started = time.perf_counter()
-    lat_labels = nearest(msk, g.px_per_msk, g.lat, g.factor)
-    unet = bundle.load_unet("image", device=config.device)
-    per_call = calibrate(image_denoiser(unet, config.device), (bundle.meta["latent"]["channels"], g.lat_crop, g.lat_crop), config.batch_size, with_mask=True)
-    eta_s = plan["stages"]["image"]["evaluations_estimate"] / config.batch_size * per_call
-    log(f"image stage: ~{eta_s / 60:.1f} min (calibrated: {per_call * 1000:.0f} ms per {config.batch_size} crops on {config.device})")
-    sampler = SamplerConfig(_planner(config, g.lat_crop), steps=config.steps, eta=config.eta, omega=config.omega,
-                            batch_size=config.batch_size, seed=config.seed + 1)
-    channels = bundle.meta["latent"]["channels"]
-    latents = _resumable(work, "image", lambda **kw: sample(image_denoiser(unet, config.device), (channels, *g.lat), abar, sampler,
-                                                            labels=lat_labels, stats=stats["image"], **kw),
-                         save_every=config.save_every, resume=resume)
-    timings["image_s"] = round(time.perf_counter() - started, 2)
+    with _scheduler(config) as client:
+        run = {"abar": abar, "out_of_core": out_of_core, "client": client, "resume": resume, "save_every": config.save_every}
+        started = time.perf_counter()
+        if config.mask is not None:
+            msk = load_mask(config.mask, bundle, g)
+        else:
+            sampler = SamplerConfig(_planner(config, g.msk_crop), steps=config.steps, eta=config.eta, omega=config.mask_omega,
+                                    batch_size=config.batch_size, window=_window(g.msk_crop), seed=config.seed)
+            one_hot = _stage(BundleDenoiser(str(model), "mask", config.device), (len(bundle.classes), *g.msk), sampler, work / "mask",
+                             condition=1 + bundle.subtypes.index(config.subtype), stats=stats["mask"], **run)
+            msk = clean_mask(np.asarray(one_hot[:]).argmax(0).astype(np.uint8), min_region=config.min_region)
+        timings["mask_s"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        lat_labels = nearest(msk, g.px_per_msk, g.lat, g.factor)
+        denoiser = BundleDenoiser(str(model), "image", config.device)
+        per_call = calibrate(denoiser, (bundle.meta["latent"]["channels"], g.lat_crop, g.lat_crop), config.batch_size, with_mask=True)
+        eta_s = plan["stages"]["image"]["evaluations_estimate"] / config.batch_size * per_call
+        log(f"image stage: ~{eta_s / 60:.1f} min (calibrated: {per_call * 1000:.0f} ms per {config.batch_size} crops on {config.device})"
+            + (f"; canvas in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else ""))
+        sampler = SamplerConfig(_planner(config, g.lat_crop), steps=config.steps, eta=config.eta, omega=config.omega,
+                                batch_size=config.batch_size, window=_window(g.lat_crop), seed=config.seed + 1)
+        latents = _stage(denoiser, (bundle.meta["latent"]["channels"], *g.lat), sampler, work / "image", labels=lat_labels,
+                         stats=stats["image"], **run)
+        timings["image_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     codec = bundle.load_codec(device=config.device)
     image = DecodedImage(codec, latents, bundle.meta["latent"]["scale"], g.factor, g.lat_crop, g.px, config.device)
     labels = PixelLabels(msk, g.px_per_msk, g.px)
-    record = {"model": str(Path(model).resolve()), "config": asdict(config), "plan": plan,
+    record = {"model": str(Path(model).resolve()), "config": asdict(config), "plan": plan, "out_of_core": out_of_core,
               "evaluations": {k: asdict(v) for k, v in stats.items()}, "classes": bundle.classes}
     result = write_slide_outputs(image, labels, out, mpp=bundle.meta["mpp"], classes=bundle.classes, tile=config.tile, quality=config.quality,
                                  overwrite=overwrite, progress=progress, record={**record, "timings": timings})
@@ -386,25 +365,39 @@ def calibrate(denoiser, shape: tuple[int, int, int], batch: int, *, with_mask: b
     return time.perf_counter() - started
 
 
-def _resumable(work: Path, stage: str, run, *, save_every: int, resume: bool) -> np.ndarray:
-    """Run a sampling stage, saving its state every `save_every` steps; with `resume`, start from the last one."""
-    done = work / f"{stage}.done.npy"
-    if resume and done.exists():
-        return np.load(done)
-    state_path, meta_path = work / f"{stage}.state.npy", work / f"{stage}.json"
-    start = None
-    if resume and meta_path.exists():
-        start = (json.loads(meta_path.read_text())["step"], np.load(state_path))
-
-    def save(step: int, x: np.ndarray) -> None:
-        if step % save_every == 0:
-            np.save(work / f"{stage}.state.tmp.npy", x)
-            os.replace(work / f"{stage}.state.tmp.npy", state_path)
-            meta_path.write_text(json.dumps({"step": step}))
-
-    result = run(start=start, on_step=save)
-    np.save(work / f"{stage}.done.tmp.npy", result)
-    os.replace(work / f"{stage}.done.tmp.npy", done)
-    return result
+def _window(crop: int) -> int:
+    """Chunk side in latent px: 16 crops (a multiple of the random-patch planning region)."""
+    return 16 * crop
 
 
+def _stage(denoiser, shape, sampler: SamplerConfig, work: Path, *, abar, out_of_core: bool, client, resume: bool, save_every: int,
+           labels=None, condition: int = 0, stats: SampleStats):
+    work.mkdir(parents=True, exist_ok=True)
+    return sample_canvas(denoiser, shape, abar, sampler, work=work, out_of_core=out_of_core, labels=labels, condition=condition,
+                         client=client, resume=resume, save_every=save_every, stats=stats)
+
+
+class _scheduler:
+    """None (this process), a local dask.distributed cluster (`workers` > 1), or a client of `scheduler`."""
+
+    def __init__(self, config: GenerateConfig) -> None:
+        self.config, self.client, self.cluster = config, None, None
+
+    def __enter__(self):
+        if self.config.scheduler or self.config.workers > 1:
+            try:
+                from distributed import Client, LocalCluster
+            except ImportError as exc:
+                raise BadArgumentError("--workers/--scheduler need dask.distributed: pip install 'wsi-synth[distributed]'") from exc
+            if self.config.scheduler:
+                self.client = Client(self.config.scheduler)
+            else:
+                self.cluster = LocalCluster(n_workers=self.config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                self.client = Client(self.cluster)
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

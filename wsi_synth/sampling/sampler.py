@@ -93,6 +93,44 @@ def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, 
     return x
 
 
+def step_window(denoiser: Denoiser, current, target, window: tuple[int, int, int, int], j: int, ts: list[int], abar: torch.Tensor,
+                config: SamplerConfig, *, labels: np.ndarray | None = None, condition: int = 0) -> dict:
+    """One reverse step for the pixels of `window`: read it with a one-crop halo from `current` (numpy or zarr),
+    evaluate the crops that own its pixels, write the DDIM update of exactly those pixels into `target`.
+
+    Windows are independent, so they may run in any order, on any thread or cluster worker; the result is the
+    same (plans and noise are keyed by position, not by window).
+    """
+    c, h, w = current.shape
+    d = config.planner.crop
+    y0, y1, x0, x1 = window
+    hy0, hy1, hx0, hx1 = max(0, y0 - d), min(h, y1 + d), max(0, x0 - d), min(w, x1 + d)
+    halo = np.asarray(current[:, hy0:hy1, hx0:hx1])
+    plan = plan_window(config.planner, (h, w), window, seed=config.seed, step=j)
+    local = Plan(plan.crops - np.array([hy0, hx0]), plan.owner, (y0 - hy0, x0 - hx0))
+    local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
+    stats = SampleStats()
+    crop_eps = _evaluate(denoiser, halo, ts[j], local, config, labels=local_labels, condition=condition, stats=stats)
+    eps = np.empty_like(halo)
+    _write_owned(eps, local, crop_eps, d)
+    wy, wx = slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0)
+    a_t = abar[ts[j]]
+    a_prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0)
+    noise = torch.from_numpy(block_noise(config.seed, j, (c, h, w), window)) if config.eta > 0 else None
+    target[:, y0:y1, x0:x1] = ddim_step(torch.from_numpy(halo[:, wy, wx]), torch.from_numpy(eps[:, wy, wx]), a_t, a_prev, eta=config.eta,
+                                        noise=noise).numpy()
+    return {"crops": stats.crops, "evaluations": stats.evaluations}
+
+
+def windows_for(config: SamplerConfig, canvas: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """The windows (chunks) of a canvas: `config.window` px, rounded to whole random-patch planning regions."""
+    window = config.window
+    if config.planner.name == "random-patch" and window:
+        r = config.planner.region_size
+        window = max(r, (window // r) * r)
+    return list(_windows(canvas, window))
+
+
 def _windows(canvas: tuple[int, int], size: int) -> Iterator[tuple[int, int, int, int]]:
     h, w = canvas
     size = size or max(h, w)
