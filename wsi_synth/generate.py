@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 
 from wsi_synth.errors import BadAnnotationError, BadArgumentError
+from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.canvas import BundleDenoiser, sample_canvas
 from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_crops
@@ -346,9 +346,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     doc = json.loads(record_path.read_text())
     doc["timings"] = timings
     doc["decode"] = {"decoded_latent_px": image.decoded_latent_px, "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)}
-    tmp = record_path.with_name(record_path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, record_path)
+    write_atomic(record_path, doc)
     shutil.rmtree(work, ignore_errors=True)
     return {**result, "timings": timings, "evaluations": record["evaluations"]}
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth.errors import BadDatasetError, OutputExistsError
+from wsi_synth.jsonfile import read_versioned, write_atomic
 
 FORMAT = "wsi-synth-dataset"
 VERSION = 1
@@ -113,7 +114,7 @@ class Dataset:
         self.meta["subtypes"] = sorted({s["subtype"] for s in self.meta["sources"] if s.get("subtype")} | set(record.get("subtypes", [])))
         self.meta["counts"] = {k: sum(s["counts"].get(k, 0) for s in self.meta["sources"]) for k in KINDS}
         self._rewrite_manifest()
-        _write_json_atomic(self.root / "dataset.json", self.meta)
+        write_atomic(self.root / "dataset.json", self.meta)
 
     def _rewrite_manifest(self) -> None:
         rows: list[dict] = []
@@ -129,14 +130,7 @@ def open_dataset(root: str | Path) -> Dataset:
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
         raise BadDatasetError(f"{root} is not a wsi-synth dataset (no dataset.json): create one with `wsi-synth extract` or `wsi-synth import`")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise BadDatasetError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise BadDatasetError(f"{meta_path}: format is {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version", 0) > VERSION:
-        raise BadDatasetError(f"{meta_path}: format version {meta['version']} is newer than this wsi-synth reads ({VERSION}); upgrade wsi-synth")
+    meta = {"format": FORMAT, "version": VERSION, **read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadDatasetError)}
     for key in ("tile_size", "mpp", "classes", "sources", "region_size", "region_mask_size"):
         if key not in meta:
             raise BadDatasetError(f"{meta_path}: missing key {key!r}")
@@ -168,7 +162,7 @@ def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fal
     (root / "sources").mkdir(parents=True)
     meta = {"format": FORMAT, "version": VERSION, **asdict(spec), "classes": list(spec.classes),
             "subtypes": [], "sources": [], "counts": dict.fromkeys(KINDS, 0), "settings": settings or {}}
-    _write_json_atomic(root / "dataset.json", meta)
+    write_atomic(root / "dataset.json", meta)
     _write_csv(root / "manifest.csv", [])
     return Dataset(root, meta)
 
@@ -273,12 +267,6 @@ def _register_codecs() -> None:
 
         imagecodecs.numcodecs.register_codecs(verbose=False)
         _codecs_registered = True
-
-
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2))
-    os.replace(tmp, path)
 
 
 def _write_csv(path: Path, rows: Iterable[dict]) -> None:

@@ -14,13 +14,13 @@ a stage it does not hold.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsi_synth.errors import WsiSynthError
+from wsi_synth.jsonfile import read_versioned, write_atomic
 
 FORMAT = "wsi-synth-model"
 VERSION = 1
@@ -84,9 +84,7 @@ class Bundle:
 
     def write_meta(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.root / "model.json.tmp"
-        tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION, **self.meta}, indent=2))
-        os.replace(tmp, self.root / "model.json")
+        write_atomic(self.root / "model.json", {"format": FORMAT, "version": VERSION, **self.meta})
 
     def summary(self) -> dict:
         m = self.meta
@@ -109,14 +107,6 @@ def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
                 raise BadModelError(f"{root} exists and is not a model bundle (no model.json): choose another --out")
             return Bundle(root, {"stages": {}})
         raise BadModelError(f"{root} is not a wsi-synth model bundle (no model.json)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except ValueError as exc:
-        raise BadModelError(f"{meta_path} is not valid JSON: {exc}") from exc
-    if meta.get("format") != FORMAT:
-        raise BadModelError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("version", 0) > VERSION:
-        raise BadModelError(f"{meta_path}: version {meta['version']} is newer than this wsi-synth reads ({VERSION})")
-    meta.pop("format"), meta.pop("version")
+    meta = read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadModelError)
     meta.setdefault("stages", {})
     return Bundle(root, meta)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from wsi_synth.diffusion.schedule import ddim_timesteps
+from wsi_synth.jsonfile import write_atomic
 from wsi_synth.sampling.sampler import Denoiser, SamplerConfig, SampleStats, block_noise, step_window, windows_for
 
 
@@ -140,6 +141,4 @@ def _record(work: Path | None, step: int, current, out_of_core: bool, save_every
         np.save(work / "state.tmp.npy", current)
         os.replace(work / "state.tmp.npy", work / "state.npy")
         name = "memory"
-    tmp = work / "state.json.tmp"
-    tmp.write_text(json.dumps({"step": step, "current": name}))
-    os.replace(tmp, work / "state.json")
+    write_atomic(work / "state.json", {"step": step, "current": name})

@@ -1,0 +1,30 @@
+"""JSON documents on disk: versioned formats read with clear errors, and atomic writes (temp + rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from wsi_synth.errors import WsiSynthError
+
+
+def read_versioned(path: Path, *, fmt: str, version: int, error: type[WsiSynthError], hint: str = "") -> dict:
+    """The document at `path`, checked to be `fmt` at a version this code reads (the keys are removed)."""
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise error(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise error(f"{path}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, expected {fmt!r}{hint}")
+    if doc.get("version", 0) > version:
+        raise error(f"{path}: format version {doc['version']} is newer than this wsi-synth reads ({version}); upgrade wsi-synth")
+    doc.pop("format"), doc.pop("version", None)
+    return doc
+
+
+def write_atomic(path: Path, doc: object) -> None:
+    """Write JSON so that readers see the old document or the new one, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    os.replace(tmp, path)
