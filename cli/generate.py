@@ -17,7 +17,8 @@ Examples:
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --json
 Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record).
 An interrupted run continues with --resume (same output as an uninterrupted one).""")
-@click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None, help="Model bundle folder.")
+@click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None,
+              help="Model bundle folder (default: the bundled demonstration model).")
 @click.option("--size", type=click.IntRange(min=0), required=True, help="Width in px (square unless --height).")
 @click.option("--height", type=click.IntRange(min=0), default=None, help="Height in px (default: --size).")
 @click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
@@ -51,7 +52,7 @@ def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mas
     from wsi_synth.generate import GenerateConfig, generate, make_plan
 
     if model is None:
-        raise BadArgumentError("no default model is bundled yet: pass --model MODEL (train one with `wsi-synth train`)")
+        model = _default_model()
     config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, eta=eta, omega=omega,
                             mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, seed=seed, device=device,
                             mask=mask_file, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
@@ -63,6 +64,18 @@ def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mas
     result = generate(model, out, config, overwrite=overwrite, resume=resume, progress=not quiet,
                       log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(json.dumps(result, indent=2))
+
+
+def _default_model() -> str:
+    """The demonstration model shipped inside the package (wsi_synth/default_model), if this install has it."""
+    from importlib.resources import files
+
+    from wsi_synth.errors import BadArgumentError
+
+    bundled = files("wsi_synth") / "default_model"
+    if not (bundled / "model.json").is_file():
+        raise BadArgumentError("this install has no bundled default model: pass --model MODEL (train one with `wsi-synth train`)")
+    return str(bundled)
 
 
 def _plan_text(plan: dict) -> str:

@@ -186,3 +186,15 @@ def test_out_of_core_and_a_local_cluster_give_the_same_slide(bundle, tmp_path, r
     cluster = tifffile.imread(tmp_path / "cluster.tiff").astype(int)
     assert np.array_equal(tifffile.imread(tmp_path / "mem.mask.tiff"), tifffile.imread(tmp_path / "cluster.mask.tiff"))
     assert (mem == cluster).mean() > 0.99 and np.abs(mem.astype(int) - cluster).max() <= 16
+
+
+def test_without_model_uses_the_bundled_default_or_says_to_pass_one(tmp_path, runner):
+    from importlib.resources import files
+
+    bundled = (files("wsi_synth") / "default_model" / "model.json").is_file()
+    result = runner.invoke(cli, ["generate", "--size", "2048", "--subtype", "squamous", "--out", str(tmp_path / "s.tiff"), "--dry-run", "--json"])
+    if bundled:
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["stages"]["image"]["canvas"][0] > 0
+    else:
+        assert result.exit_code == 2 and "pass --model" in result.output

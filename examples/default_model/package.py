@@ -1,0 +1,155 @@
+"""Package a trained bundle as wsi-synth's default model, with a model card holding measured quality.
+
+    python examples/default_model/package.py build/default-model build/default-data [--dest wsi_synth/default_model]
+
+1. copies model.json and the three network folders (not checkpoints or previews) into the package;
+2. generates a 2048² slide with it and compares the colour statistics of its tiles with real held-out tiles in
+   H&E optical-density space (skimage's rgb2hed: per-tile mean haematoxylin and eosin);
+3. writes MODEL_CARD.md (data, licences, classes, subtypes, settings, measured quality) and the README picture
+   (docs/images/generated_example.jpg: the slide beside its mask overlay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def copy_bundle(src: Path, dest: Path) -> None:
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copy(src / "model.json", dest / "model.json")
+    for folder in ("codec", "image_unet", "mask_unet"):
+        shutil.copytree(src / folder, dest / folder)
+
+
+def hed_means(tiles: np.ndarray) -> np.ndarray:
+    """Per-tile mean haematoxylin and eosin optical density (skimage.color.rgb2hed)."""
+    from skimage.color import rgb2hed
+
+    return np.stack([rgb2hed(t)[..., :2].reshape(-1, 2).mean(0) for t in tiles])
+
+
+def real_tiles(data: Path, n: int = 256) -> np.ndarray:
+    from wsi_synth.data import open_dataset
+
+    ds = open_dataset(data)
+    rows = [r for r in ds.manifest() if r["split"] == "test" and r["kind"] in ("labelled", "unlabelled")][:: 4][:n]
+    return np.stack([ds.source_group(r["source"])[f"{r['kind']}/images"][int(r["index"])] for r in rows])
+
+
+def generated(model: Path, out: Path, size: int, subtype: str) -> tuple[dict, np.ndarray, np.ndarray, float]:
+    import tifffile
+
+    from wsi_synth.generate import GenerateConfig, generate
+
+    started = time.perf_counter()
+    result = generate(model, out, GenerateConfig(width=size, height=size, subtype=subtype, steps=50, batch_size=64), progress=False,
+                      log=lambda m: None)
+    seconds = time.perf_counter() - started
+    return result, tifffile.imread(out), tifffile.imread(out.with_name(out.stem + ".mask.tiff")), seconds
+
+
+def picture(image: np.ndarray, mask: np.ndarray, colors: np.ndarray, dest: Path, side: int = 768) -> None:
+    overlay = image.astype(np.float32)
+    labelled = mask > 0
+    overlay[labelled] = 0.55 * overlay[labelled] + 0.45 * colors[mask[labelled]]
+    left = Image.fromarray(image).resize((side, side), Image.Resampling.LANCZOS)
+    right = Image.fromarray(overlay.astype(np.uint8)).resize((side, side), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (2 * side + 8, side), "white")
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (side + 8, 0))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(dest, quality=88)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--dest", type=Path, default=ROOT / "wsi_synth" / "default_model")
+    parser.add_argument("--size", type=int, default=2048)
+    args = parser.parse_args()
+    meta = json.loads((args.model / "model.json").read_text())
+    real = hed_means(real_tiles(args.data))
+    quality: dict = {"codec_psnr_test_db": meta["stages"]["codec"].get("psnr_test_db")}
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
+        for subtype in meta["subtypes"]:
+            result, image, mask, seconds = generated(args.model, Path(tmp) / f"{subtype}.tiff", args.size, subtype)
+            tiles = np.stack([image[y : y + 64, x : x + 64] for y in range(0, args.size - 63, 256) for x in range(0, args.size - 63, 256)])
+            gen = hed_means(tiles)
+            lo, hi = np.percentile(real, 2.5, axis=0), np.percentile(real, 97.5, axis=0)
+            inside = ((gen >= lo) & (gen <= hi)).all(axis=1).mean()
+            quality[subtype] = {"generate_seconds": round(seconds, 1), "size_px": args.size,
+                                "hed_mean_generated": gen.mean(0).round(4).tolist(), "hed_mean_real": real.mean(0).round(4).tolist(),
+                                "real_95pct_range": [lo.round(4).tolist(), hi.round(4).tolist()], "share_of_tiles_inside_real_range": round(float(inside), 3),
+                                "mask_class_fractions": {c["name"]: round(float((mask == c["id"]).mean()), 3) for c in meta["classes"]}}
+            if subtype == meta["subtypes"][-1]:
+                colors = np.array([c["color"] for c in meta["classes"]], np.float32)
+                picture(image, mask, colors, ROOT / "docs" / "images" / "generated_example.jpg")
+    copy_bundle(args.model, args.dest)
+    (args.dest / "MODEL_CARD.md").write_text(model_card(meta, quality))
+    (args.dest / "quality.json").write_text(json.dumps(quality, indent=2))
+    size = sum(p.stat().st_size for p in args.dest.rglob("*") if p.is_file())
+    print(json.dumps({"dest": str(args.dest), "bytes": size, "quality": quality}, indent=2))
+
+
+def model_card(meta: dict, quality: dict) -> str:
+    stages = meta["stages"]
+    rows = "\n".join(f"| {s} | {info['steps']} | {info.get('final_loss', 0):.4f} |" for s, info in stages.items())
+    q = json.dumps(quality, indent=2)
+    return f"""# wsi-synth default model (demonstration)
+
+**This is a demonstration model.** It is tiny (64 px tiles, 16² latents) and was trained for about 40 minutes on a
+2-core CPU, so that `wsi-synth generate` works on a fresh machine. Its slides look like H&E texture with plausible
+tissue layouts, not like diagnostic pathology. Do not use it for research results; train your own
+(`wsi-synth train`, README) on your data and GPUs.
+
+## Data (public, from the project's shared data; licences as stated by their sources, several unconfirmed)
+| data | use | source | licence |
+|---|---|---|---|
+| WSSS4LUAD validation + test tiles with masks (lung adenocarcinoma) | labelled tiles, region masks | `Hammad-Mir/WSSS4LUAD` (WSSS4LUAD challenge, GDPH + TCGA-LUAD) | unconfirmed, likely research-only |
+| OCDC tiles with tumour masks (oral squamous cell carcinoma), at half size | labelled tiles, region masks | `sarah-antillia/Tensorflow-Image-Segmentation-OCDC` (doi:10.17632/9bsc36jyrt.1) | CC BY 4.0 (unconfirmed) |
+| LC25000 lung adenocarcinoma and squamous cell carcinoma tiles (224 px) | unlabelled tiles | `loser564/Lung-Cancer-Prediction-Model` (Borkowski et al. 2019) | not stated (unconfirmed) |
+
+Treat the model as research-only, like its data. The tiles come from different scanners and magnifications; the
+model's nominal 0.5 µm/px is a label, not a measurement.
+
+## Classes and subtypes
+- Classes: {", ".join(c["name"] for c in meta["classes"])} (0 = unknown / not annotated). WSSS4LUAD "tumour epithelium"
+  and OCDC "tumour" → tumour; WSSS4LUAD stroma → stroma, normal → normal; background and OCDC non-tumour → unknown.
+- Subtypes (the mask model's prompt): {", ".join(meta["subtypes"])}. Squamous has few region masks (OCDC only), so its
+  layouts are the less varied.
+
+## Training (`bash examples/train_default_model.sh`)
+Preset `tiny`, batch 8, seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, EMA 0.999.
+
+| stage | steps | final loss |
+|---|---|---|
+{rows}
+
+Latent factor {meta["latent"]["factor"]}, channels {meta["latent"]["channels"]}, scale {meta["latent"]["scale"]:.4f}.
+
+## Measured quality (`python examples/default_model/package.py`)
+- Codec reconstruction PSNR on held-out tiles: {quality["codec_psnr_test_db"]} dB.
+- Colour statistics: per-tile mean haematoxylin and eosin optical density (skimage `rgb2hed`) of 64 px tiles cut
+  from a generated {quality[meta["subtypes"][0]]["size_px"]}² slide per subtype, against the 2.5–97.5 percentile range
+  of real held-out tiles:
+
+```json
+{q}
+```
+"""
+
+
+if __name__ == "__main__":
+    main()
