@@ -48,7 +48,6 @@ An interrupted run continues with --resume (same output as an uninterrupted one)
 def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mask_omega, planner, context, batch_size, seed, device, tile,
             quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
-    from wsi_synth.errors import BadArgumentError
     from wsi_synth.generate import GenerateConfig, generate, make_plan
 
     if model is None:
