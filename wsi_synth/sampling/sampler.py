@@ -81,12 +81,14 @@ def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, 
     ts = ddim_timesteps(len(abar), config.steps)
     first, x = start if start is not None else (0, block_noise(config.seed, -1, shape))
     stats = stats if stats is not None else SampleStats()
+    windows = windows_for(config, (h, w))
     for j in range(first, len(ts)):
-        eps = _epsilon(denoiser, x, ts[j], config, step=j, labels=labels, condition=condition, stats=stats)
-        a_t = abar[ts[j]]
-        a_prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0)
-        noise = torch.from_numpy(block_noise(config.seed, j, shape)) if config.eta > 0 else None
-        x = ddim_step(torch.from_numpy(x), torch.from_numpy(eps), a_t, a_prev, eta=config.eta, noise=noise).numpy()
+        target = np.empty_like(x)
+        for window in windows:
+            counts = step_window(denoiser, x, target, window, j, ts, abar, config, labels=labels, condition=condition)
+            stats.crops += counts["crops"]
+            stats.evaluations += counts["evaluations"]
+        x = target
         stats.steps += 1
         if on_step is not None:
             on_step(j + 1, x)
@@ -137,22 +139,6 @@ def _windows(canvas: tuple[int, int], size: int) -> Iterator[tuple[int, int, int
     for y in range(0, h, size):
         for x in range(0, w, size):
             yield y, min(y + size, h), x, min(x + size, w)
-
-
-def _epsilon(denoiser: Denoiser, x: np.ndarray, t: int, config: SamplerConfig, *, step: int, labels: np.ndarray | None, condition: int,
-             stats: SampleStats) -> np.ndarray:
-    """ε for every pixel of the canvas at timestep t, each from its owner crop."""
-    _, h, w = x.shape
-    eps = np.empty_like(x)
-    window = config.window
-    if config.planner.name == "random-patch" and window:
-        r = config.planner.region_size
-        window = max(r, (window // r) * r)
-    for win in _windows((h, w), window):
-        plan = plan_window(config.planner, (h, w), win, seed=config.seed, step=step)
-        crop_eps = _evaluate(denoiser, x, t, plan, config, labels=labels, condition=condition, stats=stats)
-        _write_owned(eps, plan, crop_eps, config.planner.crop)
-    return eps
 
 
 def _evaluate(denoiser: Denoiser, x: np.ndarray, t: int, plan: Plan, config: SamplerConfig, *, labels: np.ndarray | None, condition: int,
