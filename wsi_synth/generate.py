@@ -173,16 +173,19 @@ def load_mask(path: str | Path, bundle: Bundle, g: Geometry) -> np.ndarray:
     if unknown:
         known = ", ".join(f"{c['id']}={c['name']}" for c in classes)
         raise BadArgumentError(f"--mask {path}: values {unknown} are not classes of the model ({known})")
-    ys = np.minimum(((np.arange(g.msk[0]) + 0.5) * labels.shape[0] / (g.px[0] / g.px_per_msk)).astype(int), labels.shape[0] - 1)
-    xs = np.minimum(((np.arange(g.msk[1]) + 0.5) * labels.shape[1] / (g.px[1] / g.px_per_msk)).astype(int), labels.shape[1] - 1)
+    ys = _centres(0, g.msk[0], g.px_per_msk, g.px[0] / labels.shape[0], labels.shape[0])
+    xs = _centres(0, g.msk[1], g.px_per_msk, g.px[1] / labels.shape[1], labels.shape[1])
     return labels[ys][:, xs].astype(np.uint8)
+
+
+def _centres(start: int, stop: int, dst_px: float, src_px: float, limit: int) -> np.ndarray:
+    """Source index under the centre of each destination pixel start..stop−1 (pixel sizes in output px)."""
+    return np.minimum(((np.arange(start, stop) + 0.5) * dst_px / src_px).astype(int), limit - 1)
 
 
 def nearest(labels: np.ndarray, src_px: float, shape: tuple[int, int], dst_px: float) -> np.ndarray:
     """Resample a class map whose pixels are `src_px` output px wide to `shape` pixels of `dst_px` (centres)."""
-    ys = np.minimum(((np.arange(shape[0]) + 0.5) * dst_px / src_px).astype(int), labels.shape[0] - 1)
-    xs = np.minimum(((np.arange(shape[1]) + 0.5) * dst_px / src_px).astype(int), labels.shape[1] - 1)
-    return labels[ys][:, xs]
+    return labels[_centres(0, shape[0], dst_px, src_px, labels.shape[0])][:, _centres(0, shape[1], dst_px, src_px, labels.shape[1])]
 
 
 class PixelLabels:
@@ -194,8 +197,8 @@ class PixelLabels:
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         y0, y1, _ = rows.indices(self.shape[0])
-        ys = np.minimum(((np.arange(y0, y1) + 0.5) / self.px_per_label).astype(int), self.labels.shape[0] - 1)
-        xs = np.minimum(((np.arange(self.shape[1]) + 0.5) / self.px_per_label).astype(int), self.labels.shape[1] - 1)
+        ys = _centres(y0, y1, 1.0, self.px_per_label, self.labels.shape[0])
+        xs = _centres(0, self.shape[1], 1.0, self.px_per_label, self.labels.shape[1])
         return self.labels[ys][:, xs]
 
 
