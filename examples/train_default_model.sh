@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Recipe of wsi-synth's bundled demonstration model: public data from ../shared/data, the project's own
-# commands, a 2-core CPU (about 40 minutes in total). Rerun it to reproduce the bundle:
+# commands, a 2-core CPU (about an hour in total). Rerun it to reproduce the bundle:
 #   bash examples/train_default_model.sh            # writes build/default-model
 #   DATA=/path/to/shared/data OUT=my-model bash examples/train_default_model.sh
 set -euo pipefail
@@ -21,8 +21,8 @@ wsi-synth import "$DATA/tiles/lc25000_224/lung_aca" --subtype adenocarcinoma "${
 wsi-synth import "$DATA/tiles/lc25000_224/lung_scc" --subtype squamous "${COMMON[@]}"
 wsi-synth info "$WORK"
 
-STEPS=(--config tiny --batch-size 8 --checkpoint-every 1000 --sample-every 2000 --seed 0 -q)
-time wsi-synth train codec "$WORK" --out "$OUT" --max-steps "${CODEC_STEPS:-4000}" "${STEPS[@]}"
-time wsi-synth train image "$WORK" --out "$OUT" --max-steps "${IMAGE_STEPS:-12000}" "${STEPS[@]}"
-time wsi-synth train mask "$WORK" --out "$OUT" --max-steps "${MASK_STEPS:-6000}" "${STEPS[@]}"
+STEPS=(--config "$HERE/train.yaml" --checkpoint-every 1000 --sample-every 4000 -q)
+time wsi-synth train codec "$WORK" --out "$OUT" --max-steps "${CODEC_STEPS:-5000}" "${STEPS[@]}"
+time wsi-synth train image "$WORK" --out "$OUT" --max-steps "${IMAGE_STEPS:-20000}" "${STEPS[@]}"
+time wsi-synth train mask "$WORK" --out "$OUT" --max-steps "${MASK_STEPS:-8000}" "${STEPS[@]}"
 wsi-synth info "$OUT"

@@ -65,6 +65,22 @@ def test_codec_scale_makes_latents_unit_variance(trained):
     assert bundle.meta["latent"]["factor"] == 4 and "psnr_train_db" in codec_result
 
 
+def test_codec_can_train_on_the_posterior_mean(trained):
+    """sample_posterior=False decodes the posterior mean: no sampling noise, so a lower loss on the same batch."""
+    from dataclasses import replace
+
+    data, model, _ = trained
+    bundle, ds = open_bundle(model), open_dataset(data)
+    base = load_config("tiny")
+    losses = {}
+    for flag in (True, False):
+        spec = training.build_stage("codec", ds, bundle, replace(base, codec=replace(base.codec, sample_posterior=flag)), "cpu")
+        with torch.no_grad():
+            losses[flag] = spec.loss(bundle.load_codec(), 7).item()
+    assert losses[False] < losses[True]
+    assert load_config("tiny").codec.sample_posterior  # the VAE objective stays the default
+
+
 def test_save_then_load_gives_identical_outputs(trained, tmp_path):
     from wsi_synth.models.networks import build_unet
 

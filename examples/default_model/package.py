@@ -39,6 +39,22 @@ def hed_means(tiles: np.ndarray) -> np.ndarray:
     return np.stack([rgb2hed(t)[..., :2].reshape(-1, 2).mean(0) for t in tiles])
 
 
+def codec_psnr(model: Path, tiles: np.ndarray) -> float:
+    """Reconstruction PSNR of the bundle's codec over `tiles` (posterior mean, one MSE over all of them)."""
+    from wsi_synth.diffusion.train import reconstruction_psnr
+    from wsi_synth.models.bundle import open_bundle
+
+    return reconstruction_psnr(open_bundle(model).load_codec(), list(tiles), "cpu")
+
+
+def bicubic_psnr(tiles: np.ndarray, factor: int) -> float:
+    """The same PSNR for bicubic down- and up-sampling by `factor`: what a codec must beat to be worth having."""
+    size = tiles.shape[1]
+    small = [Image.fromarray(t).resize((size // factor,) * 2, Image.Resampling.BICUBIC) for t in tiles]
+    back = np.stack([np.asarray(s.resize((size, size), Image.Resampling.BICUBIC)) for s in small]).astype(np.float64)
+    return round(float(10 * np.log10(255**2 / np.mean((back - tiles) ** 2))), 2)
+
+
 def real_tiles(data: Path, n: int = 256) -> np.ndarray:
     from wsi_synth.data import open_dataset
 
@@ -80,12 +96,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     args = parser.parse_args()
     meta = json.loads((args.model / "model.json").read_text())
-    real = hed_means(real_tiles(args.data))
-    quality: dict = {"codec_psnr_test_db": meta["stages"]["codec"].get("psnr_test_db")}
+    held_out = real_tiles(args.data)
+    real = hed_means(held_out)
+    factor = meta["latent"]["factor"]
+    quality: dict = {"codec_psnr_test_db": codec_psnr(args.model, held_out), "held_out_tiles": len(held_out),
+                     f"bicubic_x{factor}_psnr_db": bicubic_psnr(held_out, factor), f"bicubic_x{factor // 2}_psnr_db": bicubic_psnr(held_out, factor // 2)}
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
         for subtype in meta["subtypes"]:
             result, image, mask, seconds = generated(args.model, Path(tmp) / f"{subtype}.tiff", args.size, subtype)
-            tiles = np.stack([image[y : y + 64, x : x + 64] for y in range(0, args.size - 63, 256) for x in range(0, args.size - 63, 256)])
+            t = meta["tile_size"]
+            tiles = np.stack([image[y : y + t, x : x + t] for y in range(0, args.size - t + 1, 256) for x in range(0, args.size - t + 1, 256)])
             gen = hed_means(tiles)
             lo, hi = np.percentile(real, 2.5, axis=0), np.percentile(real, 97.5, axis=0)
             inside = ((gen >= lo) & (gen <= hi)).all(axis=1).mean()
@@ -105,14 +125,17 @@ def main() -> None:
 
 def model_card(meta: dict, quality: dict) -> str:
     stages = meta["stages"]
-    rows = "\n".join(f"| {s} | {info['steps']} | {info.get('final_loss', 0):.4f} |" for s, info in stages.items())
+    rows = "\n".join(f"| {s} | {info['steps']} | {info['config']['batch_size']} | {_networks(s, info['config'])} | {info.get('train_seconds', 0) / 60:.0f} min "
+                     f"| {info.get('final_loss', 0):.4f} |" for s, info in stages.items())
+    minutes = sum(info.get("train_seconds", 0) for info in stages.values()) / 60
+    factor = meta["latent"]["factor"]
     q = json.dumps(quality, indent=2)
     return f"""# wsi-synth default model (demonstration)
 
-**This is a demonstration model.** It is tiny (64 px tiles, 16² latents) and was trained for about 40 minutes on a
-2-core CPU, so that `wsi-synth generate` works on a fresh machine. Its slides look like H&E texture with plausible
-tissue layouts, not like diagnostic pathology. Do not use it for research results; train your own
-(`wsi-synth train`, README) on your data and GPUs.
+**This is a demonstration model.** It is tiny ({meta["tile_size"]} px tiles, {meta["tile_size"] // factor}² latents) and was
+trained for {minutes:.0f} minutes on a 2-core CPU, so that `wsi-synth generate` works on a fresh machine. Its slides
+look like H&E texture with plausible tissue layouts, not like diagnostic pathology. Do not use it for research
+results; train your own (`wsi-synth train`, README) on your data and GPUs.
 
 ## Data (public, from the project's shared data; licences as stated by their sources, several unconfirmed)
 | data | use | source | licence |
@@ -122,7 +145,7 @@ tissue layouts, not like diagnostic pathology. Do not use it for research result
 | LC25000 lung adenocarcinoma and squamous cell carcinoma tiles (224 px) | unlabelled tiles | `loser564/Lung-Cancer-Prediction-Model` (Borkowski et al. 2019) | not stated (unconfirmed) |
 
 Treat the model as research-only, like its data. The tiles come from different scanners and magnifications; the
-model's nominal 0.5 µm/px is a label, not a measurement.
+model's nominal {meta["mpp"]} µm/px is a label, not a measurement.
 
 ## Classes and subtypes
 - Classes: {", ".join(c["name"] for c in meta["classes"])} (0 = unknown / not annotated). WSSS4LUAD "tumour epithelium"
@@ -130,25 +153,33 @@ model's nominal 0.5 µm/px is a label, not a measurement.
 - Subtypes (the mask model's prompt): {", ".join(meta["subtypes"])}. Squamous has few region masks (OCDC only), so its
   layouts are the less varied.
 
-## Training (`bash examples/train_default_model.sh`)
-Preset `tiny`, batch 8, seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, EMA 0.999.
+## Training (`bash examples/train_default_model.sh`, configuration `examples/default_model/train.yaml`)
+Seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, EMA weights.
 
-| stage | steps | final loss |
-|---|---|---|
+| stage | steps | batch | network | time | final loss |
+|---|---|---|---|---|---|
 {rows}
 
-Latent factor {meta["latent"]["factor"]}, channels {meta["latent"]["channels"]}, scale {meta["latent"]["scale"]:.4f}.
+Codec: latent factor {factor}, {meta["latent"]["channels"]} channels, scale {meta["latent"]["scale"]:.4f}.
 
 ## Measured quality (`python examples/default_model/package.py`)
-- Codec reconstruction PSNR on held-out tiles: {quality["codec_psnr_test_db"]} dB.
-- Colour statistics: per-tile mean haematoxylin and eosin optical density (skimage `rgb2hed`) of 64 px tiles cut
-  from a generated {quality[meta["subtypes"][0]]["size_px"]}² slide per subtype, against the 2.5–97.5 percentile range
-  of real held-out tiles:
+- Codec reconstruction PSNR on {quality["held_out_tiles"]} held-out tiles (test split, every source):
+  **{quality["codec_psnr_test_db"]} dB**. For scale, bicubic down- and up-sampling of the same tiles gives
+  {quality[f"bicubic_x{factor}_psnr_db"]} dB at ×{factor} and {quality[f"bicubic_x{factor // 2}_psnr_db"]} dB at ×{factor // 2}.
+- Colour statistics: per-tile mean haematoxylin and eosin optical density (skimage `rgb2hed`) of {meta["tile_size"]} px tiles
+  cut from a generated {quality[meta["subtypes"][0]]["size_px"]}² slide per subtype, against the 2.5–97.5 percentile
+  range of the same held-out tiles; `generate_seconds` is the whole `generate` call on this 2-core CPU:
 
 ```json
 {q}
 ```
 """
+
+
+def _networks(stage: str, config: dict) -> str:
+    net = config["codec" if stage == "codec" else stage]
+    extra = f", {net['latent_channels']} latent channels" if stage == "codec" else (", attention" if net.get("attention") else "")
+    return f"channels {tuple(net['block_out_channels'])}, {net['layers_per_block']} layer(s)/block{extra}"
 
 
 if __name__ == "__main__":

@@ -135,7 +135,10 @@ def _codec_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
     def loss(net, step: int) -> torch.Tensor:
         x = batch(step)
         posterior = net.encode(x).latent_dist
-        z = posterior.sample(generator=torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, rank)))
+        if config.codec.sample_posterior:
+            z = posterior.sample(generator=torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, rank)))
+        else:
+            z = posterior.mode()
         recon = net.decode(z).sample
         return F.l1_loss(recon, x) + 0.5 * F.mse_loss(recon, x) + config.codec.kl_weight * posterior.kl().mean()
 
@@ -146,10 +149,12 @@ def _codec_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         return _grid(torch.cat([x, recon]), rows=2)
 
     def finish(net) -> dict:
-        # 64 tiles give ~10⁶ latent values for the scale; 32 held-out tiles for PSNR (cheap even for a large codec)
+        # 64 tiles give ~10⁶ latent values for the scale; 64 held-out tiles for PSNR (cheap even for a large codec),
+        # spread evenly over the test split so that every source counts
         scale = measure_scale(net, [reader.image(*t) for t in tiles[:64]], device)
         test = TileIndex.build(dataset, "test")
-        held_out = ([reader.image("labelled", s, i) for s, i in test.labelled] + [reader.image("unlabelled", s, i) for s, i in test.unlabelled])[:32]
+        keys = [("labelled", s, i) for s, i in test.labelled] + [("unlabelled", s, i) for s, i in test.unlabelled]
+        held_out = [reader.image(*k) for k in keys[:: max(1, len(keys) // 64)][:64]]
         psnr = reconstruction_psnr(net, held_out or [reader.image(*t) for t in tiles[-32:]], device)
         bundle.meta["latent"] = {"factor": codec_factor(net), "channels": net.config.latent_channels, "scale": scale}
         return {"psnr_test_db" if held_out else "psnr_train_db": psnr, "latent_scale": scale}
@@ -459,8 +464,10 @@ def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, data
         "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
     }
     head, tail = float(np.mean(losses[:20])) if losses else None, float(np.mean(losses[-20:])) if losses else None
+    # a resumed run adds its time to the earlier runs' (their steps are in `losses` but not in `steps_run`)
+    earlier = bundle.meta["stages"].get(spec.name, {}).get("train_seconds", 0.0) if steps_run < len(losses) else 0.0
     bundle.meta["stages"][spec.name] = {"steps": len(losses), "dataset_sha256": _dataset_hash(dataset), "config": config.to_json(),
-                                        "initial_loss": head, "final_loss": tail, "world_size": world,
+                                        "initial_loss": head, "final_loss": tail, "world_size": world, "train_seconds": round(earlier + seconds, 1),
                                         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
                                         **extra}
     bundle.write_meta()
