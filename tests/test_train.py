@@ -81,6 +81,21 @@ def test_codec_can_train_on_the_posterior_mean(trained):
     assert load_config("tiny").codec.sample_posterior  # the VAE objective stays the default
 
 
+def test_external_codec_folder_is_recorded_absolute(trained, tmp_path, monkeypatch):
+    """`--codec sd2-vae/` given relative: the bundle still loads it from any other working directory."""
+    data, model, _ = trained
+    shutil.copytree(model / "codec", tmp_path / "vae")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("tiny", max_steps=2, batch_size=2, checkpoint_every=2, sample_every=2)
+    training.train("image", data, tmp_path / "m", config, codec="vae", progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    bundle = open_bundle(tmp_path / "m")
+    assert bundle.meta["stages"]["codec"]["external"] == str(tmp_path / "vae")
+    assert bundle.load_codec().config.latent_channels == open_bundle(model).load_codec().config.latent_channels
+
+
 def test_save_then_load_gives_identical_outputs(trained, tmp_path):
     from wsi_synth.models.networks import build_unet
 

@@ -59,7 +59,8 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
     bundle = open_bundle(out, create=True)
     _bind_bundle_to_dataset(bundle, dataset)
     if codec is not None:
-        bundle.meta["stages"]["codec"] = {"external": codec}
+        # a local folder is recorded absolute, so that the bundle loads from any working directory
+        bundle.meta["stages"]["codec"] = {"external": str(Path(codec).resolve()) if Path(codec).exists() else codec}
     spec = build_stage(stage, dataset, bundle, config, device, rank=rank)
     try:
         return _loop(spec, bundle, config, dataset, resume=resume, device=device, progress=progress and rank == 0, rank=rank, world=world)
