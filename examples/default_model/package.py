@@ -181,7 +181,9 @@ Codec: latent factor {factor}, {meta["latent"]["channels"]} channels, scale {met
 - Generated tiles are more stained than the held-out mix: mean optical density (H, E)
   {_means(quality, meta)} against {tuple(quality[meta["subtypes"][0]]["hed_mean_real"])} real.
 - Masks have the mask model's resolution: blocks of {meta["region_size"] // meta["region_mask_size"]} px.
+- Tumour areas are grainier than real tissue.
 - 64 px tiles at a nominal 0.5 µm/px give each crop ~32 µm of context: cells and their neighbours, not glands.
+- A better model needs more labelled tiles, larger tiles and more steps (GPU hours), not different code.
 """
 
 
