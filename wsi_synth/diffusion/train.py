@@ -365,9 +365,9 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
     schedule = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.max_steps // 10 + 1), config.max_steps)
     ema = EMAModel(net.parameters(), decay=config.ema_decay)
     checkpoint = bundle.root / "checkpoints" / f"{spec.name}.pt"
-    start, losses = 0, []
+    start, losses, earlier_seconds = 0, [], 0.0
     if resume:
-        start, losses = _load_checkpoint(checkpoint, net, optimizer, schedule, ema, spec.name)
+        start, losses, earlier_seconds = _load_checkpoint(checkpoint, net, optimizer, schedule, ema, spec.name)
     elif checkpoint.exists() or bundle.has(spec.name):
         raise BadModelError(f"{bundle.root} already has its {spec.name} stage: pass --resume to continue it, or choose another --out")
     scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported())
@@ -393,35 +393,35 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
                 bar.update()
                 done = step + 1
                 if rank == 0 and (done % config.checkpoint_every == 0 or done == config.max_steps):
-                    _save_checkpoint(checkpoint, net, optimizer, schedule, ema, done, losses, config)
+                    _save_checkpoint(checkpoint, net, optimizer, schedule, ema, done, losses, config, earlier_seconds + step_seconds)
                 if rank == 0 and (done % config.sample_every == 0 or done == config.max_steps):
                     _write_preview(spec, net, ema, bundle, done)
     except KeyboardInterrupt:
         if step > start and rank == 0:
-            _save_checkpoint(checkpoint, net, optimizer, schedule, ema, step, losses[: step], config)
+            _save_checkpoint(checkpoint, net, optimizer, schedule, ema, step, losses[: step], config, earlier_seconds + step_seconds)
             log.warning("interrupted at step %d: checkpoint saved; re-run with --resume to continue", step)
         raise
     except torch.OutOfMemoryError as exc:
         raise BadArgumentError(f"out of GPU memory at batch size {config.batch_size}: try --batch-size {max(1, config.batch_size // 2)}") from exc
-    seconds = step_seconds
     if rank != 0:
         torch.distributed.barrier()  # rank 0 writes the bundle
         return {"stage": spec.name, "rank": rank}
-    result = _finish(spec, net, ema, bundle, config, dataset, losses, seconds, config.max_steps - start, world)
+    result = _finish(spec, net, ema, bundle, config, dataset, losses, step_seconds, config.max_steps - start, world, earlier_seconds)
     if world > 1:
         torch.distributed.barrier()
     return result
 
 
-def _save_checkpoint(path: Path, net, optimizer, schedule, ema, step: int, losses: list[float], config: TrainConfig) -> None:
+def _save_checkpoint(path: Path, net, optimizer, schedule, ema, step: int, losses: list[float], config: TrainConfig, seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "ema": ema.state_dict(), "losses": losses, "config": config.to_json()}, tmp)
+                "ema": ema.state_dict(), "losses": losses, "config": config.to_json(), "seconds": seconds}, tmp)
     tmp.replace(path)
 
 
-def _load_checkpoint(path: Path, net, optimizer, schedule, ema, stage: str) -> tuple[int, list[float]]:
+def _load_checkpoint(path: Path, net, optimizer, schedule, ema, stage: str) -> tuple[int, list[float], float]:
+    """(step, losses so far, training seconds so far) — the state restored into the given objects."""
     if not path.is_file():
         raise BadModelError(f"--resume: no {stage} checkpoint at {path}")
     state = torch.load(path, map_location="cpu", weights_only=False)
@@ -432,7 +432,7 @@ def _load_checkpoint(path: Path, net, optimizer, schedule, ema, stage: str) -> t
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     ema.load_state_dict(state["ema"])
-    return state["step"], list(state["losses"])
+    return state["step"], list(state["losses"]), float(state.get("seconds", 0.0))
 
 
 def _write_preview(spec: StageSpec, net, ema, bundle: Bundle, step: int) -> None:
@@ -452,7 +452,7 @@ def _write_preview(spec: StageSpec, net, ema, bundle: Bundle, step: int) -> None
 
 
 def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, dataset: Dataset, losses: list[float], seconds: float, steps_run: int,
-            world: int = 1) -> dict:
+            world: int = 1, earlier_seconds: float = 0.0) -> dict:
     import diffusers
 
     ema.copy_to(net.parameters())
@@ -465,10 +465,8 @@ def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, data
         "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
     }
     head, tail = float(np.mean(losses[:20])) if losses else None, float(np.mean(losses[-20:])) if losses else None
-    # a resumed run adds its time to the earlier runs' (their steps are in `losses` but not in `steps_run`)
-    earlier = bundle.meta["stages"].get(spec.name, {}).get("train_seconds", 0.0) if steps_run < len(losses) else 0.0
     bundle.meta["stages"][spec.name] = {"steps": len(losses), "dataset_sha256": _dataset_hash(dataset), "config": config.to_json(),
-                                        "initial_loss": head, "final_loss": tail, "world_size": world, "train_seconds": round(earlier + seconds, 1),
+                                        "initial_loss": head, "final_loss": tail, "world_size": world, "train_seconds": round(earlier_seconds + seconds, 1),
                                         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
                                         **extra}
     bundle.write_meta()
