@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Timer, emit, machine  # noqa: E402
 
 from wsi_synth.diffusion.schedule import alphas_cumprod  # noqa: E402
+from wsi_synth.sampling.canvas import sample  # noqa: E402
 from wsi_synth.sampling.gaussian import GaussianFieldDenoiser, field_statistics  # noqa: E402
 from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_crops  # noqa: E402
-from wsi_synth.sampling.sampler import SamplerConfig, SampleStats, sample  # noqa: E402
+from wsi_synth.sampling.sampler import SamplerConfig, SampleStats  # noqa: E402
 
 
 def planner_costs() -> list[dict]:

@@ -14,7 +14,8 @@ Examples:
   wsi-synth generate --model model/ --size 4096 --subtype squamous --out s.tiff
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --device cuda --batch-size 64
   wsi-synth generate --model model/ --size 8192 --height 6000 --mask regions.geojson --out s.tiff
-  wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --json
+  wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --device cuda
+  wsi-synth generate --model model/ --size 4096 --subtype squamous --solver ddim --steps 50 --out s.tiff
 Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record).
 An interrupted run continues with --resume (same output as an uninterrupted one).""")
 @click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None,
@@ -24,18 +25,21 @@ An interrupted run continues with --resume (same output as an uninterrupted one)
 @click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
 @click.option("--mask", "mask_file", type=click.Path(dir_okay=False), default=None, help="Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, writable=True), help="Output pyramidal TIFF.")
-@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="DDIM steps per stage.")
-@click.option("--eta", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="DDIM η (0 = deterministic).")
+@click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="Solver steps per stage.")
+@click.option("--solver", type=click.Choice(["dpm-solver++", "ddim"]), default="dpm-solver++", show_default=True,
+              help="DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.")
+@click.option("--eta", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="DDIM η (0 = deterministic; needs --solver ddim).")
 @click.option("--omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Classifier-free guidance of the image stage.")
 @click.option("--mask-omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Guidance of the mask stage.")
 @click.option("--planner", type=click.Choice(["shifted-grid", "random-patch", "fixed-grid"]), default="shifted-grid", show_default=True)
 @click.option("--context", type=click.IntRange(0), default=None, help="shifted-grid context margin, latent px (default d/8).")
 @click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True, help="Crops per denoiser call.")
+@click.option("--decode-batch", type=click.IntRange(0), default=0, show_default=True, help="Tiles per codec call (0: 4 on CPU, 16 on GPU).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
 @click.option("--tile", type=click.Choice(["256", "512"]), default="512", show_default=True, help="TIFF tile size.")
 @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")
-@click.option("--dry-run", is_flag=True, help="Print the plan (canvases, crops per step, evaluations, memory) and stop.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (canvases, crops per step, evaluations, memory, projected time) and stop.")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its work folder.")
 @click.option("--save-every", type=click.IntRange(1), default=5, show_default=True, help="Steps between saved states (for --resume).")
@@ -45,19 +49,20 @@ An interrupted run continues with --resume (same output as an uninterrupted one)
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).")
 @overwrite_option
 @quiet_option
-def command(model, size, height, subtype, mask_file, out, steps, eta, omega, mask_omega, planner, context, batch_size, seed, device, tile,
-            quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, overwrite, quiet):
+def command(model, size, height, subtype, mask_file, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
+            device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
     from wsi_synth.generate import GenerateConfig, generate, make_plan
 
     if model is None:
         model = _default_model()
-    config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, eta=eta, omega=omega,
-                            mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, seed=seed, device=device,
+    config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, solver=solver, eta=eta,
+                            omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
+                            seed=seed, device=device,
                             mask=mask_file, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
                             workers=workers, scheduler=scheduler)
     if dry_run:
-        plan = make_plan(model, config)
+        plan = make_plan(model, config, project=_has_weights(model))
         click.echo(json.dumps(plan, indent=2) if as_json else _plan_text(plan))
         return
     result = generate(model, out, config, overwrite=overwrite, resume=resume, progress=not quiet,
@@ -77,12 +82,33 @@ def _default_model() -> str:
     return str(bundled)
 
 
+def _has_weights(model) -> bool:
+    """A projection needs the networks; a bundle folder holding only model.json still gets the plan."""
+    from pathlib import Path
+
+    return all((Path(model) / folder / "config.json").is_file() for folder in ("image_unet", "mask_unet"))
+
+
 def _plan_text(plan: dict) -> str:
-    lines = [f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} steps, planner {plan['planner']['name']} "
+    lines = [f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} {plan['solver']} steps, planner {plan['planner']['name']} "
              f"(context {plan['planner']['context']} latent px)"]
     for name, s in plan["stages"].items():
         evals = s.get("evaluations", s.get("evaluations_estimate"))
-        lines.append(f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {s['crops_per_step']} crops/step "
+        about = "" if s.get("crops_exact", True) else "~"
+        lines.append(f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} crops/step "
                      f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations")
     lines.append(f"  memory (canvases): {plan['memory_bytes'] / 1e9:.2f} GB")
+    p = plan.get("projection")
+    if p:
+        lines.append(f"projected on {p['device']}: {_duration(p['total_s'])} in all")
+        for name in ("mask", "image"):
+            if name in p:
+                s = p[name]
+                lines.append(f"  {name}: denoiser {_duration(s['denoiser_s'])} ({s['denoiser_crops_per_s']:,.0f} crops/s), "
+                             f"host {_duration(s['host_s'])} ({s['host_us_per_crop']:.0f} µs/crop)")
+        lines.append(f"  decode {_duration(p['decode_s'])}, write {_duration(p['write_s'])}")
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 
 from wsi_synth.diffusion.schedule import alphas_cumprod
-from wsi_synth.sampling.canvas import sample_canvas
+from wsi_synth.sampling.canvas import sample, sample_canvas
 from wsi_synth.sampling.gaussian import GaussianFieldDenoiser
 from wsi_synth.sampling.planners import PlannerConfig
-from wsi_synth.sampling.sampler import SamplerConfig, sample
+from wsi_synth.sampling.sampler import SamplerConfig
 
 ABAR = alphas_cumprod(1000, "scaled_linear")
 ORACLE = GaussianFieldDenoiser(16, 2.0, ABAR)

@@ -88,7 +88,7 @@ def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, 
 
 def test_interrupted_run_resumes_to_the_same_output(bundle, tmp_path, runner, monkeypatch):
     assert _run(runner, bundle, tmp_path / "full.tiff").exit_code == 0
-    import wsi_synth.generate as gen
+    import wsi_synth.generate.run as gen
 
     real = gen.sample_canvas
 
@@ -158,7 +158,7 @@ def test_tiled_decode_blends_exactly_and_costs_little():
     """A linear 'codec' (nearest upsampling ×4): blending must reproduce its output exactly (weights sum to 1)."""
     import torch
 
-    from wsi_synth.generate import DecodedImage
+    from wsi_synth.generate.decode import DecodedImage
 
     class Upsample:
         def decode(self, z):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +38,11 @@ class OutputPaths:
 
 
 def write_slide_outputs(image, labels, out: str | Path, *, mpp: float, classes: Sequence[dict], tile: int = 512, quality: int = 90,
-                        overwrite: bool = False, record: dict | None = None, progress: bool = False) -> dict:
+                        overwrite: bool = False, record: dict | Callable[[], dict] | None = None, progress: bool = False) -> dict:
     """Write image pyramid, label pyramid and GeoJSON (and `record` as JSON) beside `out`.
 
-    Every output is checked before the first is written, so a refusal never leaves half a set.
+    Every output is checked before the first is written, so a refusal never leaves half a set. `record` may be
+    a callable, asked for the document after the other outputs are written (so it can hold their timings).
     """
     paths = OutputPaths.beside(out)
     if labels is not None and tuple(labels.shape) != tuple(image.shape[:2]):
@@ -56,7 +57,7 @@ def write_slide_outputs(image, labels, out: str | Path, *, mpp: float, classes: 
         _write_json(paths.geojson, mask_to_geojson(reduced, downsample=downsample, classes=classes), overwrite=overwrite)
         result |= {"mask": str(paths.mask), "geojson": str(paths.geojson), "geojson_downsample": downsample}
     if record is not None:
-        _write_json(paths.record, {**record, "outputs": result}, overwrite=overwrite)
+        _write_json(paths.record, {**(record() if callable(record) else record), "outputs": result}, overwrite=overwrite)
         result["record"] = str(paths.record)
     return result
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth import __version__
+from wsi_synth.concurrency import prefetch
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import atomic_output
 
@@ -140,7 +141,7 @@ def _read(source, y0: int, y1: int) -> np.ndarray:
 
 def _tiles(read_band: Callable[[int, int], np.ndarray], width: int, height: int, tile: int, spool, halve: Halve, bar) -> Iterator[np.ndarray]:
     """Tiles of one level in row-major order, read in row bands; each band's half goes to the next spool."""
-    for band in _prefetched(_bands(read_band, height, tile, spool, halve)):
+    for band in prefetch(_bands(read_band, height, tile, spool, halve)):
         padded = _pad_to(band, tile, math.ceil(width / tile) * tile)
         for x0 in range(0, padded.shape[1], tile):
             yield padded[:, x0 : x0 + tile]
@@ -153,46 +154,6 @@ def _bands(read_band: Callable[[int, int], np.ndarray], height: int, rows: int, 
         if spool is not None:
             spool.append(halve(band))
         yield band
-
-
-def _prefetched(bands: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
-    """Produce bands (read, halve, spool) in a thread while tifffile encodes the previous ones.
-
-    tifffile gathers a buffer of tiles, encodes it on its worker threads, then asks for more: without
-    this, band production and JPEG encoding would take turns instead of overlapping.
-    """
-    import queue
-    import threading
-
-    slots: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for band in bands:
-                while not stop.is_set():
-                    try:
-                        slots.put(band, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            slots.put(done)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            slots.put(exc)
-
-    worker = threading.Thread(target=produce, name="pyramid-bands", daemon=True)
-    worker.start()
-    try:
-        while (item := slots.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        worker.join()
 
 
 def _pad_to(band: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -1,98 +1,93 @@
-"""Run the sampler over a canvas window by window: in memory or in a zarr work store, on any scheduler.
+"""The sampling loop over a canvas, window by window: in memory or in a zarr work store, on any scheduler.
 
-- State: two buffers (current, next) — numpy arrays, or zarr arrays chunked on the windows in a work folder
-  when the canvas should not live in memory (`out_of_core`). Each step reads `current` (a window plus a
-  one-crop halo per task) and writes only the window's own pixels into `next`; then the buffers swap.
+- State: two buffer sets (current, next), each the latents x_t and, for multistep solvers, the previous x̂₀ —
+  numpy arrays, or zarr arrays in a work folder when the canvas should not live in memory (`out_of_core`).
+  The zarr arrays are sharded on the windows with one-crop inner chunks and no compression (noise does not
+  compress), so a task's halo read decodes the crop-wide strips it needs rather than eight whole neighbours.
+  Each step reads `current` (a window plus a one-crop halo per task) and writes only the window's own pixels
+  into `next`; then the sets swap.
 - Schedulers: in this process, a local thread pool (`workers`), or a dask.distributed `client` (the state
   must then be a zarr store every worker sees; the denoiser is a small picklable spec that loads its
   network once per worker process).
-- Resume: `state.json` in the work folder records the last completed step and which buffer holds it
-  (in-memory runs also save the state every `save_every` steps); the continued run gives the same result.
+- Resume: `state.json` in the work folder is the one pointer to a complete state, replaced atomically after the
+  state it names is fully written: the step, the buffer set (zarr) or state file (memory) that holds it, the
+  counts so far, and a fingerprint of everything that determines the result. A resume whose fingerprint differs
+  is refused, naming what changed; a state saved in memory is loaded into a zarr store (and back) when the
+  storage mode changed, since storage does not change the result.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from wsi_synth.diffusion.schedule import ddim_timesteps
+from wsi_synth.diffusion.solvers import Solver, make_solver
+from wsi_synth.errors import BadArgumentError
 from wsi_synth.jsonfile import write_atomic
-from wsi_synth.sampling.sampler import Denoiser, SamplerConfig, SampleStats, block_noise, step_window, windows_for
+from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_window, windows_for
+
+STATE = "state.json"
 
 
-@dataclass(frozen=True)
-class BundleDenoiser:
-    """A bundle's network as a denoiser: picklable (path, stage, device); loads the UNet once per process."""
-
-    model: str
-    stage: str  # "image" or "mask"
-    device: str = "cpu"
-
-    def network(self):
-        key = (self.model, self.stage, self.device)
-        if key not in _NETWORKS:
-            from wsi_synth.models.bundle import open_bundle
-
-            _NETWORKS[key] = open_bundle(self.model).load_unet(self.stage, device=self.device)
-        return _NETWORKS[key]
-
-    def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-        net = self.network()
-        if self.stage == "image":
-            z = torch.cat([z, masks if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:])], 1)
-        with torch.no_grad(), _autocast(self.device):
-            return net(z.to(self.device), t.to(self.device), class_labels=labels.to(self.device)).sample.float().cpu()
-
-
-_NETWORKS: dict = {}
-
-
-def _autocast(device: str):
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return torch.autocast("cpu", enabled=False)
+def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, config: SamplerConfig, *, labels: np.ndarray | None = None,
+           condition: int = 0, stats: SampleStats | None = None) -> np.ndarray:
+    """Sample a (C, H, W) canvas in memory. `labels` (H, W) uint8 gives per-pixel classes (0 = null condition);
+    without it every crop uses `condition`."""
+    return sample_canvas(denoiser, shape, abar, config, labels=labels, condition=condition, stats=stats)
 
 
 def sample_canvas(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, config: SamplerConfig, *, work: Path | None = None,
                   out_of_core: bool = False, labels: np.ndarray | None = None, condition: int = 0, client=None, workers: int = 1,
-                  resume: bool = False, save_every: int = 5, stats: SampleStats | None = None,
+                  resume: bool = False, save_every: int = 5, stats: SampleStats | None = None, fingerprint: dict | None = None,
                   progress: Callable[[int, int], None] | None = None):
-    """Sample a (C, H, W) canvas; returns the final state (numpy, or a zarr array when out of core)."""
+    """Sample a (C, H, W) canvas; returns the final latents (numpy, or a zarr array when out of core).
+
+    With a `work` folder the state is saved (every step out of core, every `save_every` steps in memory) and
+    `resume` continues from it; `fingerprint` adds what else determines the result (model, mask, …) to the
+    sampler's own settings, and a saved state made with other values is refused.
+    """
     config.validate()
-    ts = ddim_timesteps(len(abar), config.steps)
+    d = config.planner.crop
+    if shape[1] < d or shape[2] < d:
+        raise BadArgumentError(f"canvas {shape[2]}×{shape[1]} is smaller than the crop {d}: pad it")
+    solver = make_solver(config.solver, abar, config.steps)
     windows = windows_for(config, shape[1:])
     stats = stats if stats is not None else SampleStats()
-    buffers, first = _open_state(shape, config, windows, work=work, out_of_core=out_of_core or client is not None, resume=resume)
-    current, target = buffers
+    out_of_core = out_of_core or client is not None
+    identity = _identity(shape, config, labels, condition, fingerprint)
+    current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume,
+                                         identity=identity, stats=stats)
     if client is not None and labels is not None:
         labels = client.scatter(labels, broadcast=True)
-    for j in range(first, len(ts)):
-        results = _run_step(denoiser, current, target, windows, j, ts, abar, config, labels, condition, client, workers)
-        for r in results:
+    for j in range(first, len(solver)):
+        for r in _run_step(denoiser, current, target, windows, j, solver, config, labels, condition, client, workers):
             stats.crops += r["crops"]
             stats.evaluations += r["evaluations"]
         stats.steps += 1
         current, target = target, current
-        _record(work, j + 1, current, out_of_core or client is not None, save_every, done=j + 1 == len(ts))
+        if work is not None and (out_of_core or (j + 1) % save_every == 0 or j + 1 == len(solver)):
+            _save_state(work, j + 1, current, identity, stats, out_of_core=out_of_core)
         if progress:
-            progress(j + 1, len(ts))
-    return current
+            progress(j + 1, len(solver))
+    return current.x
 
 
-def _run_step(denoiser, current, target, windows, j, ts, abar, config, labels, condition, client, workers) -> list[dict]:
+def _run_step(denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int,
+              client, workers: int) -> list[dict]:
     def one(window):
-        return step_window(denoiser, current, target, window, j, ts, abar, config, labels=labels, condition=condition)
+        return step_window(denoiser, current, target, window, j, solver, config, labels=labels, condition=condition)
 
     if client is not None:
-        futures = client.map(step_window, [denoiser] * len(windows), [current] * len(windows), [target] * len(windows), windows,
-                             [j] * len(windows), [ts] * len(windows), [abar] * len(windows), [config] * len(windows),
+        n = len(windows)
+        futures = client.map(step_window, [denoiser] * n, [current] * n, [target] * n, windows, [j] * n, [solver] * n, [config] * n,
                              labels=labels, condition=condition, pure=False)
         return client.gather(futures)
     if workers > 1 and len(windows) > 1:
@@ -101,44 +96,137 @@ def _run_step(denoiser, current, target, windows, j, ts, abar, config, labels, c
     return [one(w) for w in windows]
 
 
-def _open_state(shape, config: SamplerConfig, windows, *, work: Path | None, out_of_core: bool, resume: bool):
-    """The two state buffers and the step to start at (0, or where a resumed run stopped)."""
-    state = _read_state(work) if resume and work is not None else None
+# --- the state and the work folder --------------------------------------------------------------------------------
+
+
+def _identity(shape, config: SamplerConfig, labels: np.ndarray | None, condition: int, extra: dict | None) -> dict:
+    """Everything that determines the result of this canvas (not the window size, batch size or storage)."""
+    sampler = {k: v for k, v in asdict(config).items() if k not in ("window", "batch_size")}
+    doc = {"shape": list(shape), **_flatten(sampler), "condition": condition}
+    if labels is not None:
+        import hashlib
+
+        doc["labels_sha256"] = hashlib.sha256(np.ascontiguousarray(labels)).hexdigest()
+    return {**doc, **(extra or {})}
+
+
+def _flatten(doc: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in doc.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def read_state(work: Path) -> dict | None:
+    """The saved state's pointer document, or None when the folder holds no complete state."""
+    path = work / STATE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) and "step" in doc and "identity" in doc else None
+
+
+def check_identity(saved: dict, identity: dict, work: Path) -> None:
+    """Refuse to resume a state made with other settings, naming each one that changed."""
+    old = saved.get("identity", {})
+    changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
+    if changed:
+        what = ", ".join(f"{k} {_short(old.get(k))} → {_short(identity.get(k))}" for k in changed[:6])
+        raise BadArgumentError(f"cannot --resume from {work}: it was made with other settings ({what}); "
+                               "run with the original arguments, or without --resume to start again")
+
+
+def _short(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 24 else text[:21] + "…"
+
+
+def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool, resume: bool, identity: dict,
+                stats: SampleStats) -> tuple[Buffers, Buffers, int]:
+    """The two buffer sets and the step to start at (0, or where a resumed run stopped)."""
+    saved = read_state(work) if resume and work is not None else None
+    if saved is not None:
+        check_identity(saved, identity, work)
+        for key, value in saved.get("stats", {}).items():
+            setattr(stats, key, value)
+    elif work is not None:
+        _clear(work)
     if out_of_core:
         if work is None:
             raise ValueError("an out-of-core canvas needs a work folder")
-        import zarr
-
-        win = max(1, windows[0][1] - windows[0][0]), max(1, windows[0][3] - windows[0][2])
-        mode = "a" if state else "w"
-        a = zarr.open_array(str(work / "a.zarr"), mode=mode, shape=shape, chunks=(shape[0], *win), dtype="float32")
-        b = zarr.open_array(str(work / "b.zarr"), mode=mode, shape=shape, chunks=(shape[0], *win), dtype="float32")
-        if state:
-            return ((a, b) if state["current"] == "a" else (b, a)), state["step"]
-        for w in windows:
-            a[:, w[0] : w[1], w[2] : w[3]] = block_noise(config.seed, -1, shape, w)
-        return (a, b), 0
-    if state and (work / "state.npy").exists():
-        current = np.load(work / "state.npy")
-        return (current, np.empty_like(current)), state["step"]
-    current = block_noise(config.seed, -1, shape)
-    return (current, np.empty_like(current)), 0
-
-
-def _read_state(work: Path) -> dict | None:
-    path = work / "state.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-def _record(work: Path | None, step: int, current, out_of_core: bool, save_every: int, *, done: bool) -> None:
-    if work is None:
-        return
-    if out_of_core:
-        name = Path(current.store.root if hasattr(current.store, "root") else current.store.path).name[0]
+        sets = {name: _zarr_buffers(work, name, shape, solver, windows, create=not (saved and saved["storage"] == "zarr")) for name in "ab"}
+        if saved and saved["storage"] == "zarr":
+            current = saved["current"]
+            return sets[current], sets["b" if current == "a" else "a"], saved["step"]
+        state = _load_memory_state(work, saved) if saved else Buffers(None)
+        for y0, y1, x0, x1 in windows:
+            window = (slice(None), slice(y0, y1), slice(x0, x1))
+            sets["a"].x[window] = state.x[window] if saved else block_noise(config.seed, -1, shape, (y0, y1, x0, x1))
+            if state.x0 is not None:
+                sets["a"].x0[window] = state.x0[window]
+        return sets["a"], sets["b"], saved["step"] if saved else 0
+    if saved and saved["storage"] == "zarr":
+        held = _zarr_buffers(work, saved["current"], shape, solver, windows, create=False)
+        current = Buffers(np.asarray(held.x[:]), None if held.x0 is None else np.asarray(held.x0[:]))
+    elif saved:
+        current = _load_memory_state(work, saved)
     else:
-        if step % save_every and not done:
-            return
-        np.save(work / "state.tmp.npy", current)
-        os.replace(work / "state.tmp.npy", work / "state.npy")
-        name = "memory"
-    write_atomic(work / "state.json", {"step": step, "current": name})
+        current = Buffers(block_noise(config.seed, -1, shape), np.zeros(shape, np.float32) if solver.keeps_x0 else None)
+    target = Buffers(np.empty_like(current.x), None if current.x0 is None else np.empty_like(current.x0))
+    return current, target, saved["step"] if saved else 0
+
+
+def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, create: bool) -> Buffers:
+    import zarr
+
+    def array(suffix: str):
+        path = str(work / f"{name}{suffix}.zarr")
+        if not create:
+            return zarr.open_array(path, mode="r+")
+        win = (max(1, windows[0][1] - windows[0][0]), max(1, windows[0][3] - windows[0][2]))
+        return zarr.create_array(path, shape=shape, dtype="float32", chunks=_inner_chunks(shape[0], win), shards=(shape[0], *win),
+                                 compressors=None, fill_value=0.0, overwrite=True)
+
+    return Buffers(array(""), array("_x0") if solver.keeps_x0 else None)
+
+
+def _inner_chunks(channels: int, window: tuple[int, int]) -> tuple[int, int, int]:
+    """Inner chunks of about 64 px that tile the window exactly, so a halo read decodes strips, not neighbours."""
+    return (channels, *(max(c for c in range(1, min(64, w) + 1) if w % c == 0) for w in window))
+
+
+def _load_memory_state(work: Path, saved: dict) -> Buffers:
+    with np.load(work / saved["current"]) as data:
+        return Buffers(data["x"], data["x0"] if "x0" in data.files else None)
+
+
+def _save_state(work: Path, step: int, current: Buffers, identity: dict, stats: SampleStats, *, out_of_core: bool) -> None:
+    """Make `current` the saved state: its data first (a new file in memory mode; zarr buffers are already
+    written), then the pointer, atomically; then drop the state files the pointer no longer names."""
+    if out_of_core:
+        name = Path(str(current.x.store.root)).name.removesuffix(".zarr")
+        storage = "zarr"
+    else:
+        name = f"state-{step:06d}.npz"
+        tmp = work / f".{name}.partial"
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=current.x, **({"x0": current.x0} if current.x0 is not None else {}))
+        os.replace(tmp, work / name)
+        storage = "memory"
+    write_atomic(work / STATE, {"step": step, "storage": storage, "current": name, "identity": identity, "stats": asdict(stats)})
+    for old in work.glob("state-*.npz"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+
+
+def _clear(work: Path) -> None:
+    """Empty a stage's work folder: a new run never builds on what another left there."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)

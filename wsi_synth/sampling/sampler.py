@@ -1,25 +1,30 @@
-"""The random-patch sampler: DDIM on a latent canvas, every pixel updated each step from its owner crop.
+"""One reverse step of the random-patch sampler on a window of a latent canvas, at array speed.
 
-One reverse step t → t_prev:
-1. plan the crops (see `planners`), window by window;
-2. evaluate every crop on the state at t (all crops read the same state, so they are batched), once per
-   condition present: per class in the crop's label map (pixels of class 0 use the null condition) and the
-   null condition when ω > 0; guidance ε̃ = (1+ω)ε(z,c) − ωε(z,∅); conditions composited by the label map;
-3. write: each pixel's ε from its owner crop, then one DDIM update of the whole canvas.
+One reverse step t → t_prev for the pixels of a window:
+1. plan the crops that own them (see `planners`) and read the window plus a one-crop halo;
+2. list the evaluations as arrays: per crop, one per class present in its label map (pixels of class 0 use the
+   null condition) and the null condition when ω > 0 — all crops read the same state, so they are batched;
+3. gather each owned pixel's ε from its owner crop's evaluation for the pixel's class (an index, not a
+   search), with guidance ε̃ = (1+ω)ε(z,c) − ωε(z,∅);
+4. apply the solver's update (`diffusion.solvers`) to exactly those pixels.
 
-Random numbers (initial noise, η noise, plans) are keyed by (seed, step, position) — noise per fixed
-block of `NOISE_BLOCK` px — so the result does not depend on window (chunk) size or batch size.
+Random numbers (initial noise, η noise, plans) are keyed by (seed, step, position) — noise per fixed block of
+`NOISE_BLOCK` px — so the result does not depend on window (chunk) size or batch size. The loop over steps,
+the state buffers and resume live in `canvas`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
 
-from wsi_synth.diffusion.schedule import ddim_step, ddim_timesteps
+from wsi_synth.concurrency import prefetch
+from wsi_synth.diffusion.solvers import SOLVERS, Solver
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.sampling.planners import Plan, PlannerConfig, plan_window
 
@@ -37,6 +42,7 @@ class SamplerConfig:
     batch_size: int = 16
     window: int = 0  # latent px per planning window (chunk); 0 = whole canvas
     seed: int = 0
+    solver: str = "ddim"
 
     def validate(self) -> None:
         self.planner.validate()
@@ -44,6 +50,10 @@ class SamplerConfig:
             raise BadArgumentError(f"--steps and --batch-size must be at least 1, got {self.steps}, {self.batch_size}")
         if self.omega < 0 or not 0 <= self.eta <= 1:
             raise BadArgumentError(f"--omega must be ≥ 0 and --eta in [0, 1], got {self.omega}, {self.eta}")
+        if self.solver not in SOLVERS:
+            raise BadArgumentError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
+        if self.eta > 0 and self.solver != "ddim":
+            raise BadArgumentError(f"--eta {self.eta} needs --solver ddim ({self.solver} is deterministic)")
 
 
 @dataclass
@@ -51,6 +61,26 @@ class SampleStats:
     steps: int = 0
     crops: int = 0
     evaluations: int = 0
+
+
+@dataclass
+class Buffers:
+    """One canvas state: the latents x_t and, for multistep solvers, the previous step's x̂₀ (numpy or zarr)."""
+
+    x: Any
+    x0: Any = None
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """The denoiser evaluations of one window, as arrays (in the order they are batched)."""
+
+    crop: np.ndarray  # (n,) crop index of each evaluation
+    condition: np.ndarray  # (n,) int64 class of each evaluation (0 = null)
+    index: np.ndarray  # (N crops, K) evaluation of (crop, class), −1 where none; column 0 = the null pass
+
+    def __len__(self) -> int:
+        return len(self.crop)
 
 
 def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple[int, int, int, int] | None = None) -> np.ndarray:
@@ -68,60 +98,135 @@ def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple
     return out
 
 
-def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, config: SamplerConfig, *, labels: np.ndarray | None = None,
-           condition: int = 0, start: tuple[int, np.ndarray] | None = None, on_step: Callable[[int, np.ndarray], None] | None = None,
-           stats: SampleStats | None = None) -> np.ndarray:
-    """Sample a (C, H, W) canvas. `labels` (H, W) uint8 gives per-pixel classes (0 = null condition); without
-    it every crop uses `condition`. `start` = (step index, state) resumes; `on_step` sees each new state."""
-    config.validate()
-    c, h, w = shape
-    d = config.planner.crop
-    if h < d or w < d:
-        raise BadArgumentError(f"canvas {w}×{h} is smaller than the crop {d}: pad it")
-    ts = ddim_timesteps(len(abar), config.steps)
-    first, x = start if start is not None else (0, block_noise(config.seed, -1, shape))
-    stats = stats if stats is not None else SampleStats()
-    windows = windows_for(config, (h, w))
-    for j in range(first, len(ts)):
-        target = np.empty_like(x)
-        for window in windows:
-            counts = step_window(denoiser, x, target, window, j, ts, abar, config, labels=labels, condition=condition)
-            stats.crops += counts["crops"]
-            stats.evaluations += counts["evaluations"]
-        x = target
-        stats.steps += 1
-        if on_step is not None:
-            on_step(j + 1, x)
-    return x
-
-
-def step_window(denoiser: Denoiser, current, target, window: tuple[int, int, int, int], j: int, ts: list[int], abar: torch.Tensor,
+def step_window(denoiser: Denoiser, current: Buffers, target: Buffers, window: tuple[int, int, int, int], j: int, solver: Solver,
                 config: SamplerConfig, *, labels: np.ndarray | None = None, condition: int = 0) -> dict:
     """One reverse step for the pixels of `window`: read it with a one-crop halo from `current` (numpy or zarr),
-    evaluate the crops that own its pixels, write the DDIM update of exactly those pixels into `target`.
+    evaluate the crops that own its pixels, write the solver's update of exactly those pixels into `target`.
 
     Windows are independent, so they may run in any order, on any thread or cluster worker; the result is the
     same (plans and noise are keyed by position, not by window).
     """
-    c, h, w = current.shape
+    c, h, w = current.x.shape
     d = config.planner.crop
     y0, y1, x0, x1 = window
     hy0, hy1, hx0, hx1 = max(0, y0 - d), min(h, y1 + d), max(0, x0 - d), min(w, x1 + d)
-    halo = np.asarray(current[:, hy0:hy1, hx0:hx1])
+    halo = np.asarray(current.x[:, hy0:hy1, hx0:hx1])
     plan = plan_window(config.planner, (h, w), window, seed=config.seed, step=j)
-    local = Plan(plan.crops - np.array([hy0, hx0]), plan.owner, (y0 - hy0, x0 - hx0))
+    crops = plan.crops - np.array([hy0, hx0])
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
-    stats = SampleStats()
-    crop_eps = _evaluate(denoiser, halo, ts[j], local, config, labels=local_labels, condition=condition, stats=stats)
-    eps = np.empty_like(halo)
-    _write_owned(eps, local, crop_eps, d)
-    wy, wx = slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0)
-    a_t = abar[ts[j]]
-    a_prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0)
-    noise = torch.from_numpy(block_noise(config.seed, j, (c, h, w), window)) if config.eta > 0 else None
-    target[:, y0:y1, x0:x1] = ddim_step(torch.from_numpy(halo[:, wy, wx]), torch.from_numpy(eps[:, wy, wx]), a_t, a_prev, eta=config.eta,
-                                        noise=noise).numpy()
-    return {"crops": stats.crops, "evaluations": stats.evaluations}
+    crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
+    jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition)
+    results = evaluate(denoiser, halo, crops, crop_labels, jobs, t=solver.timesteps[j], batch_size=config.batch_size, d=d)
+    origin = (y0 - hy0, x0 - hx0)
+    eps = owned_eps(results, jobs, plan, crops, local_labels, origin, omega=config.omega, condition=condition)
+    x_window = halo[:, origin[0] : origin[0] + y1 - y0, origin[1] : origin[1] + x1 - x0]
+    x0_prev = np.asarray(current.x0[:, y0:y1, x0:x1]) if solver.keeps_x0 and j > 0 else None
+    noise = block_noise(config.seed, j, (c, h, w), window) if config.eta > 0 else None
+    x_next, x0_next = solver.update(j, x_window, eps, x0_prev, eta=config.eta, noise=noise)
+    target.x[:, y0:y1, x0:x1] = x_next
+    if solver.keeps_x0:
+        target.x0[:, y0:y1, x0:x1] = x0_next
+    return {"crops": len(crops), "evaluations": len(jobs)}
+
+
+def crop_views(labels: np.ndarray, crops: np.ndarray, d: int) -> np.ndarray:
+    """(N, d, d) copies of the d×d label crops at `crops` (top-left y, x), in one gather."""
+    return sliding_window_view(labels, (d, d))[crops[:, 0], crops[:, 1]]
+
+
+def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, condition: int) -> Jobs:
+    """Evaluations per crop, crop by crop: each class present (ascending), then the null pass where needed
+    (ω > 0, unknown pixels in the crop, or no class at all). Without labels: `condition`, then null if ω > 0."""
+    if crop_labels is None:
+        conditions = [condition, 0] if omega > 0 and condition != 0 else [condition]
+        per_crop = len(conditions)
+        index = np.empty((n_crops, 2), np.int64)
+        index[:, 1] = np.arange(n_crops) * per_crop  # column 1: the condition's evaluation
+        index[:, 0] = index[:, 1] + 1 if per_crop == 2 else (index[:, 1] if condition == 0 else -1)  # column 0: the null pass
+        return Jobs(np.repeat(np.arange(n_crops), per_crop), np.tile(np.array(conditions, np.int64), n_crops), index)
+    k = int(crop_labels.max(initial=0)) + 1
+    flat = crop_labels.reshape(n_crops, -1)
+    if k <= 16:
+        present = np.stack([(flat == c).any(1) for c in range(k)], 1)
+    else:
+        offsets = flat.astype(np.int64) + k * np.arange(n_crops)[:, None]
+        present = np.bincount(offsets.ravel(), minlength=n_crops * k).reshape(n_crops, k) > 0
+    need_null = present[:, 0] | ~present[:, 1:].any(1) | (omega > 0)
+    wanted = np.concatenate([present[:, 1:], need_null[:, None]], 1)  # columns: classes 1..K−1, then null
+    crop, column = np.nonzero(wanted)
+    cls = np.where(column == k - 1, 0, column + 1).astype(np.int64)
+    index = np.full((n_crops, k), -1, np.int64)
+    index[crop, cls] = np.arange(len(crop))
+    return Jobs(crop, cls, index)
+
+
+def evaluate(denoiser: Denoiser, halo: np.ndarray, crops: np.ndarray, crop_labels: np.ndarray | None, jobs: Jobs, *, t: int,
+             batch_size: int, d: int) -> np.ndarray:
+    """ε of every evaluation, (n, C, d, d) float32. Batch k+1 is gathered (and pinned for CUDA) in a background
+    thread while the denoiser runs batch k."""
+    out = np.empty((len(jobs), halo.shape[0], d, d), np.float32)
+    crop_windows = sliding_window_view(halo, (d, d), axis=(1, 2)).transpose(1, 2, 0, 3, 4)  # [y, x] → (C, d, d)
+    pin = bool(getattr(denoiser, "pin_memory", False))
+
+    def batches() -> Iterator[tuple[int, tuple]]:
+        for b0 in range(0, len(jobs), batch_size):
+            which = jobs.crop[b0 : b0 + batch_size]
+            z = torch.from_numpy(crop_windows[crops[which, 0], crops[which, 1]])
+            cls = jobs.condition[b0 : b0 + batch_size]
+            masks = None
+            if crop_labels is not None:  # the class's binary mask; all zeros for the null pass (255 is never a class here)
+                wanted = np.where(cls != 0, cls, 255).astype(crop_labels.dtype)[:, None, None]
+                masks = torch.from_numpy(np.equal(crop_labels[which], wanted).astype(np.float32)).unsqueeze(1)
+            args = (z, torch.full((len(cls),), t, dtype=torch.long), torch.from_numpy(cls), masks)
+            yield b0, tuple(a.pin_memory() if pin and a is not None else a for a in args)
+
+    with torch.no_grad():
+        for b0, args in prefetch(batches()) if len(jobs) > batch_size else batches():
+            e = denoiser(*args)
+            out[b0 : b0 + len(e)] = e.float().numpy()
+    return out
+
+
+def owned_eps(results: np.ndarray, jobs: Jobs, plan: Plan, crops: np.ndarray, labels: np.ndarray | None, origin: tuple[int, int], *,
+              omega: float, condition: int) -> np.ndarray:
+    """(C, h, w) guided ε of the planned window's pixels, each from its owner crop's evaluation for its class:
+    one flat index per pixel (evaluation, row and column in the crop), then one `take` per channel."""
+    oy, ox = origin
+    h, w = plan.owner.shape
+    _, channels, d, _ = results.shape
+    itype = np.int32 if results.size < 2**31 else np.int64
+    if plan.row_cell is not None:  # grid plans: a pixel's offset in its crop depends on its row and its column only
+        columns = int(plan.col_cell.max()) + 1
+        owner = plan.row_cell[:, None].astype(itype) * columns + plan.col_cell[None, :].astype(itype)
+        local_y = (np.arange(oy, oy + h) - crops[plan.row_cell * columns, 0]).astype(itype)
+        local_x = (np.arange(ox, ox + w) - crops[plan.col_cell, 1]).astype(itype)
+        offset = local_y[:, None] * d + local_x[None, :]
+    else:
+        owner = plan.owner
+        offset = ((np.arange(oy, oy + h)[:, None] - crops[owner, 0]) * d + (np.arange(ox, ox + w)[None, :] - crops[owner, 1])).astype(itype)
+    flat_results = results.reshape(-1)
+    pixel_labels = labels[oy : oy + h, ox : ox + w] if labels is not None else None
+
+    def gather(column: np.ndarray | None) -> np.ndarray:
+        """ε of each pixel's evaluation `column[owner]`, or `index[owner, label]` when column is None."""
+        job = np.take(jobs.index.ravel(), owner * jobs.index.shape[1] + pixel_labels) if column is None else np.take(column, owner)
+        flat = job.astype(itype) * (channels * d * d) + offset
+        out = np.empty((channels, h, w), np.float32)
+        for c in range(channels):
+            np.take(flat_results, flat, out=out[c])
+            flat += d * d
+        return out
+
+    if labels is None:
+        eps = gather(jobs.index[:, 1])
+        if omega > 0 and condition != 0:
+            eps = (1 + omega) * eps - omega * gather(jobs.index[:, 0])
+        return eps
+    eps = gather(None)
+    if omega > 0:
+        guided = (1 + omega) * eps - omega * gather(jobs.index[:, 0])
+        eps = np.where(pixel_labels != 0, guided, eps)
+    return eps
 
 
 def windows_for(config: SamplerConfig, canvas: tuple[int, int]) -> list[tuple[int, int, int, int]]:
@@ -130,70 +235,6 @@ def windows_for(config: SamplerConfig, canvas: tuple[int, int]) -> list[tuple[in
     if config.planner.name == "random-patch" and window:
         r = config.planner.region_size
         window = max(r, (window // r) * r)
-    return list(_windows(canvas, window))
-
-
-def _windows(canvas: tuple[int, int], size: int) -> Iterator[tuple[int, int, int, int]]:
     h, w = canvas
-    size = size or max(h, w)
-    for y in range(0, h, size):
-        for x in range(0, w, size):
-            yield y, min(y + size, h), x, min(x + size, w)
-
-
-def _evaluate(denoiser: Denoiser, x: np.ndarray, t: int, plan: Plan, config: SamplerConfig, *, labels: np.ndarray | None, condition: int,
-              stats: SampleStats) -> np.ndarray:
-    """Guided ε of every crop of a plan: all (crop, condition) pairs batched together."""
-    d = config.planner.crop
-    jobs: list[tuple[int, int, np.ndarray | None]] = []  # (crop index, condition, class mask or None)
-    for i, (cy, cx) in enumerate(plan.crops):
-        if labels is None:
-            jobs.append((i, condition, None))
-            if config.omega > 0:
-                jobs.append((i, 0, None))
-            continue
-        crop_labels = labels[cy : cy + d, cx : cx + d]
-        present = [int(v) for v in np.unique(crop_labels) if v != 0]
-        jobs.extend((i, cls, crop_labels == cls) for cls in present)
-        if config.omega > 0 or len(present) == 0 or (crop_labels == 0).any():
-            jobs.append((i, 0, np.zeros((d, d), bool)))
-    results: dict[tuple[int, int], np.ndarray] = {}
-    for b in range(0, len(jobs), config.batch_size):
-        batch = jobs[b : b + config.batch_size]
-        z = torch.from_numpy(np.stack([x[:, cy : cy + d, cx : cx + d] for cy, cx in (plan.crops[i] for i, _, _ in batch)]))
-        masks = None if labels is None else torch.from_numpy(np.stack([m for _, _, m in batch]).astype(np.float32))[:, None]
-        with torch.no_grad():
-            out = denoiser(z, torch.full((len(batch),), t, dtype=torch.long), torch.tensor([c for _, c, _ in batch]), masks)
-        for (i, cls, _), e in zip(batch, out.float().numpy(), strict=True):
-            results[(i, cls)] = e
-    stats.crops += len(plan.crops)
-    stats.evaluations += len(jobs)
-    return np.stack([_composite(i, plan, results, labels, condition, config.omega, d) for i in range(len(plan.crops))]) if len(plan.crops) else np.zeros((0,))
-
-
-def _composite(i: int, plan: Plan, results: dict, labels: np.ndarray | None, condition: int, omega: float, d: int) -> np.ndarray:
-    null = results.get((i, 0))
-    if labels is None:
-        cond = results[(i, condition)]
-        return cond if omega == 0 or condition == 0 else (1 + omega) * cond - omega * null
-    cy, cx = plan.crops[i]
-    crop_labels = labels[cy : cy + d, cx : cx + d]
-    out = np.empty_like(next(v for (j, _), v in results.items() if j == i))
-    for cls in np.unique(crop_labels):
-        where = crop_labels == cls
-        e = null if cls == 0 else results[(i, int(cls))]
-        if cls != 0 and omega > 0:
-            e = (1 + omega) * e - omega * null
-        out[:, where] = e[:, where]
-    return out
-
-
-def _write_owned(eps: np.ndarray, plan: Plan, crop_eps: np.ndarray, d: int) -> None:
-    """eps[:, window] ← each pixel's value from its owner crop (one gather, no loop over crops)."""
-    oy, ox = plan.origin
-    h, w = plan.owner.shape
-    yy, xx = np.mgrid[0:h, 0:w]
-    owner = plan.owner
-    local_y = yy + oy - plan.crops[owner, 0]
-    local_x = xx + ox - plan.crops[owner, 1]
-    eps[:, oy : oy + h, ox : ox + w] = np.moveaxis(crop_eps[owner, :, local_y, local_x], -1, 0)
+    size = window or max(h, w)
+    return [(y, min(y + size, h), x, min(x + size, w)) for y in range(0, h, size) for x in range(0, w, size)]

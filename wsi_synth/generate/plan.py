@@ -1,0 +1,143 @@
+"""What a `generate` run will cost, before it runs: canvases, crops per step against the minimum, denoiser
+evaluations, memory — and, when the weights are at hand, a projection of the wall time per stage (host,
+denoiser, decode, write) calibrated on the chosen device.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from wsi_synth.diffusion.schedule import alphas_cumprod
+from wsi_synth.diffusion.solvers import make_solver
+from wsi_synth.generate.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config
+from wsi_synth.models.bundle import Bundle, open_bundle
+from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
+
+#: Denoiser evaluations per image crop when the class map is not known yet: one per class present plus the
+#: null pass for unknown pixels; measured 1.4–2.9 on real masks (docs/benchmarks.md).
+EVALUATIONS_PER_CROP = 2.0
+#: Decode work relative to one non-overlapping decode: (2d / (2d − d/8))².
+DECODE_OVERLAP = (16 / 15) ** 2
+
+
+def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = False) -> dict:
+    """What a run will do (no weights loaded unless `project`): canvases, crops per step vs N0, evaluations,
+    memory; with `project`, also the projected seconds per stage on `config.device`."""
+    config.validate()
+    bundle = open_bundle(model)
+    check_bundle(bundle, config)
+    g = geometry(bundle, config)
+    schedule = bundle.meta["schedule"]
+    steps = len(make_solver(config.solver, alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"]), config.steps))
+    stages = {}
+    if config.mask is None:
+        crops, exact = estimate_crops_per_step(planner_config(config, g.msk_crop), g.msk)
+        passes = 2 if config.mask_omega > 0 else 1
+        stages["mask"] = {"canvas": list(g.msk), "crop": g.msk_crop, "crops_per_step": crops, "crops_exact": exact,
+                          "n0": minimum_crops(g.msk, g.msk_crop), "evaluations": crops * passes * steps}
+    crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
+    stages["image"] = {"canvas": list(g.lat), "crop": g.lat_crop, "crops_per_step": crops, "crops_exact": exact, "n0": minimum_crops(g.lat, g.lat_crop),
+                       "evaluations_estimate": int(crops * EVALUATIONS_PER_CROP * steps)}
+    plan = {"output_px": [config.width, config.height], "planner": asdict(planner_config(config, g.lat_crop)), "solver": config.solver,
+            "steps": steps, "stages": stages, "memory_bytes": canvas_bytes(bundle, g, config)}
+    if project:
+        plan["projection"] = projection(bundle, config, g, plan)
+    return plan
+
+
+def canvas_bytes(bundle: Bundle, g: Geometry, config: GenerateConfig) -> int:
+    """Bytes of the image stage's state: two buffer sets (x, and x̂₀ for multistep solvers) and the class map."""
+    sets = 2 * (2 if config.solver != "ddim" else 1)
+    return sets * bundle.meta["latent"]["channels"] * g.lat[0] * g.lat[1] * 4 + g.lat[0] * g.lat[1]
+
+
+def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) -> dict:
+    """Projected seconds per stage on `config.device`, from short calibrations of each part."""
+    from wsi_synth.models.denoiser import BundleDenoiser
+
+    channels = bundle.meta["latent"]["channels"]
+    out: dict = {"device": config.device}
+    for stage, info in plan["stages"].items():
+        shape = (len(bundle.classes), g.msk_crop, g.msk_crop) if stage == "mask" else (channels, g.lat_crop, g.lat_crop)
+        denoiser = BundleDenoiser(str(bundle.root), stage, config.device)
+        per_call = calibrate(denoiser, shape, config.batch_size, with_mask=stage == "image")
+        evaluations = info.get("evaluations", info.get("evaluations_estimate"))
+        crops = info["crops_per_step"] * plan["steps"]
+        host = host_seconds_per_crop(shape, sampler_config(config, g, stage), labelled=stage == "image")
+        out[stage] = {"denoiser_s": round(evaluations / config.batch_size * per_call, 1), "host_s": round(crops * host, 1),
+                      "denoiser_crops_per_s": round(config.batch_size / per_call, 1), "host_us_per_crop": round(host * 1e6, 1)}
+    decode_s = decode_seconds_per_latent_px(bundle, config, g) * g.lat[0] * g.lat[1] * DECODE_OVERLAP
+    out["decode_s"] = round(decode_s, 1)
+    out["write_s"] = round(config.width * config.height * 3 / write_bytes_per_second(config), 1)
+    out["total_s"] = round(sum(v["denoiser_s"] + v["host_s"] for k, v in out.items() if isinstance(v, dict)) + out["decode_s"] + out["write_s"], 1)
+    return out
+
+
+def calibrate(denoiser, shape: tuple[int, int, int], batch: int, *, with_mask: bool) -> float:
+    """Seconds per denoiser call of `batch` crops of `shape` (C, d, d), timed after one warm-up call."""
+    z = torch.zeros(batch, *shape)
+    t = torch.full((batch,), 500, dtype=torch.long)
+    labels = torch.zeros(batch, dtype=torch.long)
+    masks = torch.zeros(batch, 1, *shape[1:]) if with_mask else None
+    denoiser(z, t, labels, masks)
+    started = time.perf_counter()
+    denoiser(z, t, labels, masks)
+    return time.perf_counter() - started
+
+
+def host_seconds_per_crop(shape: tuple[int, int, int], sampler, *, labelled: bool) -> float:
+    """The sampler's own time per crop (planning, gathering, indexing, the update), with a null denoiser on one
+    window of a canvas with a two-class map."""
+    from dataclasses import replace
+
+    from wsi_synth.sampling.canvas import sample
+    from wsi_synth.sampling.sampler import SampleStats
+
+    c, d, _ = shape
+    side = min(8 * d, 1024)
+    labels = None
+    if labelled:
+        labels = np.zeros((side, side), np.uint8)
+        labels[: side // 2] = 1
+        labels[:, side // 3 :] = 2
+    stats = SampleStats()
+    config = replace(sampler, steps=2, window=0)
+    started = time.perf_counter()
+    sample(lambda z, t, lab, m: z, (c, side, side), alphas_cumprod(1000), config, labels=labels, stats=stats)
+    return (time.perf_counter() - started) / max(stats.crops, 1)
+
+
+def decode_seconds_per_latent_px(bundle: Bundle, config: GenerateConfig, g: Geometry) -> float:
+    from wsi_synth.generate.decode import default_decode_batch
+
+    codec = bundle.load_codec(device=config.device)
+    batch = config.decode_batch or default_decode_batch(config.device)
+    side = min(2 * g.lat_crop, g.lat[0], g.lat[1])
+    z = torch.zeros(batch, bundle.meta["latent"]["channels"], side, side, device=config.device)
+    with torch.no_grad():
+        codec.decode(z)
+        started = time.perf_counter()
+        codec.decode(z).sample.cpu()
+    return (time.perf_counter() - started) / (batch * side * side)
+
+
+def write_bytes_per_second(config: GenerateConfig) -> float:
+    """JPEG tiles per second on this machine's cores (tifffile encodes on every core), as raw RGB bytes/s."""
+    import os
+
+    import imagecodecs
+
+    rng = np.random.default_rng(0)  # tissue-like: smooth stain variation plus cell-scale texture
+    smooth = np.repeat(np.repeat(rng.normal(0, 30, (config.tile // 16, config.tile // 16, 3)), 16, 0), 16, 1)
+    tile = np.clip(150 + smooth + rng.normal(0, 25, (config.tile, config.tile, 3)), 0, 255).astype(np.uint8)
+    imagecodecs.jpeg_encode(tile, level=config.quality)
+    started = time.perf_counter()
+    for _ in range(8):
+        imagecodecs.jpeg_encode(tile, level=config.quality)
+    per_core = 8 * tile.nbytes / (time.perf_counter() - started)
+    return per_core * (os.cpu_count() or 1) / (4 / 3)  # the levels below add a third more pixels to encode

@@ -1,0 +1,171 @@
+"""A `generate` run: mask stage → cleaning → upsampling → image stage → tiled decode → pyramid outputs.
+
+The canvases live in memory, or in a zarr work store beside the output when they exceed `max_memory_gb`
+(a 100,000² slide at f = 8 is a 4 × 12,500² float32 latent canvas, 2.5 GB per buffer). The work folder
+`.OUT.work/` holds each stage's state and `run.json`, the run's fingerprint: a hash of the model's files and
+every setting that determines the result. `--resume` continues an interrupted run only when the fingerprint
+matches (otherwise a one-line error names what changed) and produces the same output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from wsi_synth import __version__
+from wsi_synth.errors import BadArgumentError
+from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
+from wsi_synth.generate.decode import DecodedImage, default_decode_batch
+from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, nearest
+from wsi_synth.generate.plan import make_plan
+from wsi_synth.jsonfile import write_atomic
+from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
+from wsi_synth.models.denoiser import BundleDenoiser
+from wsi_synth.sampling.canvas import check_identity, sample_canvas
+from wsi_synth.sampling.sampler import SampleStats
+
+#: Settings that do not change the result, left out of the fingerprint: how the work is run, not what it makes.
+NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler")
+
+
+def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, overwrite: bool = False, resume: bool = False,
+             progress: bool = True, log=print) -> dict:
+    """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out`."""
+    from wsi_synth.diffusion.schedule import alphas_cumprod
+    from wsi_synth.io.atomic import check_output
+    from wsi_synth.io.outputs import OutputPaths, write_slide_outputs
+
+    config.validate()
+    bundle = open_bundle(model)
+    check_bundle(bundle, config)
+    for p in OutputPaths.beside(out).all():
+        check_output(p, overwrite=overwrite)
+    g = geometry(bundle, config)
+    plan = make_plan(model, config)
+    log(f"plan: {json.dumps(plan)}")
+    work = Path(out).with_name(f".{Path(out).name}.work")
+    identity = run_fingerprint(bundle, config)
+    _prepare_work(work, identity, resume=resume)
+    schedule = bundle.meta["schedule"]
+    abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
+    out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
+    timings: dict[str, float] = {}
+    stats = {"mask": SampleStats(), "image": SampleStats()}
+    with _scheduler(config) as client:
+        run = {"abar": abar, "out_of_core": out_of_core, "client": client, "resume": resume, "save_every": config.save_every}
+        started = time.perf_counter()
+        if config.mask is not None:
+            msk = load_mask(config.mask, bundle, g)
+        else:
+            one_hot = sample_canvas(BundleDenoiser(str(model), "mask", config.device), (len(bundle.classes), *g.msk), abar=abar,
+                                    config=sampler_config(config, g, "mask"), work=work / "mask", condition=1 + bundle.subtypes.index(config.subtype),
+                                    stats=stats["mask"], fingerprint={**identity, "stage": "mask"}, **_without(run, "abar"))
+            msk = clean_mask(np.asarray(one_hot[:]).argmax(0).astype(np.uint8), min_region=config.min_region)
+        timings["mask_s"] = round(time.perf_counter() - started, 2)
+        started = time.perf_counter()
+        lat_labels = nearest(msk, g.px_per_msk, g.lat, g.factor)
+        log(f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
+            + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else ""))
+        latents = sample_canvas(BundleDenoiser(str(model), "image", config.device), (bundle.meta["latent"]["channels"], *g.lat), abar=abar,
+                                config=sampler_config(config, g, "image"), work=work / "image", labels=lat_labels, stats=stats["image"],
+                                fingerprint={**identity, "stage": "image"}, **_without(run, "abar"))
+        timings["image_s"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    codec = bundle.load_codec(device=config.device)
+    image = DecodedImage(codec, latents, bundle.meta["latent"]["scale"], g.factor, g.lat_crop, g.px, config.device,
+                         batch=config.decode_batch or default_decode_batch(config.device))
+    labels = PixelLabels(msk, g.px_per_msk, g.px)
+
+    def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
+        timings["decode_write_s"] = round(time.perf_counter() - started, 2)
+        return {"model": str(Path(model).resolve()), "wsi_synth": __version__, "config": asdict(config), "plan": plan, "out_of_core": out_of_core,
+                "resumed": resume, "evaluations": {k: asdict(v) for k, v in stats.items()}, "classes": bundle.classes, "timings": timings,
+                "decode": {"decoded_latent_px": image.decoded_latent_px,
+                           "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)}}
+
+    result = write_slide_outputs(image, labels, out, mpp=bundle.meta["mpp"], classes=bundle.classes, tile=config.tile, quality=config.quality,
+                                 overwrite=overwrite, progress=progress, record=record)
+    shutil.rmtree(work, ignore_errors=True)
+    return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}
+
+
+def _without(run: dict, key: str) -> dict:
+    return {k: v for k, v in run.items() if k != key}
+
+
+def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
+    """Everything that determines the output: the model's files, the mask file, and every setting that matters."""
+    settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_FINGERPRINT and k != "mask"}
+    return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle),
+            "mask_sha256": _file_sha256(Path(config.mask)) if config.mask else None, **settings}
+
+
+def model_sha256(bundle: Bundle) -> str:
+    """One hash over model.json and every file of its networks (and an external codec's folder, or its hub id)."""
+    digest = hashlib.sha256((bundle.root / "model.json").read_bytes())
+    folders = [bundle.root / FOLDERS[s] for s in ("codec", "image", "mask")]
+    external = bundle.meta.get("stages", {}).get("codec", {}).get("external")
+    if external:
+        folders.append(Path(external)) if Path(external).is_dir() else digest.update(external.encode())
+    for folder in folders:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(bytes.fromhex(_file_sha256(path)))
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _prepare_work(work: Path, identity: dict, *, resume: bool) -> None:
+    """A fresh work folder, or — with `resume` — the existing one when it was made by the same run."""
+    saved = work / "run.json"
+    if resume and saved.is_file():
+        try:
+            before = json.loads(saved.read_text())
+        except ValueError:
+            before = None
+        if isinstance(before, dict):
+            check_identity({"identity": before}, identity, work)
+            return
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    write_atomic(saved, identity)
+
+
+class _scheduler:
+    """None (this process), a local dask.distributed cluster (`workers` > 1), or a client of `scheduler`."""
+
+    def __init__(self, config: GenerateConfig) -> None:
+        self.config, self.client, self.cluster = config, None, None
+
+    def __enter__(self):
+        if self.config.scheduler or self.config.workers > 1:
+            try:
+                from distributed import Client, LocalCluster
+            except ImportError as exc:
+                raise BadArgumentError("--workers/--scheduler need dask.distributed: pip install 'wsi-synth[distributed]'") from exc
+            if self.config.scheduler:
+                self.client = Client(self.config.scheduler)
+            else:
+                self.cluster = LocalCluster(n_workers=self.config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+                self.client = Client(self.cluster)
+        return self.client
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

@@ -1,0 +1,60 @@
+"""A bundle's UNet as the sampler's denoiser `(latents, t, labels, masks) → ε`, and the one autocast helper.
+
+`BundleDenoiser` is a small picklable spec (bundle path, stage, device): a dask worker that receives it loads
+the network once and keeps it in a small per-process cache (least recently used first out), so a cluster runs
+one model per worker without shipping weights through the scheduler.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+_CACHE_SIZE = 2  # the image and the mask network of one bundle
+_NETWORKS: OrderedDict = OrderedDict()
+
+
+def autocast(device: str):
+    """bf16 (or fp16 where bf16 is missing) autocast on CUDA; full precision elsewhere."""
+    if str(device).startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@dataclass(frozen=True)
+class BundleDenoiser:
+    """A bundle's network as a denoiser: picklable (path, stage, device); loads the UNet once per process."""
+
+    model: str
+    stage: str  # "image" or "mask"
+    device: str = "cpu"
+
+    @property
+    def pin_memory(self) -> bool:
+        """Ask the sampler for page-locked batches, so host-to-GPU copies run asynchronously."""
+        return self.device.startswith("cuda")
+
+    def network(self):
+        key = (self.model, self.stage, self.device)
+        if key in _NETWORKS:
+            _NETWORKS.move_to_end(key)
+            return _NETWORKS[key]
+        from wsi_synth.models.bundle import open_bundle
+
+        _NETWORKS[key] = open_bundle(self.model).load_unet(self.stage, device=self.device)
+        while len(_NETWORKS) > _CACHE_SIZE:
+            _NETWORKS.popitem(last=False)
+        return _NETWORKS[key]
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        net = self.network()
+        move = {"non_blocking": True} if self.pin_memory else {}
+        z = z.to(self.device, **move)
+        if self.stage == "image":  # the conditioning class's mask is one more input channel (zeros: the null condition)
+            mask = masks.to(self.device, **move) if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:], device=self.device)
+            z = torch.cat([z, mask], 1)
+        with torch.no_grad(), autocast(self.device):
+            out = net(z, t.to(self.device, **move), class_labels=labels.to(self.device, **move)).sample
+        return out.float().cpu()
