@@ -46,3 +46,55 @@ def test_a_two_worker_dask_cluster_gives_the_same_canvas(tmp_path):
             distributed.Client(cluster) as client:
         out = sample_canvas(ORACLE, SHAPE, ABAR, _config(window=32), work=tmp_path / "w", client=client)
     assert np.array_equal(reference, np.asarray(out[:]))
+
+
+def _interrupted_at(step_to_stop: int):
+    def stop(step, total):
+        if step == step_to_stop:
+            raise KeyboardInterrupt
+    return stop
+
+
+@pytest.mark.parametrize("solver", ["ddim", "dpm-solver++"])
+@pytest.mark.parametrize("first_out_of_core, then_out_of_core", [(False, False), (False, True), (True, False), (True, True)])
+def test_a_run_resumes_to_the_same_canvas_in_either_storage(tmp_path, solver, first_out_of_core, then_out_of_core):
+    """A state saved in memory is loaded into the zarr store (and back), never replaced by an empty canvas."""
+    from dataclasses import replace
+
+    from wsi_synth.sampling.sampler import SampleStats
+
+    config = replace(_config(), eta=0.7 if solver == "ddim" else 0.0, solver=solver)
+    full_stats, resumed_stats = SampleStats(), SampleStats()
+    full = sample_canvas(ORACLE, SHAPE, ABAR, config, stats=full_stats)
+    with pytest.raises(KeyboardInterrupt):
+        sample_canvas(ORACLE, SHAPE, ABAR, config, work=tmp_path, out_of_core=first_out_of_core, save_every=1, progress=_interrupted_at(4))
+    resumed = sample_canvas(ORACLE, SHAPE, ABAR, config, work=tmp_path, out_of_core=then_out_of_core, resume=True, stats=resumed_stats)
+    assert np.array_equal(full, np.asarray(resumed[:]))
+    assert resumed_stats == full_stats  # the counts cover every step, not only the resumed ones
+
+
+def test_resume_with_other_settings_is_refused_naming_what_changed(tmp_path):
+    from dataclasses import replace
+
+    from wsi_synth.errors import BadArgumentError
+
+    with pytest.raises(KeyboardInterrupt):
+        sample_canvas(ORACLE, SHAPE, ABAR, _config(), work=tmp_path, save_every=1, progress=_interrupted_at(2))
+    for changed, name in [(replace(_config(), seed=12), "seed 11 → 12"), (replace(_config(), steps=9), "steps 6 → 9")]:
+        with pytest.raises(BadArgumentError, match=name):
+            sample_canvas(ORACLE, SHAPE, ABAR, changed, work=tmp_path, resume=True)
+    with pytest.raises(BadArgumentError, match="model"):
+        sample_canvas(ORACLE, SHAPE, ABAR, _config(), work=tmp_path, resume=True, fingerprint={"model": "other"})
+    # batch and window sizes do not change the result: resuming with others is fine
+    resumed = sample_canvas(ORACLE, SHAPE, ABAR, replace(_config(), batch_size=5, window=96), work=tmp_path, resume=True)
+    assert np.array_equal(resumed, sample_canvas(ORACLE, SHAPE, ABAR, _config()))
+
+
+def test_the_saved_pointer_always_names_a_complete_state(tmp_path):
+    import json
+
+    with pytest.raises(KeyboardInterrupt):
+        sample_canvas(ORACLE, SHAPE, ABAR, _config(), work=tmp_path, save_every=2, progress=_interrupted_at(5))
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["step"] == 4 and state["storage"] == "memory" and (tmp_path / state["current"]).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state-000004.npz", "state.json"]  # no partial or older states

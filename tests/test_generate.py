@@ -92,13 +92,13 @@ def test_interrupted_run_resumes_to_the_same_output(bundle, tmp_path, runner, mo
 
     real = gen.sample_canvas
 
-    def interrupt_image_stage(denoiser, shape, abar, config, **kwargs):
+    def interrupt_image_stage(denoiser, shape, **kwargs):
         if kwargs.get("labels") is not None and not kwargs.get("resume"):
             def stop(step, total):
                 if step == 2:
                     raise KeyboardInterrupt
             kwargs = {**kwargs, "progress": stop}
-        return real(denoiser, shape, abar, config, **kwargs)
+        return real(denoiser, shape, **kwargs)
 
     monkeypatch.setattr(gen, "sample_canvas", interrupt_image_stage)
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--save-every", "1")
@@ -243,3 +243,58 @@ def test_without_model_and_without_a_bundled_one_says_to_pass_one(tmp_path, runn
     monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
     result = runner.invoke(cli, ["generate", "--size", "2048", "--subtype", "squamous", "--out", str(tmp_path / "s.tiff"), "--dry-run"])
     assert result.exit_code == 2 and "pass --model" in result.output
+
+
+def test_decode_batch_and_row_streaming_give_the_blended_image(bundle):
+    """A real (tiny) codec: 1 or 5 tiles per call, bands of any height — the same pixels, to codec rounding."""
+    from wsi_synth.generate.decode import DecodedImage
+    from wsi_synth.models.bundle import open_bundle
+
+    b = open_bundle(bundle)
+    codec = b.load_codec()
+    rng = np.random.default_rng(3)
+    latents = rng.standard_normal((b.meta["latent"]["channels"], 70, 90)).astype(np.float32)
+    f, crop = b.meta["latent"]["factor"], b.meta["tile_size"] // b.meta["latent"]["factor"]
+    shape = (70 * f - 5, 90 * f - 3)
+    one = DecodedImage(codec, latents, 1.0, f, crop, shape, "cpu", batch=1)
+    many = DecodedImage(codec, latents, 1.0, f, crop, shape, "cpu", batch=5)
+    a = np.concatenate([one[y : min(y + 64, shape[0])] for y in range(0, shape[0], 64)]).astype(int)
+    b_ = np.concatenate([many[y : min(y + 100, shape[0])] for y in range(0, shape[0], 100)]).astype(int)
+    assert a.shape == (*shape, 3) and np.abs(a - b_).max() <= 1 and (a == b_).mean() > 0.99
+
+
+def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_step(bundle, tmp_path, runner, monkeypatch):
+    import wsi_synth.generate.run as gen
+
+    real = gen.sample_canvas
+
+    def interrupt_image_stage(denoiser, shape, **kwargs):
+        if kwargs.get("labels") is not None and not kwargs.get("resume"):
+            def stop(step, total):
+                if step == 2:
+                    raise KeyboardInterrupt
+            kwargs = {**kwargs, "progress": stop}
+        return real(denoiser, shape, **kwargs)
+
+    monkeypatch.setattr(gen, "sample_canvas", interrupt_image_stage)
+    assert _run(runner, bundle, tmp_path / "cut.tiff", "--save-every", "1").exit_code == 130
+    monkeypatch.setattr(gen, "sample_canvas", real)
+    result = _run(runner, bundle, tmp_path / "cut.tiff", "--resume", "--seed", "5")
+    assert result.exit_code == 2 and "cannot --resume" in result.output and "seed 0 → 5" in result.output
+    assert (tmp_path / ".cut.tiff.work" / "image" / "state.json").exists()  # the refused resume kept the state
+    result = _run(runner, bundle, tmp_path / "cut.tiff", "--resume", "--batch-size", "3")  # how it runs may change
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "cut.json").read_text())
+    assert record["resumed"] is True and record["evaluations"]["image"]["steps"] == 4 and record["evaluations"]["mask"]["steps"] == 4
+
+
+def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, runner):
+    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
+                                 "--dry-run", "--json"])
+    assert result.exit_code == 0, result.output
+    projection = json.loads(result.output)["projection"]
+    assert projection["device"] == "cpu" and projection["image"]["denoiser_crops_per_s"] > 0
+    assert projection["total_s"] >= projection["image"]["denoiser_s"] + projection["decode_s"] > 0
+    text = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
+                               "--dry-run"]).output
+    assert "projected on cpu" in text and "dpm-solver++" in text

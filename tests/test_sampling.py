@@ -129,3 +129,49 @@ def test_bad_sampler_arguments():
         sample(oracle, (1, 8, 64), ABAR, SamplerConfig(PlannerConfig("shifted-grid", 16, 2)))
     with pytest.raises(BadArgumentError, match="--planner"):
         sample(oracle, (1, 64, 64), ABAR, SamplerConfig(PlannerConfig("spiral", 16, 0)))
+
+
+def _batch_sensitive(z, t, labels, masks):
+    """A nonlinear ε whose value depends on the whole batch (z.mean()): equal canvases need equal batches."""
+    import torch
+
+    m = masks if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:])
+    return torch.tanh(z * 0.7 + labels.view(-1, 1, 1, 1) * 0.1 + m * 0.3 + z.mean() * 0.01) * (t.view(-1, 1, 1, 1).float() / 1000)
+
+
+@pytest.mark.parametrize("planner", PLANNERS[:2] + PLANNERS[3:], ids=lambda p: f"{p.name}-m{p.context}")
+def test_vectorised_sampler_is_bit_identical_to_v0_1_for_the_same_batches(planner):
+    from tests import legacy_sampler
+
+    labels = np.zeros((100, 130), np.uint8)
+    labels[10:60, 20:90], labels[40:100, 70:130], labels[70:90, 5:40] = 1, 2, 3
+    oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
+    cases = [(labels, 0, 2.0, 0.5), (labels, 0, 0.0, 0.0), (None, 2, 1.5, 0.0), (None, 0, 0.0, 0.3)]
+    for denoiser in (oracle, _batch_sensitive):
+        for lab, condition, omega, eta in cases:
+            config = SamplerConfig(planner, steps=3, eta=eta, omega=omega, batch_size=7, window=64, seed=3, solver="ddim")
+            now = sample(denoiser, (2, 100, 130), ABAR, config, labels=lab, condition=condition)
+            before = legacy_sampler.sample(denoiser, (2, 100, 130), ABAR, config, labels=lab, condition=condition)
+            assert np.array_equal(now, before), (denoiser, lab is not None, omega)
+
+
+@pytest.mark.parametrize("d, region, canvas", [(16, 64, (300, 260)), (16, 256, (256, 256)), (8, 40, (97, 131))])
+def test_random_patch_plans_are_those_of_the_pixel_by_pixel_walk(d, region, canvas):
+    from tests import legacy_sampler
+
+    planner = PlannerConfig("random-patch", d, 0, region=region)
+    for seed in range(3):
+        now = plan_window(planner, canvas, (0, canvas[0], 0, canvas[1]), seed=seed, step=7)
+        before = legacy_sampler.plan_window(planner, canvas, (0, canvas[0], 0, canvas[1]), seed=seed, step=7)
+        assert np.array_equal(now.crops, before.crops) and np.array_equal(now.owner, before.owner)
+
+
+def test_estimated_random_patch_crops_are_within_two_percent_and_grids_are_exact():
+    from wsi_synth.sampling.planners import estimate_crops_per_step
+
+    canvas = (700, 650)  # 22 × 21 regions of 32 px: more than the estimate plans
+    planner = PlannerConfig("random-patch", 8, 0, region=32)
+    estimate, exact = estimate_crops_per_step(planner, canvas, seed=2, step=1)
+    assert not exact and abs(estimate / crops_per_step(planner, canvas, seed=2, step=1) - 1) < 0.02
+    grid = PlannerConfig("shifted-grid", 8, 1)
+    assert estimate_crops_per_step(grid, canvas, seed=2, step=1) == (crops_per_step(grid, canvas, seed=2, step=1), True)
