@@ -86,8 +86,8 @@ def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, 
     assert result.exit_code == 2 and "values [9] are not classes" in result.output
 
 
-def test_interrupted_run_resumes_to_the_same_output(bundle, tmp_path, runner, monkeypatch):
-    assert _run(runner, bundle, tmp_path / "full.tiff").exit_code == 0
+def _interrupt_image_stage_at(monkeypatch, step_to_stop: int):
+    """Make the next run's image stage raise KeyboardInterrupt after `step_to_stop` steps; returns the undo."""
     import wsi_synth.generate.run as gen
 
     real = gen.sample_canvas
@@ -95,16 +95,22 @@ def test_interrupted_run_resumes_to_the_same_output(bundle, tmp_path, runner, mo
     def interrupt_image_stage(denoiser, shape, **kwargs):
         if kwargs.get("labels") is not None and not kwargs.get("resume"):
             def stop(step, total):
-                if step == 2:
+                if step == step_to_stop:
                     raise KeyboardInterrupt
             kwargs = {**kwargs, "progress": stop}
         return real(denoiser, shape, **kwargs)
 
     monkeypatch.setattr(gen, "sample_canvas", interrupt_image_stage)
+    return lambda: monkeypatch.setattr(gen, "sample_canvas", real)
+
+
+def test_interrupted_run_resumes_to_the_same_output(bundle, tmp_path, runner, monkeypatch):
+    assert _run(runner, bundle, tmp_path / "full.tiff").exit_code == 0
+    restore = _interrupt_image_stage_at(monkeypatch, 2)
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--save-every", "1")
     assert result.exit_code == 130 and not (tmp_path / "cut.tiff").exists()
     assert (tmp_path / ".cut.tiff.work" / "image" / "state.json").exists()
-    monkeypatch.setattr(gen, "sample_canvas", real)
+    restore()
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--resume", "--save-every", "1")
     assert result.exit_code == 0, result.output
     assert np.array_equal(tifffile.imread(tmp_path / "full.tiff"), tifffile.imread(tmp_path / "cut.tiff"))
@@ -264,21 +270,9 @@ def test_decode_batch_and_row_streaming_give_the_blended_image(bundle):
 
 
 def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_step(bundle, tmp_path, runner, monkeypatch):
-    import wsi_synth.generate.run as gen
-
-    real = gen.sample_canvas
-
-    def interrupt_image_stage(denoiser, shape, **kwargs):
-        if kwargs.get("labels") is not None and not kwargs.get("resume"):
-            def stop(step, total):
-                if step == 2:
-                    raise KeyboardInterrupt
-            kwargs = {**kwargs, "progress": stop}
-        return real(denoiser, shape, **kwargs)
-
-    monkeypatch.setattr(gen, "sample_canvas", interrupt_image_stage)
+    restore = _interrupt_image_stage_at(monkeypatch, 2)
     assert _run(runner, bundle, tmp_path / "cut.tiff", "--save-every", "1").exit_code == 130
-    monkeypatch.setattr(gen, "sample_canvas", real)
+    restore()
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--resume", "--seed", "5")
     assert result.exit_code == 2 and "cannot --resume" in result.output and "seed 0 → 5" in result.output
     assert (tmp_path / ".cut.tiff.work" / "image" / "state.json").exists()  # the refused resume kept the state

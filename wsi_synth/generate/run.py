@@ -51,7 +51,10 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     log(f"plan: {json.dumps(plan)}")
     work = Path(out).with_name(f".{Path(out).name}.work")
     identity = run_fingerprint(bundle, config)
-    _prepare_work(work, identity, resume=resume)
+    resumed = _prepare_work(work, identity, resume=resume)
+    if resume and not resumed:
+        log(f"nothing to resume in {work}: starting from the beginning")
+    resume = resumed
     schedule = bundle.meta["schedule"]
     abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
     out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
@@ -128,8 +131,8 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _prepare_work(work: Path, identity: dict, *, resume: bool) -> None:
-    """A fresh work folder, or — with `resume` — the existing one when it was made by the same run."""
+def _prepare_work(work: Path, identity: dict, *, resume: bool) -> bool:
+    """A fresh work folder, or — with `resume` — the existing one when it was made by the same run (True)."""
     saved = work / "run.json"
     if resume and saved.is_file():
         try:
@@ -138,11 +141,12 @@ def _prepare_work(work: Path, identity: dict, *, resume: bool) -> None:
             before = None
         if isinstance(before, dict):
             check_identity({"identity": before}, identity, work)
-            return
+            return True
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     write_atomic(saved, identity)
+    return False
 
 
 class _scheduler:

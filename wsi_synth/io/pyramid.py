@@ -141,6 +141,8 @@ def _read(source, y0: int, y1: int) -> np.ndarray:
 
 def _tiles(read_band: Callable[[int, int], np.ndarray], width: int, height: int, tile: int, spool, halve: Halve, bar) -> Iterator[np.ndarray]:
     """Tiles of one level in row-major order, read in row bands; each band's half goes to the next spool."""
+    # tifffile encodes a buffer of tiles on its worker threads, then asks for more: producing the next bands (read,
+    # halve, spool) in a thread lets the two overlap instead of taking turns.
     for band in prefetch(_bands(read_band, height, tile, spool, halve)):
         padded = _pad_to(band, tile, math.ceil(width / tile) * tile)
         for x0 in range(0, padded.shape[1], tile):
