@@ -101,6 +101,33 @@ def dry_runs() -> list[dict]:
     return rows
 
 
+def halo_reads(d: int = 64, channels: int = 4) -> dict:
+    """ms to read one window plus its one-crop halo from the work store: v0.1's layout (one chunk per window, zarr's
+    default compression) against today's (shards of one window, ~64 px inner chunks, no compression)."""
+    import zarr
+
+    from wsi_synth.sampling.canvas import _inner_chunks
+
+    win = 16 * d
+    shape = (channels, 3 * win, 3 * win)
+    data = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    out = {}
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
+        old = zarr.open_array(f"{tmp}/old.zarr", mode="w", shape=shape, chunks=(channels, win, win), dtype="float32")
+        new = zarr.create_array(f"{tmp}/new.zarr", shape=shape, dtype="float32", chunks=_inner_chunks(channels, (win, win)),
+                                shards=(channels, win, win), compressors=None, fill_value=0.0)
+        old[:], new[:] = data, data
+        for name, array in (("v0.1_window_chunks", old), ("now_sharded", new)):
+            for label, region in (("bare_window", (slice(None), slice(win, 2 * win), slice(win, 2 * win))),
+                                  ("window_plus_halo", (slice(None), slice(win - d, 2 * win + d), slice(win - d, 2 * win + d)))):
+                np.asarray(array[region])
+                started = time.perf_counter()
+                for _ in range(5):
+                    np.asarray(array[region])
+                out[f"{name}_{label}_ms"] = round((time.perf_counter() - started) / 5 * 1000, 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2)
@@ -110,7 +137,7 @@ def main() -> None:
     (ROOT / "bench-out").mkdir(exist_ok=True)
     rows = [compare(d, 1024, omega, args.steps) for d in (64, 16) for omega in (0.0, 2.0)]
     emit({"benchmark": "sampler host time per crop (null denoiser)", "machine": machine(), "steps": args.steps, "host": rows,
-          "dry_run_100000px": dry_runs()})
+          "halo_read_64px_crops": halo_reads(), "dry_run_100000px": dry_runs()})
 
 
 if __name__ == "__main__":

@@ -175,3 +175,18 @@ def test_estimated_random_patch_crops_are_within_two_percent_and_grids_are_exact
     assert not exact and abs(estimate / crops_per_step(planner, canvas, seed=2, step=1) - 1) < 0.02
     grid = PlannerConfig("shifted-grid", 8, 1)
     assert estimate_crops_per_step(grid, canvas, seed=2, step=1) == (crops_per_step(grid, canvas, seed=2, step=1), True)
+
+
+def test_batches_gathered_ahead_for_a_gpu_denoiser_give_the_same_canvas():
+    """A denoiser that asks for pinned memory (a GPU one) gets its batches from a background thread; same result."""
+
+    class Overlapped:
+        pin_memory = True  # pinning itself happens only where CUDA exists; the thread runs either way
+
+        def __call__(self, z, t, labels, masks):
+            return _batch_sensitive(z, t, labels, masks)
+
+    labels = np.zeros((96, 96), np.uint8)
+    labels[20:70, 10:80] = 2
+    config = SamplerConfig(PlannerConfig("shifted-grid", 16, 2), steps=3, omega=1.0, batch_size=5, seed=1)
+    assert np.array_equal(sample(Overlapped(), (2, 96, 96), ABAR, config, labels=labels), sample(_batch_sensitive, (2, 96, 96), ABAR, config, labels=labels))

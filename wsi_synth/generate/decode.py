@@ -5,8 +5,8 @@ no tile edge shows, at (2d / (2d − d/8))² ≈ 1.14× the work of one non-over
 shifted Hann tilings cost 4×). The weights are separable, so their sums are two 1-D arrays and every tile's
 contribution is normalised as it arrives.
 
-Memory does not grow with the slide's area: a row of tiles is decoded `batch` tiles per codec call (the next
-batch decoding in a thread while the current one is blended), columns are finished left to right as soon as
+Memory does not grow with the slide's area: a row of tiles is decoded `batch` tiles per codec call (on a GPU the
+next batch decoding while the current one is blended), columns are finished left to right as soon as
 no later tile reaches them, finished rows become uint8, and only the rows the next tile row overlaps stay as
 float32 partial sums. At 100,000 px with f = 8 and 64² crops that is ~0.4 GB, where two full-width float32
 tile rows would be ~2.5 GB.
@@ -87,7 +87,9 @@ class DecodedImage:
                     rgb = self.codec.decode(torch.from_numpy(z).to(self.device)).sample.float().clamp(-1, 1)
                 yield b0, rgb.permute(0, 2, 3, 1).cpu().numpy()
 
-        for b0, rgb in prefetch(calls(), depth=1):
+        # On a GPU the next codec call runs while this batch is blended; on a CPU the codec's threads already use
+        # every core, and a second thread would only compete with them.
+        for b0, rgb in prefetch(calls(), depth=1) if str(self.device).startswith("cuda") else calls():
             self.decoded_latent_px += len(rgb) * t * t
             for k, tile in enumerate(rgb):
                 yield b0 + k, tile

@@ -2,8 +2,8 @@
 
 - State: two buffer sets (current, next), each the latents x_t and, for multistep solvers, the previous x̂₀ —
   numpy arrays, or zarr arrays in a work folder when the canvas should not live in memory (`out_of_core`).
-  The zarr arrays are sharded on the windows with one-crop inner chunks and no compression (noise does not
-  compress), so a task's halo read decodes the crop-wide strips it needs rather than eight whole neighbours.
+  The zarr arrays are sharded on the windows with inner chunks of up to 256 px and no compression (noise does not
+  compress), so a task's halo read touches a few inner chunks of each neighbour rather than eight whole windows.
   Each step reads `current` (a window plus a one-crop halo per task) and writes only the window's own pixels
   into `next`; then the sets swap.
 - Schedulers: in this process, a local thread pool (`workers`), or a dask.distributed `client` (the state
@@ -197,8 +197,10 @@ def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, crea
 
 
 def _inner_chunks(channels: int, window: tuple[int, int]) -> tuple[int, int, int]:
-    """Inner chunks of about 64 px that tile the window exactly, so a halo read decodes strips, not neighbours."""
-    return (channels, *(max(c for c in range(1, min(64, w) + 1) if w % c == 0) for w in window))
+    """Inner chunks of up to 256 px that tile the window exactly: a halo read then touches a few uncompressed inner
+    chunks of each neighbour (measured: 19 ms for window + halo against 17 ms for the bare window at 64² crops,
+    where 64 px inner chunks pay zarr's per-chunk overhead 324 times, and v0.1's compressed window chunks 6×)."""
+    return (channels, *(max(c for c in range(1, min(256, w) + 1) if w % c == 0) for w in window))
 
 
 def _load_memory_state(work: Path, saved: dict) -> Buffers:
