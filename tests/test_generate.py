@@ -133,6 +133,9 @@ def test_dry_run_needs_no_weights_and_reports_costs(bundle, tmp_path, runner):
     (["--subtype", "lung"], "not one the model knows"),
     (["--size", "0"], "at least 1 px"),
     (["--planner", "fixed-grid", "--context", "4"], None),
+    (["--eta", "0.5"], "needs --solver ddim"),
+    (["--solver", "ddim", "--eta", "0.5", "--decode-batch", "3"], None),
+    (["--solver", "euler"], "Invalid value for '--solver'"),
 ])
 def test_bad_generate_arguments(bundle, tmp_path, runner, args, message):
     base = ["generate", "--model", str(bundle), "--out", str(tmp_path / "s.tiff"), "--steps", "2", "-q"]

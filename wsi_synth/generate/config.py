@@ -83,6 +83,7 @@ def geometry(bundle: Bundle, config: GenerateConfig) -> Geometry:
 
 
 def planner_config(config: GenerateConfig, crop: int) -> PlannerConfig:
+    """The planner for crops of `crop` px: the context margin defaults to d/8 and applies to shifted-grid only."""
     context = config.context if config.context is not None else crop // 8
     planner = PlannerConfig(config.planner, crop, context if config.planner == "shifted-grid" else 0)
     planner.validate()
@@ -93,7 +94,7 @@ def sampler_config(config: GenerateConfig, g: Geometry, stage: str) -> SamplerCo
     """The sampler settings of the mask or image stage (the image stage draws from seed + 1)."""
     crop = g.msk_crop if stage == "mask" else g.lat_crop
     return SamplerConfig(planner_config(config, crop), steps=config.steps, eta=config.eta, omega=config.mask_omega if stage == "mask" else config.omega,
-                         batch_size=config.batch_size, window=window_size(crop), seed=config.seed + (stage == "image"), solver=config.solver)
+                         batch_size=config.batch_size, window=window_size(crop), seed=config.seed + 1 if stage == "image" else config.seed, solver=config.solver)
 
 
 def window_size(crop: int) -> int:
@@ -102,6 +103,7 @@ def window_size(crop: int) -> int:
 
 
 def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
+    """Refuse a bundle that lacks a stage or a key this run needs, or a subtype it does not know."""
     bundle.require("image")
     bundle.require("codec")
     if config.mask is None:
