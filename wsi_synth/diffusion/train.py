@@ -26,6 +26,7 @@ from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod, ddim_step, d
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.models.bundle import BadModelError, Bundle, open_bundle
 from wsi_synth.models.config import TrainConfig
+from wsi_synth.models.denoiser import autocast
 from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
 
 log = logging.getLogger("wsi_synth")
@@ -344,13 +345,6 @@ def _grid(images: torch.Tensor, *, rows: int) -> np.ndarray:
     return out
 
 
-def _autocast(device: str):
-    if device.startswith("cuda"):
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return torch.autocast("cpu", enabled=False)
-
-
 def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset, *, resume: bool, device: str, progress: bool,
           rank: int = 0, world: int = 1) -> dict:
     from diffusers.optimization import get_cosine_schedule_with_warmup
@@ -377,7 +371,7 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
         with tqdm(total=config.max_steps, initial=start, desc=f"train {spec.name}", unit="step", disable=not progress) as bar:
             for step in range(start, config.max_steps):
                 tick = time.perf_counter()
-                with _autocast(device):
+                with autocast(device):
                     loss = spec.loss(model, step)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()

@@ -112,7 +112,9 @@ class DecodedImage:
                 wx = (self._ramp(col == 0, col == len(self.col_starts) - 1) / self.col_total[x : x + T])[None, :, None]
                 columns.add(x, tile * wy * wx)
                 next_x = self.col_starts[col + 1] * f if col + 1 < len(self.col_starts) else width
-                for x0, x1, block in columns.finish(next_x):
+                finished = columns.finish(next_x)
+                if finished is not None:
+                    x0, x1, block = finished
                     block[: len(pending)] += pending[:, x0:x1]
                     done[:, x0:x1] = _to_uint8(block[: next_top - top])
                     carry[:, x0:x1] = block[next_top - top :]
@@ -144,15 +146,15 @@ class _ColumnBlender:
             self.acc = grown
         self.acc[: contribution.shape[0], x - self.start : end - self.start] += contribution
 
-    def finish(self, before: int) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Columns [start, before) are complete: yield (x0, x1, sums) and forget them."""
+    def finish(self, before: int) -> tuple[int, int, np.ndarray] | None:
+        """Columns [start, before) are complete: return (x0, x1, their sums) and forget them (None if none are)."""
         n = before - self.start
         if n <= 0:
-            return
+            return None
         block = self.acc[:, :n].copy()
         self.acc = self.acc[:, n:]
         x0, self.start = self.start, before
-        yield x0, before, block
+        return x0, before, block
 
 
 def _to_uint8(rgb: np.ndarray) -> np.ndarray:

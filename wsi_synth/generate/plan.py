@@ -31,7 +31,11 @@ def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = Fals
     config.validate()
     bundle = open_bundle(model)
     check_bundle(bundle, config)
-    g = geometry(bundle, config)
+    return plan_run(bundle, config, geometry(bundle, config), project=project)
+
+
+def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bool = False) -> dict:
+    """`make_plan` for a bundle already opened and checked, and its geometry."""
     schedule = bundle.meta["schedule"]
     steps = len(make_solver(config.solver, alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"]), config.steps))
     stages = {}

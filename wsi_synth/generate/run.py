@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth import __version__
+from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generate.decode import DecodedImage, default_decode_batch
 from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, nearest
-from wsi_synth.generate.plan import make_plan
+from wsi_synth.generate.plan import plan_run
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
 from wsi_synth.models.denoiser import BundleDenoiser
@@ -47,7 +48,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     for p in OutputPaths.beside(out).all():
         check_output(p, overwrite=overwrite)
     g = geometry(bundle, config)
-    plan = make_plan(model, config)
+    plan = plan_run(bundle, config, g)
     log(f"plan: {json.dumps(plan)}")
     work = Path(out).with_name(f".{Path(out).name}.work")
     identity = run_fingerprint(bundle, config)
@@ -106,7 +107,7 @@ def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
     """Everything that determines the output: the model's files, the mask file, and every setting that matters."""
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_FINGERPRINT and k != "mask"}
     return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle),
-            "mask_sha256": _file_sha256(Path(config.mask)) if config.mask else None, **settings}
+            "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None, **settings}
 
 
 def model_sha256(bundle: Bundle) -> str:
@@ -119,15 +120,7 @@ def model_sha256(bundle: Bundle) -> str:
     for folder in folders:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
             digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(bytes.fromhex(_file_sha256(path)))
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
+            digest.update(bytes.fromhex(sha256_file(path)))
     return digest.hexdigest()
 
 

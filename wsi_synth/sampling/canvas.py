@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -62,7 +63,7 @@ def sample_canvas(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.T
     windows = windows_for(config, shape[1:])
     stats = stats if stats is not None else SampleStats()
     out_of_core = out_of_core or client is not None
-    identity = _identity(shape, config, labels, condition, fingerprint)
+    identity = _identity(shape, config, labels, condition, fingerprint) if work is not None else {}
     current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume,
                                          identity=identity, stats=stats)
     if client is not None and labels is not None:
@@ -104,8 +105,6 @@ def _identity(shape, config: SamplerConfig, labels: np.ndarray | None, condition
     sampler = {k: v for k, v in asdict(config).items() if k not in ("window", "batch_size")}
     doc = {"shape": list(shape), **_flatten(sampler), "condition": condition}
     if labels is not None:
-        import hashlib
-
         doc["labels_sha256"] = hashlib.sha256(np.ascontiguousarray(labels)).hexdigest()
     return {**doc, **(extra or {})}
 
@@ -157,11 +156,12 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
             setattr(stats, key, value)
     elif work is not None:
         _clear(work)
+    saved_in_zarr = saved is not None and saved["storage"] == "zarr"
     if out_of_core:
         if work is None:
             raise ValueError("an out-of-core canvas needs a work folder")
-        sets = {name: _zarr_buffers(work, name, shape, solver, windows, create=not (saved and saved["storage"] == "zarr")) for name in "ab"}
-        if saved and saved["storage"] == "zarr":
+        sets = {name: _zarr_buffers(work, name, shape, solver, windows, create=not saved_in_zarr) for name in "ab"}
+        if saved_in_zarr:
             current = saved["current"]
             return sets[current], sets["b" if current == "a" else "a"], saved["step"]
         state = _load_memory_state(work, saved) if saved else Buffers(None)
@@ -171,7 +171,7 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
             if state.x0 is not None:
                 sets["a"].x0[window] = state.x0[window]
         return sets["a"], sets["b"], saved["step"] if saved else 0
-    if saved and saved["storage"] == "zarr":
+    if saved_in_zarr:
         held = _zarr_buffers(work, saved["current"], shape, solver, windows, create=False)
         current = Buffers(np.asarray(held.x[:]), None if held.x0 is None else np.asarray(held.x0[:]))
     elif saved:
@@ -198,8 +198,8 @@ def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, crea
 
 def _inner_chunks(channels: int, window: tuple[int, int]) -> tuple[int, int, int]:
     """Inner chunks of up to 256 px that tile the window exactly: a halo read then touches a few uncompressed inner
-    chunks of each neighbour (measured: 19 ms for window + halo against 17 ms for the bare window at 64² crops,
-    where 64 px inner chunks pay zarr's per-chunk overhead 324 times, and v0.1's compressed window chunks 6×)."""
+    chunks of each neighbour (benchmarks/bench_host.py, 64² crops: window + halo 15 ms against v0.1's 78 ms with
+    compressed window chunks; 64 px inner chunks pay zarr's per-chunk overhead hundreds of times)."""
     return (channels, *(max(c for c in range(1, min(256, w) + 1) if w % c == 0) for w in window))
 
 

@@ -197,14 +197,13 @@ def owned_eps(results: np.ndarray, jobs: Jobs, plan: Plan, crops: np.ndarray, la
     h, w = plan.owner.shape
     _, channels, d, _ = results.shape
     itype = np.int32 if results.size < 2**31 else np.int64
+    owner = plan.owner
     if plan.row_cell is not None:  # grid plans: a pixel's offset in its crop depends on its row and its column only
         columns = int(plan.col_cell.max()) + 1
-        owner = plan.row_cell[:, None].astype(itype) * columns + plan.col_cell[None, :].astype(itype)
         local_y = (np.arange(oy, oy + h) - crops[plan.row_cell * columns, 0]).astype(itype)
         local_x = (np.arange(ox, ox + w) - crops[plan.col_cell, 1]).astype(itype)
         offset = local_y[:, None] * d + local_x[None, :]
     else:
-        owner = plan.owner
         offset = ((np.arange(oy, oy + h)[:, None] - crops[owner, 0]) * d + (np.arange(ox, ox + w)[None, :] - crops[owner, 1])).astype(itype)
     flat_results = results.reshape(-1)
     pixel_labels = labels[oy : oy + h, ox : ox + w] if labels is not None else None
