@@ -29,13 +29,14 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, … (bf16/fp16 autocast on GPU).")
 @click.option("--codec", default=None, help="Use this VAE instead of training one: a local diffusers folder, or a hub id (downloaded).")
 @click.option("--resume", is_flag=True, help="Continue from the stage's last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Train this stage again from the start (its network, checkpoint and previews are replaced; other stages are kept).")
 @quiet_option
-def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, device, codec, resume, quiet):
+def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, device, codec, resume, overwrite, quiet):
     """Train STAGE (codec, image or mask) on the dataset DATA."""
     from wsi_synth.diffusion.train import train
     from wsi_synth.models.config import load_config
 
     cfg = load_config(config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every,
                       sample_every=sample_every, seed=seed)
-    result = train(stage, data, out, cfg, resume=resume, device=device, codec=codec, progress=not quiet)
+    result = train(stage, data, out, cfg, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=not quiet)
     click.echo(json.dumps(result, indent=2))

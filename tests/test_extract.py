@@ -88,8 +88,8 @@ def test_interrupted_slide_leaves_no_source_and_is_redone(tmp_path, cmu_slide, c
     monkeypatch.setattr(TileStore, "write", failing_write)
     with pytest.raises(KeyboardInterrupt):
         extract(cmu_slide, cmu_geojson, tmp_path / "d", SMALL, progress=False)
-    assert open_dataset(tmp_path / "d").sources == []
-    assert not list((tmp_path / "d" / "sources").iterdir())
+    assert not (tmp_path / "d").exists()  # the run made the dataset and finished no source: no empty skeleton stays
+    assert not list(tmp_path.glob(".d.lock"))
     monkeypatch.undo()
     summary = extract(cmu_slide, cmu_geojson, tmp_path / "d", SMALL, progress=False)
     assert len(summary.slides_done) == 1
@@ -167,12 +167,17 @@ def test_existing_output_that_is_not_a_dataset_is_refused(tmp_path, runner, cmu_
     (out / "precious.txt").write_text("keep me")
     args = ["extract", str(cmu_slide), str(cmu_geojson), "--out", str(out), "--tile", "256", "--region", "1024", "-q"]
     result = runner.invoke(cli, args)
-    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert result.exit_code == 2 and "not a wsi-synth dataset" in result.output
+    result = runner.invoke(cli, [*args, "--overwrite"])  # --overwrite replaces a dataset, never other files
+    assert result.exit_code == 2 and "never other files" in result.output
     assert (out / "precious.txt").read_text() == "keep me"
-    assert runner.invoke(cli, [*args, "--overwrite"]).exit_code == 0
-    assert not (out / "precious.txt").exists() and (out / "dataset.json").exists()
+    (out / "precious.txt").unlink()
+    assert runner.invoke(cli, args).exit_code == 0
+    (out / "precious.txt").write_text("keep me")
     result = runner.invoke(cli, [*args[:6], "128", "--region", "1024", "-q"])  # same folder, other tile size
     assert result.exit_code == 2 and "tile_size" in result.output
+    assert runner.invoke(cli, [*args[:6], "128", "--region", "1024", "-q", "--overwrite"]).exit_code == 0
+    assert (out / "precious.txt").read_text() == "keep me" and json.loads((out / "dataset.json").read_text())["tile_size"] == 128
 
 
 def test_debug_shows_traceback(tmp_path, runner, cmu_geojson):

@@ -27,5 +27,9 @@ class OutputExistsError(BadArgumentError):
     """An output exists and `overwrite` was not given."""
 
 
+class OutputBusyError(BadArgumentError):
+    """Another run holds the claim on this output."""
+
+
 class OutputWriteError(WsiSynthError):
     """An output could not be written (full disk, unwritable folder); the partial file was removed."""

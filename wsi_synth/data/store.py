@@ -20,13 +20,14 @@ import csv
 import json
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from wsi_synth.errors import BadDatasetError, OutputExistsError
+from wsi_synth.errors import BadArgumentError, BadDatasetError, OutputExistsError
 from wsi_synth.jsonfile import read_versioned, write_atomic
 
 FORMAT = "wsi-synth-dataset"
@@ -62,6 +63,7 @@ class Dataset:
 
     root: Path
     meta: dict = field(repr=False)
+    created: bool = False  # made by this run (so a failed run may remove it again)
 
     @property
     def spec(self) -> DatasetSpec:
@@ -87,8 +89,15 @@ class Dataset:
 
     def manifest(self) -> list[dict]:
         path = self.root / "manifest.csv"
-        with path.open(newline="") as fh:
-            return list(csv.DictReader(fh))
+        try:
+            with path.open(newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise BadDatasetError(f"{path} cannot be read ({exc}): the dataset is damaged; re-run the extract or import that made it") from exc
+        if rows and set(MANIFEST_FIELDS) - set(rows[0]):
+            raise BadDatasetError(f"{path} lacks the columns {sorted(set(MANIFEST_FIELDS) - set(rows[0]))}: the dataset is damaged; "
+                                  "re-run the extract or import that made it")
+        return rows
 
     def summary(self) -> dict:
         """Counts per kind × split and per subtype, and each class's area in tile equivalents (labelled tiles and regions)."""
@@ -137,34 +146,95 @@ def open_dataset(root: str | Path) -> Dataset:
     return Dataset(root, meta)
 
 
-def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None) -> Dataset:
+#: What a dataset folder holds that wsi-synth wrote: all that `overwrite` removes (other files stay).
+OWN_ENTRIES = ("dataset.json", "manifest.csv", "sources")
+
+
+def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None,
+                   inputs: Iterable[str | Path | None] = ()) -> Dataset:
     """Open `root` to add sources to it, creating it if needed.
 
-    An existing dataset is reopened (re-running a command resumes it) when its spec matches; an existing
-    path that is not a dataset is refused unless `overwrite`, which also discards an existing dataset.
+    An existing dataset is reopened (re-running a command resumes it) when its spec matches. `overwrite`
+    discards an existing dataset's own files (`OWN_ENTRIES`), never anything else; a non-empty folder that
+    is not a dataset is refused either way. `root` may not be, hold or lie inside one of `inputs`.
     """
     root = Path(root)
-    if root.exists() and overwrite:
-        shutil.rmtree(root) if root.is_dir() else root.unlink()
-    if root.exists():
-        if not (root / "dataset.json").is_file():
-            if root.is_dir() and not any(root.iterdir()):
-                root.rmdir()
-            else:
-                raise OutputExistsError(f"output {root} exists and is not a wsi-synth dataset: choose another --out, or pass --overwrite to replace it")
-        else:
-            ds = open_dataset(root)
-            problem = ds.spec.mismatch(spec)
-            if problem:
-                raise BadDatasetError(f"{root} is a dataset with other settings ({problem}): use another --out, or --overwrite")
-            _remove_partials(root)
-            return ds
-    (root / "sources").mkdir(parents=True)
+    check_apart(root, inputs)
+    if root.exists() and not root.is_dir():
+        raise OutputExistsError(f"--out {root} is a file, not a dataset folder: choose another --out")
+    if root.exists() and not (root / "dataset.json").is_file():
+        if any(root.iterdir()):
+            raise OutputExistsError(f"--out {root} exists and is not a wsi-synth dataset: choose another --out "
+                                    "(--overwrite replaces only a dataset, never other files)")
+    elif root.exists() and overwrite:
+        _remove_own(root)
+    elif root.exists():
+        ds = open_dataset(root)
+        problem = ds.spec.mismatch(spec)
+        if problem:
+            raise BadDatasetError(f"{root} is a dataset with other settings ({problem}): use another --out, or --overwrite to replace it")
+        _remove_partials(root)
+        return ds
+    (root / "sources").mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "version": VERSION, **asdict(spec), "classes": list(spec.classes),
             "subtypes": [], "sources": [], "counts": dict.fromkeys(KINDS, 0), "settings": settings or {}}
     write_atomic(root / "dataset.json", meta)
     _write_csv(root / "manifest.csv", [])
-    return Dataset(root, meta)
+    return Dataset(root, meta, created=True)
+
+
+@contextmanager
+def writing_dataset(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None,
+                    inputs: Iterable[str | Path | None] = ()) -> Iterator[Dataset]:
+    """`create_or_open` for one run: claimed against concurrent runs, and a dataset this run created is removed
+    again if the run fails before its first source is complete (no empty skeleton is left behind)."""
+    from wsi_synth.io.atomic import claim
+
+    check_apart(root, inputs)
+    with claim(Path(root), "the dataset", create_folder=True):
+        dataset = create_or_open(root, spec, overwrite=overwrite, settings=settings, inputs=inputs)
+        try:
+            yield dataset
+        except BaseException:
+            if dataset.created and not dataset.meta["sources"]:
+                _remove_own(dataset.root)
+                if not any(dataset.root.iterdir()):
+                    dataset.root.rmdir()
+            raise
+
+
+def check_apart(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output folder that is an input, holds one, or lies inside an input folder: writing (or
+    `--overwrite`) there could destroy the inputs, and the next run would read its own output as input."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or source.is_relative_to(target):
+            raise BadArgumentError(f"--out {out} is or holds the input {given}: choose an --out outside the inputs (nothing was changed)")
+        if source.is_dir() and target.is_relative_to(source):
+            raise BadArgumentError(f"--out {out} lies inside the input folder {given}: choose an --out outside the inputs (nothing was changed)")
+
+
+def existing_settings(root: str | Path) -> dict | None:
+    """The spec of the dataset at `root` as command options (tile_size, mpp, region_size, region_mask_size,
+    classes as a class-map document), or None when `root` is not a dataset: defaults for adding to it."""
+    if not (Path(root) / "dataset.json").is_file():
+        return None
+    spec = open_dataset(root).spec
+    classes = {"classes": [{"name": c["name"], "color": list(c["color"])} for c in spec.classes if c["id"] != 0]}
+    return {"tile_size": spec.tile_size, "mpp": spec.mpp, "region_size": spec.region_size, "region_mask_size": spec.region_mask_size,
+            "classes": classes}
+
+
+def _remove_own(root: Path) -> None:
+    for name in OWN_ENTRIES:
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _remove_partials(root: Path) -> None:

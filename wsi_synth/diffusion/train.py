@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,10 +22,11 @@ import torch
 import torch.nn.functional as F
 
 from wsi_synth.data.samplers import TileIndex, TileReader, augment, require, step_rng
-from wsi_synth.data.store import Dataset, open_dataset
+from wsi_synth.data.store import Dataset, check_apart, open_dataset
+from wsi_synth.devices import check_device
 from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod, ddim_step, ddim_timesteps
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.models.bundle import BadModelError, Bundle, open_bundle
+from wsi_synth.models.bundle import FOLDERS, BadModelError, Bundle, open_bundle
 from wsi_synth.models.config import TrainConfig
 from wsi_synth.models.denoiser import autocast
 from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
@@ -45,8 +47,11 @@ class StageSpec:
 
 
 def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False, device: str = "cpu",
-          codec: str | None = None, progress: bool = True) -> dict:
+          codec: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Train one stage (`codec`, `image` or `mask`) on a dataset into the bundle at `out`.
+
+    `overwrite` replaces that stage (its network, checkpoint and previews), never the bundle's other stages
+    or other files; retraining the codec under an image stage trained on its latents is refused.
 
     Started by `torchrun --nproc_per_node N`, the UNet stages train data-parallel (DDP; NCCL on GPUs, gloo
     on CPU): `batch_size` is per process, each rank draws its own batch, rank 0 writes everything.
@@ -56,9 +61,17 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
     rank, world, device = _init_distributed(device)
     if world > 1 and stage == "codec":
         raise BadArgumentError("train codec runs on one process (it is small): start it without torchrun")
+    if resume and overwrite:
+        raise BadArgumentError("--resume continues the stage and --overwrite starts it again: pass one of them")
+    check_device(device)
     dataset = open_dataset(data)
+    check_apart(out, [data])
     bundle = open_bundle(out, create=True)
     _bind_bundle_to_dataset(bundle, dataset)
+    if overwrite and rank == 0:
+        _discard_stage(bundle, stage)
+    if rank == 0 and not (bundle.root / "model.json").is_file():
+        bundle.write_meta()  # claims the folder as a bundle at once, so an interrupted first stage can --resume
     if codec is not None:
         # a local folder is recorded absolute, so that the bundle loads from any working directory
         bundle.meta["stages"]["codec"] = {"external": str(Path(codec).resolve()) if Path(codec).exists() else codec}
@@ -68,6 +81,21 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
     finally:
         if world > 1:
             torch.distributed.destroy_process_group()
+
+
+def _discard_stage(bundle: Bundle, stage: str) -> None:
+    """What a previous `train STAGE` wrote into the bundle: its network folder, checkpoint, previews, record."""
+    if stage == "codec" and bundle.has("image") and not bundle.meta["stages"].get("codec", {}).get("external"):
+        raise BadModelError(f"{bundle.root}: its image stage was trained on this codec's latents; retrain the codec into a new --out "
+                            "(or retrain the image stage after it)")
+    for path in (bundle.root / FOLDERS[stage], bundle.root / "checkpoints" / f"{stage}.pt"):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for path in (bundle.root / "previews").glob(f"{stage}_step*.png"):
+        path.unlink()
+    bundle.meta["stages"].pop(stage, None)
 
 
 def _init_distributed(device: str) -> tuple[int, int, str]:
@@ -363,7 +391,8 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
     if resume:
         start, losses, earlier_seconds = _load_checkpoint(checkpoint, net, optimizer, schedule, ema, spec.name)
     elif checkpoint.exists() or bundle.has(spec.name):
-        raise BadModelError(f"{bundle.root} already has its {spec.name} stage: pass --resume to continue it, or choose another --out")
+        raise BadModelError(f"{bundle.root} already has its {spec.name} stage: pass --resume to continue it, --overwrite to train it again, "
+                            "or choose another --out")
     scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported())
     step_seconds = 0.0  # training steps only: previews and checkpoints are not throughput
     step = start

@@ -9,8 +9,10 @@ matches (otherwise a one-line error names what changed) and produces the same ou
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -20,7 +22,7 @@ import numpy as np
 
 from wsi_synth import __version__
 from wsi_synth.data.store import sha256_file
-from wsi_synth.errors import BadArgumentError
+from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generate.decode import DecodedImage, default_decode_batch
 from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, nearest
@@ -37,39 +39,64 @@ NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality",
 
 def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, overwrite: bool = False, resume: bool = False,
              progress: bool = True, log=print) -> dict:
-    """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out`."""
-    from wsi_synth.diffusion.schedule import alphas_cumprod
+    """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out`.
+
+    The output set is claimed for the run (a second run on the same `out` fails at once) and renamed into place
+    together at the end. Everything that can be checked is checked before the work folder is made; when a run
+    fails, its work folder is removed unless it holds a saved state worth resuming (never after a full disk).
+    """
     from wsi_synth.io.atomic import check_output
-    from wsi_synth.io.outputs import OutputPaths, write_slide_outputs
+    from wsi_synth.io.outputs import OutputPaths, claim_outputs
 
     config.validate()
     bundle = open_bundle(model)
     check_bundle(bundle, config)
-    for p in OutputPaths.beside(out).all():
-        check_output(p, overwrite=overwrite)
+    for stage in ("codec", "image") + (("mask",) if config.mask is None else ()):
+        bundle.check_files(stage)
     g = geometry(bundle, config)
-    plan = plan_run(bundle, config, g)
-    log(f"plan: {json.dumps(plan)}")
-    work = Path(out).with_name(f".{Path(out).name}.work")
-    identity = run_fingerprint(bundle, config)
-    resumed = _prepare_work(work, identity, resume=resume)
-    if resume and not resumed:
-        log(f"nothing to resume in {work}: starting from the beginning")
-    resume = resumed
+    with claim_outputs(out):
+        for p in OutputPaths.beside(out).all():
+            check_output(p, overwrite=overwrite)
+        plan = plan_run(bundle, config, g)
+        out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
+        check_resources(plan, config, Path(out), out_of_core=out_of_core)
+        user_mask = load_mask(config.mask, bundle, g, stretch=config.stretch) if config.mask is not None else None
+        log(f"plan: {json.dumps(plan)}")
+        work = Path(out).with_name(f".{Path(out).name}.work")
+        identity = run_fingerprint(bundle, config)
+        resumed = _prepare_work(work, identity, resume=resume, overwrite=overwrite)
+        if resume and not resumed:
+            log(f"nothing to resume in {work}: starting from the beginning")
+        try:
+            result = _run(model, bundle, out, config, g, plan, work, identity, user_mask, out_of_core=out_of_core, resumed=resumed,
+                          overwrite=overwrite, progress=progress, log=log)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:
+            _keep_or_remove_work(work, exc, log)
+            raise
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work: Path, identity: dict, user_mask: np.ndarray | None, *,
+         out_of_core: bool, resumed: bool, overwrite: bool, progress: bool, log) -> dict:
+    from wsi_synth.diffusion.schedule import alphas_cumprod
+    from wsi_synth.io.outputs import write_slide_outputs
+
     schedule = bundle.meta["schedule"]
     abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
-    out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
     timings: dict[str, float] = {}
     stats = {"mask": SampleStats(), "image": SampleStats()}
     with _scheduler(config) as client:
-        run = {"abar": abar, "out_of_core": out_of_core, "client": client, "resume": resume, "save_every": config.save_every}
+        run = {"out_of_core": out_of_core, "client": client, "resume": resumed, "save_every": config.save_every}
         started = time.perf_counter()
-        if config.mask is not None:
-            msk = load_mask(config.mask, bundle, g)
+        if user_mask is not None:
+            msk = user_mask
         else:
             one_hot = sample_canvas(BundleDenoiser(str(model), "mask", config.device), (len(bundle.classes), *g.msk), abar=abar,
                                     config=sampler_config(config, g, "mask"), work=work / "mask", condition=1 + bundle.subtypes.index(config.subtype),
-                                    stats=stats["mask"], fingerprint={**identity, "stage": "mask"}, **_without(run, "abar"))
+                                    stats=stats["mask"], fingerprint={**identity, "stage": "mask"}, **run)
             msk = clean_mask(np.asarray(one_hot[:]).argmax(0).astype(np.uint8), min_region=config.min_region)
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
@@ -78,7 +105,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
             + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else ""))
         latents = sample_canvas(BundleDenoiser(str(model), "image", config.device), (bundle.meta["latent"]["channels"], *g.lat), abar=abar,
                                 config=sampler_config(config, g, "image"), work=work / "image", labels=lat_labels, stats=stats["image"],
-                                fingerprint={**identity, "stage": "image"}, **_without(run, "abar"))
+                                fingerprint={**identity, "stage": "image"}, **run)
         timings["image_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     codec = bundle.load_codec(device=config.device)
@@ -89,18 +116,62 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
         timings["decode_write_s"] = round(time.perf_counter() - started, 2)
         return {"model": str(Path(model).resolve()), "wsi_synth": __version__, "config": asdict(config), "plan": plan, "out_of_core": out_of_core,
-                "resumed": resume, "evaluations": {k: asdict(v) for k, v in stats.items()}, "classes": bundle.classes, "timings": timings,
+                "resumed": resumed, "evaluations": {k: asdict(v) for k, v in stats.items()}, "classes": bundle.classes, "timings": timings,
                 "decode": {"decoded_latent_px": image.decoded_latent_px,
                            "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)}}
 
     result = write_slide_outputs(image, labels, out, mpp=bundle.meta["mpp"], classes=bundle.classes, tile=config.tile, quality=config.quality,
                                  overwrite=overwrite, progress=progress, record=record)
-    shutil.rmtree(work, ignore_errors=True)
     return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}
 
 
-def _without(run: dict, key: str) -> dict:
-    return {k: v for k, v in run.items() if k != key}
+def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_core: bool) -> None:
+    """Refuse at the start a run that cannot finish: canvases larger than the memory available, or a work store
+    and outputs larger than the free disk. Each message gives the estimate and the way out."""
+    need_memory = 0 if out_of_core else plan["memory_bytes"]
+    available = available_memory()
+    if available is not None and need_memory > available:
+        raise BadArgumentError(f"the canvases need about {need_memory / 1e9:.1f} GB of memory and {available / 1e9:.1f} GB is available: "
+                               f"lower --max-memory (now {config.max_memory_gb:g}) to keep them in a work store on disk")
+    from wsi_synth.io.pyramid import slide_output_bytes
+
+    need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(config.width, config.height)
+    folder = out.parent if str(out.parent) else Path(".")
+    free = shutil.disk_usage(folder).free
+    if need_disk > free:
+        raise BadArgumentError(f"this run needs about {need_disk / 1e9:.1f} GB of disk in {folder} (work store and outputs) and "
+                               f"{free / 1e9:.1f} GB is free: free some space or choose another --out")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable; else free pages), or None if unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _keep_or_remove_work(work: Path, exc: BaseException, log) -> None:
+    """After a failed run: keep a work folder that holds a saved state (unless the disk is full), else remove it."""
+    saved = any(work.glob("*/state.json"))
+    if saved and not _disk_full(exc):
+        log(f"the work folder {work} holds the state saved so far: fix the cause and re-run with --resume to continue")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
@@ -124,8 +195,11 @@ def model_sha256(bundle: Bundle) -> str:
     return digest.hexdigest()
 
 
-def _prepare_work(work: Path, identity: dict, *, resume: bool) -> bool:
-    """A fresh work folder, or — with `resume` — the existing one when it was made by the same run (True)."""
+def _prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool) -> bool:
+    """A fresh work folder, or — with `resume` — the existing one when it was made by the same run (True).
+
+    Without `resume`, an interrupted run's saved state is never discarded silently: `overwrite` discards it.
+    """
     saved = work / "run.json"
     if resume and saved.is_file():
         try:
@@ -135,6 +209,8 @@ def _prepare_work(work: Path, identity: dict, *, resume: bool) -> bool:
         if isinstance(before, dict):
             check_identity({"identity": before}, identity, work)
             return True
+    if not resume and not overwrite and any(work.glob("*/state.json")):
+        raise OutputExistsError(f"an interrupted run left its state in {work}: pass --resume to continue it, or --overwrite to start again")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)

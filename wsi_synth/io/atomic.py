@@ -1,4 +1,5 @@
-"""Write-then-rename: an interrupted or failed write never leaves a file under the final name."""
+"""Output safety: write-then-rename (an interrupted or failed write never leaves a file under the final name),
+sets of outputs renamed into place together, and claims (one run per output at a time)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wsi_synth.errors import OutputExistsError, OutputWriteError
+from wsi_synth.errors import OutputBusyError, OutputExistsError, OutputWriteError
 
 
 def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> Path:
@@ -17,15 +18,102 @@ def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> P
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output {path} exists: pass --overwrite to replace it")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputWriteError(f"output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise OutputWriteError(f"output folder {folder} is not writable")
+    if path.is_dir():
+        raise OutputExistsError(f"output {path} is a folder: choose a file name")
+    folder = check_folder(path)
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
-        raise OutputWriteError(f"not enough disk space in {folder}: about {need_bytes / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free")
+        raise OutputWriteError(f"not enough disk space in {folder}: about {_size(need_bytes)} needed, {_size(free)} free")
     return path
+
+
+def check_folder(path: str | Path, *, create: bool = False) -> Path:
+    """The folder `path` would be written in: it must exist (or be created), be a folder and be writable."""
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    for above in (folder, *folder.parents):
+        if above.exists() and not above.is_dir():
+            raise OutputWriteError(f"cannot write {path}: {above} is a file, not a folder")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    if not folder.is_dir():
+        raise OutputWriteError(f"output folder {folder} does not exist: create it first")
+    if not os.access(folder, os.W_OK):
+        raise OutputWriteError(f"output folder {folder} is not writable")
+    return folder
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+@contextmanager
+def output_set(paths: list[Path], *, overwrite: bool = False) -> Iterator[list[Path]]:
+    """Temporary paths for a set of outputs, renamed into place together when the block completes.
+
+    Each output is checked first, so a refusal writes nothing; on any failure every temporary is removed and
+    no output of the set is touched (an earlier set stays whole until the new one is complete).
+    """
+    for path in paths:
+        check_output(path, overwrite=overwrite)
+    temps = [path.with_name(f".{path.name}.set-{os.getpid()}") for path in paths]
+    try:
+        yield temps
+        for tmp, path in zip(temps, paths, strict=True):
+            if tmp.exists():
+                os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps:
+            _remove(tmp)
+        raise
+
+
+@contextmanager
+def claim(path: str | Path, what: str = "output", *, create_folder: bool = False) -> Iterator[Path]:
+    """Hold an exclusive lock on `path` for the block: a second run on the same output fails at once.
+
+    The lock is `flock` on a hidden file beside `path` (released by the kernel when a process dies, so a
+    crash never leaves a stale claim); the file is removed on release, and a claimant that locked a file
+    already removed tries again.
+    """
+    path = Path(path)
+    check_folder(path, create=create_folder)
+    lock = path.with_name(f".{path.name}.lock")
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        if not _try_lock(fd):
+            os.close(fd)
+            raise OutputBusyError(f"another run is writing {what} {path} (it holds {lock}): wait for it to finish, or choose another --out")
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield lock
+    finally:
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
 
 
 @contextmanager

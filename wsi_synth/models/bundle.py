@@ -53,11 +53,23 @@ class Bundle:
             hint = f"wsi-synth train {stage} DATA --out {self.root}" + (" (or pass --codec PATH)" if stage == "codec" else "")
             raise BadModelError(f"model bundle {self.root} has no {stage} stage: train it with `{hint}`")
 
+    def check_files(self, stage: str) -> None:
+        """The stage's network folder is complete (a config and weights), or a one-line error naming it; without
+        this, diffusers would take the missing folder for a model-hub id and report a failed connection."""
+        if stage == "codec" and self.meta.get("stages", {}).get("codec", {}).get("external"):
+            return
+        folder = self.root / FOLDERS[stage]
+        weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin")) if folder.is_dir() else []
+        if not (folder / "config.json").is_file() or not weights:
+            raise BadModelError(f"model bundle {self.root} lists a {stage} stage but {folder} is missing or incomplete "
+                                f"(needs config.json and weights): copy the whole bundle folder again, or retrain the {stage} stage")
+
     def load_codec(self, *, device: str = "cpu"):
         from diffusers import AutoencoderKL
 
         external = self.meta.get("stages", {}).get("codec", {}).get("external")
         self.require("codec")
+        self.check_files("codec")
         source = external or str(self.root / FOLDERS["codec"])
         try:
             return AutoencoderKL.from_pretrained(source, local_files_only=not _is_hub_id(source), low_cpu_mem_usage=False).to(device).eval()
@@ -68,6 +80,7 @@ class Bundle:
         from diffusers import UNet2DModel
 
         self.require(stage)
+        self.check_files(stage)
         try:
             return UNet2DModel.from_pretrained(str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False).to(device).eval()
         except (OSError, ValueError) as exc:
@@ -79,6 +92,7 @@ class Bundle:
         tmp = self.root / f".{FOLDERS[stage]}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         network.save_pretrained(tmp, safe_serialization=True)
+        _readable_like_other_files(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
 
@@ -92,6 +106,16 @@ class Bundle:
                 "tile_size": m.get("tile_size"), "mpp": m.get("mpp"), "latent": m.get("latent"),
                 "stages": {s: {k: v for k, v in info.items() if k in ("steps", "external", "dataset_sha256", "final_loss", "psnr_test_db")}
                            for s, info in m.get("stages", {}).items()}}
+
+
+def _readable_like_other_files(folder: Path) -> None:
+    """safetensors writes its files 0600 (through a private temporary file); give them the mode every other
+    file gets under this process's umask, so a shared model folder is readable by the group as intended."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def _is_hub_id(source: str) -> bool:
