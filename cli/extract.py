@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import out_option, overwrite_option, quiet_option, seed_option, tile_options
+from cli.options import dataset_defaults, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
 @click.command("extract", epilog="""\b
@@ -22,18 +22,24 @@ Re-running the same command resumes: finished slides (by sha256) are skipped."""
 @click.option("--subtype", default=None, help="Subtype of every slide (else --subtypes, else each slide's folder name).")
 @click.option("--subtypes", "subtypes_csv", type=click.Path(exists=True, dir_okay=False), default=None, help="CSV with columns slide,subtype.")
 @click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None, help="Level-0 µm/px for slides whose metadata lacks it.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Tile reader threads.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Tile reader processes (each opens the slide).")
 @seed_option
 @overwrite_option
 @quiet_option
-def command(slides, annotations, out, tile_size, mpp, classes, unmapped, region_size, region_mask_size, min_annotated,
+@click.pass_context
+def command(ctx, slides, annotations, out, tile_size, mpp, classes, unmapped, region_size, region_mask_size, min_annotated,
             test_fraction, min_tissue, unlabelled_per_slide, subtype, subtypes_csv, slide_mpp, workers, seed, overwrite, quiet):
     """Cut labelled tiles, unlabelled tiles and region masks from annotated SLIDES.
 
     SLIDES is a slide file or a folder of slides. ANNOTATIONS is one file (QuPath GeoJSON, Aperio or ASAP
-    XML) or a folder of per-slide files matched by name.
+    XML) or a folder of per-slide files matched by name. Into an existing dataset, --tile, --mpp, --region,
+    --region-mask and --classes default to the dataset's own.
     """
     from wsi_synth.extract.pipeline import ExtractConfig, extract
+
+    defaults = dataset_defaults(ctx, out, overwrite)
+    tile_size, mpp, region_size, region_mask_size, classes = (defaults.get(k, v) for k, v in (
+        ("tile_size", tile_size), ("mpp", mpp), ("region_size", region_size), ("region_mask_size", region_mask_size), ("classes", classes)))
 
     config = ExtractConfig(tile_size=tile_size, mpp=mpp, min_annotated=min_annotated, min_tissue=min_tissue,
                            unlabelled_per_slide=unlabelled_per_slide, region_size=region_size, region_mask_size=region_mask_size,

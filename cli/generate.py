@@ -17,13 +17,15 @@ Examples:
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --device cuda
   wsi-synth generate --model model/ --size 4096 --subtype squamous --solver ddim --steps 50 --out s.tiff
 Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record).
-An interrupted run continues with --resume (same output as an uninterrupted one).""")
+An interrupted run continues with --resume (same output as an uninterrupted one); a second run on the
+same --out is refused while the first runs.""")
 @click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Model bundle folder (default: the bundled demonstration model).")
 @click.option("--size", type=click.IntRange(min=0), required=True, help="Width in px (square unless --height).")
 @click.option("--height", type=click.IntRange(min=0), default=None, help="Height in px (default: --size).")
 @click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
 @click.option("--mask", "mask_file", type=click.Path(dir_okay=False), default=None, help="Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.")
+@click.option("--stretch", is_flag=True, help="Resize a --mask image of another aspect ratio to fit (else refused).")
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, writable=True), help="Output pyramidal TIFF.")
 @click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="Solver steps per stage.")
 @click.option("--solver", type=click.Choice(["dpm-solver++", "ddim"]), default="dpm-solver++", show_default=True,
@@ -49,7 +51,7 @@ An interrupted run continues with --resume (same output as an uninterrupted one)
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).")
 @overwrite_option
 @quiet_option
-def command(model, size, height, subtype, mask_file, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
+def command(model, size, height, subtype, mask_file, stretch, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
             device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
     from wsi_synth.generate import GenerateConfig, generate, make_plan
@@ -59,7 +61,7 @@ def command(model, size, height, subtype, mask_file, out, steps, solver, eta, om
     config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, solver=solver, eta=eta,
                             omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
                             seed=seed, device=device,
-                            mask=mask_file, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
+                            mask=mask_file, stretch=stretch, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
                             workers=workers, scheduler=scheduler)
     if dry_run:
         plan = make_plan(model, config, project=_has_weights(model))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import out_option, overwrite_option, quiet_option, seed_option, tile_options
+from cli.options import dataset_defaults, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
 @click.command("import", epilog="""\b
@@ -18,19 +18,29 @@ Importing into an existing dataset adds a source; importing the same files twice
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of label masks, matched to images by file stem.")
 @click.option("--legend", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML/JSON: mask value -> class name.")
 @click.option("--subtype", default=None, help="Subtype of these tiles (the mask model's prompt).")
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True, help="Resize images by this factor first (e.g. 0.5: 40x -> 20x).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=16), default=1.0, show_default=True,
+              help="Resize images by this factor first (e.g. 0.5: 40x -> 20x).")
+@click.option("--stretch", is_flag=True, help="Resize masks of another size than their image to fit (else refused).")
 @tile_options
 @seed_option
 @overwrite_option
 @quiet_option
-def command(images, out, masks, legend, subtype, scale, tile_size, mpp, classes, unmapped, region_size, region_mask_size,
+@click.pass_context
+def command(ctx, images, out, masks, legend, subtype, scale, stretch, tile_size, mpp, classes, unmapped, region_size, region_mask_size,
             min_annotated, test_fraction, seed, overwrite, quiet):
-    """Import a folder of tile IMAGES (optionally with masks) into a dataset."""
+    """Import a folder of tile IMAGES (optionally with masks) into a dataset.
+
+    Into an existing dataset, --tile, --mpp, --region, --region-mask and --classes default to the dataset's own.
+    """
     from wsi_synth.data.importer import ImportConfig, import_tiles
+
+    defaults = dataset_defaults(ctx, out, overwrite)
+    tile_size, mpp, region_size, region_mask_size, classes = (defaults.get(k, v) for k, v in (
+        ("tile_size", tile_size), ("mpp", mpp), ("region_size", region_size), ("region_mask_size", region_mask_size), ("classes", classes)))
 
     config = ImportConfig(tile_size=tile_size, mpp=mpp, scale=scale, subtype=subtype, classes=classes, unmapped=unmapped,
                           min_annotated=min_annotated, region_size=region_size, region_mask_size=region_mask_size,
-                          test_fraction=test_fraction, seed=seed)
+                          test_fraction=test_fraction, seed=seed, stretch=stretch)
     s = import_tiles(images, out, config, masks=masks, legend=legend, overwrite=overwrite, progress=not quiet)
     if s.skipped_existing:
         click.echo(f"{s.source}: already in {s.dataset}, nothing to do")

@@ -31,7 +31,18 @@ class _Group(click.Group):
             reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
             _fail(f"{reason}: {exc.filename or ''}".rstrip(": "), 1)
         except KeyboardInterrupt:
-            _fail("interrupted (re-run the same command to resume)", 130)
+            resume = "re-run the same command with --resume" if ctx.invoked_subcommand in ("generate", "train") else "re-run the same command"
+            _fail(f"interrupted ({resume} to continue)", 130)
+        except MemoryError:
+            if debug:
+                raise
+            _fail("out of memory: use smaller sizes or batches (see --help), or a machine with more memory", 1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # a bug, not bad input: one line, and the way to the traceback
+            if debug:
+                raise
+            _fail(f"internal error {type(exc).__name__}: {exc} (run with --debug for the traceback, and please report it)", 1)
 
 
 def _fail(message: str, code: int) -> None:

@@ -31,3 +31,20 @@ def tile_options(f):
     for option in reversed(options):
         f = option(f)
     return f
+
+
+#: Options of `extract`/`import` that a dataset fixes; adding to an existing dataset takes them from it.
+DATASET_OPTIONS = ("tile_size", "mpp", "region_size", "region_mask_size", "classes")
+
+
+def dataset_defaults(ctx: click.Context, out: str, overwrite: bool) -> dict:
+    """Values for the dataset options the user did not give, from the dataset already at `out` (none when
+    `overwrite` or when `out` is not a dataset): a second import adds to the first without repeating it."""
+    from click.core import ParameterSource
+
+    from wsi_synth.data.store import existing_settings
+
+    settings = None if overwrite else existing_settings(out)
+    if settings is None:
+        return {}
+    return {k: settings[k] for k in DATASET_OPTIONS if ctx.get_parameter_source(k) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)}

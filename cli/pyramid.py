@@ -27,22 +27,21 @@ def command(image, out, mpp, labels, legend, tile, quality, overwrite, quiet):
     """Write IMAGE as a pyramidal TIFF that OpenSlide, QuPath, ASAP and Bio-Formats open."""
     from wsi_synth.io.outputs import open_image_lazily, write_slide_outputs
 
+    classes = _legend(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
     pixels = open_image_lazily(image)
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[..., :3]
-    label_map = open_image_lazily(labels) if labels else None
-    classes = _legend(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
+    if pixels.dtype == "uint16":  # 16-bit scans: scaled to 8 bits, not clipped
+        pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
+    label_map = open_image_lazily(labels, labels=True) if labels else None
     result = write_slide_outputs(pixels, label_map, out, mpp=mpp, classes=classes, tile=int(tile), quality=quality,
                                  overwrite=overwrite, progress=not quiet)
     click.echo(json.dumps(result, indent=2))
 
 
 def _legend(path: str) -> list[dict]:
-    import yaml
+    from wsi_synth.classes import read_legend, scheme
 
-    from wsi_synth.classes import scheme
-
-    doc = yaml.safe_load(open(path))
-    names = {int(k): str(v) for k, v in doc.items()}
+    names = read_legend(path)
     palette = {c.name: c.color for c in scheme([names[k] for k in sorted(names) if k])}
     return [{"id": k, "name": v, "color": list(palette.get(v, (0, 0, 0)))} for k, v in sorted(names.items())]

@@ -81,3 +81,16 @@ def test_seam_score_sees_injected_seams():
     seamed = metrics.seam_score(tiled, 64)
     assert 0.8 < clean["boundary_energy_ratio"] < 1.25 and clean["spectral_peak_ratio"] < 3
     assert seamed["boundary_energy_ratio"] > 2 and seamed["spectral_peak_ratio"] > 5
+
+
+def test_c_t_cells_follow_the_sample_size_so_small_sets_get_a_score():
+    rng = np.random.default_rng(0)
+    train, test, fake = rng.normal(size=(400, 8)), rng.normal(size=(90, 8)), rng.normal(size=(90, 8))
+    result = metrics.data_copying(train, test, fake)
+    assert result["cells"] == metrics.cells_for(90, 90) == 1 and result["c_t"] is not None and result["cells_chosen"] == "from the sample size"
+    assert abs(result["c_t"]) < 3  # the same distribution: no copying
+    copied = train[:90] + rng.normal(scale=1e-3, size=(90, 8))
+    assert metrics.data_copying(train, test, copied)["c_t"] < -3
+    assert metrics.cells_for(2000, 5000) == 20 and metrics.cells_for(300, 300) == 5
+    tiny = metrics.data_copying(train, test[:10], fake)
+    assert tiny["c_t"] is None and "at least 20" in tiny["note"]

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 from shapely.geometry.base import BaseGeometry
@@ -101,6 +102,8 @@ def _parse_json(text: str, path: Path) -> list[RawAnnotation]:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadAnnotationError(f"annotation file {path} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise BadAnnotationError(f"annotation file {path} is nested too deeply to be annotations (GeoJSON needs a few levels)") from exc
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         features = doc.get("features", [])
     elif isinstance(doc, dict) and doc.get("type") == "Feature":
@@ -127,8 +130,11 @@ def _feature(feature: dict, path: Path, index: int) -> RawAnnotation:
         return None, None, None, None
     try:
         geom = shape(geometry)
+        finite = bool(np.isfinite(shapely.get_coordinates(geom)).all())
     except Exception as exc:  # shapely raises several types for malformed coordinates
-        raise BadAnnotationError(f"{path}: feature {index} has malformed geometry: {exc}") from exc
+        raise BadAnnotationError(f"{path}: feature {index} has malformed geometry: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    if not finite:
+        raise BadAnnotationError(f"{path}: feature {index} has coordinates that are not finite numbers (NaN or infinity)")
     slide = props.get("slide")
     return name, geom, color, str(slide) if slide is not None else None
 
@@ -179,9 +185,9 @@ def _parse_xml(text: str, path: Path) -> list[RawAnnotation]:
     except ET.ParseError as exc:
         raise BadAnnotationError(f"annotation file {path} is not valid XML: {exc}") from exc
     if root.tag == "Annotations":
-        return _parse_aperio(root)
+        return _parse_aperio(root, path)
     if root.tag == "ASAP_Annotations":
-        return _parse_asap(root)
+        return _parse_asap(root, path)
     raise BadAnnotationError(f"annotation file {path}: unknown XML root <{root.tag}> (expected Aperio <Annotations> or <ASAP_Annotations>)")
 
 
@@ -195,14 +201,30 @@ def _aperio_name(annotation: ET.Element) -> str | None:
     return None
 
 
-def _parse_aperio(root: ET.Element) -> list[RawAnnotation]:
+def _point(element: ET.Element, x: str, y: str, path: Path) -> tuple[float, float]:
+    """The finite (x, y) of a vertex; a missing or non-numeric coordinate is an error, never 0."""
+    values = []
+    for key in (x, y):
+        raw = element.get(key)
+        try:
+            value = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            attrs = " ".join(f'{k}="{v}"' for k, v in element.attrib.items())
+            raise BadAnnotationError(f"{path}: <{element.tag} {attrs}> needs a numeric {key} (got {raw!r})")
+        values.append(value)
+    return values[0], values[1]
+
+
+def _parse_aperio(root: ET.Element, path: Path) -> list[RawAnnotation]:
     out: list[RawAnnotation] = []
     for annotation in root.iter("Annotation"):
         name = _aperio_name(annotation)
         color = _bgr_int(annotation.get("LineColor"))
         positive, negative = [], []
         for region in annotation.iter("Region"):
-            pts = [(float(v.get("X", 0)), float(v.get("Y", 0))) for v in region.iter("Vertex")]
+            pts = [_point(v, "X", "Y", path) for v in region.iter("Vertex")]
             geom = _aperio_region(region.get("Type", "0"), pts)
             if geom is not None:
                 (negative if region.get("NegativeROA") == "1" else positive).append(geom)
@@ -232,11 +254,11 @@ def _bgr_int(value: str | None) -> tuple[int, int, int] | None:
     return v & 255, (v >> 8) & 255, (v >> 16) & 255
 
 
-def _parse_asap(root: ET.Element) -> list[RawAnnotation]:
+def _parse_asap(root: ET.Element, path: Path) -> list[RawAnnotation]:
     colors = {g.get("Name"): _hex_color(g.get("Color")) for g in root.iter("Group")}
     out: list[RawAnnotation] = []
     for annotation in root.iter("Annotation"):
-        pts = sorted((int(c.get("Order", 0)), float(c.get("X", 0)), float(c.get("Y", 0))) for c in annotation.iter("Coordinate"))
+        pts = sorted((_order(c, i), *_point(c, "X", "Y", path)) for i, c in enumerate(annotation.iter("Coordinate")))
         kind = annotation.get("Type", "Polygon")
         group = annotation.get("PartOfGroup")
         name = None if group in (None, "", "None") else group
@@ -245,6 +267,11 @@ def _parse_asap(root: ET.Element) -> list[RawAnnotation]:
         else:
             out.append((name, None, None, None))
     return out
+
+
+def _order(coordinate: ET.Element, default: int) -> int:
+    raw = coordinate.get("Order")
+    return int(raw) if raw is not None and raw.strip().lstrip("-").isdigit() else default
 
 
 def _hex_color(value: str | None) -> tuple[int, int, int] | None:
@@ -318,6 +345,10 @@ def _match_folder(slides: Sequence[Path], folder: Path) -> dict[Path, list[Annot
 
 def _split_by_slide_property(slides: Sequence[Path], loaded: AnnotationSet) -> dict[Path, list[AnnotationSet]]:
     by_key = {key: s for s in slides for key in (s.name, s.stem)}
+    untagged = sum(a.slide is None for a in loaded.annotations)
+    if untagged:
+        raise BadAnnotationError(f"{loaded.source}: {untagged} feature(s) have no 'slide' property while others do: tag every feature "
+                                 "with its slide, or use one file per slide")
     out: dict[Path, list[AnnotationSet]] = {s: [] for s in slides}
     unknown = sorted({a.slide for a in loaded.annotations if a.slide not in by_key})  # type: ignore[misc]
     if unknown:

@@ -90,7 +90,7 @@ PAPER5_ALIASES = {
 BUILTIN_MAPS = {"paper5": (("carcinoma", "necrosis", "tumour stroma", "others"), PAPER5_ALIASES)}
 
 
-def load_class_map(spec: str | Path | None, *, found_names: Iterable[str] = (), unmapped: Unmapped = "error",
+def load_class_map(spec: str | Path | dict | None, *, found_names: Iterable[str] = (), unmapped: Unmapped = "error",
                    found_colors: Mapping[str, tuple[int, int, int]] | None = None) -> ClassMap:
     """A built-in name (`paper5`), a YAML/JSON file, or None: one class per annotation name found.
 
@@ -104,6 +104,8 @@ def load_class_map(spec: str | Path | None, *, found_names: Iterable[str] = (), 
     if spec is None:
         names = sorted({n for n in found_names}, key=str.lower)
         return ClassMap(scheme(names, found_colors), {}, unmapped)
+    if isinstance(spec, dict):  # a class-map document, e.g. an existing dataset's classes
+        return _class_map_from_doc(spec, Path("(the dataset's classes)"), unmapped)
     if str(spec) in BUILTIN_MAPS:
         names, aliases = BUILTIN_MAPS[str(spec)]
         return ClassMap(scheme(names), aliases, unmapped)
@@ -114,14 +116,27 @@ def load_class_map(spec: str | Path | None, *, found_names: Iterable[str] = (), 
     return _class_map_from_doc(doc, path, unmapped)
 
 
+def read_legend(path: str | Path) -> dict[int, str]:
+    """A legend file (YAML/JSON): label value 0–255 → class name, e.g. `{0: unknown, 1: tumour, 2: stroma}`."""
+    path = Path(path)
+    try:
+        doc = _read_yaml_or_json(path)
+    except BadArgumentError as exc:
+        raise BadArgumentError(f"--legend: {exc}") from exc
+    if not isinstance(doc, dict) or not doc or not all(str(k).lstrip("-").isdigit() and 0 <= int(k) <= 255 for k in doc):
+        raise BadArgumentError(f"--legend {path} must be a mapping of label values 0–255 to class names, "
+                               f"e.g. {{0: unknown, 1: tumour, 2: stroma}} (got {type(doc).__name__})")
+    return {int(k): str(v) for k, v in doc.items()}
+
+
 def _read_yaml_or_json(path: Path) -> object:
     import yaml
 
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise BadArgumentError(f"cannot read class map {path}: {str(exc).splitlines()[0]}") from exc
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
+        raise BadArgumentError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
 
 
 def _class_map_from_doc(doc: object, path: Path, unmapped: Unmapped) -> ClassMap:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,14 @@ class Slide:
         scale = mpp / self.mpp
         return 1.0 if abs(scale - 1.0) <= MPP_TOLERANCE else scale
 
+    def read_level0(self, l0_xy: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        """A level-0 region, RGB with white outside the scanned area; a damaged file is a `BadSlideError`."""
+        try:
+            region = self.handle.read_region(l0_xy, 0, size)  # type: ignore[attr-defined]
+        except Exception as exc:  # openslide raises OpenSlideError, or OSError from PIL, for damaged tiles
+            raise BadSlideError(f"cannot read slide {self.path} at {l0_xy}: {_first_line(exc)} (truncated or damaged?)") from exc
+        return pil_to_rgb(region)
+
     def read(self, l0_xy: tuple[int, int], size: tuple[int, int], mpp: float) -> np.ndarray:
         """Read a `size` = (width, height) region at `mpp` whose top-left is `l0_xy`; RGB, white outside."""
         scale = self.scale_for(mpp)
@@ -70,6 +78,11 @@ class Slide:
         if region.size != size:
             region = region.resize(size, Image.Resampling.BOX if scale / level_ds > 1 else Image.Resampling.BILINEAR)
         return pil_to_rgb(region)
+
+    def thumbnail_rgb(self, side: int) -> np.ndarray:
+        """The whole slide with its longer side about `side` px (works without a known MPP)."""
+        base = self.mpp if math.isfinite(self.mpp) else 1.0
+        return replace(self, mpp=base).thumbnail(base * max(self.dimensions) / side)
 
     def thumbnail(self, mpp: float, *, band_bytes: int = 64 << 20) -> np.ndarray:
         """The whole slide at (about) `mpp` µm/px, RGB; read in row bands so memory stays bounded even
@@ -113,7 +126,7 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
     return (rgb.astype(np.uint16) + (255 - alpha.astype(np.uint16))).clip(0, 255).astype(np.uint8)
 
 
-def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
+def open_slide(path: str | Path, *, mpp: float | None = None, need_mpp: bool = True) -> Slide:
     """Open `path` with openslide (PIL for plain images). `mpp` overrides or supplies the level-0 MPP.
 
     Raises `BadSlideError` for a missing, unreadable or truncated file, or a slide without MPP metadata
@@ -133,12 +146,14 @@ def open_slide(path: str | Path, *, mpp: float | None = None) -> Slide:
         # Opening only reads the header; touch the pixels once so a truncated file fails here, not mid-run.
         handle.get_thumbnail((64, 64))
     except Exception as exc:
-        raise BadSlideError(f"cannot open slide {path}: {_first_line(exc)} (is it a whole-slide image, and complete?)") from exc
+        raise BadSlideError(f"cannot open slide {path}: {_first_line(exc)} (not a whole-slide image, or truncated?)") from exc
     if mpp is not None:
-        if not mpp > 0:
-            raise BadArgumentError(f"--slide-mpp must be positive, got {mpp}")
+        if not (math.isfinite(mpp) and mpp > 0):
+            raise BadArgumentError(f"--slide-mpp must be positive and finite, got {mpp}")
         return Slide(path, handle, float(mpp))
     found = _metadata_mpp(handle)
+    if found is None and not need_mpp:
+        return Slide(path, handle, math.nan)
     if found is None:
         handle.close()
         raise BadSlideError(

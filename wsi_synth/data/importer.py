@@ -12,17 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from wsi_synth.classes import ClassMap, Unmapped, load_class_map
-from wsi_synth.data.store import DatasetSpec, SourceWriter, create_or_open, sha256_file
+from wsi_synth.classes import ClassMap, Unmapped, load_class_map, read_legend
+from wsi_synth.data.store import DatasetSpec, SourceWriter, sha256_file, writing_dataset
 from wsi_synth.errors import BadArgumentError, BadDatasetError
 from wsi_synth.extract.raster import class_fractions
 from wsi_synth.extract.split import assign_splits
+from wsi_synth.io.images import image_size, read_mask_values, read_rgb
 
 log = logging.getLogger("wsi_synth")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
@@ -34,13 +36,14 @@ class ImportConfig:
     mpp: float = 0.5
     scale: float = 1.0
     subtype: str | None = None
-    classes: str | None = None
+    classes: str | dict | None = None  # a built-in name, a YAML/JSON file, or a class-map document
     unmapped: Unmapped = "error"
     min_annotated: float = 0.05
     region_size: int = 2048
     region_mask_size: int = 128
     test_fraction: float = 0.2
     seed: int = 0
+    stretch: bool = False  # resize masks of another size than their image (else refused)
 
 
 @dataclass
@@ -57,25 +60,33 @@ class ImportSummary:
 def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = ImportConfig(), *, masks: str | Path | None = None,
                  legend: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> ImportSummary:
     """Import a folder of tiles (and optionally their masks) into the dataset at `out`."""
-    from tqdm import tqdm
 
-    if config.tile_size < 16 or config.scale <= 0:
+    if config.tile_size < 16 or not (math.isfinite(config.scale) and config.scale > 0):
         raise BadArgumentError(f"--tile must be at least 16 and --scale positive, got {config.tile_size}, {config.scale}")
+    if not (math.isfinite(config.mpp) and config.mpp > 0):
+        raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {config.mpp}")
     image_files = _list_images(Path(images))
     mask_files = _match_masks(image_files, Path(masks)) if masks else {}
     if masks and legend is None:
         raise BadArgumentError("--masks needs --legend (a YAML/JSON map from mask value to class name)")
-    values, value_names = _read_legend(Path(legend)) if legend else (np.zeros(0, int), [])
+    values, value_names = _legend_arrays(read_legend(legend)) if legend else (np.zeros(0, int), [])
     class_map = load_class_map(config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped)
     lut = _legend_lut(values, value_names, class_map)
     digest = _digest(image_files, mask_files, legend)
     source_id = f"{_source_name(Path(images))}-{digest[:8]}"
     spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
-    dataset = create_or_open(out, spec, overwrite=overwrite)
-    summary = ImportSummary(str(out), source_id, images=len(image_files))
-    if dataset.has_source(digest):
-        summary.skipped_existing = True
-        return summary
+    with writing_dataset(out, spec, overwrite=overwrite, inputs=[images, masks, legend]) as dataset:
+        summary = ImportSummary(str(out), source_id, images=len(image_files))
+        if dataset.has_source(digest):
+            summary.skipped_existing = True
+            return summary
+        _import_source(dataset, source_id, digest, image_files, mask_files, values, lut, class_map, config, summary, Path(images), progress=progress)
+    return summary
+
+
+def _import_source(dataset, source_id: str, digest: str, image_files: list[Path], mask_files: dict[Path, Path], values: np.ndarray,
+                   lut: np.ndarray, class_map: ClassMap, config: ImportConfig, summary: ImportSummary, images: Path, *, progress: bool) -> None:
+    from tqdm import tqdm
     # Pass 1: masks only (cheap) decide which windows are labelled, so arrays get their final sizes.
     plan, inexact, pixels = [], 0, 0
     for img in image_files:
@@ -85,9 +96,13 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
             summary.too_small += 1
         labels = None
         if img in mask_files:
-            labels, bad = _mask_classes(mask_files[img], size, values, lut)
+            labels, bad = _mask_classes(mask_files[img], img, size, values, lut, stretch=config.stretch)
             inexact, pixels = inexact + bad, pixels + labels.size
         plan.append((img, size, windows, labels))
+    if summary.too_small == len(plan):
+        largest = max((size for _, size, _, _ in plan), key=lambda wh: min(wh))
+        raise BadArgumentError(f"every image is smaller than --tile {config.tile_size} px (the largest is {largest[0]}×{largest[1]} px"
+                               + (f" after --scale {config.scale:g}" if config.scale != 1 else "") + "): choose a smaller --tile")
     summary.inexact_mask_pixels = round(inexact / max(pixels, 1), 4)
     if summary.inexact_mask_pixels > 0.01:
         log.warning("%.1f%% of mask pixels were not exactly a legend value (lossy masks?); each took the nearest value", 100 * summary.inexact_mask_pixels)
@@ -121,7 +136,7 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
             for kind in ("labelled", "unlabelled"):
                 for i, (img, x, y) in enumerate(todo[kind]):
                     if cache[0] != img:
-                        cache = (img, _load_rgb(img, config.scale))
+                        cache = (img, read_rgb(img, scale=config.scale))
                     writer.write_tile(f"{kind}/images", i, cache[1][y : y + t, x : x + t])  # type: ignore[index]
                     fractions = None
                     if kind == "labelled":
@@ -143,7 +158,6 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
     except BaseException:
         writer.abort()
         raise
-    return summary
 
 
 def _source_name(folder: Path) -> str:
@@ -172,17 +186,8 @@ def _match_masks(images: list[Path], folder: Path) -> dict[Path, Path]:
     return {i: by_stem[i.stem] for i in images}
 
 
-def _read_legend(path: Path) -> tuple[np.ndarray, list[str]]:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise BadArgumentError(f"cannot read legend {path}: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(doc, dict) or not doc or not all(str(k).lstrip("-").isdigit() and 0 <= int(k) <= 255 for k in doc):
-        raise BadArgumentError(f"legend {path} must map mask values 0–255 to class names, e.g. {{0: tumour, 1: stroma, 3: unknown}}")
-    items = sorted((int(k), str(v)) for k, v in doc.items())
-    return np.array([k for k, _ in items]), [v for _, v in items]
+def _legend_arrays(legend: dict[int, str]) -> tuple[np.ndarray, list[str]]:
+    return np.array(sorted(legend)), [legend[k] for k in sorted(legend)]
 
 
 def _legend_lut(values: np.ndarray, names: list[str], class_map: ClassMap) -> np.ndarray:
@@ -194,11 +199,14 @@ def _legend_lut(values: np.ndarray, names: list[str], class_map: ClassMap) -> np
     return np.array(ids, np.uint8)
 
 
-def _mask_classes(path: Path, size: tuple[int, int], values: np.ndarray, lut: np.ndarray) -> tuple[np.ndarray, int]:
-    with Image.open(path) as im:
-        raw = np.asarray(im if im.mode in ("P", "L", "I", "I;16") else im.convert("L"))
-    if raw.ndim == 3:
-        raw = raw[..., 0]
+def _mask_classes(path: Path, image: Path, size: tuple[int, int], values: np.ndarray, lut: np.ndarray, *,
+                  stretch: bool) -> tuple[np.ndarray, int]:
+    """Class ids of a mask at the (scaled) image size; a mask of another size than its image is refused unless `stretch`."""
+    raw = read_mask_values(path)
+    own = image_size(image)
+    if raw.shape[::-1] != own and not stretch:
+        raise BadArgumentError(f"mask {path.name} is {raw.shape[1]}×{raw.shape[0]} px but its image {image.name} is {own[0]}×{own[1]} px: "
+                               f"masks must match their images (pass --stretch to resize them to fit)")
     nearest = np.abs(raw[..., None].astype(np.int32) - values[None, None, :]).argmin(-1)
     inexact = int((values[nearest] != raw).sum())
     labels = lut[nearest]
@@ -208,16 +216,8 @@ def _mask_classes(path: Path, size: tuple[int, int], values: np.ndarray, lut: np
 
 
 def _scaled_size(path: Path, scale: float) -> tuple[int, int]:
-    with Image.open(path) as im:
-        return (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
-
-
-def _load_rgb(path: Path, scale: float) -> np.ndarray:
-    with Image.open(path) as im:
-        rgb = im.convert("RGB")
-        if scale != 1.0:
-            rgb = rgb.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
-        return np.asarray(rgb)
+    width, height = image_size(path)
+    return (max(1, round(width * scale)), max(1, round(height * scale)))
 
 
 def _windows(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:

@@ -95,6 +95,9 @@ class RandomFeatures:
 
 def load_extractor(spec: str | None, *, name: str | None = None, device: str = "cpu", input_range: str = "uint8") -> FeatureExtractor:
     """`None`/`offline` → RandomFeatures; a path → TorchScriptFeatures."""
+    from wsi_synth.devices import check_device
+
+    check_device(device)
     if spec in (None, "offline"):
         return RandomFeatures(device=device)
     return TorchScriptFeatures(spec, name=name, device=device, input_range=input_range)

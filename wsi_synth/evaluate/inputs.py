@@ -14,6 +14,8 @@ import numpy as np
 from PIL import Image
 
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.io.images import read_rgb
+from wsi_synth.slide import open_slide
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn"})
@@ -49,14 +51,14 @@ def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile:
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES)
     if not files:
         raise BadArgumentError(f"{path}: no images, slides or dataset.json found")
-    if all(_is_slide(p, size) for p in files):
+    if all(_is_slide(p, tile) for p in files):
         return TileSource(path, "slides", tuple(files), size, mode, tile)
     images = tuple(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
     return TileSource(path, "images", images[:max_tiles] if max_tiles else images, size, mode, tile)
 
 
-def _is_slide(path: Path, size: int) -> bool:
-    """A file counts as a slide when it is a slide format or much larger than a tile."""
+def _is_slide(path: Path, tile: int) -> bool:
+    """A file counts as a slide when it is a slide format, a tiled TIFF, or more than two tiles across."""
     if path.suffix.lower() in SLIDE_SUFFIXES - {".tif", ".tiff"}:
         return True
     try:
@@ -64,10 +66,10 @@ def _is_slide(path: Path, size: int) -> bool:
 
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tf:
-                return max(tf.pages[0].shape[:2]) > 4 * size
+                return tf.pages[0].is_tiled or max(tf.pages[0].shape[:2]) > 2 * tile
         with Image.open(path) as im:
-            return max(im.size) > 4 * size
-    except Exception:
+            return max(im.size) > 2 * tile
+    except Exception:  # unreadable here: read as an image, whose reader says what is wrong
         return False
 
 
@@ -82,9 +84,7 @@ def _dataset_items(path: Path, split: str | None, max_tiles: int | None) -> tupl
 
 
 def _grid_count(slide: Path, tile: int) -> int:
-    import openslide
-
-    with openslide.open_slide(str(slide)) as s:
+    with open_slide(slide, need_mpp=False) as s:
         w, h = s.dimensions
     return (w // tile) * (h // tile)
 
@@ -106,11 +106,9 @@ def iter_batches(source: TileSource, *, batch: int = 64, max_tiles: int | None =
 
 
 def _iter_tiles(source: TileSource) -> Iterator[np.ndarray]:
-    size = (source.size, source.size)
     if source.kind == "images":
         for p in source.items:
-            with Image.open(p) as im:
-                yield np.asarray(im.convert("RGB").resize(size, Image.Resampling.BILINEAR))
+            yield _resized(read_rgb(p), source.size)
     elif source.kind == "dataset":
         from wsi_synth.data import open_dataset
 
@@ -124,18 +122,16 @@ def _iter_tiles(source: TileSource) -> Iterator[np.ndarray]:
 
 
 def _slide_tiles(source: TileSource) -> Iterator[np.ndarray]:
-    import openslide
-
+    """Slides read as `extract` reads them (`wsi_synth.slide`): white outside the scanned area, damage refused."""
     for path in source.items:
-        with openslide.open_slide(str(path)) as s:
+        with open_slide(path, need_mpp=False) as s:
             w, h = s.dimensions
             if source.mode == "resized":
-                yield _resized(np.asarray(s.get_thumbnail((source.size, source.size)).convert("RGB")), source.size)
+                yield _resized(s.thumbnail_rgb(source.size), source.size)
                 continue
             for y in range(0, h - source.tile + 1, source.tile):
                 for x in range(0, w - source.tile + 1, source.tile):
-                    region = np.asarray(s.read_region((x, y), 0, (source.tile, source.tile)).convert("RGB"))
-                    yield _resized(region, source.size)
+                    yield _resized(s.read_level0((x, y), (source.tile, source.tile)), source.size)
 
 
 def _resized(tile: np.ndarray, size: int) -> np.ndarray:
@@ -146,9 +142,7 @@ def _resized(tile: np.ndarray, size: int) -> np.ndarray:
 
 def read_centre(slide: Path, side: int) -> np.ndarray:
     """A `side`² region from the middle of a slide's level 0 (for the seam score)."""
-    import openslide
-
-    with openslide.open_slide(str(slide)) as s:
+    with open_slide(slide, need_mpp=False) as s:
         w, h = s.dimensions
         side_w, side_h = min(side, w), min(side, h)
-        return np.asarray(s.read_region(((w - side_w) // 2, (h - side_h) // 2), 0, (side_w, side_h)).convert("RGB"))
+        return s.read_level0(((w - side_w) // 2, (h - side_h) // 2), (side_w, side_h))

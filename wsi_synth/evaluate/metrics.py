@@ -97,7 +97,13 @@ def nearest(queries: np.ndarray, refs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return both[:, 0].astype(int), both[:, 1]
 
 
-def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells: int = 20, min_per_cell: int = 20,
+def cells_for(n_test: int, n_fake: int, *, min_per_cell: int = 20, most: int = 20) -> int:
+    """How many k-means cells C_T can use: Meehan et al. ask for enough samples of each set in every cell, so
+    one cell per 3 × `min_per_cell` samples of the smaller set (k-means cells are uneven), at most `most`."""
+    return max(1, min(most, min(n_test, n_fake) // (3 * min_per_cell)))
+
+
+def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells: int | None = None, min_per_cell: int = 20,
                  seed: int = 0) -> dict:
     """C_T (Meehan et al. 2020): per k-means cell of the training features, a Mann-Whitney U z-score of the
     distances to the nearest training sample, synthetic vs held-out real; averaged over cells with at least
@@ -108,6 +114,13 @@ def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells
     """
     from scipy.cluster.vq import kmeans2
 
+    chosen = "given"
+    if cells is None:
+        cells, chosen = cells_for(len(test), len(fake), min_per_cell=min_per_cell), "from the sample size"
+    if min(len(test), len(fake)) < min_per_cell:
+        return {"c_t": None, "cells_used": 0, "cells": 0, "cells_chosen": chosen,
+                "note": f"C_T needs at least {min_per_cell} held-out and {min_per_cell} synthetic tiles (--min-per-cell), "
+                        f"got {len(test)} and {len(fake)}"}
     centroids, _ = kmeans2(train.astype(np.float64), min(cells, len(train)), minit="++", seed=seed)
     cell_of = lambda x: nearest(x, centroids.astype(np.float32))[0]  # noqa: E731
     d_test, d_fake = nearest(test, train)[1], nearest(fake, train)[1]
@@ -121,9 +134,10 @@ def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells
         weights.append(len(p) / len(test))
         used += 1
     if not z_scores:
-        return {"c_t": None, "cells_used": 0, "cells": len(centroids), "note": f"no cell had {min_per_cell}+ samples of each set"}
+        return {"c_t": None, "cells_used": 0, "cells": len(centroids), "cells_chosen": chosen,
+                "note": f"no cell had {min_per_cell}+ samples of each set: pass fewer --cells"}
     w = np.array(weights)
-    return {"c_t": float(np.dot(w / w.sum(), z_scores)), "cells_used": used, "cells": len(centroids)}
+    return {"c_t": float(np.dot(w / w.sum(), z_scores)), "cells_used": used, "cells": len(centroids), "cells_chosen": chosen}
 
 
 def _mann_whitney_z(q: np.ndarray, p: np.ndarray) -> float:

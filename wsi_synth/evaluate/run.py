@@ -24,7 +24,7 @@ class EvaluateConfig:
     tile: int = 512
     split: str | None = None
     max_tiles: int | None = None
-    cells: int = 20
+    cells: int | None = None  # None: chosen from the sample size (metrics.cells_for)
     min_per_cell: int = 20
     gallery: int = 16
     seam_period: int | None = None
@@ -68,6 +68,10 @@ def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtracto
                "synthetic": open_source(synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles)}
     if train is not None:
         sources["train"] = open_source(train, size=config.size, mode=config.mode, tile=config.tile, split="train", max_tiles=config.max_tiles)
+    counts = {label: min(len(s), config.max_tiles or len(s)) for label, s in sources.items() if label != "train"}
+    if config.k >= min(counts.values()):
+        raise BadArgumentError(f"--k {config.k} needs more than {config.k} tiles in each set, got real {counts['real']} tiles, "
+                               f"synthetic {counts['synthetic']} tiles: lower --k or give more tiles (with k ≥ n every tile covers all)")
     timings: dict[str, float] = {}
     embedded = {}
     for label, source in sources.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import random
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -23,13 +24,13 @@ import shapely
 
 from wsi_synth.annotations import Annotation, clip_to_slide, match_annotations, names_and_colors
 from wsi_synth.classes import ClassMap, Unmapped, load_class_map
-from wsi_synth.data.store import Dataset, DatasetSpec, SourceWriter, create_or_open, sha256_file
+from wsi_synth.data.store import Dataset, DatasetSpec, SourceWriter, check_apart, sha256_file, writing_dataset
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.extract.raster import ClassGeometries
 from wsi_synth.extract.split import assign_splits
 from wsi_synth.extract.tissue import box_fractions, tissue_mask
 from wsi_synth.extract.worker import SlideJob, TileCutter, cut_in_worker, init_worker
-from wsi_synth.slide import Slide, find_slides, open_slide
+from wsi_synth.slide import MPP_TOLERANCE, Slide, find_slides, open_slide
 
 log = logging.getLogger("wsi_synth")
 
@@ -52,7 +53,7 @@ class ExtractConfig:
     workers: int = 1
     tissue_mpp: float = 16.0  # a 512 px tile at 0.5 µm/px is 16×16 thumbnail pixels: plenty for its tissue fraction
     slide_mpp: float | None = None
-    classes: str | None = None
+    classes: str | dict | None = None  # a built-in name, a YAML/JSON file, or a class-map document
     unmapped: Unmapped = "error"
     subtype: str | None = None
     subtypes_csv: str | None = None
@@ -60,7 +61,8 @@ class ExtractConfig:
     def validate(self) -> None:
         checks = [
             ("--tile", self.tile_size, self.tile_size >= 16 and self.tile_size % 8 == 0, "a multiple of 8, at least 16"),
-            ("--mpp", self.mpp, self.mpp > 0, "positive"),
+            ("--mpp", self.mpp, math.isfinite(self.mpp) and self.mpp > 0, "a positive finite number of µm per pixel"),
+            ("--slide-mpp", self.slide_mpp, self.slide_mpp is None or (math.isfinite(self.slide_mpp) and self.slide_mpp > 0), "positive and finite"),
             ("--min-annotated", self.min_annotated, 0 < self.min_annotated <= 1, "in (0, 1]"),
             ("--min-tissue", self.min_tissue, 0 <= self.min_tissue <= 1, "in [0, 1]"),
             ("--unlabelled-per-slide", self.unlabelled_per_slide, self.unlabelled_per_slide >= 0, "0 or more"),
@@ -106,15 +108,17 @@ def extract(slides_path: str | Path, annotations_path: str | Path, out: str | Pa
             *, overwrite: bool = False, progress: bool = True) -> ExtractSummary:
     """Extract a training dataset from annotated slides into `out` (created, or resumed if it exists)."""
     config.validate()
+    inputs = [slides_path, annotations_path, config.subtypes_csv, config.classes if isinstance(config.classes, str) and Path(config.classes).exists() else None]
+    check_apart(out, inputs)
     slides = [open_slide(p, mpp=config.slide_mpp) for p in find_slides(slides_path)]
     try:
-        return _extract_open(slides, annotations_path, Path(out), config, overwrite=overwrite, progress=progress)
+        return _extract_open(slides, annotations_path, Path(out), config, inputs, overwrite=overwrite, progress=progress)
     finally:
         for s in slides:
             s.close()
 
 
-def _extract_open(slides: list[Slide], annotations_path: str | Path, out: Path, config: ExtractConfig,
+def _extract_open(slides: list[Slide], annotations_path: str | Path, out: Path, config: ExtractConfig, inputs: list,
                   *, overwrite: bool, progress: bool) -> ExtractSummary:
     matched = match_annotations([s.path for s in slides], annotations_path)
     all_sets = [a for sets in matched.values() for a in sets]
@@ -125,6 +129,7 @@ def _extract_open(slides: list[Slide], annotations_path: str | Path, out: Path, 
     subtypes = _subtypes([s.path for s in slides], config)
     per_slide: dict[str, tuple[Slide, list[tuple[int, Annotation]]]] = {}
     for slide in slides:
+        check_fits(slide, config)
         anns = clip_to_slide([a for s in matched[slide.path] for a in s.annotations], slide.dimensions, slide.name)
         mapped = []
         for a in anns:
@@ -136,20 +141,39 @@ def _extract_open(slides: list[Slide], annotations_path: str | Path, out: Path, 
         per_slide[slide.name] = (slide, mapped)
     splits = assign_splits({k: {c for c, _ in v[1]} for k, v in per_slide.items()}, config.test_fraction, config.seed)
     spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
-    dataset = create_or_open(out, spec, overwrite=overwrite, settings={"extract": asdict(config)})
-    if config.workers > 1:
-        _start_forkserver()  # its imports then overlap hashing and planning
-    from concurrent.futures import ThreadPoolExecutor
+    with writing_dataset(out, spec, overwrite=overwrite, settings={"extract": asdict(config)}, inputs=inputs) as dataset:
+        if config.workers > 1:
+            _start_forkserver()  # its imports then overlap hashing and planning
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(1) as hasher:
-        for name, (slide, mapped) in per_slide.items():
-            digest = _digest_or_skip(dataset, slide, hasher)
-            if digest is None:
-                summary.slides_skipped.append(name)
-                continue
-            plan = _plan_slide(slide, digest, subtypes[slide.path], _existing_split(dataset, name) or splits[name], mapped, config)
-            summary.slides_done.append(_extract_slide(dataset, plan, class_map, config, progress=progress))
+        with ThreadPoolExecutor(1) as hasher:
+            for name, (slide, mapped) in per_slide.items():
+                digest = _digest_or_skip(dataset, slide, hasher)
+                if digest is None:
+                    summary.slides_skipped.append(name)
+                    continue
+                plan = _plan_slide(slide, digest, subtypes[slide.path], _existing_split(dataset, name) or splits[name], mapped, config)
+                summary.slides_done.append(_extract_slide(dataset, plan, class_map, config, progress=progress))
     return summary
+
+
+#: Finer target resolutions than this many times the slide's own are refused: upsampled tiles hold no detail.
+MAX_UPSAMPLING = 4.0
+
+
+def check_fits(slide: Slide, config: ExtractConfig) -> None:
+    """Refuse a `--mpp` far finer than the slide's own (warn when it upsamples at all) and a tile or region
+    larger than the slide: either would give an enormous read or an empty dataset."""
+    upsampling = slide.mpp / config.mpp
+    if upsampling > MAX_UPSAMPLING:
+        raise BadArgumentError(f"--mpp {config.mpp:g} is {upsampling:,.0f}× finer than slide {slide.name}'s own {slide.mpp:g} µm/px: "
+                               f"tiles would be upsampled {upsampling:,.0f}× (at most {MAX_UPSAMPLING:g}×); use --mpp {slide.mpp:g} or coarser")
+    if upsampling > 1 + MPP_TOLERANCE:
+        log.warning("%s: --mpp %g is finer than the slide's own %g µm/px: tiles are upsampled %.2f×", slide.name, config.mpp, slide.mpp, upsampling)
+    width, height = (round(d / slide.scale_for(config.mpp)) for d in slide.dimensions)
+    if config.tile_size > min(width, height):
+        raise BadArgumentError(f"--tile {config.tile_size} px at {config.mpp:g} µm/px is larger than slide {slide.name} "
+                               f"({width}×{height} px at that resolution): choose a smaller --tile or a finer --mpp")
 
 
 def _digest_or_skip(dataset: Dataset, slide: Slide, hasher) -> Future | None:
@@ -177,10 +201,10 @@ def _subtypes(slides: Sequence[Path], config: ExtractConfig) -> dict[Path, str]:
         return {s: s.parent.name for s in slides}
     path = Path(config.subtypes_csv)
     try:
-        with path.open(newline="") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             table = {row["slide"].strip(): row["subtype"].strip() for row in csv.DictReader(fh)}
-    except (OSError, KeyError) as exc:
-        raise BadArgumentError(f"--subtypes {path}: needs a CSV with columns 'slide,subtype' ({exc})") from exc
+    except (OSError, KeyError, AttributeError, UnicodeDecodeError, csv.Error) as exc:
+        raise BadArgumentError(f"--subtypes {path}: needs a UTF-8 CSV with columns 'slide,subtype' ({type(exc).__name__}: {exc})") from exc
     missing = [s.name for s in slides if s.name not in table and s.stem not in table]
     if missing:
         raise BadArgumentError(f"--subtypes {path} has no row for: {', '.join(missing)}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wsi_synth.devices import check_device
 from wsi_synth.diffusion.solvers import SOLVERS
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.models.bundle import Bundle
@@ -18,6 +19,10 @@ from wsi_synth.sampling.sampler import SamplerConfig
 #: 50 DDIM steps on the Gaussian oracle and on the bundled model, at 2.5× fewer denoiser evaluations.
 DEFAULT_SOLVER = "dpm-solver++"
 DEFAULT_STEPS = 20
+#: Largest side accepted: 10× the 100,000 px slides the pipeline is measured at (docs/benchmarks.md).
+MAX_SIDE = 1_000_000
+#: Classifier-free guidance beyond this only saturates: the paper uses ω ≤ 3; 20 already gives flat colour.
+MAX_GUIDANCE = 20.0
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,20 @@ class GenerateConfig:
     workers: int = 1  # > 1: a local dask.distributed cluster of this many worker processes
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
+    stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
 
     def validate(self) -> None:
         if self.width < 1 or self.height < 1:
             raise BadArgumentError(f"--size must be at least 1 px, got {self.width}×{self.height}")
+        if max(self.width, self.height) > MAX_SIDE:
+            raise BadArgumentError(f"--size/--height must be at most {MAX_SIDE:,} px, got {self.width:,}×{self.height:,} "
+                                   f"(a {MAX_SIDE:,}² slide is already {3 * MAX_SIDE**2 / 1e12:.0f} TB of pixels)")
+        for flag, value, top in (("--omega", self.omega, MAX_GUIDANCE), ("--mask-omega", self.mask_omega, MAX_GUIDANCE),
+                                 ("--max-memory", self.max_memory_gb, None)):
+            if not math.isfinite(value) or value < 0 or (top is not None and value > top):
+                bound = f"0–{top:g}" if top is not None else "a finite number ≥ 0"
+                raise BadArgumentError(f"{flag} must be {bound}, got {value}"
+                                       + (" (guidance this strong saturates every pixel)" if top is not None and math.isfinite(value) else ""))
         if self.steps < 1:
             raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
         if self.solver not in SOLVERS:
@@ -56,6 +71,7 @@ class GenerateConfig:
             raise BadArgumentError(f"--eta {self.eta} needs --solver ddim ({self.solver} is deterministic)")
         if self.decode_batch < 0:
             raise BadArgumentError(f"--decode-batch must be ≥ 0 (0 = sized to the device), got {self.decode_batch}")
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,9 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
     bundle.require("codec")
     if config.mask is None:
         bundle.require("mask")
+        if config.subtype is None:
+            raise BadArgumentError(f"--subtype is required (the mask stage's prompt): one of {', '.join(bundle.subtypes) or '(none)'}; "
+                                   "or pass --mask to give the class map yourself")
         if config.subtype not in bundle.subtypes:
             raise BadArgumentError(f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}")
     for key in ("latent", "tile_size", "region_size", "region_mask_size", "classes"):

@@ -3,13 +3,13 @@ mask canvas, the latent canvas and output pixels (pixel centres, nearest class).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from wsi_synth.errors import BadAnnotationError, BadArgumentError
 from wsi_synth.generate.config import Geometry
+from wsi_synth.io.images import read_labels
 from wsi_synth.models.bundle import Bundle
 
 
@@ -36,33 +36,49 @@ def clean_mask(classes: np.ndarray, *, min_region: int) -> np.ndarray:
     return out
 
 
-def load_mask(path: str | Path, bundle: Bundle, g: Geometry) -> np.ndarray:
-    """A user's class map at mask-canvas resolution: a label image (TIFF/PNG, values = class ids) or a QuPath GeoJSON."""
+def load_mask(path: str | Path, bundle: Bundle, g: Geometry, *, stretch: bool = False) -> np.ndarray:
+    """A user's class map at mask-canvas resolution: a label image (TIFF/PNG, values = class ids; the same aspect
+    ratio as the output, or `stretch`) or annotations (QuPath GeoJSON, Aperio/ASAP XML) in output pixels."""
     path = Path(path)
-    classes = bundle.classes
     if not path.is_file():
         raise BadArgumentError(f"--mask {path}: file not found")
-    if path.suffix.lower() in (".geojson", ".json"):
-        from wsi_synth.io.geojson import geojson_to_mask
-
-        try:
-            doc = json.loads(path.read_text())
-        except ValueError as exc:
-            raise BadAnnotationError(f"--mask {path} is not valid JSON: {exc}") from exc
-        return geojson_to_mask(doc, g.msk, downsample=g.px_per_msk, classes=classes)
-    import tifffile
-    from PIL import Image
-
-    labels = tifffile.imread(path, level=0) if path.suffix.lower() in (".tif", ".tiff") else np.asarray(Image.open(path))
-    if labels.ndim != 2:
-        raise BadArgumentError(f"--mask {path}: expected a single-channel label image, got shape {labels.shape}")
-    unknown = sorted(set(np.unique(labels).tolist()) - {c["id"] for c in classes})
+    if path.suffix.lower() in (".geojson", ".json", ".xml"):
+        return _annotations_mask(path, bundle, g)
+    labels = read_labels(path, what="--mask")
+    unknown = sorted(set(np.unique(labels).tolist()) - {c["id"] for c in bundle.classes})
     if unknown:
-        known = ", ".join(f"{c['id']}={c['name']}" for c in classes)
-        raise BadArgumentError(f"--mask {path}: values {unknown} are not classes of the model ({known})")
-    ys = _centres(0, g.msk[0], g.px_per_msk, g.px[0] / labels.shape[0], labels.shape[0])
-    xs = _centres(0, g.msk[1], g.px_per_msk, g.px[1] / labels.shape[1], labels.shape[1])
+        known = ", ".join(f"{c['id']}={c['name']}" for c in bundle.classes)
+        raise BadArgumentError(f"--mask {path}: values {unknown[:8]} are not classes of the model ({known})")
+    (lh, lw), (h, w) = labels.shape, g.px
+    if abs(lw * h / w - lh) > 1 and not stretch:
+        raise BadArgumentError(f"--mask {path} is {lw}×{lh} px, another aspect ratio than the {w}×{h} px output: "
+                               "give a mask of the same shape, or pass --stretch to resize it to fit")
+    ys = _centres(0, g.msk[0], g.px_per_msk, h / lh, lh)
+    xs = _centres(0, g.msk[1], g.px_per_msk, w / lw, lw)
     return labels[ys][:, xs].astype(np.uint8)
+
+
+def _annotations_mask(path: Path, bundle: Bundle, g: Geometry) -> np.ndarray:
+    """Rasterize annotations (coordinates in output px) at pixel centres of the mask canvas; the same checks
+    as `extract`: unreadable, empty or entirely out-of-bounds annotations and unknown class names are refused."""
+    from rasterio.features import rasterize
+    from rasterio.transform import Affine
+
+    from wsi_synth.annotations import clip_to_slide, load_annotations
+
+    try:
+        loaded = load_annotations(path)
+        annotations = clip_to_slide(loaded.annotations, (g.px[1], g.px[0]), "the generated slide")
+    except BadAnnotationError as exc:
+        raise BadAnnotationError(f"--mask: {exc}") from exc
+    if not annotations:
+        raise BadAnnotationError(f"--mask {path}: no classified polygons ({loaded.unclassified} unclassified)")
+    ids = {c["name"].lower(): int(c["id"]) for c in bundle.classes}
+    unknown = sorted({a.name for a in annotations if a.name.lower() not in ids})  # type: ignore[union-attr]
+    if unknown:
+        raise BadAnnotationError(f"--mask {path}: classes {unknown} are not classes of the model ({', '.join(c['name'] for c in bundle.classes)})")
+    shapes = [(a.geometry, ids[a.name.lower()]) for a in annotations]  # type: ignore[union-attr]
+    return rasterize(shapes, out_shape=g.msk, transform=Affine(g.px_per_msk, 0, 0, 0, g.px_per_msk, 0), fill=0, dtype="uint8")
 
 
 def _centres(start: int, stop: int, dst_px: float, src_px: float, limit: int) -> np.ndarray:

@@ -92,8 +92,13 @@ def _check_args(array, ndim: int, mpp: float, tile: int) -> None:
         raise BadArgumentError(f"image must be at least 1×1 px, got {shape[1]}×{shape[0]}")
     if tile % 16 or not 16 <= tile <= 4096:
         raise BadArgumentError(f"tile must be a multiple of 16 in 16–4096 (256 or 512 for viewers), got {tile}")
-    if not mpp > 0:
-        raise BadArgumentError(f"mpp must be positive, got {mpp}")
+    if not (math.isfinite(mpp) and mpp > 0):
+        raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {mpp}")
+
+
+def slide_output_bytes(width: int, height: int) -> int:
+    """Disk needed to write a slide's image and label pyramids (outputs and spools), an upper estimate."""
+    return _estimate_bytes(width, height, 3, output_ratio=0.15) + _estimate_bytes(width, height, 1, output_ratio=0.05)
 
 
 def _estimate_bytes(width: int, height: int, channels: int, *, output_ratio: float) -> int:

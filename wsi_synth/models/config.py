@@ -5,6 +5,7 @@ A configuration is a frozen dataclass saved into the bundle; loading validates e
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -55,9 +56,15 @@ class TrainConfig:
     def validate(self) -> None:
         if not 0 <= self.p_unc <= 1:
             raise BadArgumentError(f"p_unc must be in [0, 1], got {self.p_unc}")
-        for name in ("batch_size", "max_steps", "checkpoint_every", "sample_every"):
+        for name in ("batch_size", "max_steps", "checkpoint_every", "sample_every", "num_train_timesteps"):
             if getattr(self, name) < 1:
                 raise BadArgumentError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.warmup_steps < 0 or not 0 <= self.ema_decay < 1 or not self.grad_clip > 0:
+            raise BadArgumentError(f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got "
+                                   f"{self.warmup_steps}, {self.ema_decay}, {self.grad_clip}")
+        for part in ("codec", "image", "mask"):
+            if not getattr(self, part).lr > 0:
+                raise BadArgumentError(f"{part}.lr must be positive, got {getattr(self, part).lr}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,6 +86,10 @@ def load_config(spec: str | Path | None, **overrides) -> TrainConfig:
         config = PRESETS[str(spec or "tiny")]
     else:
         config = _from_yaml(Path(spec))
+        try:
+            config.validate()
+        except BadArgumentError as exc:
+            raise BadArgumentError(f"--config {spec}: {exc}") from exc
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     config.validate()
     return config
@@ -89,8 +100,13 @@ def _from_yaml(path: Path) -> TrainConfig:
 
     if not path.is_file():
         raise BadArgumentError(f"--config {path}: not a preset ({', '.join(PRESETS)}) and not a file")
-    doc = yaml.safe_load(path.read_text()) or {}
-    return config_from_dict(doc, where=str(path))
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
+        raise BadArgumentError(f"--config {path}: not readable YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+    if not isinstance(doc, dict):
+        raise BadArgumentError(f"--config {path}: must be a mapping of settings (e.g. max_steps: 2000), got a {type(doc).__name__}")
+    return config_from_dict(doc, where=f"--config {path}")
 
 
 def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
@@ -101,10 +117,42 @@ def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
         if key not in known:
             raise BadArgumentError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
         if key in nested:
+            if not isinstance(value, dict):
+                raise BadArgumentError(f"{where}: {key} must be a mapping of its settings, got {value!r}")
             sub_known = {f.name for f in fields(nested[key])}
             bad = set(value) - sub_known
             if bad:
                 raise BadArgumentError(f"{where}: unknown key {key}.{sorted(bad)[0]} (known: {', '.join(sorted(sub_known))})")
-            value = nested[key](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+            value = nested[key](**{k: _typed(nested[key](), k, v, f"{where}: {key}.{k}") for k, v in value.items()})
+        else:
+            value = _typed(TrainConfig(), key, value, f"{where}: {key}")
         kwargs[key] = value
     return TrainConfig(**kwargs)
+
+
+def _typed(defaults: object, key: str, value: object, where: str) -> object:
+    """`value` as the type of the default of `key` (an int is a float; a list of ints a tuple); else a one-line error."""
+    default = getattr(defaults, key)
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value  # type: ignore[arg-type]
+    elif isinstance(default, tuple):
+        ok = isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        value = tuple(value) if ok else value  # type: ignore[arg-type]
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise BadArgumentError(f"{where} must be {_kind(default)}, got {value!r}")
+    return value
+
+
+def _kind(default: object) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, tuple):
+        return "a list of positive integers, e.g. [32, 64]"
+    return {int: "an integer", float: "a finite number", str: "a string"}.get(type(default), type(default).__name__)

@@ -1,0 +1,504 @@
+"""Hostile and careless input, command by command: each case ends in one line on stderr with exit code 2 and
+nothing lost, or in a correct result. Inputs are small files written here from the real shared data."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cli.main import cli
+from tests.conftest import shared
+from tests.test_train import _eight_tiles
+from wsi_synth.diffusion import train as training
+from wsi_synth.models.config import load_config
+
+
+def _invoke(runner, *args):
+    result = runner.invoke(cli, [str(a) for a in args])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise AssertionError(f"uncaught {type(result.exception).__name__}: {result.exception}") from result.exception
+    return result
+
+
+def _refused(result, *fragments: str) -> str:
+    """The run ended with exit 2 and one `error:` line that holds every fragment."""
+    lines = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert result.exit_code == 2, f"exit {result.exit_code}: {result.output[-600:]}"
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output[-600:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hostile")
+    data = _eight_tiles(tmp)
+    out = tmp / "model"
+    config = load_config("tiny", max_steps=2, batch_size=2, checkpoint_every=2, sample_every=2)
+    for stage in ("codec", "image", "mask"):
+        training.train(stage, data, out, config, progress=False)
+    return out
+
+
+@pytest.fixture
+def slide_dir(tmp_path, cmu_slide, cmu_geojson):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    shutil.copy(cmu_slide, folder / cmu_slide.name)
+    shutil.copy(cmu_geojson, folder / "CMU-1-Small-Region.geojson")
+    return folder
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_size for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --- nothing lost -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "around"])
+def test_extract_never_writes_over_or_beside_its_inputs(slide_dir, runner, where):
+    before = _files(slide_dir.parent)
+    out = {"same": slide_dir, "inside": slide_dir / "data", "around": slide_dir.parent}[where]
+    result = _invoke(runner, "extract", slide_dir, slide_dir / "CMU-1-Small-Region.geojson", "--out", out, "--overwrite", "-q")
+    _refused(result, "--out", "input")
+    assert _files(slide_dir.parent) == before
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "around"])
+def test_import_never_writes_over_or_beside_its_inputs(tmp_path, runner, where):
+    images = tmp_path / "img"
+    images.mkdir()
+    for path in sorted(shared("tiles", "lc25000_224", "lung_scc").glob("*"))[:3]:
+        shutil.copy(path, images / path.name)
+    before = _files(tmp_path)
+    out = {"same": images, "inside": images / "data", "around": tmp_path}[where]
+    result = _invoke(runner, "import", images, "--tile", 64, "--out", out, "--overwrite", "-q")
+    _refused(result, "--out", "input")
+    assert _files(tmp_path) == before
+
+
+def test_overwrite_replaces_only_the_dataset_not_other_files(tmp_path, runner):
+    images = tmp_path / "img"
+    images.mkdir()
+    for path in sorted(shared("tiles", "lc25000_224", "lung_scc").glob("*"))[:3]:
+        shutil.copy(path, images / path.name)
+    out = tmp_path / "data"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = _invoke(runner, "import", images, "--tile", 64, "--out", out, "-q")
+    _refused(result, "not a wsi-synth dataset")
+    result = _invoke(runner, "import", images, "--tile", 64, "--out", out, "--overwrite", "-q")
+    _refused(result, "not a wsi-synth dataset")
+    assert (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+    assert _invoke(runner, "import", images, "--tile", 64, "--out", out, "-q").exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    result = _invoke(runner, "import", images, "--tile", 112, "--out", out, "--overwrite", "-q")
+    assert result.exit_code == 0, result.output
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "dataset.json").read_text())["tile_size"] == 112
+
+
+def test_import_into_an_existing_dataset_takes_its_settings(tmp_path, runner):
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
+    out = tmp_path / "d"
+    first = _invoke(runner, "import", wsss / "img", "--masks", wsss / "mask", "--legend", legend, "--subtype", "adenocarcinoma",
+                    "--tile", 128, "--region", 256, "--region-mask", 32, "--out", out, "-q")
+    assert first.exit_code == 0, first.output
+    lc = shared("tiles", "lc25000_224", "lung_scc")
+    second = _invoke(runner, "import", lc, "--subtype", "squamous", "--out", out, "-q")
+    assert second.exit_code == 0, second.output
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["tile_size"] == 128 and meta["subtypes"] == ["adenocarcinoma", "squamous"]
+    conflict = _invoke(runner, "import", lc, "--subtype", "squamous", "--tile", 64, "--out", out, "-q")
+    _refused(conflict, "tile_size", "128", "64")
+
+
+# --- generate: one run per output set, no stale state ----------------------------------------------------------
+
+
+def _generate(runner, model, out, *extra):
+    return _invoke(runner, "generate", "--model", model, "--size", 96, "--subtype", "adenocarcinoma", "--steps", 2, "--out", out, "-q", *extra)
+
+
+def test_a_second_run_on_the_same_output_is_refused_at_once(model, tmp_path, runner):
+    from wsi_synth.io.outputs import claim_outputs
+
+    out = tmp_path / "s.tiff"
+    with claim_outputs(out):
+        result = _generate(runner, model, out)
+        _refused(result, "another run", str(out))
+    assert not any(tmp_path.iterdir())
+    assert _generate(runner, model, out).exit_code == 0
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"s.tiff", "s.mask.tiff", "s.geojson", "s.json"}
+
+
+def test_a_failed_run_leaves_no_work_folder(model, tmp_path, runner):
+    bad_mask = tmp_path / "mask.png"
+    bad_mask.write_text("not an image")
+    result = _generate(runner, model, tmp_path / "s.tiff", "--mask", bad_mask)
+    _refused(result, "--mask")
+    assert not (tmp_path / ".s.tiff.work").exists() and not (tmp_path / "s.tiff").exists()
+
+
+def _fail_in_decode(monkeypatch, error: BaseException) -> None:
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("wsi_synth.io.outputs.write_slide_outputs", fail)
+
+
+def test_saved_state_is_kept_for_resume_but_never_after_a_full_disk(model, tmp_path, runner, monkeypatch):
+    import errno
+
+    out = tmp_path / "s.tiff"
+    _fail_in_decode(monkeypatch, OSError(errno.EIO, "input/output error"))
+    result = _generate(runner, model, out, "--save-every", 1)
+    assert result.exit_code == 1 and (tmp_path / ".s.tiff.work" / "image" / "state.json").exists()
+    monkeypatch.undo()
+    # the state is never discarded by a run that forgot --resume
+    _refused(_generate(runner, model, out), "--resume", "--overwrite")
+    assert (tmp_path / ".s.tiff.work" / "image" / "state.json").exists()
+    _fail_in_decode(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
+    result = _generate(runner, model, out, "--resume", "--save-every", 1)
+    assert result.exit_code == 1 and "disk full" in result.output
+    assert not (tmp_path / ".s.tiff.work").exists() and not out.exists()
+    monkeypatch.undo()
+    assert _generate(runner, model, out).exit_code == 0
+
+
+def test_trained_weights_are_as_readable_as_every_other_file(model):
+    modes = {p.name: p.stat().st_mode & 0o777 for p in model.rglob("*") if p.is_file()}
+    assert len(set(modes.values())) == 1, modes
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--size", "1000000000000", "--dry-run"], ["--size"]),
+    (["--omega", "inf"], ["--omega"]),
+    (["--mask-omega", "nan"], ["--mask-omega"]),
+    (["--max-memory", "inf"], ["--max-memory"]),
+    (["--device", "banana"], ["--device", "banana"]),
+    (["--device", "cuda:7"], ["--device", "cuda"]),
+])
+def test_generate_numbers_and_devices_are_checked_where_they_enter(model, tmp_path, runner, args, fragments):
+    result = _generate(runner, model, tmp_path / "s.tiff", *args)
+    _refused(result, *fragments)
+    assert not any(tmp_path.iterdir())
+
+
+def test_generate_without_subtype_says_it_is_required_and_lists_the_choices(model, tmp_path, runner):
+    result = _invoke(runner, "generate", "--model", model, "--size", 96, "--out", tmp_path / "s.tiff", "-q")
+    _refused(result, "--subtype is required", "adenocarcinoma")
+
+
+def _label_png(path: Path, shape: tuple[int, int], value: int = 1) -> Path:
+    labels = np.zeros(shape, np.uint8)
+    labels[: shape[0] // 2] = value
+    Image.fromarray(labels).save(path)
+    return path
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("text", ["--mask", "not an image"]),
+    ("aspect", ["--mask", "aspect", "--stretch"]),
+    ("rgb", ["--mask", "single-channel"]),
+    ("empty-geojson", ["--mask", "no polygons"]),
+    ("outside-geojson", ["--mask", "outside"]),
+    ("nan-geojson", ["--mask"]),
+])
+def test_generate_refuses_a_mask_it_cannot_use_as_given(model, tmp_path, runner, case, fragments):
+    mask = tmp_path / "in" / {"empty-geojson": "m.geojson", "outside-geojson": "m.geojson", "nan-geojson": "m.geojson"}.get(case, "m.png")
+    mask.parent.mkdir()
+    square = [[0, 0], [50, 0], [50, 50], [0, 50], [0, 0]]
+    feature = {"type": "Feature", "properties": {"classification": {"name": "stroma"}}, "geometry": {"type": "Polygon", "coordinates": [square]}}
+    if case == "text":
+        mask.write_text("hello")
+    elif case == "aspect":
+        _label_png(mask, (96, 40))
+    elif case == "rgb":
+        colour = np.zeros((96, 96, 3), np.uint8)
+        colour[..., 0] = 1  # a colour picture (channels differ), not ids saved as grey RGB
+        Image.fromarray(colour).save(mask)
+    elif case == "empty-geojson":
+        mask.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
+    elif case == "outside-geojson":
+        far = [[x + 5000, y + 5000] for x, y in square]
+        mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [far]}}]}))
+    else:
+        bad = [[0, 0], [float("nan"), 0], [50, 50], [0, 0]]
+        mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [bad]}}]})
+                        .replace("NaN", "NaN"))
+    result = _generate(runner, model, tmp_path / "s.tiff", "--mask", mask)
+    _refused(result, *fragments)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
+
+
+def test_a_mask_of_the_same_aspect_is_resampled_and_stretch_is_explicit(model, tmp_path, runner):
+    half = _label_png(tmp_path / "half.png", (48, 48))
+    assert _generate(runner, model, tmp_path / "a.tiff", "--mask", half).exit_code == 0
+    wide = _label_png(tmp_path / "wide.png", (96, 40))
+    result = _generate(runner, model, tmp_path / "b.tiff", "--mask", wide, "--stretch")
+    assert result.exit_code == 0, result.output
+    labels = tifffile.imread(tmp_path / "b.mask.tiff", level=0)
+    assert labels.shape == (96, 96) and (labels[:40] == 1).mean() > 0.9 and (labels[56:] == 1).mean() < 0.1
+
+
+def test_a_model_folder_missing_a_network_names_the_folder(model, tmp_path, runner):
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    shutil.rmtree(broken / "image_unet")
+    result = _generate(runner, broken, tmp_path / "s.tiff")
+    message = _refused(result, "image")
+    assert "hub" not in message.lower() and "connect" not in message.lower()
+
+
+# --- train ------------------------------------------------------------------------------------------------------
+
+
+def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp_path, runner, monkeypatch):
+    data = _eight_tiles(tmp_path)
+    out = tmp_path / "model"
+    calls = {"n": 0}
+    real_step = training._save_checkpoint
+
+    def interrupt_after_first_checkpoint(*args, **kwargs):
+        real_step(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_save_checkpoint", interrupt_after_first_checkpoint)
+    args = ["train", "codec", data, "--out", out, "--max-steps", 4, "--batch-size", 2, "--checkpoint-every", 2, "--sample-every", 4, "-q"]
+    assert _invoke(runner, *args).exit_code == 130
+    resumed = _invoke(runner, *args, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "model.json").read_text())["stages"]["codec"]["steps"] == 4
+    _refused(_invoke(runner, *args), "already has its codec stage", "--overwrite")
+    (out / "notes.txt").write_text("mine")
+    again = _invoke(runner, *args, "--overwrite")
+    assert again.exit_code == 0, again.output
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_bad_training_config_is_one_line(tmp_path, runner):
+    data = _eight_tiles(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    for text in ("[1, 2", "- a list\n- of things\n", "batch_size: many\n", "max_steps: -3\n", "no_such_key: 1\n"):
+        bad.write_text(text)
+        _refused(_invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--config", bad, "-q"), str(bad))
+    assert not (tmp_path / "m").exists()
+
+
+# --- extract: annotations, CSVs and numbers ---------------------------------------------------------------------
+
+
+def _geojson(path: Path, features: list) -> Path:
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    return path
+
+
+def _tumour(coords, **props) -> dict:
+    return {"type": "Feature", "properties": {"classification": {"name": "tumour"}, **props},
+            "geometry": {"type": "Polygon", "coordinates": [coords]}}
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("nan", ["feature 0"]),
+    ("strings", ["feature 0"]),
+    ("mixed-slide", ["'slide'"]),
+    ("deep", ["nested"]),
+    ("aperio-text", ["X"]),
+    ("asap-no-y", ["Y"]),
+    ("binary-csv", ["--subtypes"]),
+])
+def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, runner, case, fragments):
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    square = [[100, 100], [900, 100], [900, 900], [100, 900], [100, 100]]
+    extra: list = []
+    if case == "nan":
+        target = _geojson(ann / "a.geojson", [_tumour([[100, 100], [float("nan"), 100], [900, 900], [100, 100]])])
+    elif case == "strings":
+        target = _geojson(ann / "a.geojson", [_tumour([["a", "b"], [900, 100], [900, 900], [100, 100]])])
+    elif case == "mixed-slide":
+        target = _geojson(ann / "a.geojson", [_tumour(square, slide="CMU-1-Small-Region"), _tumour(square)])
+    elif case == "deep":
+        target = ann / "a.geojson"
+        target.write_text('{"type": "FeatureCollection", "features": ' + "[" * 100000 + "]" * 100000 + "}")
+    elif case == "aperio-text":
+        target = ann / "a.xml"
+        target.write_text('<Annotations><Annotation Name="tumour"><Regions><Region><Vertices>'
+                          '<Vertex X="abc" Y="1"/><Vertex X="900" Y="100"/><Vertex X="900" Y="900"/></Vertices></Region></Regions>'
+                          '</Annotation></Annotations>')
+    elif case == "asap-no-y":
+        target = ann / "a.xml"
+        target.write_text('<ASAP_Annotations><Annotations><Annotation Name="a" PartOfGroup="tumour" Type="Polygon"><Coordinates>'
+                          '<Coordinate Order="0" X="100"/><Coordinate Order="1" X="900" Y="100"/><Coordinate Order="2" X="900" Y="900"/>'
+                          '</Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    else:
+        target = _geojson(ann / "a.geojson", [_tumour(square)])
+        csv = tmp_path / "subtypes.csv"
+        csv.write_bytes(bytes(range(256)) * 8)
+        extra = ["--subtypes", csv]
+    slide = slide_dir / "CMU-1-Small-Region.svs"
+    result = _invoke(runner, "extract", slide, target, "--out", tmp_path / "data", "--tile", 256, "-q", *extra)
+    _refused(result, *fragments)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--mpp", "1e-9"], ["--mpp", "upsampl"]),
+    (["--mpp", "inf"], ["--mpp"]),
+    (["--tile", "100000"], ["--tile", "larger than"]),
+])
+def test_extract_refuses_numbers_that_cannot_give_a_dataset(slide_dir, tmp_path, runner, args, fragments):
+    slide = slide_dir / "CMU-1-Small-Region.svs"
+    result = _invoke(runner, "extract", slide, slide_dir / "CMU-1-Small-Region.geojson", "--out", tmp_path / "data", "-q", *args)
+    _refused(result, *fragments)
+    assert not (tmp_path / "data").exists()
+
+
+# --- import, pyramid, evaluate, info: images --------------------------------------------------------------------
+
+
+def _truncated(path: Path, source: Path) -> Path:
+    data = source.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def _bomb(path: Path) -> Path:
+    """A PNG that claims 40,000 × 40,000 px (1.6 Gpx, past PIL's bomb limit) in a few hundred bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    return path
+
+
+def _one_tile_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for path in sorted(shared("tiles", "lc25000_224", "lung_scc").glob("*"))[:2]:
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+@pytest.mark.parametrize("case, fragments", [("truncated", ["truncated"]), ("bomb", ["pixels"])])
+def test_import_refuses_broken_images_and_leaves_no_dataset(tmp_path, runner, case, fragments):
+    folder = _one_tile_folder(tmp_path)
+    source = next(folder.iterdir())
+    bad = _truncated(folder / "zz.jpg", source) if case == "truncated" else _bomb(folder / "zz.png")
+    result = _invoke(runner, "import", folder, "--tile", 64, "--out", tmp_path / "data", "-q")
+    _refused(result, bad.name, *fragments)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("args, fragments", [(["--tile", "100000"], ["--tile 100000", "smaller"]), (["--mpp", "inf"], ["--mpp"])])
+def test_import_refuses_settings_that_give_an_empty_or_meaningless_dataset(tmp_path, runner, args, fragments):
+    folder = _one_tile_folder(tmp_path)
+    _refused(_invoke(runner, "import", folder, "--out", tmp_path / "data", "-q", *args), *fragments)
+    assert not (tmp_path / "data").exists()
+
+
+def test_import_refuses_masks_of_another_size(tmp_path, runner):
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    img, msk = tmp_path / "img", tmp_path / "mask"
+    img.mkdir()
+    msk.mkdir()
+    path = sorted((wsss / "img").glob("*.png"))[0]
+    shutil.copy(path, img / path.name)
+    Image.open(wsss / "mask" / path.name).resize((50, 30), Image.NEAREST).save(msk / path.name)
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
+    result = _invoke(runner, "import", img, "--masks", msk, "--legend", legend, "--tile", 64, "--out", tmp_path / "data", "-q")
+    _refused(result, path.name, "50×30")
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path, runner):
+    from wsi_synth.io.images import read_rgb
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    path = tmp_path / "r.png"
+    Image.fromarray(ramp).save(path)
+    rgb = read_rgb(path)
+    assert rgb.dtype == np.uint8 and rgb.shape == (64, 64, 3)
+    assert abs(int(rgb[32, 32, 0]) - 128) <= 2 and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
+
+
+@pytest.mark.parametrize("case, fragments", [
+    ("legend-list", ["--legend", "mapping"]),
+    ("truncated", ["truncated"]),
+    ("bomb", ["pixels"]),
+    ("mpp-inf", ["--mpp"]),
+    ("under-a-file", ["not a folder"]),
+])
+def test_pyramid_refuses_what_it_cannot_write_faithfully(tmp_path, runner, case, fragments):
+    image = tmp_path / "in.tif"
+    tifffile.imwrite(image, np.full((600, 700, 3), 200, np.uint8), tile=(256, 256), compression="zlib")
+    labels = tmp_path / "labels.png"
+    _label_png(labels, (600, 700))
+    out = tmp_path / "out" / "s.tiff"
+    out.parent.mkdir()
+    args = [image, "--mpp", 0.5, "--out", out, "-q"]
+    if case == "legend-list":
+        legend = tmp_path / "legend.yaml"
+        legend.write_text("- tumour\n- stroma\n")
+        args += ["--labels", labels, "--legend", legend]
+    elif case == "truncated":
+        args[0] = _truncated(tmp_path / "t.tif", image)
+    elif case == "bomb":
+        args[0] = _bomb(tmp_path / "b.png")
+    elif case == "mpp-inf":
+        args[2] = "inf"
+    else:
+        (tmp_path / "afile").write_text("x")
+        args[4] = tmp_path / "afile" / "s.tiff"
+    _refused(_invoke(runner, "pyramid", *args), *fragments)
+    assert not any(out.parent.iterdir())
+
+
+def test_info_of_a_dataset_with_a_broken_manifest(tmp_path, runner):
+    folder = _one_tile_folder(tmp_path)
+    data = tmp_path / "data"
+    assert _invoke(runner, "import", folder, "--tile", 64, "--out", data, "-q").exit_code == 0
+    (data / "manifest.csv").write_bytes(b"\x00\xff garbage\nkind\n1,2,3,4,5,6,7,8,9,10,11\n")
+    _refused(_invoke(runner, "info", data), "manifest.csv")
+
+
+@pytest.mark.parametrize("case, fragments", [("truncated", ["truncated"]), ("bomb", ["pixels"])])
+def test_evaluate_refuses_broken_inputs(tmp_path, runner, case, fragments):
+    real = _one_tile_folder(tmp_path)
+    synthetic = tmp_path / "syn"
+    synthetic.mkdir()
+    if case == "truncated":
+        whole = synthetic / "w.tiff"
+        tifffile.imwrite(whole, np.full((1024, 1024, 3), 180, np.uint8), tile=(256, 256), compression="jpeg")
+        _truncated(synthetic / "s.tiff", whole)
+        whole.unlink()
+    else:
+        _bomb(synthetic / "s.png")
+        for tile in real.iterdir():
+            shutil.copy(tile, synthetic / tile.name)
+    result = _invoke(runner, "evaluate", real, synthetic, "--k", 1, "--out", tmp_path / "report", "--tile", 256, "--size", 32, "-q")
+    _refused(result, "s.", *fragments)
+    assert not (tmp_path / "report").exists()
+
+
+def test_evaluate_warns_when_k_is_as_large_as_the_sample(tmp_path, runner):
+    real = _one_tile_folder(tmp_path)
+    result = _invoke(runner, "evaluate", real, real, "--out", tmp_path / "report", "--size", 32, "--k", 20, "-q")
+    _refused(result, "--k 20", "2 tiles")
