@@ -183,6 +183,7 @@ def test_trained_weights_are_as_readable_as_every_other_file(model):
 
 @pytest.mark.parametrize("args, fragments", [
     (["--size", "1000000000000", "--dry-run"], ["--size"]),
+    (["--steps", "5000", "--dry-run"], ["--steps 5000", "1000"]),
     (["--omega", "inf"], ["--omega"]),
     (["--mask-omega", "nan"], ["--mask-omega"]),
     (["--max-memory", "inf"], ["--max-memory"]),

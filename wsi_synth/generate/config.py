@@ -129,8 +129,12 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
                                    "or pass --mask to give the class map yourself")
         if config.subtype not in bundle.subtypes:
             raise BadArgumentError(f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}")
-    for key in ("latent", "tile_size", "region_size", "region_mask_size", "classes"):
+    for key in ("latent", "tile_size", "region_size", "region_mask_size", "classes", "schedule"):
         if key not in bundle.meta:
             raise BadArgumentError(f"model bundle {bundle.root}: model.json lacks {key!r} (was every stage trained?)")
+    trained = bundle.meta["schedule"].get("num_train_timesteps", 1000)
+    if config.steps > trained:
+        raise BadArgumentError(f"--steps {config.steps} is more than the {trained} noise levels the model was trained on: use at most {trained} "
+                               f"(20 DPM-Solver++ or 50 DDIM steps are enough)")
 
 

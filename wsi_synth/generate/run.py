@@ -231,7 +231,11 @@ class _scheduler:
             except ImportError as exc:
                 raise BadArgumentError("--workers/--scheduler need dask.distributed: pip install 'wsi-synth[distributed]'") from exc
             if self.config.scheduler:
-                self.client = Client(self.config.scheduler)
+                try:
+                    self.client = Client(self.config.scheduler, timeout="30s")
+                except (OSError, TimeoutError, ValueError) as exc:
+                    raise BadArgumentError(f"--scheduler {self.config.scheduler}: cannot connect ({str(exc).splitlines()[0]}); "
+                                           "start it with `dask scheduler`, or drop --scheduler") from exc
             else:
                 self.cluster = LocalCluster(n_workers=self.config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
                 self.client = Client(self.cluster)
