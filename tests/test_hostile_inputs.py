@@ -176,6 +176,22 @@ def test_saved_state_is_kept_for_resume_but_never_after_a_full_disk(model, tmp_p
     assert _generate(runner, model, out).exit_code == 0
 
 
+def test_a_run_that_cannot_fit_in_memory_or_on_disk_is_refused_before_it_starts(model, tmp_path, runner, monkeypatch):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import wsi_synth.generate.run as gen
+
+    monkeypatch.setattr(gen, "available_memory", lambda: 1000)
+    _refused(_generate(runner, model, tmp_path / "s.tiff"), "of memory and 1 kB is available", "--max-memory")
+    result = _generate(runner, model, tmp_path / "s.tiff", "--max-memory", 0)  # out of core: the canvases go to disk instead
+    assert result.exit_code == 0, result.output
+    monkeypatch.undo()
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 1000))
+    _refused(_generate(runner, model, tmp_path / "t.tiff"), "of disk in", str(tmp_path), "1 kB is free")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.geojson", "s.json", "s.mask.tiff", "s.tiff"]
+
+
 def test_trained_weights_are_as_readable_as_every_other_file(model):
     modes = {p.name: p.stat().st_mode & 0o777 for p in model.rglob("*") if p.is_file()}
     assert len(set(modes.values())) == 1, modes

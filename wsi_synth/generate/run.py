@@ -128,10 +128,12 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
 def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_core: bool) -> None:
     """Refuse at the start a run that cannot finish: canvases larger than the memory available, or a work store
     and outputs larger than the free disk. Each message gives the estimate and the way out."""
+    from wsi_synth.io.atomic import human_size
+
     need_memory = 0 if out_of_core else plan["memory_bytes"]
     available = available_memory()
     if available is not None and need_memory > available:
-        raise BadArgumentError(f"the canvases need about {need_memory / 1e9:.1f} GB of memory and {available / 1e9:.1f} GB is available: "
+        raise BadArgumentError(f"the canvases need about {human_size(need_memory)} of memory and {human_size(available)} is available: "
                                f"lower --max-memory (now {config.max_memory_gb:g}) to keep them in a work store on disk")
     from wsi_synth.io.pyramid import slide_output_bytes
 
@@ -139,8 +141,8 @@ def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_cor
     folder = out.parent if str(out.parent) else Path(".")
     free = shutil.disk_usage(folder).free
     if need_disk > free:
-        raise BadArgumentError(f"this run needs about {need_disk / 1e9:.1f} GB of disk in {folder} (work store and outputs) and "
-                               f"{free / 1e9:.1f} GB is free: free some space or choose another --out")
+        raise BadArgumentError(f"this run needs about {human_size(need_disk)} of disk in {folder} (work store and outputs) and "
+                               f"{human_size(free)} is free: free some space or choose another --out")
 
 
 def available_memory() -> int | None:

@@ -23,7 +23,7 @@ def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> P
     folder = check_folder(path)
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
-        raise OutputWriteError(f"not enough disk space in {folder}: about {_size(need_bytes)} needed, {_size(free)} free")
+        raise OutputWriteError(f"not enough disk space in {folder}: about {human_size(need_bytes)} needed, {human_size(free)} free")
     return path
 
 
@@ -42,7 +42,8 @@ def check_folder(path: str | Path, *, create: bool = False) -> Path:
     return folder
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """Bytes as GB, MB or kB, so a small figure never reads 0.0 GB."""
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
