@@ -25,7 +25,10 @@ Writes s.tiff (JPEG pyramid), and with --labels also s.mask.tiff (LZW label pyra
 @quiet_option
 def command(image, out, mpp, labels, legend, tile, quality, overwrite, quiet):
     """Write IMAGE as a pyramidal TIFF that OpenSlide, QuPath, ASAP and Bio-Formats open."""
-    from wsi_synth.io.outputs import open_image_lazily, write_slide_outputs
+    from wsi_synth.io.atomic import check_not_inputs
+    from wsi_synth.io.outputs import OutputPaths, open_image_lazily, write_slide_outputs
+
+    check_not_inputs(OutputPaths.beside(out).all(), [image, labels, legend])
 
     classes = _legend(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
     pixels = open_image_lazily(image)

@@ -142,6 +142,27 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(model, tmp_path, run
     assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"s.tiff", "s.mask.tiff", "s.geojson", "s.json"}
 
 
+def test_an_output_is_never_one_of_the_inputs(model, tmp_path, runner):
+    first = _generate(runner, model, tmp_path / "s.tiff")
+    assert first.exit_code == 0, first.output
+    before = _files(tmp_path)
+    _refused(_generate(runner, model, tmp_path / "s.tiff", "--mask", tmp_path / "s.mask.tiff", "--overwrite"), "is the input")
+    _refused(_invoke(runner, "pyramid", tmp_path / "s.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tiff", "--overwrite", "-q"), "is the input")
+    _refused(_invoke(runner, "pyramid", tmp_path / "s.tiff", "--labels", tmp_path / "s.mask.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tif",
+                     "--overwrite", "-q"), "is the input")
+    assert _files(tmp_path) == before
+
+
+def test_a_second_training_of_the_same_stage_is_refused_at_once(model, tmp_path, runner):
+    from wsi_synth.io.atomic import claim
+
+    data = _eight_tiles(tmp_path)
+    with claim(model / "mask_unet"):
+        result = _invoke(runner, "train", "mask", data, "--out", model, "--overwrite", "--max-steps", 2, "-q")
+        _refused(result, "another run", "mask stage")
+    assert (model / "mask_unet" / "config.json").is_file()
+
+
 def test_a_failed_run_leaves_no_work_folder(model, tmp_path, runner):
     bad_mask = tmp_path / "mask.png"
     bad_mask.write_text("not an image")

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_synth.errors import BadArgumentError, BadDatasetError, OutputExistsError
+from wsi_synth.errors import BadDatasetError, OutputExistsError
+from wsi_synth.io.atomic import check_apart
 from wsi_synth.jsonfile import read_versioned, write_atomic
 
 FORMAT = "wsi-synth-dataset"
@@ -201,20 +202,6 @@ def writing_dataset(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fa
                 if not any(dataset.root.iterdir()):
                     dataset.root.rmdir()
             raise
-
-
-def check_apart(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
-    """Refuse an output folder that is an input, holds one, or lies inside an input folder: writing (or
-    `--overwrite`) there could destroy the inputs, and the next run would read its own output as input."""
-    target = Path(out).resolve()
-    for given in inputs:
-        if given is None:
-            continue
-        source = Path(given).resolve()
-        if target == source or source.is_relative_to(target):
-            raise BadArgumentError(f"--out {out} is or holds the input {given}: choose an --out outside the inputs (nothing was changed)")
-        if source.is_dir() and target.is_relative_to(source):
-            raise BadArgumentError(f"--out {out} lies inside the input folder {given}: choose an --out outside the inputs (nothing was changed)")
 
 
 def existing_settings(root: str | Path) -> dict | None:

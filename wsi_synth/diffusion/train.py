@@ -8,6 +8,7 @@ an uninterrupted run). Ctrl-C saves a checkpoint before stopping.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -22,10 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from wsi_synth.data.samplers import TileIndex, TileReader, augment, require, step_rng
-from wsi_synth.data.store import Dataset, check_apart, open_dataset
+from wsi_synth.data.store import Dataset, open_dataset
 from wsi_synth.devices import check_device
 from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod, ddim_step, ddim_timesteps
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.io.atomic import check_apart, claim
 from wsi_synth.models.bundle import FOLDERS, BadModelError, Bundle, open_bundle
 from wsi_synth.models.config import TrainConfig
 from wsi_synth.models.denoiser import autocast
@@ -66,21 +68,26 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
     check_device(device)
     dataset = open_dataset(data)
     check_apart(out, [data])
-    bundle = open_bundle(out, create=True)
-    _bind_bundle_to_dataset(bundle, dataset)
-    if overwrite and rank == 0:
-        _discard_stage(bundle, stage)
-    if rank == 0 and not (bundle.root / "model.json").is_file():
-        bundle.write_meta()  # claims the folder as a bundle at once, so an interrupted first stage can --resume
-    if codec is not None:
-        # a local folder is recorded absolute, so that the bundle loads from any working directory
-        bundle.meta["stages"]["codec"] = {"external": str(Path(codec).resolve()) if Path(codec).exists() else codec}
-    spec = build_stage(stage, dataset, bundle, config, device, rank=rank)
-    try:
-        return _loop(spec, bundle, config, dataset, resume=resume, device=device, progress=progress and rank == 0, rank=rank, world=world)
-    finally:
-        if world > 1:
-            torch.distributed.destroy_process_group()
+    if Path(out).exists() and not Path(out).is_dir():
+        raise BadModelError(f"--out {out} is a file, not a model bundle folder: choose another --out")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    # rank 0 writes the stage: it claims it first, so a second `train STAGE` on this bundle stops at once
+    with claim(Path(out) / FOLDERS[stage], f"the {stage} stage of") if rank == 0 else contextlib.nullcontext():
+        bundle = open_bundle(out, create=True)
+        _bind_bundle_to_dataset(bundle, dataset)
+        if overwrite and rank == 0:
+            _discard_stage(bundle, stage)
+        if rank == 0 and not (bundle.root / "model.json").is_file():
+            bundle.write_meta()  # claims the folder as a bundle at once, so an interrupted first stage can --resume
+        if codec is not None:
+            # a local folder is recorded absolute, so that the bundle loads from any working directory
+            bundle.meta["stages"]["codec"] = {"external": str(Path(codec).resolve()) if Path(codec).exists() else codec}
+        spec = build_stage(stage, dataset, bundle, config, device, rank=rank)
+        try:
+            return _loop(spec, bundle, config, dataset, resume=resume, device=device, progress=progress and rank == 0, rank=rank, world=world)
+        finally:
+            if world > 1:
+                torch.distributed.destroy_process_group()
 
 
 def _discard_stage(bundle: Bundle, stage: str) -> None:

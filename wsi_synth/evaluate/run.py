@@ -59,9 +59,10 @@ def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtracto
              config: EvaluateConfig = EvaluateConfig(), overwrite: bool = False, progress: bool = True) -> dict:
     """Compare REAL and SYNTHETIC tiles (and SYNTHETIC against TRAIN for copying); write `out/report.{json,html}`."""
     from wsi_synth.evaluate.report import write_report
-    from wsi_synth.io.atomic import check_output
+    from wsi_synth.io.atomic import check_not_inputs, check_output
 
     out = Path(out)
+    check_not_inputs([out / "report.json", out / "report.html"], [real, synthetic, train])
     for name in ("report.json", "report.html"):
         check_output(out / name, overwrite=overwrite) if out.is_dir() else None
     sources = {"real": open_source(real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles),

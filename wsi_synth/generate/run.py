@@ -45,7 +45,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     together at the end. Everything that can be checked is checked before the work folder is made; when a run
     fails, its work folder is removed unless it holds a saved state worth resuming (never after a full disk).
     """
-    from wsi_synth.io.atomic import check_output
+    from wsi_synth.io.atomic import check_not_inputs, check_output
     from wsi_synth.io.outputs import OutputPaths, claim_outputs
 
     config.validate()
@@ -54,6 +54,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     for stage in ("codec", "image") + (("mask",) if config.mask is None else ()):
         bundle.check_files(stage)
     g = geometry(bundle, config)
+    check_not_inputs(OutputPaths.beside(out).all(), [config.mask])
     with claim_outputs(out):
         for p in OutputPaths.beside(out).all():
             check_output(p, overwrite=overwrite)

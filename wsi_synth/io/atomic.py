@@ -6,11 +6,11 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wsi_synth.errors import OutputBusyError, OutputExistsError, OutputWriteError
+from wsi_synth.errors import BadArgumentError, OutputBusyError, OutputExistsError, OutputWriteError
 
 
 def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> Path:
@@ -143,3 +143,28 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def check_apart(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an output folder that is an input, holds one, or lies inside an input folder: writing (or
+    `--overwrite`) there could destroy the inputs, and the next run would read its own output as input."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or source.is_relative_to(target):
+            raise BadArgumentError(f"--out {out} is or holds the input {given}: choose an --out outside the inputs (nothing was changed)")
+        if source.is_dir() and target.is_relative_to(source):
+            raise BadArgumentError(f"--out {out} lies inside the input folder {given}: choose an --out outside the inputs (nothing was changed)")
+
+
+def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
+    """Refuse output files that are input files (the same file by any path): replacing one would destroy an
+    input the run reads, e.g. `--mask s.mask.tiff --out s.tiff` or `pyramid s.tiff --out s.tiff`."""
+    sources = [Path(i) for i in inputs if i is not None and Path(i).exists()]
+    for out in outputs:
+        out = Path(out)
+        for source in sources:
+            if out.exists() and os.path.samefile(out, source) or out.resolve() == source.resolve():
+                raise BadArgumentError(f"the output {out} is the input {source}: choose another --out (nothing was changed)")

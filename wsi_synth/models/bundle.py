@@ -127,7 +127,7 @@ def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
     meta_path = root / "model.json"
     if not meta_path.is_file():
         if create:
-            if root.exists() and any(root.iterdir()):
+            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # hidden: claims, desktop files
                 raise BadModelError(f"{root} exists and is not a model bundle (no model.json): choose another --out")
             return Bundle(root, {"stages": {}})
         raise BadModelError(f"{root} is not a wsi-synth model bundle (no model.json)")
