@@ -28,8 +28,9 @@ class _Group(click.Group):
         except OSError as exc:
             if debug:
                 raise
-            reason = "disk full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-            _fail(f"{reason}: {exc.filename or ''}".rstrip(": "), 1)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the user's to fix, like bad input; nothing partial is kept
+                _fail(f"disk full{f' writing {exc.filename}' if exc.filename else ''}: free some space or choose another --out", EXIT_BAD_INPUT)
+            _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
         except KeyboardInterrupt:
             resume = "re-run the same command with --resume" if ctx.invoked_subcommand in ("generate", "train") else "re-run the same command"
             _fail(f"interrupted ({resume} to continue)", 130)

@@ -106,6 +106,20 @@ def test_overwrite_replaces_only_the_dataset_not_other_files(tmp_path, runner):
     assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "dataset.json").read_text())["tile_size"] == 112
 
 
+def test_a_full_disk_during_import_is_one_line_and_leaves_no_dataset(tmp_path, runner, monkeypatch):
+    import errno
+
+    from wsi_synth.data.store import TileStore
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "tile")
+
+    monkeypatch.setattr(TileStore, "write", full)
+    images = _one_tile_folder(tmp_path)
+    _refused(_invoke(runner, "import", images, "--tile", 64, "--out", tmp_path / "data", "-q"), "disk full", "free some space")
+    assert not (tmp_path / "data").exists() and not list(tmp_path.glob(".data*"))
+
+
 def test_import_into_an_existing_dataset_takes_its_settings(tmp_path, runner):
     wsss = shared("tiles_masks", "wsss4luad_val")
     legend = tmp_path / "legend.yaml"
@@ -191,7 +205,7 @@ def test_saved_state_is_kept_for_resume_but_never_after_a_full_disk(model, tmp_p
     assert (tmp_path / ".s.tiff.work" / "image" / "state.json").exists()
     _fail_in_decode(monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     result = _generate(runner, model, out, "--resume", "--save-every", 1)
-    assert result.exit_code == 1 and "disk full" in result.output
+    _refused(result, "disk full", "free some space")
     assert not (tmp_path / ".s.tiff.work").exists() and not out.exists()
     monkeypatch.undo()
     assert _generate(runner, model, out).exit_code == 0
