@@ -9,6 +9,7 @@ from cli.main import cli
 from tests.conftest import shared
 from wsi_synth.annotations import load_annotations
 from wsi_synth.data import open_dataset
+from wsi_synth.errors import WsiSynthError
 from wsi_synth.extract.pipeline import ExtractConfig, extract
 
 SMALL = ExtractConfig(tile_size=256, region_size=1024, region_mask_size=64, unlabelled_per_slide=20)
@@ -181,8 +182,11 @@ def test_existing_output_that_is_not_a_dataset_is_refused(tmp_path, runner, cmu_
 
 
 def test_debug_shows_traceback(tmp_path, runner, cmu_geojson):
-    result = runner.invoke(cli, ["--debug", "extract", str(cmu_geojson), str(cmu_geojson), "--out", str(tmp_path / "o")])
-    assert result.exit_code != 0 and result.exc_info is not None
+    args = ["extract", str(cmu_geojson), str(cmu_geojson), "--out", str(tmp_path / "o")]
+    result = runner.invoke(cli, ["--debug", *args])
+    assert isinstance(result.exception, WsiSynthError)  # the library's error itself, with its traceback
+    plain = runner.invoke(cli, args)
+    assert isinstance(plain.exception, SystemExit) and plain.exit_code == 2 and "Traceback" not in plain.output
 
 
 def test_two_worker_processes_give_the_same_dataset_as_one(tmp_path, cmu_slide, cmu_geojson):

@@ -21,9 +21,6 @@ def test_import_wsss_with_legend_and_unlabelled_lc25000_into_one_dataset(tmp_pat
     masks = group["labelled/masks"][:]
     assert set(np.unique(masks)) <= {0, 1, 2, 3} and (masks > 0).mean() > 0.3
     rows = ds.manifest()
-    by_file = {}
-    for r in rows:
-        by_file.setdefault((r["x"], r["y"], r["index"]), r["split"])
     assert {r["split"] for r in rows} == {"train", "test"}
     # the same import again is a no-op
     again = runner.invoke(cli, args)

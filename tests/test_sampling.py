@@ -121,6 +121,22 @@ def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
     assert stats.evaluations == 2 + 2 + 2 + 1
 
 
+def test_without_guidance_no_null_pass_is_made():
+    calls = []
+
+    def constant(z, t, labels, masks):
+        calls.extend(labels.tolist())
+        return labels.float().view(-1, 1, 1, 1).expand_as(z).clone()
+
+    labels = np.zeros((32, 32), np.uint8)
+    labels[:, 16:] = 2
+    labels[:8, :8] = 1
+    stats = SampleStats()
+    sample(constant, (1, 32, 32), ABAR, SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=0.0), labels=labels, stats=stats)
+    # ω = 0: one pass per class present (the unknown class is the null condition itself): {0, 1}, {2}, {2}, {0}
+    assert stats.evaluations == 2 + 1 + 1 + 1 and sorted(calls) == [0, 0, 1, 2, 2]
+
+
 def test_bad_sampler_arguments():
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     with pytest.raises(BadArgumentError, match="--context"):
