@@ -295,3 +295,21 @@ def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, 
     text = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
                                "--dry-run"]).output
     assert "projected on cpu" in text and "dpm-solver++" in text
+
+
+def test_masks_are_upsampled_smoothly_the_same_in_any_band_and_chunk():
+    from wsi_synth.generate.masks import nearest, smooth
+
+    # a disk and a diagonal drawn on a 16² map, seen at 16× (the mask canvas → output step of a real run)
+    yy, xx = np.mgrid[0:256, 0:256] + 0.5
+    truth = np.where((yy - 128) ** 2 + (xx - 120) ** 2 < 70**2, 1, np.where(xx > yy + 40, 2, 0)).astype(np.uint8)
+    small = truth[8::16, 8::16]
+    fine = smooth(small, 16.0, (256, 256), 1.0)
+    blocky = nearest(small, 16.0, (256, 256), 1.0)
+    assert (fine != truth).mean() < 0.75 * (blocky != truth).mean()  # contours, not 16 px blocks
+    assert set(np.unique(fine)) == {0, 1, 2}
+    assert np.array_equal(smooth(small, 1.0, small.shape, 1.0), small)  # same resolution: unchanged
+    bands = np.concatenate([smooth(small, 16.0, (256, 256), 1.0, rows=(y, min(y + 37, 256)), chunk=29) for y in range(0, 256, 37)])
+    assert np.array_equal(bands, fine)
+    coarse = smooth(small, 16.0, (128, 128), 2.0)  # the latent canvas: the same field sampled at its own centres
+    assert (coarse != fine[::2, ::2]).mean() < 0.02

@@ -25,7 +25,7 @@ from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generate.decode import DecodedImage, default_decode_batch
-from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, nearest
+from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, smooth
 from wsi_synth.generate.plan import plan_run
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
@@ -101,7 +101,7 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
             msk = clean_mask(np.asarray(one_hot[:]).argmax(0).astype(np.uint8), min_region=config.min_region)
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        lat_labels = nearest(msk, g.px_per_msk, g.lat, g.factor)
+        lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor)
         log(f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
             + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else ""))
         latents = sample_canvas(BundleDenoiser(str(model), "image", config.device), (bundle.meta["latent"]["channels"], *g.lat), abar=abar,
