@@ -347,7 +347,9 @@ def test_a_bad_training_config_is_one_line(tmp_path, runner):
     for text in ("[1, 2", "- a list\n- of things\n", "batch_size: many\n", "max_steps: -3\n", "no_such_key: 1\n"):
         bad.write_text(text)
         _refused(_invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--config", bad, "-q"), str(bad))
-    assert not (tmp_path / "m").exists()
+    bad.write_text("codec:\n  block_out_channels: [8, 8]\n  norm_num_groups: 16\n")  # valid types, but no such network
+    _refused(_invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--config", bad, "-q"), "codec network cannot be built", "divisible")
+    assert not (tmp_path / "m").exists()  # a failed first run leaves no bundle skeleton
 
 
 # --- extract: annotations, CSVs and numbers ---------------------------------------------------------------------

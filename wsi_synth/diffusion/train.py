@@ -70,7 +70,19 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
     check_apart(out, [data])
     if Path(out).exists() and not Path(out).is_dir():
         raise BadModelError(f"--out {out} is a file, not a model bundle folder: choose another --out")
+    created = not Path(out).exists()
     Path(out).mkdir(parents=True, exist_ok=True)
+    try:
+        return _train_claimed(stage, dataset, out, config, resume=resume, device=device, codec=codec, overwrite=overwrite,
+                              progress=progress, rank=rank, world=world)
+    except BaseException:
+        if created and rank == 0:
+            _remove_if_untrained(Path(out))
+        raise
+
+
+def _train_claimed(stage: str, dataset: Dataset, out: str | Path, config: TrainConfig, *, resume: bool, device: str, codec: str | None,
+                   overwrite: bool, progress: bool, rank: int, world: int) -> dict:
     # rank 0 writes the stage: it claims it first, so a second `train STAGE` on this bundle stops at once
     with claim(Path(out) / FOLDERS[stage], f"the {stage} stage of") if rank == 0 else contextlib.nullcontext():
         bundle = open_bundle(out, create=True)
@@ -88,6 +100,19 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
         finally:
             if world > 1:
                 torch.distributed.destroy_process_group()
+
+
+def _remove_if_untrained(root: Path) -> None:
+    """A bundle folder this run created, when the run failed before saving anything to resume from: no skeleton
+    (a model.json without stages, empty folders) is left behind. A saved checkpoint keeps the folder."""
+    if any((root / "checkpoints").glob("*.pt")) or any((root / name).is_dir() for name in FOLDERS.values()):
+        return
+    (root / "model.json").unlink(missing_ok=True)
+    for folder in ("previews", "checkpoints"):
+        if (root / folder).is_dir() and not any((root / folder).iterdir()):
+            (root / folder).rmdir()
+    if not any(root.iterdir()):
+        root.rmdir()
 
 
 def _discard_stage(bundle: Bundle, stage: str) -> None:
@@ -148,7 +173,10 @@ def build_stage(stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfi
     build = {"codec": _codec_stage, "image": _image_stage, "mask": _mask_stage}[stage]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(config.seed, stage))
-        return build(dataset, bundle, config, device, rank)
+        try:
+            return build(dataset, bundle, config, device, rank)
+        except ValueError as exc:  # diffusers refuses inconsistent sizes (e.g. channels not divisible by groups)
+            raise BadArgumentError(f"the {stage} network cannot be built with this configuration: {str(exc).splitlines()[0]}") from exc
 
 
 # --- codec --------------------------------------------------------------------------------------------
