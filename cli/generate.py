@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import overwrite_option, quiet_option
+from cli.options import SEED, overwrite_option, quiet_option
 
 
 @click.command("generate", epilog="""\b
@@ -37,7 +37,7 @@ same --out is refused while the first runs.""")
 @click.option("--context", type=click.IntRange(0), default=None, help="shifted-grid context margin, latent px (default d/8).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Crops per denoiser call.")
 @click.option("--decode-batch", type=click.IntRange(0, 1024), default=0, show_default=True, help="Tiles per codec call (0: 4 on CPU, 16 on GPU).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
 @click.option("--tile", type=click.Choice(["256", "512"]), default="512", show_default=True, help="TIFF tile size.")
 @click.option("--quality", type=click.IntRange(1, 100), default=90, show_default=True, help="JPEG quality.")

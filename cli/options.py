@@ -12,7 +12,8 @@ def out_option(help_text: str):
 overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output instead of refusing.")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed (split, tile sampling).")
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch generators accept
+seed_option = click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (split, tile sampling).")
 
 
 def tile_options(f):

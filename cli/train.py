@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import quiet_option
+from cli.options import SEED, quiet_option
 
 
 @click.command("train", epilog="""\b
@@ -25,7 +25,7 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 @click.option("--p-unc", type=click.FloatRange(0, 1), default=None, help="Share of unconditional (unlabelled, null-condition) draws.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Steps between checkpoints.")
 @click.option("--sample-every", type=click.IntRange(1), default=None, help="Steps between preview PNGs (model/previews/).")
-@click.option("--seed", type=int, default=None, help="Random seed (overrides the config).")
+@click.option("--seed", type=SEED, default=None, help="Random seed (overrides the config).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, … (bf16/fp16 autocast on GPU).")
 @click.option("--codec", default=None, help="Use this VAE instead of training one: a local diffusers folder, or a hub id (downloaded).")
 @click.option("--resume", is_flag=True, help="Continue from the stage's last checkpoint.")

@@ -247,6 +247,17 @@ def test_generate_numbers_and_devices_are_checked_where_they_enter(model, tmp_pa
     assert not any(tmp_path.iterdir())
 
 
+def test_seeds_are_what_the_generators_accept(model, tmp_path, runner):
+    from wsi_synth.errors import BadArgumentError
+    from wsi_synth.generate import GenerateConfig
+
+    with pytest.raises(BadArgumentError, match="--seed"):
+        GenerateConfig(width=96, height=96, seed=-5).validate()
+    result = _generate(runner, model, tmp_path / "s.tiff", "--seed", -5)
+    assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())
+
+
 def test_generate_without_subtype_says_it_is_required_and_lists_the_choices(model, tmp_path, runner):
     result = _invoke(runner, "generate", "--model", model, "--size", 96, "--out", tmp_path / "s.tiff", "-q")
     _refused(result, "--subtype is required", "adenocarcinoma")
@@ -373,6 +384,7 @@ def _tumour(coords, **props) -> dict:
     ("aperio-text", ["X"]),
     ("asap-no-y", ["Y"]),
     ("binary-csv", ["--subtypes"]),
+    ("bad-colour", ["color", "0–255"]),
 ])
 def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, runner, case, fragments):
     ann = tmp_path / "ann"
@@ -398,6 +410,11 @@ def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, r
         target.write_text('<ASAP_Annotations><Annotations><Annotation Name="a" PartOfGroup="tumour" Type="Polygon"><Coordinates>'
                           '<Coordinate Order="0" X="100"/><Coordinate Order="1" X="900" Y="100"/><Coordinate Order="2" X="900" Y="900"/>'
                           '</Coordinates></Annotation></Annotations></ASAP_Annotations>')
+    elif case == "bad-colour":
+        target = _geojson(ann / "a.geojson", [_tumour(square)])
+        classes = tmp_path / "classes.yaml"
+        classes.write_text("classes: [{name: tumour, color: [a, b, c]}]\n")
+        extra = ["--classes", classes]
     else:
         target = _geojson(ann / "a.geojson", [_tumour(square)])
         csv = tmp_path / "subtypes.csv"

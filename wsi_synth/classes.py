@@ -150,7 +150,10 @@ def _class_map_from_doc(doc: object, path: Path, unmapped: Unmapped) -> ClassMap
             raise BadArgumentError(f"class map {path}: classes[{i}] needs a name, got {entry!r}")
         names.append(name)
         if isinstance(entry, dict) and "color" in entry:
-            colors[name] = tuple(int(v) for v in entry["color"])  # type: ignore[assignment]
+            color = entry["color"]
+            if not (isinstance(color, (list, tuple)) and len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
+                raise BadArgumentError(f"class map {path}: classes[{i}] ({name}) color must be [r, g, b] with 0–255 integers, got {color!r}")
+            colors[name] = tuple(color)  # type: ignore[assignment]
     classes = scheme(names, colors)
     lower = {c.name.lower() for c in classes}
     aliases = {}

@@ -69,6 +69,8 @@ class GenerateConfig:
             raise BadArgumentError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
         if self.eta > 0 and self.solver != "ddim":
             raise BadArgumentError(f"--eta {self.eta} needs --solver ddim ({self.solver} is deterministic)")
+        if not 0 <= self.seed < 2**32:
+            raise BadArgumentError(f"--seed must be in 0–{2**32 - 1}, got {self.seed}")
         if self.decode_batch < 0:
             raise BadArgumentError(f"--decode-batch must be ≥ 0 (0 = sized to the device), got {self.decode_batch}")
         check_device(self.device)

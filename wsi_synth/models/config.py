@@ -59,6 +59,8 @@ class TrainConfig:
         for name in ("batch_size", "max_steps", "checkpoint_every", "sample_every", "num_train_timesteps"):
             if getattr(self, name) < 1:
                 raise BadArgumentError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**32:
+            raise BadArgumentError(f"seed must be in 0–{2**32 - 1}, got {self.seed}")
         if self.warmup_steps < 0 or not 0 <= self.ema_decay < 1 or not self.grad_clip > 0:
             raise BadArgumentError(f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got "
                                    f"{self.warmup_steps}, {self.ema_decay}, {self.grad_clip}")
