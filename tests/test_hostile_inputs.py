@@ -478,9 +478,22 @@ def test_import_refuses_broken_images_and_leaves_no_dataset(tmp_path, runner, ca
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("args, fragments", [(["--tile", "100000"], ["--tile 100000", "smaller"]), (["--mpp", "inf"], ["--mpp"])])
+@pytest.mark.parametrize("args, fragments", [
+    (["--tile", "100000"], ["--tile 100000", "smaller"]),
+    (["--mpp", "inf"], ["--mpp"]),
+    (["--tile", "64", "--region", "64", "--region-mask", "128"], ["--region", "--region-mask"]),
+    (["--tile", "64", "--masks", "IMAGES", "--legend", "LEGEND"], ["not values of --legend"]),
+    (["--tile", "64", "--masks", "BLANK", "--legend", "LEGEND"], ["nothing to import", "--min-annotated"]),
+])
 def test_import_refuses_settings_that_give_an_empty_or_meaningless_dataset(tmp_path, runner, args, fragments):
     folder = _one_tile_folder(tmp_path)
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: unknown\n1: tumour\n")
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for image in folder.iterdir():
+        Image.fromarray(np.zeros(Image.open(image).size[::-1], np.uint8)).save(blank / f"{image.stem}.png")
+    args = [{"IMAGES": folder, "LEGEND": legend, "BLANK": blank}.get(a, a) for a in args]
     _refused(_invoke(runner, "import", folder, "--out", tmp_path / "data", "-q", *args), *fragments)
     assert not (tmp_path / "data").exists()
 

@@ -65,6 +65,9 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
         raise BadArgumentError(f"--tile must be at least 16 and --scale positive, got {config.tile_size}, {config.scale}")
     if not (math.isfinite(config.mpp) and config.mpp > 0):
         raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {config.mpp}")
+    if not config.region_size >= config.region_mask_size >= 1:
+        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are "
+                               "downsampled regions")
     image_files = _list_images(Path(images))
     mask_files = _match_masks(image_files, Path(masks)) if masks else {}
     if masks and legend is None:
@@ -104,6 +107,9 @@ def _import_source(dataset, source_id: str, digest: str, image_files: list[Path]
         raise BadArgumentError(f"every image is smaller than --tile {config.tile_size} px (the largest is {largest[0]}×{largest[1]} px"
                                + (f" after --scale {config.scale:g}" if config.scale != 1 else "") + "): choose a smaller --tile")
     summary.inexact_mask_pixels = round(inexact / max(pixels, 1), 4)
+    if summary.inexact_mask_pixels > 0.5:
+        raise BadArgumentError(f"{100 * summary.inexact_mask_pixels:.0f}% of the mask pixels are not values of --legend ({', '.join(map(str, values))}): "
+                               "are --masks label masks for this legend (not the images, or colour overlays)?")
     if summary.inexact_mask_pixels > 0.01:
         log.warning("%.1f%% of mask pixels were not exactly a legend value (lossy masks?); each took the nearest value", 100 * summary.inexact_mask_pixels)
     units = {img.name: set(np.unique(labels).tolist()) - {0} if labels is not None else set() for img, _, _, labels in plan}
@@ -121,6 +127,9 @@ def _import_source(dataset, source_id: str, digest: str, image_files: list[Path]
                 window = labels[y : y + rs, x : x + rs]
                 if (window > 0).mean() >= config.min_annotated:
                     todo["regions"].append((img, x, y))
+    if not any(todo.values()):
+        raise BadArgumentError(f"no window of the {len(plan)} images has ≥ {config.min_annotated:g} of its pixels annotated (--min-annotated): "
+                               "nothing to import; check --masks and --legend, or lower --min-annotated")
     writer = SourceWriter(dataset, source_id, n_labelled=len(todo["labelled"]), n_unlabelled=len(todo["unlabelled"]), n_regions=len(todo["regions"]))
     labels_of = {img: labels for img, _, _, labels in plan}
     rows: list[dict] = []

@@ -175,6 +175,9 @@ def check_fits(slide: Slide, config: ExtractConfig) -> None:
     if config.tile_size > min(width, height):
         raise BadArgumentError(f"--tile {config.tile_size} px at {config.mpp:g} µm/px is larger than slide {slide.name} "
                                f"({width}×{height} px at that resolution): choose a smaller --tile or a finer --mpp")
+    if config.region_size > min(width, height):
+        log.warning("%s: --region %d px is larger than the slide (%d×%d px at %g µm/px): it gives no region masks for the mask model",
+                    slide.name, config.region_size, width, height, config.mpp)
 
 
 def _digest_or_skip(dataset: Dataset, slide: Slide, hasher) -> Future | None:
