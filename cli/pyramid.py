@@ -26,7 +26,7 @@ Writes s.tiff (JPEG pyramid), and with --labels also s.mask.tiff (LZW label pyra
 def command(image, out, mpp, labels, legend, tile, quality, overwrite, quiet):
     """Write IMAGE as a pyramidal TIFF that OpenSlide, QuPath, ASAP and Bio-Formats open."""
     from wsi_synth.io.atomic import check_not_inputs
-    from wsi_synth.io.outputs import OutputPaths, open_image_lazily, write_slide_outputs
+    from wsi_synth.io.outputs import OutputPaths, claim_outputs, open_image_lazily, write_slide_outputs
 
     check_not_inputs(OutputPaths.beside(out).all(), [image, labels, legend])
 
@@ -37,8 +37,9 @@ def command(image, out, mpp, labels, legend, tile, quality, overwrite, quiet):
     if pixels.dtype == "uint16":  # 16-bit scans: scaled to 8 bits, not clipped
         pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
     label_map = open_image_lazily(labels, labels=True) if labels else None
-    result = write_slide_outputs(pixels, label_map, out, mpp=mpp, classes=classes, tile=int(tile), quality=quality,
-                                 overwrite=overwrite, progress=not quiet)
+    with claim_outputs(out):  # one run per output set
+        result = write_slide_outputs(pixels, label_map, out, mpp=mpp, classes=classes, tile=int(tile), quality=quality,
+                                     overwrite=overwrite, progress=not quiet)
     click.echo(json.dumps(result, indent=2))
 
 

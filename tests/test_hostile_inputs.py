@@ -555,6 +555,16 @@ def test_pyramid_refuses_what_it_cannot_write_faithfully(tmp_path, runner, case,
     assert not any(out.parent.iterdir())
 
 
+def test_pyramid_on_an_output_another_run_holds_is_refused(tmp_path, runner):
+    from wsi_synth.io.outputs import claim_outputs
+
+    image = tmp_path / "in.tif"
+    tifffile.imwrite(image, np.full((300, 300, 3), 200, np.uint8))
+    with claim_outputs(tmp_path / "s.tiff"):
+        _refused(_invoke(runner, "pyramid", image, "--mpp", 0.5, "--out", tmp_path / "s.tiff", "-q"), "another run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.tif"]
+
+
 def test_info_of_a_dataset_with_a_broken_manifest(tmp_path, runner):
     folder = _one_tile_folder(tmp_path)
     data = tmp_path / "data"

@@ -12,21 +12,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsi_synth.io.atomic import atomic_output
+from wsi_synth.io.atomic import output_set
 
 
 def write_report(out: Path, report: dict, *, gallery: list, histogram: dict, overwrite: bool) -> None:
+    """Both files under temporary names, renamed into place together (never a new JSON beside an old page)."""
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "report.json", json.dumps(report, indent=2), overwrite=overwrite)
-    _write(out / "report.html", render_html(report, gallery, histogram), overwrite=overwrite)
-
-
-def _write(path: Path, text: str, *, overwrite: bool) -> None:
-    with atomic_output(path, overwrite=overwrite) as tmp:
-        with open(tmp, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+    texts = {out / "report.json": json.dumps(report, indent=2), out / "report.html": render_html(report, gallery, histogram)}
+    with output_set(list(texts), overwrite=overwrite) as temps:
+        for tmp, text in zip(temps, texts.values(), strict=True):
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
 
 
 def _png(tile: np.ndarray) -> str:
