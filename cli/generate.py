@@ -57,7 +57,9 @@ def command(model, size, height, subtype, mask_file, stretch, out, steps, solver
     from wsi_synth.generate import GenerateConfig, generate, make_plan
 
     if model is None:
-        model = _default_model()
+        from wsi_synth.models.bundle import default_model
+
+        model = str(default_model())
     config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, solver=solver, eta=eta,
                             omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
                             seed=seed, device=device,
@@ -70,18 +72,6 @@ def command(model, size, height, subtype, mask_file, stretch, out, steps, solver
     result = generate(model, out, config, overwrite=overwrite, resume=resume, progress=not quiet,
                       log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(json.dumps(result, indent=2))
-
-
-def _default_model() -> str:
-    """The demonstration model shipped inside the package (wsi_synth/default_model), if this install has it."""
-    from importlib.resources import files
-
-    from wsi_synth.errors import BadArgumentError
-
-    bundled = files("wsi_synth") / "default_model"
-    if not (bundled / "model.json").is_file():
-        raise BadArgumentError("this install has no bundled default model: pass --model MODEL (train one with `wsi-synth train`)")
-    return str(bundled)
 
 
 def _has_weights(model) -> bool:

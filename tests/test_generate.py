@@ -313,3 +313,17 @@ def test_masks_are_upsampled_smoothly_the_same_in_any_band_and_chunk():
     assert np.array_equal(bands, fine)
     coarse = smooth(small, 16.0, (128, 128), 2.0)  # the latent canvas: the same field sampled at its own centres
     assert (coarse != fine[::2, ::2]).mean() < 0.02
+
+
+def test_the_package_exposes_the_bundled_model_and_readers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, wsi_synth; assert 'torch' not in sys.modules; "
+            "assert wsi_synth.open_bundle(wsi_synth.default_model()).subtypes; "
+            "print('torch' in sys.modules, callable(wsi_synth.open_dataset), issubclass(wsi_synth.BadModelError, wsi_synth.WsiSynthError))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if "no bundled default model" in out.stderr:
+        pytest.skip("this checkout has no bundled default model")
+    assert out.returncode == 0, out.stderr[-500:]
+    assert out.stdout.split() == ["False", "True", "True"]

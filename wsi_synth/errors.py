@@ -23,6 +23,10 @@ class BadDatasetError(WsiSynthError):
     """A dataset directory is missing, incomplete, or incompatible with what the command needs."""
 
 
+class BadModelError(WsiSynthError):
+    """A model bundle is missing, incomplete, or does not match the data or arguments."""
+
+
 class OutputExistsError(BadArgumentError):
     """An output exists and `overwrite` was not given."""
 

@@ -19,17 +19,13 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsi_synth.errors import WsiSynthError
+from wsi_synth.errors import BadModelError
 from wsi_synth.jsonfile import read_versioned, write_atomic
 
 FORMAT = "wsi-synth-model"
 VERSION = 1
 STAGES = ("codec", "image", "mask")
 FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet"}
-
-
-class BadModelError(WsiSynthError):
-    """A model bundle is missing, incomplete, or does not match the data or arguments."""
 
 
 @dataclass
@@ -116,6 +112,19 @@ def _readable_like_other_files(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
             path.chmod(0o666 & ~umask)
+
+
+def default_model() -> Path:
+    """The demonstration bundle shipped inside the package (`wsi_synth/default_model`): what `generate` uses
+    without `--model`. Raises `BadArgumentError` when this install does not carry it."""
+    from importlib.resources import files
+
+    from wsi_synth.errors import BadArgumentError
+
+    bundled = files("wsi_synth") / "default_model"
+    if not (bundled / "model.json").is_file():
+        raise BadArgumentError("this install has no bundled default model: pass --model MODEL (train one with `wsi-synth train`)")
+    return Path(str(bundled))
 
 
 def _is_hub_id(source: str) -> bool:
