@@ -227,6 +227,19 @@ def test_a_run_that_cannot_fit_in_memory_or_on_disk_is_refused_before_it_starts(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.geojson", "s.json", "s.mask.tiff", "s.tiff"]
 
 
+def test_a_damaged_saved_state_is_refused_not_trusted(model, tmp_path, runner, monkeypatch):
+    import errno
+
+    out = tmp_path / "s.tiff"
+    _fail_in_decode(monkeypatch, OSError(errno.EIO, "input/output error"))
+    assert _generate(runner, model, out, "--save-every", 1).exit_code == 1
+    monkeypatch.undo()
+    saved = next((tmp_path / ".s.tiff.work" / "image").glob("state-*.npz"))
+    saved.write_bytes(saved.read_bytes()[:200])
+    _refused(_generate(runner, model, out, "--resume"), "saved state is damaged", "--overwrite")
+    assert _generate(runner, model, out, "--overwrite").exit_code == 0 and out.exists()
+
+
 def test_trained_weights_are_as_readable_as_every_other_file(model):
     modes = {p.name: p.stat().st_mode & 0o777 for p in model.rglob("*") if p.is_file()}
     assert len(set(modes.values())) == 1, modes

@@ -18,10 +18,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -138,7 +140,7 @@ def check_identity(saved: dict, identity: dict, work: Path) -> None:
     if changed:
         what = ", ".join(f"{k} {_short(old.get(k))} → {_short(identity.get(k))}" for k in changed[:6])
         raise BadArgumentError(f"cannot --resume from {work}: it was made with other settings ({what}); "
-                               "run with the original arguments, or without --resume to start again")
+                               "run with the original arguments, or with --overwrite instead of --resume to start again")
 
 
 def _short(value) -> str:
@@ -154,8 +156,21 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
         check_identity(saved, identity, work)
         for key, value in saved.get("stats", {}).items():
             setattr(stats, key, value)
-    elif work is not None:
+        try:
+            return _restore(saved, shape, config, solver, windows, work=work, out_of_core=out_of_core)  # type: ignore[arg-type]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise BadArgumentError(f"cannot --resume from {work}: its saved state is damaged ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); start again with --overwrite instead of --resume") from exc
+    if work is not None:
         _clear(work)
+    return _restore(None, shape, config, solver, windows, work=work, out_of_core=out_of_core)
+
+
+def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None,
+             out_of_core: bool) -> tuple[Buffers, Buffers, int]:
+    """The buffers of a saved state (`saved`), or of a fresh start (noise), in memory or in the work store."""
     saved_in_zarr = saved is not None and saved["storage"] == "zarr"
     if out_of_core:
         if work is None:
@@ -164,7 +179,7 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
         if saved_in_zarr:
             current = saved["current"]
             return sets[current], sets["b" if current == "a" else "a"], saved["step"]
-        state = _load_memory_state(work, saved) if saved else Buffers(None)
+        state = _load_memory_state(work, saved, shape) if saved else Buffers(None)
         for y0, y1, x0, x1 in windows:
             window = (slice(None), slice(y0, y1), slice(x0, x1))
             sets["a"].x[window] = state.x[window] if saved else block_noise(config.seed, -1, shape, (y0, y1, x0, x1))
@@ -175,7 +190,7 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
         held = _zarr_buffers(work, saved["current"], shape, solver, windows, create=False)
         current = Buffers(np.asarray(held.x[:]), None if held.x0 is None else np.asarray(held.x0[:]))
     elif saved:
-        current = _load_memory_state(work, saved)
+        current = _load_memory_state(work, saved, shape)
     else:
         current = Buffers(block_noise(config.seed, -1, shape), np.zeros(shape, np.float32) if solver.keeps_x0 else None)
     target = Buffers(np.empty_like(current.x), None if current.x0 is None else np.empty_like(current.x0))
@@ -203,9 +218,12 @@ def _inner_chunks(channels: int, window: tuple[int, int]) -> tuple[int, int, int
     return (channels, *(max(c for c in range(1, min(256, w) + 1) if w % c == 0) for w in window))
 
 
-def _load_memory_state(work: Path, saved: dict) -> Buffers:
+def _load_memory_state(work: Path, saved: dict, shape) -> Buffers:
     with np.load(work / saved["current"]) as data:
-        return Buffers(data["x"], data["x0"] if "x0" in data.files else None)
+        state = Buffers(data["x"], data["x0"] if "x0" in data.files else None)
+    if state.x.shape != tuple(shape):
+        raise ValueError(f"the saved canvas is {state.x.shape}, this run's is {tuple(shape)}")
+    return state
 
 
 def _save_state(work: Path, step: int, current: Buffers, identity: dict, stats: SampleStats, *, out_of_core: bool) -> None:
