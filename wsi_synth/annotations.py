@@ -212,7 +212,7 @@ def _point(element: ET.Element, x: str, y: str, path: Path) -> tuple[float, floa
             value = math.nan
         if not math.isfinite(value):
             attrs = " ".join(f'{k}="{v}"' for k, v in element.attrib.items())
-            raise BadAnnotationError(f"{path}: <{element.tag} {attrs}> needs a numeric {key} (got {raw!r})")
+            raise BadAnnotationError(f"{path}: <{element.tag} {attrs}> needs a finite number as {key} (got {raw!r})")
         values.append(value)
     return values[0], values[1]
 
