@@ -365,6 +365,20 @@ def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_training_out_of_memory_suggests_a_smaller_batch(tmp_path, runner, monkeypatch):
+    import torch
+
+    data = _eight_tiles(tmp_path)
+
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 52428800000 bytes")
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", exhausted)
+    result = _invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--batch-size", 8, "--max-steps", 2, "-q")
+    _refused(result, "out of memory at batch size 8", "--batch-size 2")
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_bad_training_config_is_one_line(tmp_path, runner):
     data = _eight_tiles(tmp_path)
     bad = tmp_path / "bad.yaml"

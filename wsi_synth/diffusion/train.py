@@ -461,6 +461,10 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
         raise
     except torch.OutOfMemoryError as exc:
         raise BadArgumentError(f"out of GPU memory at batch size {config.batch_size}: try --batch-size {max(1, config.batch_size // 2)}") from exc
+    except RuntimeError as exc:  # PyTorch's CPU allocator raises a plain RuntimeError
+        if "can't allocate memory" not in str(exc) and "out of memory" not in str(exc).lower():
+            raise
+        raise BadArgumentError(f"out of memory at batch size {config.batch_size}: try --batch-size {max(1, config.batch_size // 4)}") from exc
     if rank != 0:
         torch.distributed.barrier()  # rank 0 writes the bundle
         return {"stage": spec.name, "rank": rank}
