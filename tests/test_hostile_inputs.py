@@ -328,6 +328,16 @@ def test_a_mask_of_the_same_aspect_is_resampled_and_stretch_is_explicit(model, t
     assert labels.shape == (96, 96) and (labels[:40] == 1).mean() > 0.9 and (labels[56:] == 1).mean() < 0.1
 
 
+@pytest.mark.parametrize("key, value", [("latent", "eight"), ("stages", ["codec"]), ("classes", [{"name": "x"}]), ("tile_size", -64)])
+def test_a_damaged_model_json_is_one_line(model, tmp_path, runner, key, value):
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    meta = json.loads((broken / "model.json").read_text())
+    (broken / "model.json").write_text(json.dumps({**meta, key: value}))
+    _refused(_generate(runner, broken, tmp_path / "s.tiff"), "model.json", repr(key))
+    _refused(_invoke(runner, "info", broken), "model.json", repr(key))
+
+
 def test_a_model_folder_missing_a_network_names_the_folder(model, tmp_path, runner):
     broken = tmp_path / "model"
     shutil.copytree(model, broken)

@@ -14,6 +14,7 @@ a stage it does not hold.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -142,4 +143,28 @@ def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
         raise BadModelError(f"{root} is not a wsi-synth model bundle (no model.json)")
     meta = read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadModelError)
     meta.setdefault("stages", {})
+    _check_meta(meta, meta_path)
     return Bundle(root, meta)
+
+
+def _check_meta(meta: dict, path: Path) -> None:
+    """The shape of every key a reader indexes, checked once where the file is read (keys may be absent while a
+    bundle is being trained): a hand-edited or damaged model.json is a one-line error, not a TypeError later."""
+    def positive_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    checks = {
+        "stages": lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
+        "latent": lambda v: isinstance(v, dict) and positive_int(v.get("factor")) and positive_int(v.get("channels"))
+        and isinstance(v.get("scale"), (int, float)) and not isinstance(v.get("scale"), bool),
+        "schedule": lambda v: isinstance(v, dict) and positive_int(v.get("num_train_timesteps")) and isinstance(v.get("beta_schedule"), str),
+        "classes": lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, dict) and isinstance(c.get("id"), int)
+                                                                      and isinstance(c.get("name"), str) for c in v),
+        "subtypes": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+        "tile_size": positive_int, "region_size": positive_int, "region_mask_size": positive_int,
+        "mpp": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+    }
+    for key, ok in checks.items():
+        if key in meta and not ok(meta[key]):
+            raise BadModelError(f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was edited by hand; "
+                                "copy the bundle again")
