@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import dataset_defaults, out_option, overwrite_option, quiet_option, seed_option, tile_options
+from cli.options import dataset_options, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
 @click.command("extract", epilog="""\b
@@ -37,9 +37,7 @@ def command(ctx, slides, annotations, out, tile_size, mpp, classes, unmapped, re
     """
     from wsi_synth.extract.pipeline import ExtractConfig, extract
 
-    defaults = dataset_defaults(ctx, out, overwrite)
-    tile_size, mpp, region_size, region_mask_size, classes = (defaults.get(k, v) for k, v in (
-        ("tile_size", tile_size), ("mpp", mpp), ("region_size", region_size), ("region_mask_size", region_mask_size), ("classes", classes)))
+    tile_size, mpp, region_size, region_mask_size, classes = dataset_options(ctx, out, overwrite)
 
     config = ExtractConfig(tile_size=tile_size, mpp=mpp, min_annotated=min_annotated, min_tissue=min_tissue,
                            unlabelled_per_slide=unlabelled_per_slide, region_size=region_size, region_mask_size=region_mask_size,

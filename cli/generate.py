@@ -76,9 +76,16 @@ def command(model, size, height, subtype, mask_file, stretch, out, steps, solver
 
 def _has_weights(model) -> bool:
     """A projection needs the networks; a bundle folder holding only model.json still gets the plan."""
-    from pathlib import Path
+    from wsi_synth.errors import BadModelError
+    from wsi_synth.models.bundle import open_bundle
 
-    return all((Path(model) / folder / "config.json").is_file() for folder in ("image_unet", "mask_unet"))
+    bundle = open_bundle(model)
+    try:
+        for stage in ("image", "mask"):
+            bundle.check_files(stage)
+    except BadModelError:
+        return False
+    return True
 
 
 def _plan_text(plan: dict) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import dataset_defaults, out_option, overwrite_option, quiet_option, seed_option, tile_options
+from cli.options import dataset_options, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
 @click.command("import", epilog="""\b
@@ -34,9 +34,7 @@ def command(ctx, images, out, masks, legend, subtype, scale, stretch, tile_size,
     """
     from wsi_synth.data.importer import ImportConfig, import_tiles
 
-    defaults = dataset_defaults(ctx, out, overwrite)
-    tile_size, mpp, region_size, region_mask_size, classes = (defaults.get(k, v) for k, v in (
-        ("tile_size", tile_size), ("mpp", mpp), ("region_size", region_size), ("region_mask_size", region_mask_size), ("classes", classes)))
+    tile_size, mpp, region_size, region_mask_size, classes = dataset_options(ctx, out, overwrite)
 
     config = ImportConfig(tile_size=tile_size, mpp=mpp, scale=scale, subtype=subtype, classes=classes, unmapped=unmapped,
                           min_annotated=min_annotated, region_size=region_size, region_mask_size=region_mask_size,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import logging
 import sys
 
@@ -10,6 +9,7 @@ import click
 
 from wsi_synth import __version__
 from wsi_synth.errors import WsiSynthError
+from wsi_synth.io.atomic import is_disk_full
 
 EXIT_BAD_INPUT = 2
 
@@ -28,7 +28,7 @@ class _Group(click.Group):
         except OSError as exc:
             if debug:
                 raise
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the user's to fix, like bad input; nothing partial is kept
+            if is_disk_full(exc):  # the user's to fix, like bad input; nothing partial is kept
                 _fail(f"disk full{f' writing {exc.filename}' if exc.filename else ''}: free some space or choose another --out", EXIT_BAD_INPUT)
             _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
         except KeyboardInterrupt:

@@ -10,22 +10,14 @@ from shapely.geometry import shape
 
 from cli.main import cli
 from tests.conftest import shared
-from tests.test_train import _eight_tiles
-from wsi_synth.diffusion import train as training
+from tests.test_train import tiny_bundle
 from wsi_synth.io.geojson import geojson_to_mask
-from wsi_synth.models.config import load_config
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """A tiny bundle trained for a few steps on 8 real tiles: enough to exercise every stage of generate."""
-    tmp = tmp_path_factory.mktemp("gen")
-    data = _eight_tiles(tmp)
-    model = tmp / "model"
-    config = load_config("tiny", max_steps=10, batch_size=4, checkpoint_every=10, sample_every=10)
-    for stage in ("codec", "image", "mask"):
-        training.train(stage, data, model, config, progress=False)
-    return model
+    return tiny_bundle(tmp_path_factory.mktemp("gen"), steps=10, batch_size=4)[1]
 
 
 def _run(runner, model, out, *extra):
@@ -298,14 +290,15 @@ def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, 
 
 
 def test_masks_are_upsampled_smoothly_the_same_in_any_band_and_chunk():
-    from wsi_synth.generate.masks import nearest, smooth
+    from wsi_synth.generate.masks import smooth
 
     # a disk and a diagonal drawn on a 16² map, seen at 16× (the mask canvas → output step of a real run)
     yy, xx = np.mgrid[0:256, 0:256] + 0.5
     truth = np.where((yy - 128) ** 2 + (xx - 120) ** 2 < 70**2, 1, np.where(xx > yy + 40, 2, 0)).astype(np.uint8)
     small = truth[8::16, 8::16]
     fine = smooth(small, 16.0, (256, 256), 1.0)
-    blocky = nearest(small, 16.0, (256, 256), 1.0)
+    centres = ((np.arange(256) + 0.5) / 16).astype(int)
+    blocky = small[centres][:, centres]  # nearest neighbour: what v0.1 did
     assert (fine != truth).mean() < 0.75 * (blocky != truth).mean()  # contours, not 16 px blocks
     assert set(np.unique(fine)) == {0, 1, 2}
     assert np.array_equal(smooth(small, 1.0, small.shape, 1.0), small)  # same resolution: unchanged

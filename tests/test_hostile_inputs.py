@@ -14,9 +14,8 @@ from PIL import Image
 
 from cli.main import cli
 from tests.conftest import shared
-from tests.test_train import _eight_tiles
+from tests.test_train import _eight_tiles, tiny_bundle
 from wsi_synth.diffusion import train as training
-from wsi_synth.models.config import load_config
 
 
 def _invoke(runner, *args):
@@ -38,13 +37,7 @@ def _refused(result, *fragments: str) -> str:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hostile")
-    data = _eight_tiles(tmp)
-    out = tmp / "model"
-    config = load_config("tiny", max_steps=2, batch_size=2, checkpoint_every=2, sample_every=2)
-    for stage in ("codec", "image", "mask"):
-        training.train(stage, data, out, config, progress=False)
-    return out
+    return tiny_bundle(tmp_path_factory.mktemp("hostile"), steps=2, batch_size=2)[1]
 
 
 @pytest.fixture

@@ -87,16 +87,27 @@ def test_same_seed_same_canvas_for_any_window_and_batch_size():
         assert not np.array_equal(runs[0], other)
 
 
-def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
-    calls = []
+def _class_id_denoiser(calls: list):
+    """ε = the class id of each crop's condition, everywhere; records the conditions of every call."""
 
     def constant(z, t, labels, masks):
         calls.append(labels.tolist())
         return labels.float().view(-1, 1, 1, 1).expand_as(z).clone()
 
+    return constant
+
+
+def _three_class_map() -> np.ndarray:
+    """32² with 16² crops: top-left crop {0, 1}, the right ones {2}, bottom-left {0}."""
     labels = np.zeros((32, 32), np.uint8)
     labels[:, 16:] = 2
     labels[:8, :8] = 1
+    return labels
+
+
+def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
+    constant = _class_id_denoiser([])
+    labels = _three_class_map()
     stats = SampleStats()
     config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=3.0)
     from wsi_synth.sampling import sampler as sampler_module
@@ -122,19 +133,13 @@ def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
 
 
 def test_without_guidance_no_null_pass_is_made():
-    calls = []
-
-    def constant(z, t, labels, masks):
-        calls.extend(labels.tolist())
-        return labels.float().view(-1, 1, 1, 1).expand_as(z).clone()
-
-    labels = np.zeros((32, 32), np.uint8)
-    labels[:, 16:] = 2
-    labels[:8, :8] = 1
+    calls: list = []
     stats = SampleStats()
-    sample(constant, (1, 32, 32), ABAR, SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=0.0), labels=labels, stats=stats)
+    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=0.0)
+    sample(_class_id_denoiser(calls), (1, 32, 32), ABAR, config, labels=_three_class_map(), stats=stats)
+    conditions = sorted(c for call in calls for c in call)
     # ω = 0: one pass per class present (the unknown class is the null condition itself): {0, 1}, {2}, {2}, {0}
-    assert stats.evaluations == 2 + 1 + 1 + 1 and sorted(calls) == [0, 0, 1, 2, 2]
+    assert stats.evaluations == 2 + 1 + 1 + 1 and conditions == [0, 0, 1, 2, 2]
 
 
 def test_bad_sampler_arguments():

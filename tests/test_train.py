@@ -33,13 +33,17 @@ def _eight_tiles(tmp_path):
     return data
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("train")
+def tiny_bundle(tmp, *, steps: int, batch_size: int, stages=("codec", "image", "mask")):
+    """`stages` of the tiny preset trained `steps` steps each on `_eight_tiles`: (data, model folder, results)."""
     data = _eight_tiles(tmp)
     model = tmp / "model"
-    config = load_config("tiny", max_steps=60, batch_size=8, checkpoint_every=60, sample_every=60)
-    codec = training.train("codec", data, model, config, progress=False)
+    config = load_config("tiny", max_steps=steps, batch_size=batch_size, checkpoint_every=steps, sample_every=steps)
+    return data, model, [training.train(stage, data, model, config, progress=False) for stage in stages]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data, model, (codec,) = tiny_bundle(tmp_path_factory.mktemp("train"), steps=60, batch_size=8, stages=("codec",))
     return data, model, codec
 
 

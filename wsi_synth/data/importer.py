@@ -93,13 +93,14 @@ def _import_source(dataset, source_id: str, digest: str, image_files: list[Path]
     # Pass 1: masks only (cheap) decide which windows are labelled, so arrays get their final sizes.
     plan, inexact, pixels = [], 0, 0
     for img in image_files:
-        size = _scaled_size(img, config.scale)
+        own = image_size(img)
+        size = _scaled(own, config.scale)
         windows = _windows(size, config.tile_size)
         if not windows:
             summary.too_small += 1
         labels = None
         if img in mask_files:
-            labels, bad = _mask_classes(mask_files[img], img, size, values, lut, stretch=config.stretch)
+            labels, bad = _mask_classes(mask_files[img], img, own, size, values, lut, stretch=config.stretch)
             inexact, pixels = inexact + bad, pixels + labels.size
         plan.append((img, size, windows, labels))
     if summary.too_small == len(plan):
@@ -208,11 +209,11 @@ def _legend_lut(values: np.ndarray, names: list[str], class_map: ClassMap) -> np
     return np.array(ids, np.uint8)
 
 
-def _mask_classes(path: Path, image: Path, size: tuple[int, int], values: np.ndarray, lut: np.ndarray, *,
+def _mask_classes(path: Path, image: Path, own: tuple[int, int], size: tuple[int, int], values: np.ndarray, lut: np.ndarray, *,
                   stretch: bool) -> tuple[np.ndarray, int]:
-    """Class ids of a mask at the (scaled) image size; a mask of another size than its image is refused unless `stretch`."""
+    """Class ids of a mask at the (scaled) image `size`; a mask of another size than its image (`own`) is refused
+    unless `stretch`."""
     raw = read_mask_values(path)
-    own = image_size(image)
     if raw.shape[::-1] != own and not stretch:
         raise BadArgumentError(f"mask {path.name} is {raw.shape[1]}×{raw.shape[0]} px but its image {image.name} is {own[0]}×{own[1]} px: "
                                f"masks must match their images (pass --stretch to resize them to fit)")
@@ -224,9 +225,8 @@ def _mask_classes(path: Path, image: Path, size: tuple[int, int], values: np.nda
     return labels, inexact
 
 
-def _scaled_size(path: Path, scale: float) -> tuple[int, int]:
-    width, height = image_size(path)
-    return (max(1, round(width * scale)), max(1, round(height * scale)))
+def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
 
 
 def _windows(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:

@@ -151,16 +151,14 @@ def open_dataset(root: str | Path) -> Dataset:
 OWN_ENTRIES = ("dataset.json", "manifest.csv", "sources")
 
 
-def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None,
-                   inputs: Iterable[str | Path | None] = ()) -> Dataset:
+def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None) -> Dataset:
     """Open `root` to add sources to it, creating it if needed.
 
     An existing dataset is reopened (re-running a command resumes it) when its spec matches. `overwrite`
     discards an existing dataset's own files (`OWN_ENTRIES`), never anything else; a non-empty folder that
-    is not a dataset is refused either way. `root` may not be, hold or lie inside one of `inputs`.
+    is not a dataset is refused either way.
     """
     root = Path(root)
-    check_apart(root, inputs)
     if root.exists() and not root.is_dir():
         raise OutputExistsError(f"--out {root} is a file, not a dataset folder: choose another --out")
     if root.exists() and not (root / "dataset.json").is_file():
@@ -188,12 +186,13 @@ def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fal
 def writing_dataset(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None,
                     inputs: Iterable[str | Path | None] = ()) -> Iterator[Dataset]:
     """`create_or_open` for one run: claimed against concurrent runs, and a dataset this run created is removed
-    again if the run fails before its first source is complete (no empty skeleton is left behind)."""
+    again if the run fails before its first source is complete (no empty skeleton is left behind). `root` may
+    not be, hold or lie inside one of `inputs`."""
     from wsi_synth.io.atomic import claim
 
     check_apart(root, inputs)
     with claim(Path(root), "the dataset", create_folder=True):
-        dataset = create_or_open(root, spec, overwrite=overwrite, settings=settings, inputs=inputs)
+        dataset = create_or_open(root, spec, overwrite=overwrite, settings=settings)
         try:
             yield dataset
         except BaseException:

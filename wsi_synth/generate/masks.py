@@ -93,11 +93,6 @@ def _centres(start: int, stop: int, dst_px: float, src_px: float, limit: int) ->
     return np.minimum(((np.arange(start, stop) + 0.5) * dst_px / src_px).astype(int), limit - 1)
 
 
-def nearest(labels: np.ndarray, src_px: float, shape: tuple[int, int], dst_px: float) -> np.ndarray:
-    """Resample a class map whose pixels are `src_px` output px wide to `shape` pixels of `dst_px` (centres)."""
-    return labels[_centres(0, shape[0], dst_px, src_px, labels.shape[0])][:, _centres(0, shape[1], dst_px, src_px, labels.shape[1])]
-
-
 def smooth(labels: np.ndarray, src_px: float, shape: tuple[int, int], dst_px: float, *, rows: tuple[int, int] | None = None,
            chunk: int = 8192) -> np.ndarray:
     """Rows `rows` (default all) of a class map whose pixels are `src_px` output px wide, resampled to `shape`

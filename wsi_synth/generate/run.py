@@ -9,7 +9,6 @@ matches (otherwise a one-line error names what changed) and produces the same ou
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sa
 from wsi_synth.generate.decode import DecodedImage, default_decode_batch
 from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, smooth
 from wsi_synth.generate.plan import plan_run
+from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
 from wsi_synth.models.denoiser import BundleDenoiser
@@ -129,7 +129,7 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
 def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_core: bool) -> None:
     """Refuse at the start a run that cannot finish: canvases larger than the memory available, or a work store
     and outputs larger than the free disk. Each message gives the estimate and the way out."""
-    from wsi_synth.io.atomic import human_size
+    from wsi_synth.io.atomic import check_folder, human_size
 
     need_memory = 0 if out_of_core else plan["memory_bytes"]
     available = available_memory()
@@ -139,7 +139,7 @@ def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_cor
     from wsi_synth.io.pyramid import slide_output_bytes
 
     need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(config.width, config.height)
-    folder = out.parent if str(out.parent) else Path(".")
+    folder = check_folder(out)
     free = shutil.disk_usage(folder).free
     if need_disk > free:
         raise BadArgumentError(f"this run needs about {human_size(need_disk)} of disk in {folder} (work store and outputs) and "
@@ -162,19 +162,15 @@ def available_memory() -> int | None:
 
 def _keep_or_remove_work(work: Path, exc: BaseException, log) -> None:
     """After a failed run: keep a work folder that holds a saved state (unless the disk is full), else remove it."""
-    saved = any(work.glob("*/state.json"))
-    if saved and not _disk_full(exc):
+    if _has_saved_state(work) and not is_disk_full(exc):
         log(f"the work folder {work} holds the state saved so far: fix the cause and re-run with --resume to continue")
     else:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _disk_full(exc: BaseException | None) -> bool:
-    while exc is not None:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
+def _has_saved_state(work: Path) -> bool:
+    """Whether a stage of the run saved a state to resume from (each stage's `state.json` pointer)."""
+    return any(work.glob("*/state.json"))
 
 
 def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
@@ -212,7 +208,7 @@ def _prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool) 
         if isinstance(before, dict):
             check_identity({"identity": before}, identity, work)
             return True
-    if not resume and not overwrite and any(work.glob("*/state.json")):
+    if not resume and not overwrite and _has_saved_state(work):
         raise OutputExistsError(f"an interrupted run left its state in {work}: pass --resume to continue it, or --overwrite to start again")
     if work.exists():
         shutil.rmtree(work)

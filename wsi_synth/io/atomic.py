@@ -130,12 +130,21 @@ def atomic_output(path: str | Path, *, overwrite: bool = False, need_bytes: int 
         os.replace(tmp, path)
     except OSError as exc:
         _remove(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if is_disk_full(exc):
             raise OutputWriteError(f"disk full while writing {path}; the partial file was removed") from exc
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         _remove(tmp)
         raise
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether `exc`, or an error it was raised from, is the disk (or quota) running out."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _remove(path: Path) -> None:

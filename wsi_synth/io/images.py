@@ -110,9 +110,22 @@ def _read_tiff_level0(path: Path, what: str) -> np.ndarray:
     if not path.is_file():
         raise BadArgumentError(f"{what} {path}: file not found")
     try:
-        return tifffile.imread(path, level=0)
+        with tifffile.TiffFile(path) as tf:
+            check_tiff_complete(tf, path, what)
+            return tf.series[0].levels[0].asarray() if tf.series else tf.pages[0].asarray()
     except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as exc:
         raise BadArgumentError(f"{what} {path}: not a readable TIFF, or truncated ({_first_line(exc)})") from exc
+
+
+def check_tiff_complete(tf, path: Path, what: str) -> None:
+    """Refuse a TIFF whose level-0 tiles or strips run past the end of the file (truncated): readers would
+    return them as blank."""
+    size = path.stat().st_size
+    page = tf.series[0].levels[0].keyframe if tf.series else tf.pages[0]
+    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
+    if len(ends) < len(page.dataoffsets) or (ends and max(ends) > size):
+        raise BadArgumentError(f"{what} {path}: the file is truncated ({size:,} bytes; its level 0 needs {max(ends, default=0):,} and "
+                               f"{len(page.dataoffsets) - len(ends)} of its tiles are missing)")
 
 
 def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:

@@ -85,7 +85,7 @@ def open_image_lazily(path: str | Path, *, labels: bool = False):
     run past the end of the file (truncated) is refused, never read as blank."""
     import dask.array as da
 
-    from wsi_synth.io.images import read_labels, read_rgb
+    from wsi_synth.io.images import check_tiff_complete, read_labels, read_rgb
 
     path = Path(path)
     what = "--labels" if labels else "image"
@@ -95,19 +95,10 @@ def open_image_lazily(path: str | Path, *, labels: bool = False):
 
         try:
             with tifffile.TiffFile(path) as tf:
-                _check_complete(tf, path, what)
+                check_tiff_complete(tf, path, what)
             store = tifffile.imread(path, aszarr=True, level=0)
         except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as exc:
             raise BadArgumentError(f"{what} {path}: not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
         return da.from_zarr(zarr.open(store, mode="r"))
     array = read_labels(path, what=what) if labels else read_rgb(path, what=what)
     return da.from_array(array, chunks=(2048, 2048) + array.shape[2:])
-
-
-def _check_complete(tf, path: Path, what: str) -> None:
-    size = path.stat().st_size
-    page = tf.series[0].levels[0].keyframe if tf.series else tf.pages[0]
-    ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
-    if len(ends) < len(page.dataoffsets) or (ends and max(ends) > size):
-        raise BadArgumentError(f"{what} {path}: the file is truncated ({size:,} bytes; its level 0 needs {max(ends, default=0):,} and "
-                               f"{len(page.dataoffsets) - len(ends)} of its tiles are missing)")

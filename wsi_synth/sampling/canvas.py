@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -34,6 +33,7 @@ import torch
 
 from wsi_synth.diffusion.solvers import Solver, make_solver
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_window, windows_for
 
@@ -159,7 +159,7 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
         try:
             return _restore(saved, shape, config, solver, windows, work=work, out_of_core=out_of_core)  # type: ignore[arg-type]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if is_disk_full(exc):
                 raise
             raise BadArgumentError(f"cannot --resume from {work}: its saved state is damaged ({type(exc).__name__}: "
                                    f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); start again with --overwrite instead of --resume") from exc
