@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import SEED, overwrite_option, quiet_option
+from cli.options import SEED, output_format_options, overwrite_option, quiet_option
 
 
 @click.command("generate", epilog="""\b
@@ -16,7 +16,10 @@ Examples:
   wsi-synth generate --model model/ --size 8192 --height 6000 --mask regions.geojson --out s.tiff
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --device cuda
   wsi-synth generate --model model/ --size 4096 --subtype squamous --solver ddim --steps 50 --out s.tiff
-Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record).
+  wsi-synth generate --model model/ --size 16384 --subtype squamous --out s.ome.zarr --annotations geojson,asap
+Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record);
+--format ome-tiff writes s.ome.tiff and s.mask.ome.tiff, --format ome-zarr one s.ome.zarr folder with the
+labels inside; --annotations asap adds s.xml (ASAP).
 An interrupted run continues with --resume (same output as an uninterrupted one); a second run on the
 same --out is refused while the first runs.""")
 @click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None,
@@ -26,7 +29,7 @@ same --out is refused while the first runs.""")
 @click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
 @click.option("--mask", "mask_file", type=click.Path(dir_okay=False), default=None, help="Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.")
 @click.option("--stretch", is_flag=True, help="Resize a --mask image of another aspect ratio to fit (else refused).")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False, writable=True), help="Output pyramidal TIFF.")
+@click.option("--out", "-o", required=True, type=click.Path(writable=True), help="Output: s.tiff, s.ome.tiff or s.ome.zarr.")
 @click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="Solver steps per stage.")
 @click.option("--solver", type=click.Choice(["dpm-solver++", "ddim"]), default="dpm-solver++", show_default=True,
               help="DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.")
@@ -49,12 +52,14 @@ same --out is refused while the first runs.""")
               help="GB of canvases to hold in memory; beyond it they live in a zarr work store beside the output.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="N > 1: start a local dask cluster of N worker processes.")
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).")
+@output_format_options
 @overwrite_option
 @quiet_option
 def command(model, size, height, subtype, mask_file, stretch, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
-            device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, overwrite, quiet):
+            device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, fmt, annotations, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
     from wsi_synth.generate import GenerateConfig, generate, make_plan
+    from wsi_synth.io.outputs import annotation_formats
 
     if model is None:
         from wsi_synth.models.bundle import default_model
@@ -64,7 +69,7 @@ def command(model, size, height, subtype, mask_file, stretch, out, steps, solver
                             omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
                             seed=seed, device=device,
                             mask=mask_file, stretch=stretch, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
-                            workers=workers, scheduler=scheduler)
+                            workers=workers, scheduler=scheduler, format=fmt, annotations=annotation_formats(annotations))
     if dry_run:
         plan = make_plan(model, config, project=_has_weights(model))
         click.echo(json.dumps(plan, indent=2) if as_json else _plan_text(plan))

@@ -48,3 +48,15 @@ def dataset_options(ctx: click.Context, out: str, overwrite: bool) -> tuple:
     settings = None if overwrite else existing_settings(out)
     defaulted = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
     return tuple(settings[k] if settings and ctx.get_parameter_source(k) in defaulted else ctx.params[k] for k in DATASET_OPTIONS)
+
+
+def output_format_options(f):
+    """`--format` and `--annotations`: what `generate` and `pyramid` write beside the image."""
+    from wsi_synth.io.outputs import FORMATS
+
+    f = click.option("--annotations", default="geojson", show_default=True,
+                     help="Annotation files beside the image: geojson (QuPath), asap (ASAP XML), or both: geojson,asap.")(f)
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                        help="tiff: Aperio-style (OpenSlide, QuPath, ASAP); ome-tiff: OME-XML, levels in SubIFDs (Bio-Formats, OMERO); "
+                             "ome-zarr: NGFF v0.4 folder with labels (napari, vizarr, QuPath). Default: from the --out name "
+                             "(.ome.zarr, .ome.tiff), else tiff.")(f)

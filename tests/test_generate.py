@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import openslide
 import pytest
+import shapely
 import tifffile
 from shapely.geometry import shape
 
@@ -40,7 +41,7 @@ def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
     record = json.loads((tmp_path / "s.json").read_text())
     classes = record["classes"]
     mask = tifffile.imread(tmp_path / "s.mask.tiff")
-    assert np.array_equal(geojson_to_mask(doc, mask.shape, downsample=record["outputs"]["geojson_downsample"], classes=classes), mask)
+    assert np.array_equal(geojson_to_mask(doc, mask.shape, downsample=record["outputs"]["annotations_downsample"], classes=classes), mask)
     assert record["evaluations"]["image"]["steps"] == 3 and record["evaluations"]["mask"]["crops"] > 0
     assert record["decode"]["relative_to_one_plain_decode"] <= 1.5  # small canvas: the clamped last tiles overlap more
     assert not (tmp_path / ".s.tiff.work").exists()
@@ -320,3 +321,33 @@ def test_the_package_exposes_the_bundled_model_and_readers_without_importing_tor
         pytest.skip("this checkout has no bundled default model")
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.split() == ["False", "True", "True"]
+
+
+def test_ome_zarr_and_asap_outputs_hold_the_same_slide_as_the_tiff(bundle, tmp_path, runner):
+    from ome_zarr.format import FormatV04
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+    from PIL import Image
+
+    from wsi_synth.annotations import load_annotations
+
+    regions = np.zeros((200, 300), np.uint8)
+    regions[20:180, 30:200], regions[60:120, 80:140], regions[100:190, 220:290] = 1, 0, 2  # a tumour region with a hole, stroma
+    Image.fromarray(regions).save(tmp_path / "regions.png")
+    assert _run(runner, bundle, tmp_path / "a.tiff", "--mask", str(tmp_path / "regions.png")).exit_code == 0
+    result = _run(runner, bundle, tmp_path / "b.ome.zarr", "--annotations", "geojson,asap", "--mask", str(tmp_path / "regions.png"))
+    assert result.exit_code == 0, result.output
+    nodes = list(Reader(parse_url(str(tmp_path / "b.ome.zarr"), fmt=FormatV04()))())
+    zarr_image = np.moveaxis(np.asarray(nodes[0].data[0]), 0, 2).astype(float)
+    tiff_image = tifffile.imread(tmp_path / "a.tiff").astype(float)
+    assert zarr_image.shape == tiff_image.shape == (200, 300, 3)
+    assert 10 * np.log10(255**2 / np.mean((zarr_image - tiff_image) ** 2)) > 30  # the same pixels, up to the TIFF's JPEG
+    labels = [n for n in nodes if "properties" in n.metadata]
+    assert np.array_equal(np.asarray(labels[0].data[0]), tifffile.imread(tmp_path / "a.mask.tiff"))
+    record = json.loads((tmp_path / "b.json").read_text())
+    assert record["outputs"]["format"] == "ome-zarr" and record["config"]["annotations"] == ["geojson", "asap"]
+    names = {c["id"]: c["name"] for c in record["classes"]}
+    asap = load_annotations(tmp_path / "b.xml").annotations
+    assert {a.name for a in asap} == {names[1], names[2]}
+    tumour = shapely.union_all([a.geometry for a in asap if a.name == names[1]])
+    assert tumour.area == pytest.approx(170 * 160 - 60 * 60, rel=0.05)  # the hole stays a hole

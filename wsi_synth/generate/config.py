@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from wsi_synth.devices import check_device
 from wsi_synth.diffusion.solvers import SOLVERS
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.io.outputs import FORMATS, annotation_formats
 from wsi_synth.models.bundle import Bundle
 from wsi_synth.sampling.planners import PlannerConfig
 from wsi_synth.sampling.sampler import SamplerConfig
@@ -50,6 +51,8 @@ class GenerateConfig:
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
+    format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
+    annotations: tuple[str, ...] = ("geojson",)  # geojson (QuPath), asap (ASAP XML)
 
     def validate(self) -> None:
         if self.width < 1 or self.height < 1:
@@ -73,6 +76,9 @@ class GenerateConfig:
             raise BadArgumentError(f"--seed must be in 0–{2**32 - 1}, got {self.seed}")
         if self.decode_batch < 0:
             raise BadArgumentError(f"--decode-batch must be ≥ 0 (0 = sized to the device), got {self.decode_batch}")
+        if self.format is not None and self.format not in FORMATS:
+            raise BadArgumentError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        annotation_formats(self.annotations)
         check_device(self.device)
 
 

@@ -34,12 +34,14 @@ from wsi_synth.sampling.canvas import check_identity, sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
 
 #: Settings that do not change the result, left out of the fingerprint: how the work is run, not what it makes.
-NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler")
+NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler", "format",
+                      "annotations")
 
 
 def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, overwrite: bool = False, resume: bool = False,
              progress: bool = True, log=print) -> dict:
-    """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out`.
+    """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out` (or the
+    set of `config.format` and `config.annotations`, see `io.outputs`).
 
     The output set is claimed for the run (a second run on the same `out` fails at once) and renamed into place
     together at the end. Everything that can be checked is checked before the work folder is made; when a run
@@ -54,9 +56,10 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     for stage in ("codec", "image") + (("mask",) if config.mask is None else ()):
         bundle.check_files(stage)
     g = geometry(bundle, config)
-    check_not_inputs(OutputPaths.beside(out).all(), [config.mask])
+    paths = OutputPaths.beside(out, config.format, config.annotations)
+    check_not_inputs(paths.all(), [config.mask])
     with claim_outputs(out):
-        for p in OutputPaths.beside(out).all():
+        for p in paths.all():
             check_output(p, overwrite=overwrite)
         plan = plan_run(bundle, config, g)
         out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
@@ -122,7 +125,7 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
                            "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)}}
 
     result = write_slide_outputs(image, labels, out, mpp=bundle.meta["mpp"], classes=bundle.classes, tile=config.tile, quality=config.quality,
-                                 overwrite=overwrite, progress=progress, record=record)
+                                 overwrite=overwrite, progress=progress, record=record, fmt=config.format, annotations=config.annotations)
     return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}
 
 
@@ -138,7 +141,7 @@ def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_cor
                                f"lower --max-memory (now {config.max_memory_gb:g}) to keep them in a work store on disk")
     from wsi_synth.io.pyramid import slide_output_bytes
 
-    need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(config.width, config.height)
+    need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(config.width, config.height, lossless=config.format == "ome-zarr")
     folder = check_folder(out)
     free = shutil.disk_usage(folder).free
     if need_disk > free:

@@ -14,12 +14,18 @@ from wsi_synth.errors import BadArgumentError, OutputBusyError, OutputExistsErro
 
 
 def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> Path:
-    """Refuse an existing output (unless `overwrite`), a missing or unwritable folder, or too little space."""
+    """Refuse an existing output (unless `overwrite`), a missing or unwritable folder, or too little space.
+
+    Outputs are files, except Zarr stores (`*.zarr`), which are folders: an existing folder is replaced only when
+    it is itself a Zarr store, so `--overwrite` never deletes a folder of other files.
+    """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output {path} exists: pass --overwrite to replace it")
-    if path.is_dir():
+    if path.is_dir() and not is_folder_output(path):
         raise OutputExistsError(f"output {path} is a folder: choose a file name")
+    if path.is_dir() and not _is_zarr_store(path):
+        raise OutputExistsError(f"output {path} is a folder that is not a Zarr store: it is not replaced (choose another --out)")
     folder = check_folder(path)
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
@@ -61,7 +67,7 @@ def output_set(paths: list[Path], *, overwrite: bool = False) -> Iterator[list[P
         yield temps
         for tmp, path in zip(temps, paths, strict=True):
             if tmp.exists():
-                os.replace(tmp, path)
+                _replace(tmp, path)
     except BaseException:
         for tmp in temps:
             _remove(tmp)
@@ -145,6 +151,31 @@ def is_disk_full(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def is_folder_output(path: str | Path) -> bool:
+    """Whether an output is written as a folder: Zarr stores (`s.ome.zarr`)."""
+    return Path(path).name.lower().endswith(".zarr")
+
+
+def _is_zarr_store(path: Path) -> bool:
+    return any((path / name).is_file() for name in (".zgroup", ".zattrs", ".zarray", "zarr.json"))
+
+
+def _replace(tmp: Path, path: Path) -> None:
+    """`os.replace`, also for a folder output over an existing one (which `os.replace` cannot do): the old one is
+    moved aside first and removed once the new one is in place."""
+    if not tmp.is_dir() or not (path.exists() or path.is_symlink()):
+        os.replace(tmp, path)
+        return
+    aside = path.with_name(f".{path.name}.old-{os.getpid()}")
+    os.replace(path, aside)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.replace(aside, path)
+        raise
+    _remove(aside)
 
 
 def _remove(path: Path) -> None:

@@ -15,16 +15,23 @@ import numpy as np
 from wsi_synth.errors import BadAnnotationError
 
 
-def mask_to_geojson(labels: np.ndarray, *, downsample: float, classes: Sequence[dict]) -> dict:
-    """FeatureCollection of the non-zero classes of an (H, W) uint8 map whose pixels are `downsample` level-0 px."""
+def trace_classes(labels: np.ndarray, *, downsample: float) -> dict[int, list]:
+    """The polygons of each non-zero class of an (H, W) uint8 map, as GeoJSON coordinate lists (exterior ring,
+    then holes) in level-0 px, following the edges of the map's pixels (`downsample` level-0 px each)."""
     from rasterio.features import shapes
     from rasterio.transform import Affine
 
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
-    by_id = {int(c["id"]): c for c in classes}
     polygons: dict[int, list] = {}
     for geometry, value in shapes(labels, mask=labels > 0, connectivity=4, transform=Affine(downsample, 0, 0, 0, downsample, 0)):
         polygons.setdefault(int(value), []).append(geometry["coordinates"])
+    return polygons
+
+
+def mask_to_geojson(labels: np.ndarray, *, downsample: float, classes: Sequence[dict]) -> dict:
+    """FeatureCollection of the non-zero classes of an (H, W) uint8 map whose pixels are `downsample` level-0 px."""
+    by_id = {int(c["id"]): c for c in classes}
+    polygons = trace_classes(labels, downsample=downsample)
     features = []
     for class_id in sorted(polygons):
         cls = by_id.get(class_id, {"name": f"class {class_id}", "color": [128, 128, 128]})

@@ -1,4 +1,6 @@
-"""The output set of a synthetic slide: `s.tiff`, `s.mask.tiff`, `s.geojson` (and the caller's `s.json`)."""
+"""The output set of a synthetic slide: the image (`s.tiff`, `s.ome.tiff` or `s.ome.zarr/`), its label map
+(`s.mask.tiff`, `s.mask.ome.tiff`, or `labels/` inside the OME-Zarr), its annotations (`s.geojson` for QuPath,
+`s.xml` for ASAP) and the caller's record (`s.json`)."""
 
 from __future__ import annotations
 
@@ -15,60 +17,131 @@ from wsi_synth.io.atomic import atomic_output, claim, output_set
 from wsi_synth.io.geojson import mask_to_geojson
 from wsi_synth.io.pyramid import write_label_pyramid, write_slide_pyramid
 
-#: The GeoJSON is traced from the first label level with sides ≤ this: exact at that level, small enough
+#: The annotations are traced from the first label level with sides ≤ this: exact at that level, small enough
 #: for QuPath to load instantly (a 100,000² slide gives a 3,125² map, i.e. 32 level-0 px per map pixel).
 GEOJSON_MAX_SIDE = 4096
+#: Image formats: Aperio-style TIFF (OpenSlide, QuPath, ASAP), OME-TIFF (Bio-Formats, QuPath, OMERO), OME-Zarr
+#: (NGFF v0.4: napari, vizarr/Viv, QuPath, OMERO).
+FORMATS = ("tiff", "ome-tiff", "ome-zarr")
+#: Annotation formats: QuPath GeoJSON and ASAP XML.
+ANNOTATION_FORMATS = ("geojson", "asap")
+
+
+def output_format(out: str | Path, fmt: str | None = None) -> str:
+    """The image format of `out`: `fmt` when given, else implied by the name (`.ome.zarr`/`.zarr`, `.ome.tif(f)`,
+    otherwise the TIFF). A name that implies another container than `fmt` is refused rather than written misnamed."""
+    name = Path(out).name.lower()
+    implied = "ome-zarr" if name.endswith(".zarr") else "ome-tiff" if name.endswith((".ome.tif", ".ome.tiff")) else \
+        "tiff" if name.endswith((".tif", ".tiff")) else None
+    if fmt is None:
+        return implied or "tiff"
+    if fmt not in FORMATS:
+        raise BadArgumentError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if implied is not None and implied != fmt and not (implied == "tiff" and fmt == "ome-tiff"):
+        suggestion = {"ome-zarr": "s.ome.zarr", "ome-tiff": "s.ome.tiff", "tiff": "s.tiff"}[fmt]
+        raise BadArgumentError(f"--out {Path(out).name} names a {implied} output but --format is {fmt}: name it like {suggestion} "
+                               f"(or leave out --format)")
+    return fmt
+
+
+def annotation_formats(value: str | Sequence[str]) -> tuple[str, ...]:
+    """`geojson,asap` (or a sequence) → the annotation formats, in canonical order; unknown or none is refused."""
+    names = [n.strip().lower() for n in (value.split(",") if isinstance(value, str) else value)]
+    unknown = [n for n in names if n not in ANNOTATION_FORMATS]
+    if unknown or not any(names):
+        raise BadArgumentError(f"annotations must be a comma-separated list of {', '.join(ANNOTATION_FORMATS)}, got {','.join(names)!r}")
+    return tuple(f for f in ANNOTATION_FORMATS if f in names)
 
 
 @dataclass(frozen=True)
 class OutputPaths:
+    """Where each file of an output set goes; `mask` is None for an OME-Zarr (its labels live inside it), and an
+    annotation path is None when that format was not asked for."""
+
     image: Path
-    mask: Path
-    geojson: Path
+    mask: Path | None
+    geojson: Path | None
+    asap: Path | None
     record: Path
+    format: str = "tiff"
 
     @classmethod
-    def beside(cls, image: str | Path) -> OutputPaths:
+    def beside(cls, image: str | Path, fmt: str | None = None, annotations: Sequence[str] = ("geojson",)) -> OutputPaths:
         image = Path(image)
-        stem = image.name[: -len(image.suffix)] if image.suffix.lower() in (".tif", ".tiff") else image.name
-        return cls(image, image.with_name(f"{stem}.mask.tiff"), image.with_name(f"{stem}.geojson"), image.with_name(f"{stem}.json"))
+        fmt = output_format(image, fmt)
+        lower = image.name.lower()
+        suffix = next((s for s in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), "")
+        stem = image.name[: len(image.name) - len(suffix)] if suffix and len(suffix) < len(image.name) else image.name
+        mask = None if fmt == "ome-zarr" else image.with_name(f"{stem}.mask.ome.tiff" if fmt == "ome-tiff" else f"{stem}.mask.tiff")
+        return cls(image, mask, image.with_name(f"{stem}.geojson") if "geojson" in annotations else None,
+                   image.with_name(f"{stem}.xml") if "asap" in annotations else None, image.with_name(f"{stem}.json"), fmt)
 
     def all(self) -> list[Path]:
-        return [self.image, self.mask, self.geojson, self.record]
+        return [p for p in (self.image, self.mask, self.geojson, self.asap, self.record) if p is not None]
 
 
 def claim_outputs(out: str | Path):
     """Hold the output set beside `out` for one run (a context manager): a second run on it fails at once."""
-    return claim(OutputPaths.beside(out).image, "the output set of")
+    return claim(Path(out), "the output set of")
 
 
 def write_slide_outputs(image, labels, out: str | Path, *, mpp: float, classes: Sequence[dict], tile: int = 512, quality: int = 90,
-                        overwrite: bool = False, record: dict | Callable[[], dict] | None = None, progress: bool = False) -> dict:
-    """Write image pyramid, label pyramid and GeoJSON (and `record` as JSON) beside `out`.
+                        overwrite: bool = False, record: dict | Callable[[], dict] | None = None, progress: bool = False,
+                        fmt: str | None = None, annotations: Sequence[str] = ("geojson",)) -> dict:
+    """Write the image, its label map and annotations (and `record` as JSON) beside `out`, in format `fmt`
+    (`tiff`, `ome-tiff`, `ome-zarr`; default: from the name of `out`) with `annotations` (`geojson`, `asap`).
 
     The set is written under temporary names and renamed into place together once every file is complete, so
     a refusal or a failure never leaves half a set, nor a new image beside an old record. `record` may be a
     callable, asked for the document after the other outputs are written (so it can hold their timings).
     """
-    paths = OutputPaths.beside(out)
+    paths = OutputPaths.beside(out, fmt, annotation_formats(annotations))
     if labels is not None and tuple(labels.shape[:2]) != tuple(image.shape[:2]):
         raise BadArgumentError(f"the label map is {labels.shape[1]}×{labels.shape[0]} px but the image is {image.shape[1]}×{image.shape[0]} px")
     if labels is not None and (len(labels.shape) != 2 or np.dtype(labels.dtype) != np.uint8):
         raise BadArgumentError(f"the label map must be one channel of uint8 class ids, got shape {tuple(labels.shape)} {labels.dtype}")
-    wanted = paths.all()[: 3 if labels is not None else 1] + ([paths.record] if record is not None else [])
+    wanted = [paths.image] + ([p for p in (paths.mask, paths.geojson, paths.asap) if p is not None] if labels is not None else []) \
+        + ([paths.record] if record is not None else [])
     with output_set(wanted, overwrite=overwrite) as temps:
         tmp = dict(zip(wanted, temps, strict=True))
-        levels = write_slide_pyramid(image, tmp[paths.image], mpp=mpp, tile=tile, quality=quality, overwrite=True, progress=progress)
-        result: dict = {"image": str(paths.image), "levels": [[lv.width, lv.height] for lv in levels]}
+        result: dict = {"format": paths.format, "image": str(paths.image)}
+        if paths.format == "ome-zarr":
+            from wsi_synth.io.ngff import write_ngff
+
+            levels, reduced, downsample = write_ngff(image, labels, tmp[paths.image], mpp=mpp, classes=classes, tile=tile,
+                                                     capture_max=GEOJSON_MAX_SIDE, progress=progress)
+            if labels is not None:
+                result["labels"] = f"{paths.image}/labels/tissue"
+        else:
+            ome = paths.format == "ome-tiff"
+            levels = write_slide_pyramid(image, tmp[paths.image], mpp=mpp, tile=tile, quality=quality, overwrite=True, progress=progress, ome=ome)
+            if labels is not None:
+                _, reduced, downsample = write_label_pyramid(labels, tmp[paths.mask], mpp=mpp, tile=tile, classes=classes, overwrite=True,
+                                                              capture_max=GEOJSON_MAX_SIDE, ome=ome)
+                result["mask"] = str(paths.mask)
+        result["levels"] = [[lv.width, lv.height] for lv in levels]
         if labels is not None:
-            _, reduced, downsample = write_label_pyramid(labels, tmp[paths.mask], mpp=mpp, tile=tile, classes=classes, overwrite=True,
-                                                          capture_max=GEOJSON_MAX_SIDE)
-            _write_json(tmp[paths.geojson], mask_to_geojson(reduced, downsample=downsample, classes=classes), overwrite=True)
-            result |= {"mask": str(paths.mask), "geojson": str(paths.geojson), "geojson_downsample": downsample}
+            if paths.geojson is not None:
+                _write_json(tmp[paths.geojson], mask_to_geojson(reduced, downsample=downsample, classes=classes), overwrite=True)
+                result["geojson"] = str(paths.geojson)
+            if paths.asap is not None:
+                from wsi_synth.io.asap import mask_to_asap
+
+                _write_text(tmp[paths.asap], mask_to_asap(reduced, downsample=downsample, classes=classes))
+                result["asap"] = str(paths.asap)
+            result["annotations_downsample"] = downsample
         if record is not None:
             _write_json(tmp[paths.record], {**(record() if callable(record) else record), "outputs": result}, overwrite=True)
             result["record"] = str(paths.record)
     return result
+
+
+def _write_text(path: Path, text: str) -> None:
+    with atomic_output(path, overwrite=True) as tmp:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def _write_json(path: Path, doc: dict, *, overwrite: bool) -> None:

@@ -29,6 +29,8 @@ from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import atomic_output
 
 Halve = Callable[[np.ndarray], np.ndarray]
+#: Compressed size over raw size of an H&E image in Blosc-zstd (OME-Zarr), an upper estimate for disk checks.
+LOSSLESS_RATIO = 0.8
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,10 @@ def level_sizes(width: int, height: int, tile: int) -> list[tuple[int, int]]:
 
 
 def write_slide_pyramid(image, path: str | Path, *, mpp: float, tile: int = 512, quality: int = 90, app_mag: float | None = None,
-                        overwrite: bool = False, workers: int | None = None, progress: bool = False) -> list[LevelInfo]:
-    """Write an (H, W, 3) uint8 array (numpy, zarr or dask) as a JPEG pyramidal BigTIFF at `path`."""
-    _check_args(image, 3, mpp, tile)
+                        overwrite: bool = False, workers: int | None = None, progress: bool = False, ome: bool = False) -> list[LevelInfo]:
+    """Write an (H, W, 3) uint8 array (numpy, zarr or dask) as a JPEG pyramidal BigTIFF at `path`: Aperio-style
+    (OpenSlide), or with `ome` an OME-TIFF (levels in SubIFDs, OME-XML physical sizes)."""
+    check_pyramid_args(image, 3, mpp, tile)
     if not 1 <= quality <= 100:
         raise BadArgumentError(f"quality must be 1–100, got {quality}")
     height, width = image.shape[:2]
@@ -58,32 +61,35 @@ def write_slide_pyramid(image, path: str | Path, *, mpp: float, tile: int = 512,
     page = dict(photometric="rgb", subsampling=(1, 1), compression="jpeg", compressionargs={"level": quality})
     header = f"({tile}x{tile}) JPEG/RGB Q={quality}|AppMag = {mag}|MPP = {mpp}"
     levels, _ = _write_pyramid(image, path, mpp=mpp, tile=tile, page=page, header=header, halve=halve_rgb, overwrite=overwrite,
-                               workers=workers, need_bytes=_estimate_bytes(width, height, 3, output_ratio=0.15), progress=progress)
+                               workers=workers, need_bytes=_estimate_bytes(width, height, 3, output_ratio=0.15), progress=progress,
+                               ome={"Name": Path(path).name.split(".")[0]} if ome else None)
     return levels
 
 
 def write_label_pyramid(labels, path: str | Path, *, mpp: float, tile: int = 512, classes: Sequence[dict] = (),
-                        overwrite: bool = False, capture_max: int = 0) -> tuple[list[LevelInfo], np.ndarray | None, float]:
+                        overwrite: bool = False, capture_max: int = 0, ome: bool = False) -> tuple[list[LevelInfo], np.ndarray | None, float]:
     """Write an (H, W) uint8 class map as an LZW pyramidal BigTIFF, downsampled by mode (never mean).
 
     Ties in a 2×2 block go to the class rarest in the whole map, so thin classes survive downsampling.
-    The legend (`classes`, [{id, name, color}]) goes into the description as `Classes = 0:name;1:name`.
+    The legend (`classes`, [{id, name, color}]) goes into the description as `Classes = 0:name;1:name`, or with
+    `ome` (an OME-TIFF) into an OME MapAnnotation {id: name}.
     With `capture_max`, also returns the first level whose sides are ≤ `capture_max` (and its downsample),
     e.g. for polygonizing the regions without reading the map again.
     """
-    _check_args(labels, 2, mpp, tile)
+    check_pyramid_args(labels, 2, mpp, tile)
     legend = ";".join(f"{c['id']}:{c['name']}" for c in classes)
     header = f"({tile}x{tile}) LZW/LABELS|AppMag = {round(10.0 / mpp, 2)}|MPP = {mpp}" + (f"|Classes = {legend}" if legend else "")
-    priority = _rarity_priority(labels)
+    priority = rarity_priority(labels)
     levels, captured = _write_pyramid(labels, path, mpp=mpp, tile=tile, page=dict(photometric="minisblack", compression="lzw"), header=header,
                                       halve=lambda band: halve_labels(band, priority), overwrite=overwrite, workers=1,
-                                      need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05), capture_max=capture_max)
+                                      need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05), capture_max=capture_max,
+                                      ome={"Name": "labels", "MapAnnotation": {str(c["id"]): c["name"] for c in classes}} if ome else None)
     if captured is None:
         return levels, None, 1.0
     return levels, captured, labels.shape[1] / captured.shape[1]
 
 
-def _check_args(array, ndim: int, mpp: float, tile: int) -> None:
+def check_pyramid_args(array, ndim: int, mpp: float, tile: int) -> None:
     shape = tuple(array.shape)
     if len(shape) != ndim or (ndim == 3 and shape[2] != 3) or np.dtype(array.dtype) != np.uint8:
         want = "(height, width, 3) uint8" if ndim == 3 else "(height, width) uint8"
@@ -96,9 +102,10 @@ def _check_args(array, ndim: int, mpp: float, tile: int) -> None:
         raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {mpp}")
 
 
-def slide_output_bytes(width: int, height: int) -> int:
-    """Disk needed to write a slide's image and label pyramids (outputs and spools), an upper estimate."""
-    return _estimate_bytes(width, height, 3, output_ratio=0.15) + _estimate_bytes(width, height, 1, output_ratio=0.05)
+def slide_output_bytes(width: int, height: int, *, lossless: bool = False) -> int:
+    """Disk needed to write a slide's image and label pyramids (outputs and spools), an upper estimate; `lossless`
+    for an OME-Zarr's Blosc-zstd image instead of JPEG."""
+    return _estimate_bytes(width, height, 3, output_ratio=LOSSLESS_RATIO if lossless else 0.15) + _estimate_bytes(width, height, 1, output_ratio=0.05)
 
 
 def _estimate_bytes(width: int, height: int, channels: int, *, output_ratio: float) -> int:
@@ -107,35 +114,87 @@ def _estimate_bytes(width: int, height: int, channels: int, *, output_ratio: flo
 
 
 def _write_pyramid(source, path: str | Path, *, mpp: float, tile: int, page: dict, header: str, halve: Halve, overwrite: bool,
-                   workers: int | None, need_bytes: int, progress: bool = False, capture_max: int = 0) -> tuple[list[LevelInfo], np.ndarray | None]:
+                   workers: int | None, need_bytes: int, progress: bool = False, capture_max: int = 0,
+                   ome: dict | None = None) -> tuple[list[LevelInfo], np.ndarray | None]:
     """Write every level; also return the first level whose sides are ≤ `capture_max` (when asked), read
-    back from its spool rather than recomputed."""
+    back from its spool rather than recomputed.
+
+    Without `ome`: one top-level IFD per level with the Aperio description (OpenSlide's layout). With `ome`
+    (OME metadata for tifffile: Name, MapAnnotation, …): an OME-TIFF, level 0 in the top IFD with its OME-XML
+    and the smaller levels in its SubIFDs (Bio-Formats' and QuPath's pyramid layout).
+    """
     import tifffile
-    from tqdm import tqdm
 
     height, width = source.shape[:2]
-    sizes = level_sizes(width, height, tile)
-    levels = [LevelInfo(w, h, width / w) for w, h in sizes]
     with atomic_output(path, overwrite=overwrite, need_bytes=need_bytes) as tmp, \
-            tempfile.TemporaryDirectory(prefix=f".{Path(path).name}.levels-", dir=Path(tmp).parent) as spool_dir, \
-            tifffile.TiffWriter(tmp, bigtiff=True) as tw, \
-            tqdm(total=sum(w * h for w, h in sizes), unit="px", unit_scale=True, desc=Path(path).name, disable=not progress, leave=False) as bar:
-        read_band: Callable[[int, int], np.ndarray] = lambda y0, y1: _read(source, y0, y1)  # noqa: E731
-        captured = _read(source, 0, height) if capture_max and max(sizes[0]) <= capture_max else None
-        for k, (w, h) in enumerate(sizes):
-            spool = _Spool(Path(spool_dir) / f"level{k + 1}.raw", source.shape[2:], sizes[k + 1][0]) if k + 1 < len(sizes) else None
-            description = f"Aperio Image Library wsi-synth {__version__}\r\n{width}x{height} [0,0 {width}x{height}] " \
-                          f"{'' if k == 0 else f'-> {w}x{h} '}{header}"
+            LevelStream(source, tile, halve, spool_dir=Path(tmp).parent, capture_max=capture_max, progress=progress, name=Path(path).name) as stream, \
+            tifffile.TiffWriter(tmp, bigtiff=True, ome=ome is not None) as tw:
+        for k, (w, h), bands in stream:
             level_mpp = mpp * width / w
-            tw.write(_tiles(read_band, w, h, tile, spool, halve, bar), shape=(h, w, *source.shape[2:]), dtype=np.uint8, tile=(tile, tile),
-                     description=description, metadata=None, subfiletype=0, resolution=(1e4 / level_mpp, 1e4 / level_mpp),
-                     resolutionunit="CENTIMETER", software=f"wsi-synth {__version__}", maxworkers=workers or os.cpu_count(),
-                     buffersize=tile * w * int(np.prod(source.shape[2:] or (1,))), **page)
+            if ome is None:
+                description = f"Aperio Image Library wsi-synth {__version__}\r\n{width}x{height} [0,0 {width}x{height}] " \
+                              f"{'' if k == 0 else f'-> {w}x{h} '}{header}"
+                layout: dict = dict(description=description, metadata=None, subfiletype=0)
+            elif k == 0:
+                layout = dict(subifds=len(stream.sizes) - 1, metadata={"axes": "YXS" if len(source.shape) == 3 else "YX", "PhysicalSizeX": mpp,
+                                                                       "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp, "PhysicalSizeYUnit": "µm", **ome})
+            else:
+                layout = dict(subfiletype=1, metadata=None)
+            tw.write(_tiles(bands, w, tile), shape=(h, w, *source.shape[2:]), dtype=np.uint8, tile=(tile, tile),
+                     resolution=(1e4 / level_mpp, 1e4 / level_mpp), resolutionunit="CENTIMETER", software=f"wsi-synth {__version__}",
+                     maxworkers=workers or os.cpu_count(), buffersize=tile * w * int(np.prod(source.shape[2:] or (1,))), **layout, **page)
+    return stream.levels, stream.captured
+
+
+class LevelStream:
+    """The levels of a pyramid as row bands of `tile` rows, level after level, for any writer (TIFF, Zarr).
+
+    Iterating yields `(k, (width, height), bands)` per level. Level 0's bands are read from `source`; while a
+    level's bands are consumed, their halves (`halve`) are appended to a raw spool file that the next level is
+    read from, so a level's bands must be consumed before the next level is asked for. The image is never held
+    whole: memory is a few bands. With `capture_max`, `captured` is the first level whose sides are ≤ it.
+    """
+
+    def __init__(self, source, tile: int, halve: Halve, *, spool_dir: Path, capture_max: int = 0, progress: bool = False, name: str = "") -> None:
+        self.source, self.tile, self.halve, self.capture_max = source, tile, halve, capture_max
+        height, width = source.shape[:2]
+        self.sizes = level_sizes(width, height, tile)
+        self.levels = [LevelInfo(w, h, width / w) for w, h in self.sizes]
+        self.captured: np.ndarray | None = None
+        self._spools = tempfile.TemporaryDirectory(prefix=f".{name}.levels-", dir=spool_dir)
+        self._progress, self._name = progress, name
+
+    def __enter__(self) -> LevelStream:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=sum(w * h for w, h in self.sizes), unit="px", unit_scale=True, desc=self._name, disable=not self._progress, leave=False)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.close()
+        self._spools.cleanup()
+
+    def __iter__(self) -> Iterator[tuple[int, tuple[int, int], Iterator[np.ndarray]]]:
+        source = self.source
+        read_band: Callable[[int, int], np.ndarray] = lambda y0, y1: _read(source, y0, y1)  # noqa: E731
+        if self.capture_max and max(self.sizes[0]) <= self.capture_max:
+            self.captured = _read(source, 0, self.sizes[0][1])
+        for k, (w, h) in enumerate(self.sizes):
+            last = k + 1 == len(self.sizes)
+            spool = None if last else _Spool(Path(self._spools.name) / f"level{k + 1}.raw", source.shape[2:], self.sizes[k + 1][0])
+            yield k, (w, h), self._counted(_bands(read_band, h, self.tile, spool, self.halve), w)
             if spool is not None:
+                if spool.rows != self.sizes[k + 1][1]:
+                    raise RuntimeError(f"level {k} was not read to its end before level {k + 1} was asked for")
                 read_band = spool.read
-                if captured is None and capture_max and max(sizes[k + 1]) <= capture_max:
-                    captured = spool.read(0, sizes[k + 1][1]).copy()
-    return levels, captured
+                if self.captured is None and self.capture_max and max(self.sizes[k + 1]) <= self.capture_max:
+                    self.captured = spool.read(0, self.sizes[k + 1][1]).copy()
+
+    def _counted(self, bands: Iterator[np.ndarray], width: int) -> Iterator[np.ndarray]:
+        # Producing the next bands (read, halve, spool) in a thread overlaps the writer's encoding of this one.
+        for band in prefetch(bands):
+            yield band
+            self._bar.update(band.shape[0] * width)
 
 
 def _read(source, y0: int, y1: int) -> np.ndarray:
@@ -144,15 +203,12 @@ def _read(source, y0: int, y1: int) -> np.ndarray:
     return np.ascontiguousarray(band, dtype=np.uint8)
 
 
-def _tiles(read_band: Callable[[int, int], np.ndarray], width: int, height: int, tile: int, spool, halve: Halve, bar) -> Iterator[np.ndarray]:
-    """Tiles of one level in row-major order, read in row bands; each band's half goes to the next spool."""
-    # tifffile encodes a buffer of tiles on its worker threads, then asks for more: producing the next bands (read,
-    # halve, spool) in a thread lets the two overlap instead of taking turns.
-    for band in prefetch(_bands(read_band, height, tile, spool, halve)):
+def _tiles(bands: Iterator[np.ndarray], width: int, tile: int) -> Iterator[np.ndarray]:
+    """Tiles of one level in row-major order, from its row bands."""
+    for band in bands:
         padded = _pad_to(band, tile, math.ceil(width / tile) * tile)
         for x0 in range(0, padded.shape[1], tile):
             yield padded[:, x0 : x0 + tile]
-        bar.update(band.shape[0] * width)
 
 
 def _bands(read_band: Callable[[int, int], np.ndarray], height: int, rows: int, spool, halve: Halve) -> Iterator[np.ndarray]:
@@ -217,7 +273,7 @@ def halve_labels(band: np.ndarray, priority: np.ndarray) -> np.ndarray:
     return best.astype(np.uint8)
 
 
-def _rarity_priority(labels) -> np.ndarray:
+def rarity_priority(labels) -> np.ndarray:
     """Per class value 0–255: 255 for the rarest class present, lower for commoner ones (for tie-breaks)."""
     counts = np.zeros(256, np.int64)
     height = labels.shape[0]
