@@ -17,6 +17,7 @@ Examples:
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --device cuda
   wsi-synth generate --model model/ --size 4096 --subtype squamous --solver ddim --steps 50 --out s.tiff
   wsi-synth generate --model model/ --size 16384 --subtype squamous --out s.ome.zarr --annotations geojson,asap
+  wsi-synth generate --model model/ --count 1000 --size 256 --out tiles/      # tiles/images, masks, legend.yaml, manifest.csv
 Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record);
 --format ome-tiff writes s.ome.tiff and s.mask.ome.tiff, --format ome-zarr one s.ome.zarr folder with the
 labels inside; --annotations asap adds s.xml (ASAP).
@@ -25,6 +26,9 @@ same --out is refused while the first runs.""")
 @click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None,
               help="Model bundle folder (default: the bundled demonstration model).")
 @click.option("--size", type=click.IntRange(min=0), required=True, help="Width in px (square unless --height).")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Write N independent tiles of --size with masks into the folder --out (images/, masks/, legend.yaml, manifest.csv); "
+                   "without --subtype each tile draws one.")
 @click.option("--height", type=click.IntRange(min=0), default=None, help="Height in px (default: --size).")
 @click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
 @click.option("--mask", "mask_file", type=click.Path(dir_okay=False), default=None, help="Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.")
@@ -55,7 +59,7 @@ same --out is refused while the first runs.""")
 @output_format_options
 @overwrite_option
 @quiet_option
-def command(model, size, height, subtype, mask_file, stretch, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
+def command(model, size, count, height, subtype, mask_file, stretch, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
             device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, fmt, annotations, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
     from wsi_synth.generate import GenerateConfig, generate, make_plan
@@ -70,12 +74,31 @@ def command(model, size, height, subtype, mask_file, stretch, out, steps, solver
                             seed=seed, device=device,
                             mask=mask_file, stretch=stretch, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
                             workers=workers, scheduler=scheduler, format=fmt, annotations=annotation_formats(annotations))
+    if count is not None:
+        _tiles(ctx_flags(dry_run=dry_run, fmt=fmt, annotations=annotations), model, out, config, count, overwrite=overwrite, resume=resume, quiet=quiet)
+        return
     if dry_run:
         plan = make_plan(model, config, project=_has_weights(model))
         click.echo(json.dumps(plan, indent=2) if as_json else _plan_text(plan))
         return
     result = generate(model, out, config, overwrite=overwrite, resume=resume, progress=not quiet,
                       log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
+    click.echo(json.dumps(result, indent=2))
+
+
+def ctx_flags(*, dry_run: bool, fmt, annotations: str) -> list[str]:
+    """The slide-only flags given with --count (they have no meaning for a tile folder)."""
+    return [flag for flag, given in (("--dry-run", dry_run), ("--format", fmt is not None), ("--annotations", annotations != "geojson")) if given]
+
+
+def _tiles(slide_only: list[str], model, out, config, count: int, *, overwrite: bool, resume: bool, quiet: bool) -> None:
+    from wsi_synth.errors import BadArgumentError
+    from wsi_synth.generate.tiles import generate_tiles
+
+    if slide_only:
+        raise BadArgumentError(f"{', '.join(slide_only)} applies to one slide, not to --count tiles (PNG images and masks)")
+    result = generate_tiles(model, out, config, count, overwrite=overwrite, resume=resume, progress=not quiet,
+                            log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
     click.echo(json.dumps(result, indent=2))
 
 

@@ -35,7 +35,7 @@ from wsi_synth.diffusion.solvers import Solver, make_solver
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
-from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_window, windows_for
+from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_canvases, step_window, windows_for
 
 STATE = "state.json"
 
@@ -81,6 +81,35 @@ def sample_canvas(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.T
         if progress:
             progress(j + 1, len(solver))
     return current.x
+
+
+def sample_canvases(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, configs: list[SamplerConfig], *,
+                    labels: list[np.ndarray | None] | None = None, conditions: list[int] | None = None, stats: SampleStats | None = None) -> list[np.ndarray]:
+    """Sample several small (C, H, W) canvases in memory together, their crops sharing the denoiser's batches (so
+    a batch is full even when one canvas has fewer crops). Canvas i follows `configs[i]` (its seed), `labels[i]`
+    and `conditions[i]`, and gets the canvas `sample` gives it alone (up to the batched kernels' rounding), so a
+    result does not depend on which canvases it was sampled with."""
+    n = len(configs)
+    labels = labels if labels is not None else [None] * n
+    conditions = conditions if conditions is not None else [0] * n
+    for config in configs:
+        config.validate()
+    d = configs[0].planner.crop
+    if shape[1] < d or shape[2] < d:
+        raise BadArgumentError(f"canvas {shape[2]}×{shape[1]} is smaller than the crop {d}: pad it")
+    solver = make_solver(configs[0].solver, abar, configs[0].steps)
+    stats = stats if stats is not None else SampleStats()
+    canvases = []
+    for config in configs:
+        current = Buffers(block_noise(config.seed, -1, shape), np.zeros(shape, np.float32) if solver.keeps_x0 else None)
+        canvases.append((current, Buffers(np.empty_like(current.x), None if current.x0 is None else np.empty_like(current.x0))))
+    for j in range(len(solver)):
+        for r in step_canvases(denoiser, canvases, j, solver, configs, labels=labels, conditions=conditions):
+            stats.crops += r["crops"]
+            stats.evaluations += r["evaluations"]
+        stats.steps += 1
+        canvases = [(target, current) for current, target in canvases]
+    return [current.x for current, _ in canvases]
 
 
 def _run_step(denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int,

@@ -106,7 +106,38 @@ def step_window(denoiser: Denoiser, current: Buffers, target: Buffers, window: t
     Windows are independent, so they may run in any order, on any thread or cluster worker; the result is the
     same (plans and noise are keyed by position, not by window).
     """
-    c, h, w = current.x.shape
+    work = _prepare_window(current, window, j, config, labels, condition)
+    (results,) = evaluate_parts(denoiser, [work.part], t=solver.timesteps[j], batch_size=config.batch_size, d=config.planner.crop)
+    return _finish_window(work, results, current, target, j, solver, config)
+
+
+def step_canvases(denoiser: Denoiser, canvases: list[tuple[Buffers, Buffers]], j: int, solver: Solver, configs: list[SamplerConfig], *,
+                  labels: list[np.ndarray | None], conditions: list[int]) -> list[dict]:
+    """One reverse step of several whole canvases (many small slides or tiles) whose crops share the denoiser's
+    batches, so a batch is filled even when one canvas has fewer crops than it holds. Each canvas follows its own
+    config (seed): its result is the one `step_window` gives it alone, up to the batched kernels' rounding."""
+    works = [_prepare_window(current, (0, current.x.shape[1], 0, current.x.shape[2]), j, config, lab, cond)
+             for (current, _), config, lab, cond in zip(canvases, configs, labels, conditions, strict=True)]
+    results = evaluate_parts(denoiser, [w.part for w in works], t=solver.timesteps[j], batch_size=configs[0].batch_size, d=configs[0].planner.crop)
+    return [_finish_window(w, r, current, target, j, solver, config)
+            for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)]
+
+
+@dataclass
+class _Window:
+    """A window's step between planning and the solver update: its halo, plan and evaluations."""
+
+    window: tuple[int, int, int, int]
+    origin: tuple[int, int]  # the window's top-left in the halo
+    plan: Plan
+    labels: np.ndarray | None  # the halo's class map
+    condition: int
+    part: tuple  # (halo, crops, crop labels, jobs): what `evaluate_parts` needs
+
+
+def _prepare_window(current: Buffers, window: tuple[int, int, int, int], j: int, config: SamplerConfig, labels: np.ndarray | None,
+                    condition: int) -> _Window:
+    _, h, w = current.x.shape
     d = config.planner.crop
     y0, y1, x0, x1 = window
     hy0, hy1, hx0, hx1 = max(0, y0 - d), min(h, y1 + d), max(0, x0 - d), min(w, x1 + d)
@@ -116,12 +147,18 @@ def step_window(denoiser: Denoiser, current: Buffers, target: Buffers, window: t
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
     crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
     jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition)
-    results = evaluate(denoiser, halo, crops, crop_labels, jobs, t=solver.timesteps[j], batch_size=config.batch_size, d=d)
-    origin = (y0 - hy0, x0 - hx0)
-    eps = owned_eps(results, jobs, plan, crops, local_labels, origin, omega=config.omega, condition=condition)
-    x_window = halo[:, origin[0] : origin[0] + y1 - y0, origin[1] : origin[1] + x1 - x0]
+    return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs))
+
+
+def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target: Buffers, j: int, solver: Solver, config: SamplerConfig) -> dict:
+    c, h, w = current.x.shape
+    y0, y1, x0, x1 = work.window
+    halo, crops, _, jobs = work.part
+    eps = owned_eps(results, jobs, work.plan, crops, work.labels, work.origin, omega=config.omega, condition=work.condition)
+    oy, ox = work.origin
+    x_window = halo[:, oy : oy + y1 - y0, ox : ox + x1 - x0]
     x0_prev = np.asarray(current.x0[:, y0:y1, x0:x1]) if solver.keeps_x0 and j > 0 else None
-    noise = block_noise(config.seed, j, (c, h, w), window) if config.eta > 0 else None
+    noise = block_noise(config.seed, j, (c, h, w), work.window) if config.eta > 0 else None
     x_next, x0_next = solver.update(j, x_window, eps, x0_prev, eta=config.eta, noise=noise)
     target.x[:, y0:y1, x0:x1] = x_next
     if solver.keeps_x0:
@@ -162,31 +199,52 @@ def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, con
 
 def evaluate(denoiser: Denoiser, halo: np.ndarray, crops: np.ndarray, crop_labels: np.ndarray | None, jobs: Jobs, *, t: int,
              batch_size: int, d: int) -> np.ndarray:
-    """ε of every evaluation, (n, C, d, d) float32. When the denoiser runs on a GPU (it asks for `pin_memory`),
+    """ε of every evaluation of one window, (n, C, d, d) float32 (see `evaluate_parts`)."""
+    return evaluate_parts(denoiser, [(halo, crops, crop_labels, jobs)], t=t, batch_size=batch_size, d=d)[0]
+
+
+def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size: int, d: int) -> list[np.ndarray]:
+    """ε of every evaluation of each part — a window's (halo, crops, crop labels, jobs) — as (n, C, d, d) float32,
+    the parts' evaluations batched together in order. When the denoiser runs on a GPU (it asks for `pin_memory`),
     batch k+1 is gathered and pinned in a background thread while the GPU runs batch k; on a CPU the denoiser's
     own threads use every core, and a gathering thread beside them made sampling 2.5× slower (measured)."""
-    out = np.empty((len(jobs), halo.shape[0], d, d), np.float32)
-    crop_windows = sliding_window_view(halo, (d, d), axis=(1, 2)).transpose(1, 2, 0, 3, 4)  # [y, x] → (C, d, d)
+    channels = parts[0][0].shape[0]
+    outs = [np.empty((len(jobs), channels, d, d), np.float32) for _, _, _, jobs in parts]
+    windows = [sliding_window_view(halo, (d, d), axis=(1, 2)).transpose(1, 2, 0, 3, 4) for halo, _, _, _ in parts]  # [y, x] → (C, d, d)
+    # Every evaluation as (part, index in the part), in order; a batch takes the next `batch_size` of them.
+    part_of = np.concatenate([np.full(len(jobs), i) for i, (_, _, _, jobs) in enumerate(parts)]).astype(np.int64)
+    local = np.concatenate([np.arange(len(jobs)) for _, _, _, jobs in parts]).astype(np.int64)
     overlap = bool(getattr(denoiser, "pin_memory", False))
     pin = overlap and torch.cuda.is_available()
 
+    def gather(i: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        _, crops, crop_labels, jobs = parts[i]
+        which = jobs.crop[rows]
+        cls = jobs.condition[rows]
+        masks = None
+        if crop_labels is not None:  # the class's binary mask; all zeros for the null pass (255 is never a class here)
+            wanted = np.where(cls != 0, cls, 255).astype(crop_labels.dtype)[:, None, None]
+            masks = np.equal(crop_labels[which], wanted).astype(np.float32)[:, None]
+        return windows[i][crops[which, 0], crops[which, 1]], cls, masks
+
     def batches() -> Iterator[tuple[int, tuple]]:
-        for b0 in range(0, len(jobs), batch_size):
-            which = jobs.crop[b0 : b0 + batch_size]
-            z = torch.from_numpy(crop_windows[crops[which, 0], crops[which, 1]])
-            cls = jobs.condition[b0 : b0 + batch_size]
-            masks = None
-            if crop_labels is not None:  # the class's binary mask; all zeros for the null pass (255 is never a class here)
-                wanted = np.where(cls != 0, cls, 255).astype(crop_labels.dtype)[:, None, None]
-                masks = torch.from_numpy(np.equal(crop_labels[which], wanted).astype(np.float32)).unsqueeze(1)
+        for b0 in range(0, len(part_of), batch_size):
+            pieces = [gather(int(i), local[b0 : b0 + batch_size][part_of[b0 : b0 + batch_size] == i])
+                      for i in np.unique(part_of[b0 : b0 + batch_size])]
+            z = torch.from_numpy(np.concatenate([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0])
+            cls = np.concatenate([p[1] for p in pieces])
+            masks = None if pieces[0][2] is None else torch.from_numpy(np.concatenate([p[2] for p in pieces]))
             args = (z, torch.full((len(cls),), t, dtype=torch.long), torch.from_numpy(cls), masks)
             yield b0, tuple(a.pin_memory() if pin and a is not None else a for a in args)
 
     with torch.no_grad():
-        for b0, args in prefetch(batches()) if overlap and len(jobs) > batch_size else batches():
-            e = denoiser(*args)
-            out[b0 : b0 + len(e)] = e.float().numpy()
-    return out
+        for b0, args in prefetch(batches()) if overlap and len(part_of) > batch_size else batches():
+            e = denoiser(*args).float().numpy()
+            rows = slice(b0, b0 + len(e))
+            for i in np.unique(part_of[rows]):
+                take = part_of[rows] == i
+                outs[i][local[rows][take]] = e[take]
+    return outs
 
 
 def owned_eps(results: np.ndarray, jobs: Jobs, plan: Plan, crops: np.ndarray, labels: np.ndarray | None, origin: tuple[int, int], *,

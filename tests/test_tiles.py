@@ -1,0 +1,141 @@
+"""`generate --count`: many tiles with masks in one run, read back by `import` and by `TileDataset`."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cli.main import cli
+from tests.test_train import tiny_bundle
+from wsi_synth.generate.tiles import tile_seed
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return tiny_bundle(tmp_path_factory.mktemp("tiles"), steps=10, batch_size=4)[1]
+
+
+def _count(runner, model, out, n, *extra):
+    return runner.invoke(cli, ["generate", "--model", str(model), "--count", str(n), "--size", "96", "--height", "80", "--steps", "3",
+                               "--out", str(out), "-q", *extra])
+
+
+def _manifest(folder):
+    with open(folder / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_tiles_masks_legend_and_manifest_agree(bundle, tmp_path, runner):
+    result = _count(runner, bundle, tmp_path / "t", 5)
+    assert result.exit_code == 0, result.output
+    rows = _manifest(tmp_path / "t")
+    assert [int(r["index"]) for r in rows] == list(range(5))
+    classes = json.loads((tmp_path / "t" / "tiles.json").read_text())["classes"]
+    for row in rows:
+        image = np.asarray(Image.open(tmp_path / "t" / row["image"]))
+        mask = np.asarray(Image.open(tmp_path / "t" / row["mask"]))
+        assert image.shape == (80, 96, 3) and mask.shape == (80, 96) and mask.dtype == np.uint8
+        fractions = [float(row[f"fraction_{c['name']}"]) for c in classes]
+        assert np.allclose(fractions, np.bincount(mask.ravel(), minlength=len(classes))[: len(classes)] / mask.size, atol=1e-4)
+        assert int(row["seed"]) == tile_seed(0, int(row["index"]))
+    assert len({np.asarray(Image.open(tmp_path / "t" / r["image"])).tobytes() for r in rows}) == 5  # independent tiles
+
+
+def test_a_tile_is_the_slide_generate_makes_with_its_seed(bundle, tmp_path, runner):
+    assert _count(runner, bundle, tmp_path / "t", 3, "--subtype", "adenocarcinoma", "--batch-size", "5").exit_code == 0
+    row = _manifest(tmp_path / "t")[2]
+    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "96", "--height", "80", "--steps", "3", "--subtype", "adenocarcinoma",
+                                 "--seed", row["seed"], "--out", str(tmp_path / "s.tiff"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "t" / row["mask"])), tifffile.imread(tmp_path / "s.mask.tiff"))
+    tile = np.asarray(Image.open(tmp_path / "t" / row["image"])).astype(float)
+    slide = tifffile.imread(tmp_path / "s.tiff").astype(float)
+    assert 10 * np.log10(255**2 / np.mean((tile - slide) ** 2)) > 30  # the slide's JPEG, and batched kernels' rounding
+
+
+def test_interrupted_count_run_resumes_to_the_same_tiles(bundle, tmp_path, runner, monkeypatch):
+    import wsi_synth.generate.tiles as tiles
+
+    assert _count(runner, bundle, tmp_path / "full", 5).exit_code == 0
+    real = tiles._write_group
+    calls = []
+
+    def fail_on_second_group(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiles, "_write_group", fail_on_second_group)
+    monkeypatch.setattr(tiles, "GROUP", 2)
+    interrupted = _count(runner, bundle, tmp_path / "part", 5)
+    assert interrupted.exit_code == 130 and len(_manifest(tmp_path / "part")) == 2
+    refused = _count(runner, bundle, tmp_path / "part", 5)
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    monkeypatch.setattr(tiles, "_write_group", real)
+    changed = _count(runner, bundle, tmp_path / "part", 5, "--resume", "--seed", "9")
+    assert changed.exit_code == 2 and "seed" in changed.output
+    resumed = _count(runner, bundle, tmp_path / "part", 5, "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.output)["resumed_at"] == 2
+    assert [r["seed"] for r in _manifest(tmp_path / "part")] == [r["seed"] for r in _manifest(tmp_path / "full")]
+    for row in _manifest(tmp_path / "full"):
+        a = np.asarray(Image.open(tmp_path / "full" / row["image"])).astype(int)
+        b = np.asarray(Image.open(tmp_path / "part" / row["image"])).astype(int)
+        assert np.abs(a - b).max() <= 2  # groups of 2 vs 32: only the batched kernels' rounding differs
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "full" / row["mask"])), np.asarray(Image.open(tmp_path / "part" / row["mask"])))
+
+
+@pytest.mark.parametrize("extra, message", [(["--mask", "m.png"], "cannot take --mask"), (["--format", "ome-zarr"], "applies to one slide"),
+                                            (["--size", "5000"], "at most 4096"), (["--subtype", "nope"], "not one the model knows")])
+def test_count_refuses_what_it_cannot_do_in_one_line(bundle, tmp_path, runner, extra, message):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
+    extra = [str(tmp_path / e) if e == "m.png" else e for e in extra]
+    result = _count(runner, bundle, tmp_path / "t", 2, *extra)
+    assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "t" / "manifest.csv").exists()
+
+
+def test_a_folder_of_other_files_is_refused_and_kept(bundle, tmp_path, runner):
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "notes.txt").write_text("keep")
+    result = _count(runner, bundle, tmp_path / "t", 2, "--overwrite")
+    assert result.exit_code == 2 and "other files" in result.output
+    assert (tmp_path / "t" / "notes.txt").read_text() == "keep"
+
+
+def test_import_reads_the_tiles_back_and_tile_dataset_serves_them(tmp_path, runner):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from wsi_synth.data import TileDataset
+    from wsi_synth.models.bundle import default_model
+
+    # The bundled model: its mask stage draws labelled regions (the tiny test bundle's draws only "unknown").
+    result = _count(runner, default_model(), tmp_path / "t", 6, "--size", "128", "--height", "128", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    t = tmp_path / "t"
+    result = runner.invoke(cli, ["import", str(t / "images"), "--masks", str(t / "masks"), "--legend", str(t / "legend.yaml"),
+                                 "--subtype", "adenocarcinoma", "--tile", "128", "--mpp", "0.5", "--region", "128", "--region-mask", "16",
+                                 "--min-annotated", "0.01", "--test-fraction", "0", "--out", str(tmp_path / "data"), "-q"])
+    assert result.exit_code == 0, result.output
+    rows = _manifest(t)
+    labelled = [r for r in rows if float(r["fraction_unknown"]) < 0.99]
+    dataset = TileDataset(tmp_path / "data")
+    assert len(dataset) == len(labelled) > 0
+    tiles = [(np.asarray(Image.open(t / r["image"])).astype(float), np.asarray(Image.open(t / r["mask"]))) for r in rows]
+    legend = [c["name"] for c in json.loads((t / "tiles.json").read_text())["classes"]]
+    seen = 0
+    for image, mask in DataLoader(dataset, batch_size=2, num_workers=2):
+        assert image.dtype == torch.uint8 and image.shape[1:] == (3, 128, 128) and mask.dtype == torch.int64 and mask.shape[1:] == (128, 128)
+        for i in range(len(image)):
+            pixels = image[i].permute(1, 2, 0).numpy().astype(float)
+            errors = [np.mean((pixels - tile) ** 2) for tile, _ in tiles]
+            source = tiles[int(np.argmin(errors))]
+            assert 10 * np.log10(255**2 / max(min(errors), 1e-9)) > 35  # the dataset stores tiles as JPEG Q95
+            assert np.array_equal(np.array(dataset.classes)[mask[i].numpy()], np.array(legend)[source[1]])  # the same classes, by name
+            seen += 1
+    assert seen == len(dataset)

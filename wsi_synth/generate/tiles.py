@@ -1,0 +1,188 @@
+"""`generate --count N`: many independent synthetic tiles with their masks, as a folder `import` reads back.
+
+    DIR/images/00000.png   RGB tiles
+    DIR/masks/00000.png    class ids (uint8, the model's classes)
+    DIR/legend.yaml        class id → name, the legend format `import --legend` reads
+    DIR/manifest.csv       index, files, seed, subtype, class fractions per tile
+    DIR/tiles.json         the run's record (model, settings, timings, denoiser evaluations)
+
+Tile i is the slide `generate` makes at the same size with seed `tile_seed(seed, i)` (and, without `--subtype`, the
+subtype that seed draws): the tiles of a group are sampled together, their crops sharing the denoiser's batches
+(`sampling.canvas.sample_canvases`), which changes nothing but the speed. Tiles are written a group at a time and the
+manifest grows with each finished group, so an interrupted run continues with `--resume` from the first unfinished
+tile, giving the same tiles as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from wsi_synth import __version__
+from wsi_synth.errors import BadArgumentError, OutputExistsError
+from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
+from wsi_synth.generate.decode import DecodedImage, default_decode_batch
+from wsi_synth.generate.masks import PixelLabels, clean_mask, smooth
+from wsi_synth.models.bundle import Bundle, open_bundle
+from wsi_synth.sampling.canvas import check_identity
+from wsi_synth.sampling.sampler import SampleStats
+
+#: Largest tile side of a `--count` run: beyond it, a tile is a slide (`generate` without `--count`).
+MAX_TILE = 4096
+#: Tiles sampled together by default: enough crops to fill the denoiser's batches, few enough to lose little to an interruption.
+GROUP = 32
+#: Most tiles in one run (five digits in the file names).
+MAX_COUNT = 99_999
+#: What a tile folder holds (and all `--overwrite` removes).
+TILE_ENTRIES = ("images", "masks", "legend.yaml", "manifest.csv", "tiles.json")
+
+
+def tile_seed(seed: int, index: int) -> int:
+    """Tile `index`'s seed: independent streams for every (seed, index), in the range `--seed` accepts."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
+
+
+def generate_tiles(model: str | Path, out: str | Path, config: GenerateConfig, count: int, *, group: int | None = None, overwrite: bool = False,
+                   resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Write `count` tiles of `config.width` × `config.height` px with their masks into the folder `out` (see the
+    module docstring). `group` tiles are sampled together; `config.subtype` None draws each tile's subtype."""
+    from wsi_synth.io.atomic import claim
+
+    group = group or GROUP
+    bundle, g = _check(model, config, count, group)
+    out = Path(out)
+    with claim(out, "the tile folder", create_folder=True):
+        done = _prepare_folder(out, bundle, config, count, overwrite=overwrite, resume=resume)
+        if done:
+            log(f"resuming: {done} of {count} tiles are written")
+        started = time.perf_counter()
+        stats = {"mask": SampleStats(), "image": SampleStats()}
+        for first in range(done, count, group):
+            indices = list(range(first, min(first + group, count)))
+            _write_group(out, bundle, model, config, g, indices, stats)
+            if progress:
+                log(f"tiles {indices[-1] + 1}/{count}")
+        record = {"model": str(Path(model).resolve()), "wsi_synth": __version__, "count": count, "config": asdict(config),
+                  "classes": bundle.classes, "resumed_at": done, "seconds": round(time.perf_counter() - started, 2),
+                  "evaluations": {k: asdict(v) for k, v in stats.items()}}
+        from wsi_synth.jsonfile import write_atomic
+
+        write_atomic(out / "tiles.json", record)
+    return {"out": str(out), "count": count, "images": str(out / "images"), "masks": str(out / "masks"), "legend": str(out / "legend.yaml"),
+            "manifest": str(out / "manifest.csv"), "record": str(out / "tiles.json"), "resumed_at": done}
+
+
+def _check(model, config: GenerateConfig, count: int, group: int):
+    if config.mask is not None:
+        raise BadArgumentError("--count makes independent tiles with their own masks: it cannot take --mask (generate one slide from a mask instead)")
+    if not 1 <= count <= MAX_COUNT:
+        raise BadArgumentError(f"--count must be 1–{MAX_COUNT:,}, got {count}")
+    if max(config.width, config.height) > MAX_TILE:
+        raise BadArgumentError(f"--count tiles must be at most {MAX_TILE} px a side, got {config.width}×{config.height}: "
+                               f"generate a slide (without --count) and cut it instead")
+    if config.workers > 1 or config.scheduler:
+        raise BadArgumentError("--count runs in this process (its tiles share the denoiser's batches): drop --workers/--scheduler")
+    if group < 1:
+        raise BadArgumentError(f"the group size must be at least 1, got {group}")
+    config.validate()
+    bundle = open_bundle(model)
+    if config.subtype is None and not bundle.subtypes:
+        raise BadArgumentError(f"model {model} has no subtypes to draw from: pass --subtype")
+    check_bundle(bundle, replace(config, subtype=config.subtype or (bundle.subtypes or [None])[0]))
+    for stage in ("codec", "image", "mask"):
+        bundle.check_files(stage)
+    return bundle, geometry(bundle, config)
+
+
+def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
+    from wsi_synth.generate.run import model_sha256
+
+    return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle), "count": count, "width": config.width, "height": config.height,
+            "subtype": config.subtype, "steps": config.steps, "solver": config.solver, "eta": config.eta, "omega": config.omega,
+            "mask_omega": config.mask_omega, "planner": config.planner, "context": config.context, "seed": config.seed, "min_region": config.min_region}
+
+
+def _prepare_folder(out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool) -> int:
+    """A fresh tile folder, or with `resume` the tiles an earlier run of the same settings finished (their number)."""
+    settings = _settings(bundle, config, count)
+    state = out / ".tiles-run.json"
+    if resume and state.is_file():
+        check_identity({"identity": json.loads(state.read_text())}, settings, out)
+        return _finished(out)
+    others = [p.name for p in out.iterdir() if p.name not in (*TILE_ENTRIES, ".tiles-run.json") and not p.name.startswith(".")] if out.is_dir() else []
+    if others:
+        raise OutputExistsError(f"--out {out} holds other files ({', '.join(sorted(others)[:3])}): choose an empty or new folder")
+    if (out / "manifest.csv").exists() and not overwrite:
+        hint = "pass --resume to continue it, or " if state.is_file() else ""
+        raise OutputExistsError(f"--out {out} already holds tiles: {hint}pass --overwrite to replace them")
+    for name in (*TILE_ENTRIES, ".tiles-run.json"):
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir()
+    (out / "masks").mkdir()
+    from wsi_synth.jsonfile import write_atomic
+
+    legend = "".join(f"{c['id']}: {json.dumps(c['name'])}\n" for c in bundle.classes)
+    (out / "legend.yaml").write_text("# class id -> name (wsi-synth import --legend reads this)\n" + legend)
+    with open(out / "manifest.csv", "w", newline="") as fh:
+        csv.writer(fh).writerow(["index", "image", "mask", "seed", "subtype"] + [f"fraction_{c['name']}" for c in bundle.classes])
+    write_atomic(state, settings)
+    return 0
+
+
+def _finished(out: Path) -> int:
+    """Tiles finished by an earlier run: the manifest's rows, a prefix of the indices (groups finish in order)."""
+    with open(out / "manifest.csv", newline="") as fh:
+        rows = list(csv.reader(fh))[1:]
+    return len(rows)
+
+
+def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, indices: list[int], stats: dict) -> None:
+    from wsi_synth.diffusion.schedule import alphas_cumprod
+    from wsi_synth.models.denoiser import BundleDenoiser
+    from wsi_synth.sampling.canvas import sample_canvases
+
+    schedule = bundle.meta["schedule"]
+    abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
+    seeds = [tile_seed(config.seed, i) for i in indices]
+    subtypes = [config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds]
+    tiles = [replace(config, seed=s, subtype=sub) for s, sub in zip(seeds, subtypes, strict=True)]
+    one_hots = sample_canvases(BundleDenoiser(str(model), "mask", config.device), (len(bundle.classes), *g.msk), abar,
+                               [sampler_config(t, g, "mask") for t in tiles], conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
+                               stats=stats["mask"])
+    masks = [clean_mask(o.argmax(0).astype(np.uint8), min_region=config.min_region) for o in one_hots]
+    latents = sample_canvases(BundleDenoiser(str(model), "image", config.device), (bundle.meta["latent"]["channels"], *g.lat), abar,
+                              [sampler_config(t, g, "image") for t in tiles], labels=[smooth(m, g.px_per_msk, g.lat, g.factor) for m in masks],
+                              stats=stats["image"])
+    codec = bundle.load_codec(device=config.device)
+    rows = []
+    for index, tile, msk, lat in zip(indices, tiles, masks, latents, strict=True):
+        image = DecodedImage(codec, lat, bundle.meta["latent"]["scale"], g.factor, g.lat_crop, g.px, config.device,
+                             batch=config.decode_batch or default_decode_batch(config.device))[0 : g.px[0]]
+        labels = PixelLabels(msk, g.px_per_msk, g.px)[0 : g.px[0]]
+        name = f"{index:05d}.png"
+        _write_png(out / "images" / name, image)
+        _write_png(out / "masks" / name, labels)
+        fractions = np.bincount(labels.ravel(), minlength=len(bundle.classes))[: len(bundle.classes)] / labels.size
+        rows.append([index, f"images/{name}", f"masks/{name}", tile.seed, tile.subtype] + [f"{f:.4f}" for f in fractions])
+    with open(out / "manifest.csv", "a", newline="") as fh:  # the group's rows once all its files are in place
+        csv.writer(fh).writerows(rows)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    from PIL import Image
+
+    from wsi_synth.io.atomic import atomic_output
+
+    with atomic_output(path, overwrite=True) as tmp:
+        Image.fromarray(np.ascontiguousarray(pixels)).save(tmp, format="PNG")
