@@ -23,7 +23,7 @@ from common import SHARED, Timer, emit, machine, peak_rss_mb  # noqa: E402
 def feature_rate(n_tiles: int, size: int) -> dict:
     from PIL import Image
 
-    from wsi_synth.evaluate.features import RandomFeatures
+    from wsi_synth.evaluation.features import RandomFeatures
 
     files = sorted((SHARED / "tiles" / "lc25000_224" / "lung_aca").glob("*.jpeg"))[:n_tiles]
     if files:
@@ -39,7 +39,7 @@ def feature_rate(n_tiles: int, size: int) -> dict:
 
 
 def metric_times(n: int, dim: int) -> dict:
-    from wsi_synth.evaluate import metrics
+    from wsi_synth.evaluation import metrics
 
     rng = np.random.default_rng(0)
     real, fake, train = (rng.normal(size=(n, dim)).astype(np.float32) for _ in range(3))

@@ -37,7 +37,7 @@ print(json.dumps({"tiles": len(coords), "seconds": dt, "peak_rss_mb": PEAK}))
 
 EXTRACT = """
 import sys, json, time, threading, psutil
-from wsi_synth.extract.pipeline import ExtractConfig, extract
+from wsi_synth.extraction.pipeline import ExtractConfig, extract
 tree_peak = [0.0]
 def sample():  # whole process tree (forkserver workers are not our waited-for children, so rusage misses them)
     me = psutil.Process()

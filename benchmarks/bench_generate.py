@@ -89,7 +89,7 @@ def batching() -> dict:
 
 GENERATE = """
 import json, sys, time
-from wsi_synth.generate import GenerateConfig, generate
+from wsi_synth.generation import GenerateConfig, generate
 t = time.perf_counter()
 r = generate(sys.argv[1], sys.argv[2], GenerateConfig(width=int(sys.argv[3]), height=int(sys.argv[3]), subtype="adenocarcinoma", steps=3,
              batch_size=64, max_memory_gb=0.0), overwrite=True, progress=False, log=lambda m: None)

@@ -82,7 +82,7 @@ def compare(d: int, side: int, omega: float, steps: int) -> dict:
 
 DRY_RUN = """
 import json, sys, time
-from wsi_synth.generate import GenerateConfig, make_plan
+from wsi_synth.generation import GenerateConfig, make_plan
 t = time.perf_counter()
 plan = make_plan(sys.argv[1], GenerateConfig(width=100_000, height=100_000, subtype="squamous", planner=sys.argv[2]))
 print(json.dumps({"seconds": round(time.perf_counter() - t, 2), "image_crops_per_step": plan["stages"]["image"]["crops_per_step"]}))

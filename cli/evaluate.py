@@ -41,12 +41,10 @@ With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split)
 def command(real, synthetic, train, out, features, feature_input, k, size, mode, tile, split, max_tiles, cells, min_per_cell, gallery,
             seam_period, batch_size, device, seed, overwrite, quiet):
     """Measure how close SYNTHETIC tiles are to REAL ones, and whether they copy TRAIN."""
-    from wsi_synth.evaluate.features import load_extractor
-    from wsi_synth.evaluate.run import EvaluateConfig, evaluate
+    from wsi_synth.api import evaluate
 
-    config = EvaluateConfig(k=k, size=size, mode=mode, tile=tile, split=split, max_tiles=max_tiles, cells=cells, min_per_cell=min_per_cell,
-                            gallery=gallery, seam_period=seam_period, batch_size=batch_size, seed=seed)
-    extractor = load_extractor(features, device=device, input_range=feature_input)
-    report = evaluate(real, synthetic, extractor, out, train=train, config=config, overwrite=overwrite, progress=not quiet)
+    report = evaluate(real, synthetic, out, train=train, features=features, feature_input=feature_input, k=k, size=size, mode=mode, tile=tile,
+                      split=split, max_tiles=max_tiles, cells=cells, min_per_cell=min_per_cell, gallery=gallery, seam_period=seam_period,
+                      batch_size=batch_size, device=device, seed=seed, overwrite=overwrite, progress=not quiet)
     click.echo(json.dumps(report["metrics"], indent=2))
     click.echo(f"report: {out}/report.html")

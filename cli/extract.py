@@ -35,15 +35,12 @@ def command(ctx, slides, annotations, out, tile_size, mpp, classes, unmapped, re
     XML) or a folder of per-slide files matched by name. Into an existing dataset, --tile, --mpp, --region,
     --region-mask and --classes default to the dataset's own.
     """
-    from wsi_synth.extract.pipeline import ExtractConfig, extract
+    from wsi_synth.api import extract
 
-    tile_size, mpp, region_size, region_mask_size, classes = dataset_options(ctx, out, overwrite)
-
-    config = ExtractConfig(tile_size=tile_size, mpp=mpp, min_annotated=min_annotated, min_tissue=min_tissue,
-                           unlabelled_per_slide=unlabelled_per_slide, region_size=region_size, region_mask_size=region_mask_size,
-                           test_fraction=test_fraction, seed=seed, workers=workers, slide_mpp=slide_mpp, classes=classes,
-                           unmapped=unmapped, subtype=subtype, subtypes_csv=subtypes_csv)
-    summary = extract(slides, annotations, out, config, overwrite=overwrite, progress=not quiet)
+    tile, mpp, region, region_mask, classes = dataset_options(ctx)
+    summary = extract(slides, annotations, out, tile=tile, mpp=mpp, classes=classes, unmapped=unmapped, min_annotated=min_annotated, region=region,
+                      region_mask=region_mask, test_fraction=test_fraction, min_tissue=min_tissue, unlabelled_per_slide=unlabelled_per_slide,
+                      subtype=subtype, subtypes=subtypes_csv, slide_mpp=slide_mpp, workers=workers, seed=seed, overwrite=overwrite, progress=not quiet)
     for rec in summary.slides_done:
         c = rec["counts"]
         click.echo(f"{rec['name']}: {c['labelled']} labelled, {c['unlabelled']} unlabelled, {c['regions']} regions ({rec['split']}, subtype {rec['subtype']})")

@@ -62,58 +62,15 @@ same --out is refused while the first runs.""")
 def command(model, size, count, height, subtype, mask_file, stretch, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
             device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, fmt, annotations, overwrite, quiet):
     """Generate a synthetic whole-slide image and its tissue mask."""
-    from wsi_synth.generate import GenerateConfig, generate, make_plan
-    from wsi_synth.io.outputs import annotation_formats
+    from wsi_synth.api import generate
 
-    if model is None:
-        from wsi_synth.models.bundle import default_model
-
-        model = str(default_model())
-    config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, solver=solver, eta=eta,
-                            omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
-                            seed=seed, device=device,
-                            mask=mask_file, stretch=stretch, tile=int(tile), quality=quality, save_every=save_every, max_memory_gb=max_memory,
-                            workers=workers, scheduler=scheduler, format=fmt, annotations=annotation_formats(annotations))
-    if count is not None:
-        _tiles(ctx_flags(dry_run=dry_run, fmt=fmt, annotations=annotations), model, out, config, count, overwrite=overwrite, resume=resume, quiet=quiet)
-        return
-    if dry_run:
-        plan = make_plan(model, config, project=_has_weights(model))
-        click.echo(json.dumps(plan, indent=2) if as_json else _plan_text(plan))
-        return
-    result = generate(model, out, config, overwrite=overwrite, resume=resume, progress=not quiet,
-                      log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
-    click.echo(json.dumps(result, indent=2))
-
-
-def ctx_flags(*, dry_run: bool, fmt, annotations: str) -> list[str]:
-    """The slide-only flags given with --count (they have no meaning for a tile folder)."""
-    return [flag for flag, given in (("--dry-run", dry_run), ("--format", fmt is not None), ("--annotations", annotations != "geojson")) if given]
-
-
-def _tiles(slide_only: list[str], model, out, config, count: int, *, overwrite: bool, resume: bool, quiet: bool) -> None:
-    from wsi_synth.errors import BadArgumentError
-    from wsi_synth.generate.tiles import generate_tiles
-
-    if slide_only:
-        raise BadArgumentError(f"{', '.join(slide_only)} applies to one slide, not to --count tiles (PNG images and masks)")
-    result = generate_tiles(model, out, config, count, overwrite=overwrite, resume=resume, progress=not quiet,
-                            log=(lambda m: None) if quiet else (lambda m: click.echo(m, err=True)))
-    click.echo(json.dumps(result, indent=2))
-
-
-def _has_weights(model) -> bool:
-    """A projection needs the networks; a bundle folder holding only model.json still gets the plan."""
-    from wsi_synth.errors import BadModelError
-    from wsi_synth.models.bundle import open_bundle
-
-    bundle = open_bundle(model)
-    try:
-        for stage in ("image", "mask"):
-            bundle.check_files(stage)
-    except BadModelError:
-        return False
-    return True
+    log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
+    result = generate(model, out, size=size, height=height, count=count, subtype=subtype, mask=mask_file, stretch=stretch, steps=steps, solver=solver,
+                      eta=eta, omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
+                      seed=seed, device=device, tile=int(tile), quality=quality, dry_run=dry_run, resume=resume, save_every=save_every,
+                      max_memory=max_memory, workers=workers, scheduler=scheduler, format=fmt, annotations=annotations, overwrite=overwrite,
+                      progress=not quiet, log=log)
+    click.echo(_plan_text(result) if dry_run and count is None and not as_json else json.dumps(result, indent=2))
 
 
 def _plan_text(plan: dict) -> str:

@@ -32,14 +32,12 @@ def command(ctx, images, out, masks, legend, subtype, scale, stretch, tile_size,
 
     Into an existing dataset, --tile, --mpp, --region, --region-mask and --classes default to the dataset's own.
     """
-    from wsi_synth.data.importer import ImportConfig, import_tiles
+    from wsi_synth.api import import_tiles
 
-    tile_size, mpp, region_size, region_mask_size, classes = dataset_options(ctx, out, overwrite)
-
-    config = ImportConfig(tile_size=tile_size, mpp=mpp, scale=scale, subtype=subtype, classes=classes, unmapped=unmapped,
-                          min_annotated=min_annotated, region_size=region_size, region_mask_size=region_mask_size,
-                          test_fraction=test_fraction, seed=seed, stretch=stretch)
-    s = import_tiles(images, out, config, masks=masks, legend=legend, overwrite=overwrite, progress=not quiet)
+    tile, mpp, region, region_mask, classes = dataset_options(ctx)
+    s = import_tiles(images, out, masks=masks, legend=legend, subtype=subtype, scale=scale, stretch=stretch, tile=tile, mpp=mpp, classes=classes,
+                     unmapped=unmapped, min_annotated=min_annotated, region=region, region_mask=region_mask, test_fraction=test_fraction, seed=seed,
+                     overwrite=overwrite, progress=not quiet)
     if s.skipped_existing:
         click.echo(f"{s.source}: already in {s.dataset}, nothing to do")
         return

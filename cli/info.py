@@ -18,7 +18,8 @@ Examples:
 @json_option
 def command(path, as_json):
     """Show what PATH holds: a dataset, a generated slide, or any slide."""
-    from wsi_synth.info import describe, render_text
+    from wsi_synth import describe
+    from wsi_synth.info import render_text
 
     info = describe(path)
     click.echo(json.dumps(info, indent=2) if as_json else render_text(info))

@@ -24,7 +24,7 @@ class _Group(click.Group):
         except WsiSynthError as exc:
             if debug:
                 raise
-            _fail(str(exc), EXIT_BAD_INPUT)
+            _fail(exc.cli_message(), EXIT_BAD_INPUT)
         except OSError as exc:
             if debug:
                 raise

@@ -38,16 +38,13 @@ def tile_options(f):
 DATASET_OPTIONS = ("tile_size", "mpp", "region_size", "region_mask_size", "classes")
 
 
-def dataset_options(ctx: click.Context, out: str, overwrite: bool) -> tuple:
-    """The values of `DATASET_OPTIONS`, in that order: as given, or — when not given and `out` is already a
-    dataset (and not `overwrite`) — the dataset's own, so a second import adds to the first without repeating it."""
+def dataset_options(ctx: click.Context) -> tuple:
+    """The values of `DATASET_OPTIONS`, in that order: as given, or None when not given, so that the API takes an
+    existing dataset's own (a second import adds to the first without repeating them), else the defaults."""
     from click.core import ParameterSource
 
-    from wsi_synth.data.store import existing_settings
-
-    settings = None if overwrite else existing_settings(out)
     defaulted = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
-    return tuple(settings[k] if settings and ctx.get_parameter_source(k) in defaulted else ctx.params[k] for k in DATASET_OPTIONS)
+    return tuple(None if ctx.get_parameter_source(k) in defaulted else ctx.params[k] for k in DATASET_OPTIONS)
 
 
 def output_format_options(f):

@@ -29,28 +29,8 @@ the image and its labels; with --annotations asap s.xml (ASAP).""")
 @quiet_option
 def command(image, out, mpp, labels, legend, tile, quality, fmt, annotations, overwrite, quiet):
     """Write IMAGE as a pyramid that OpenSlide, QuPath, ASAP and Bio-Formats (or, as OME-Zarr, napari) open."""
-    from wsi_synth.io.atomic import check_not_inputs
-    from wsi_synth.io.outputs import OutputPaths, annotation_formats, claim_outputs, open_image_lazily, write_slide_outputs
+    from wsi_synth.api import pyramid
 
-    kinds = annotation_formats(annotations)
-    check_not_inputs(OutputPaths.beside(out, fmt, kinds).all(), [image, labels, legend])
-
-    classes = _legend(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
-    pixels = open_image_lazily(image)
-    if pixels.ndim == 3 and pixels.shape[2] == 4:
-        pixels = pixels[..., :3]
-    if pixels.dtype == "uint16":  # 16-bit scans: scaled to 8 bits, not clipped
-        pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
-    label_map = open_image_lazily(labels, labels=True) if labels else None
-    with claim_outputs(out):  # one run per output set
-        result = write_slide_outputs(pixels, label_map, out, mpp=mpp, classes=classes, tile=int(tile), quality=quality,
-                                     overwrite=overwrite, progress=not quiet, fmt=fmt, annotations=kinds)
+    result = pyramid(image, out, mpp=mpp, labels=labels, legend=legend, tile=int(tile), quality=quality, format=fmt, annotations=annotations,
+                     overwrite=overwrite, progress=not quiet)
     click.echo(json.dumps(result, indent=2))
-
-
-def _legend(path: str) -> list[dict]:
-    from wsi_synth.classes import read_legend, scheme
-
-    names = read_legend(path)
-    palette = {c.name: c.color for c in scheme([names[k] for k in sorted(names) if k])}
-    return [{"id": k, "name": v, "color": list(palette.get(v, (0, 0, 0)))} for k, v in sorted(names.items())]

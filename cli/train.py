@@ -33,10 +33,8 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 @quiet_option
 def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, device, codec, resume, overwrite, quiet):
     """Train STAGE (codec, image or mask) on the dataset DATA."""
-    from wsi_synth.diffusion.train import train
-    from wsi_synth.models.config import load_config
+    from wsi_synth.api import train
 
-    cfg = load_config(config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every,
-                      sample_every=sample_every, seed=seed)
-    result = train(stage, data, out, cfg, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=not quiet)
+    result = train(stage, data, out, config=config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every,
+                   sample_every=sample_every, seed=seed, device=device, codec=codec, resume=resume, overwrite=overwrite, progress=not quiet)
     click.echo(json.dumps(result, indent=2))

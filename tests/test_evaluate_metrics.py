@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from wsi_synth.evaluate import metrics
+from wsi_synth.evaluation import metrics
 
 
 def test_identical_sets_give_precision_recall_one_and_far_sets_zero():

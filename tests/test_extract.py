@@ -10,7 +10,7 @@ from tests.conftest import shared
 from wsi_synth.annotations import load_annotations
 from wsi_synth.data import open_dataset
 from wsi_synth.errors import WsiSynthError
-from wsi_synth.extract.pipeline import ExtractConfig, extract
+from wsi_synth.extraction.pipeline import ExtractConfig, extract
 
 SMALL = ExtractConfig(tile_size=256, region_size=1024, region_mask_size=64, unlabelled_per_slide=20)
 

@@ -81,7 +81,7 @@ def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, 
 
 def _interrupt_image_stage_at(monkeypatch, step_to_stop: int):
     """Make the next run's image stage raise KeyboardInterrupt after `step_to_stop` steps; returns the undo."""
-    import wsi_synth.generate.run as gen
+    import wsi_synth.generation.run as gen
 
     real = gen.sample_canvas
 
@@ -160,7 +160,7 @@ def test_tiled_decode_blends_exactly_and_costs_little():
     """A linear 'codec' (nearest upsampling ×4): blending must reproduce its output exactly (weights sum to 1)."""
     import torch
 
-    from wsi_synth.generate.decode import DecodedImage
+    from wsi_synth.generation.decode import DecodedImage
 
     class Upsample:
         def decode(self, z):
@@ -249,7 +249,7 @@ def test_without_model_and_without_a_bundled_one_says_to_pass_one(tmp_path, runn
 
 def test_decode_batch_and_row_streaming_give_the_blended_image(bundle):
     """A real (tiny) codec: 1 or 5 tiles per call, bands of any height — the same pixels, to codec rounding."""
-    from wsi_synth.generate.decode import DecodedImage
+    from wsi_synth.generation.decode import DecodedImage
     from wsi_synth.models.bundle import open_bundle
 
     b = open_bundle(bundle)
@@ -291,7 +291,7 @@ def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, 
 
 
 def test_masks_are_upsampled_smoothly_the_same_in_any_band_and_chunk():
-    from wsi_synth.generate.masks import smooth
+    from wsi_synth.generation.masks import smooth
 
     # a disk and a diagonal drawn on a 16² map, seen at 16× (the mask canvas → output step of a real run)
     yy, xx = np.mgrid[0:256, 0:256] + 0.5

@@ -208,7 +208,7 @@ def test_a_run_that_cannot_fit_in_memory_or_on_disk_is_refused_before_it_starts(
     import shutil as shutil_module
     from collections import namedtuple
 
-    import wsi_synth.generate.run as gen
+    import wsi_synth.generation.run as gen
 
     monkeypatch.setattr(gen, "available_memory", lambda: 1000)
     _refused(_generate(runner, model, tmp_path / "s.tiff"), "of memory and 1 kB is available", "--max-memory")
@@ -255,9 +255,9 @@ def test_generate_numbers_and_devices_are_checked_where_they_enter(model, tmp_pa
 
 def test_seeds_are_what_the_generators_accept(model, tmp_path, runner):
     from wsi_synth.errors import BadArgumentError
-    from wsi_synth.generate import GenerateConfig
+    from wsi_synth.generation import GenerateConfig
 
-    with pytest.raises(BadArgumentError, match="--seed"):
+    with pytest.raises(BadArgumentError, match="seed"):
         GenerateConfig(width=96, height=96, seed=-5).validate()
     result = _generate(runner, model, tmp_path / "s.tiff", "--seed", -5)
     assert result.exit_code == 2 and "--seed" in result.output and "Traceback" not in result.output

@@ -133,7 +133,7 @@ def test_geojson_round_trip_is_exact_with_holes_and_islands_in_holes():
 def test_existing_output_is_refused_and_overwrite_replaces(tmp_path):
     out = tmp_path / "s.tiff"
     out.write_bytes(b"precious")
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match="overwrite=True"):
         write_slide_pyramid(tissue_like(64, 64), out, mpp=0.5, tile=256)
     assert out.read_bytes() == b"precious"
     write_slide_pyramid(tissue_like(64, 64), out, mpp=0.5, tile=256, overwrite=True)

@@ -151,7 +151,7 @@ def test_format_from_the_name_and_a_mismatch_refused():
 
     assert output_format("s.ome.zarr") == "ome-zarr" and output_format("s.OME.TIF") == "ome-tiff" and output_format("s.tiff") == "tiff"
     assert output_format("s.tiff", "ome-tiff") == "ome-tiff"  # an OME-TIFF may be named .tiff
-    with pytest.raises(BadArgumentError, match="names a tiff output but --format is ome-zarr"):
+    with pytest.raises(BadArgumentError, match="names a tiff output but format is ome-zarr"):
         output_format("s.tiff", "ome-zarr")
     with pytest.raises(BadArgumentError, match="names a ome-zarr output"):
         output_format("s.ome.zarr", "tiff")

@@ -2,9 +2,9 @@ import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon
 
-from wsi_synth.extract.raster import ClassGeometries
-from wsi_synth.extract.split import assign_splits
-from wsi_synth.extract.tissue import box_fractions, tissue_mask
+from wsi_synth.extraction.raster import ClassGeometries
+from wsi_synth.extraction.split import assign_splits
+from wsi_synth.extraction.tissue import box_fractions, tissue_mask
 
 
 def test_rasterize_is_exact_at_pixel_centres_for_holes_islands_and_overlaps():

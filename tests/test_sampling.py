@@ -144,11 +144,11 @@ def test_without_guidance_no_null_pass_is_made():
 
 def test_bad_sampler_arguments():
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
-    with pytest.raises(BadArgumentError, match="--context"):
+    with pytest.raises(BadArgumentError, match="context"):
         sample(oracle, (1, 64, 64), ABAR, SamplerConfig(PlannerConfig("shifted-grid", 16, 8)))
     with pytest.raises(BadArgumentError, match="smaller than the crop"):
         sample(oracle, (1, 8, 64), ABAR, SamplerConfig(PlannerConfig("shifted-grid", 16, 2)))
-    with pytest.raises(BadArgumentError, match="--planner"):
+    with pytest.raises(BadArgumentError, match="planner"):
         sample(oracle, (1, 64, 64), ABAR, SamplerConfig(PlannerConfig("spiral", 16, 0)))
 
 

@@ -56,7 +56,7 @@ def test_dpm_solver_at_20_steps_keeps_the_oracle_field_at_least_as_well_as_ddim_
 
 
 def test_solver_arguments_are_checked():
-    with pytest.raises(BadArgumentError, match="--solver"):
+    with pytest.raises(BadArgumentError, match="solver"):
         make_solver("euler", ABAR, 10)
-    with pytest.raises(BadArgumentError, match="--eta 0.5 needs --solver ddim"):
+    with pytest.raises(BadArgumentError, match="eta 0.5 needs solver ddim"):
         SamplerConfig(steps=10, eta=0.5, solver="dpm-solver++").validate()

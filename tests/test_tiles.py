@@ -10,7 +10,7 @@ from PIL import Image
 
 from cli.main import cli
 from tests.test_train import tiny_bundle
-from wsi_synth.generate.tiles import tile_seed
+from wsi_synth.generation.tiles import tile_seed
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_a_tile_is_the_slide_generate_makes_with_its_seed(bundle, tmp_path, runn
 
 
 def test_interrupted_count_run_resumes_to_the_same_tiles(bundle, tmp_path, runner, monkeypatch):
-    import wsi_synth.generate.tiles as tiles
+    import wsi_synth.generation.tiles as tiles
 
     assert _count(runner, bundle, tmp_path / "full", 5).exit_code == 0
     real = tiles._write_group

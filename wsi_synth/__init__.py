@@ -1,10 +1,12 @@
 """wsi-synth: synthetic H&E whole-slide images with tissue masks, by hierarchical random-patch latent diffusion.
 
-The library is split by responsibility (see DESIGN.md): `slide` and `annotations` read what users have,
-`extract` and `data` turn it into a training set, `io` writes gigapixel outputs viewers open.
+The commands are functions here, with the command-line arguments as keyword parameters (`wsi_synth.api`):
+`extract`, `import_tiles`, `train`, `generate`, `pyramid`, `evaluate`, and `describe` for `info`; with `open_bundle`,
+`open_dataset` and `default_model`. They are imported on first use, so `import wsi_synth` stays light (no torch).
 
-`open_bundle`, `open_dataset` and `default_model` are imported on first use, so `import wsi_synth` stays light
-(no torch).
+The library is split by responsibility (see DESIGN.md): `slide` and `annotations` read what users have,
+`extraction` and `data` turn it into a training set, `diffusion` and `models` train, `sampling` and `generation`
+make slides, `io` writes the outputs viewers open, `evaluation` measures them.
 """
 
 from wsi_synth.errors import (
@@ -21,7 +23,8 @@ from wsi_synth.errors import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"open_bundle": "wsi_synth.models.bundle", "default_model": "wsi_synth.models.bundle", "open_dataset": "wsi_synth.data.store"}
+_LAZY = {"open_bundle": "wsi_synth.models.bundle", "default_model": "wsi_synth.models.bundle", "open_dataset": "wsi_synth.data.store",
+         "describe": "wsi_synth.info", **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "pyramid", "evaluate")}}
 
 __all__ = [
     "BadAnnotationError",
@@ -35,8 +38,15 @@ __all__ = [
     "WsiSynthError",
     "__version__",
     "default_model",
+    "describe",
+    "evaluate",
+    "extract",
+    "generate",
+    "import_tiles",
     "open_bundle",
     "open_dataset",
+    "pyramid",
+    "train",
 ]
 
 

@@ -20,11 +20,14 @@ UNKNOWN = "unknown"
 
 @dataclass(frozen=True)
 class TissueClass:
+    """One training class: its id in masks (0 = unknown), name and display colour."""
+
     id: int
     name: str
     color: tuple[int, int, int]
 
     def to_json(self) -> dict:
+        """The class as stored in dataset.json and model.json."""
         return {"id": self.id, "name": self.name, "color": list(self.color)}
 
 
@@ -38,6 +41,7 @@ class ClassMap:
 
     @property
     def names(self) -> list[str]:
+        """The class names in id order, unknown first."""
         return [c.name for c in self.classes]
 
     def class_id(self, annotation_name: str) -> int | None:
@@ -58,6 +62,7 @@ class ClassMap:
         )
 
     def to_json(self) -> list[dict]:
+        """The class map as stored in dataset.json: the classes and the name mapping."""
         return [c.to_json() for c in self.classes]
 
 

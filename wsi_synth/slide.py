@@ -36,6 +36,7 @@ class Slide:
 
     @property
     def name(self) -> str:
+        """The slide's file name."""
         return self.path.stem
 
     @property
@@ -50,6 +51,7 @@ class Slide:
         self.close()
 
     def close(self) -> None:
+        """Close the slide file."""
         self.handle.close()  # type: ignore[attr-defined]
 
     def scale_for(self, mpp: float) -> float:

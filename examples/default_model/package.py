@@ -66,7 +66,7 @@ def real_tiles(data: Path, n: int = 256) -> np.ndarray:
 def generated(model: Path, out: Path, size: int, subtype: str) -> tuple[dict, np.ndarray, np.ndarray, float]:
     import tifffile
 
-    from wsi_synth.generate import GenerateConfig, generate
+    from wsi_synth.generation import GenerateConfig, generate
 
     started = time.perf_counter()
     result = generate(model, out, GenerateConfig(width=size, height=size, subtype=subtype), progress=False,

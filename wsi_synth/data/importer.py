@@ -22,8 +22,8 @@ from PIL import Image
 from wsi_synth.classes import ClassMap, Unmapped, load_class_map, read_legend
 from wsi_synth.data.store import DatasetSpec, SourceWriter, sha256_file, writing_dataset
 from wsi_synth.errors import BadArgumentError, BadDatasetError
-from wsi_synth.extract.raster import class_fractions
-from wsi_synth.extract.split import assign_splits
+from wsi_synth.extraction.raster import class_fractions
+from wsi_synth.extraction.split import assign_splits
 from wsi_synth.io.images import image_size, read_mask_values, read_rgb
 
 log = logging.getLogger("wsi_synth")
@@ -32,6 +32,8 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 
 @dataclass(frozen=True)
 class ImportConfig:
+    """Settings of `import`. Sizes are pixels at `mpp` µm/px, after `scale`; fractions are of a tile's pixels."""
+
     tile_size: int = 512
     mpp: float = 0.5
     scale: float = 1.0
@@ -48,6 +50,8 @@ class ImportConfig:
 
 @dataclass
 class ImportSummary:
+    """What one `import` did: the source it added, its tile counts, and what it skipped."""
+
     dataset: str
     source: str
     skipped_existing: bool = False

@@ -58,12 +58,15 @@ class TileReader:
         return self._groups[source]
 
     def image(self, kind: str, source: str, index: int) -> np.ndarray:
+        """The (T, T, 3) uint8 tile `index` of `kind` in `source`."""
         return self._group(source)[f"{kind}/images"][index]
 
     def mask(self, kind: str, source: str, index: int) -> np.ndarray:
+        """The (T, T) uint8 class map of tile `index` of `kind` in `source`."""
         return self._group(source)[f"{kind}/masks"][index]
 
 
 def require(items: list, what: str, dataset: Dataset, hint: str) -> None:
+    """Refuse to train on an empty set of `what`, with the `hint` that fixes it."""
     if not items:
         raise BadDatasetError(f"{dataset.root} has no {what} in its train split: {hint}")

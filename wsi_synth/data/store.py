@@ -49,6 +49,7 @@ class DatasetSpec:
     region_mask_size: int = 128
 
     def mismatch(self, other: DatasetSpec) -> str | None:
+        """What differs between this spec and `other` (a line for the error), or None."""
         for key in ("tile_size", "mpp", "classes", "region_size", "region_mask_size"):
             mine, theirs = getattr(self, key), getattr(other, key)
             if key == "classes":
@@ -68,27 +69,33 @@ class Dataset:
 
     @property
     def spec(self) -> DatasetSpec:
+        """What every source of this dataset agrees on (tile size, MPP, classes, regions)."""
         m = self.meta
         return DatasetSpec(m["tile_size"], m["mpp"], tuple(m["classes"]), m["region_size"], m["region_mask_size"])
 
     @property
     def sources(self) -> list[dict]:
+        """The finished sources, as recorded in dataset.json."""
         return list(self.meta["sources"])
 
     @property
     def class_names(self) -> list[str]:
+        """The class names in id order (0 = unknown)."""
         return [c["name"] for c in self.meta["classes"]]
 
     def has_source(self, sha256: str) -> bool:
+        """Whether a source with this sha256 is already in the dataset (re-runs skip it)."""
         return any(s["sha256"] == sha256 for s in self.meta["sources"])
 
     def source_group(self, source_id: str):  # -> zarr.Group
+        """The zarr group of a finished source, read-only."""
         import zarr
 
         _register_codecs()
         return zarr.open_group(str(self.root / "sources" / f"{source_id}.zarr"), mode="r")
 
     def manifest(self) -> list[dict]:
+        """Every row of manifest.csv (one per tile or region); a damaged manifest is refused."""
         path = self.root / "manifest.csv"
         try:
             with path.open(newline="", encoding="utf-8") as fh:
@@ -255,6 +262,7 @@ class SourceWriter:
                                               for name, a in self.arrays.items()})
 
     def write_tile(self, name: str, index: int, value: np.ndarray) -> None:
+        """Store array `value` as item `index` of the source's array `name`."""
         self.tiles.write(name, index, value)
 
     def commit(self, record: dict, rows: Sequence[dict]) -> None:
@@ -265,6 +273,7 @@ class SourceWriter:
         self.dataset.add_source(record, rows)
 
     def abort(self) -> None:
+        """Remove the partial source (nothing of it enters the dataset)."""
         shutil.rmtree(self.partial, ignore_errors=True)
 
 
@@ -285,6 +294,7 @@ class TileStore:
         return {"root": self.root, "arrays": self.arrays, "_codecs": None}
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
+        """Write item `index` of array `name` (opened lazily, so a worker process opens its own)."""
         shape, configs = self.arrays[name]
         if tuple(value.shape) != shape or value.dtype != np.uint8:
             raise ValueError(f"{name}[{index}]: expected {shape} uint8, got {value.shape} {value.dtype}")
@@ -335,6 +345,7 @@ def _write_csv(path: Path, rows: Iterable[dict]) -> None:
 
 
 def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
+    """The sha256 hex digest of a file, read in chunks."""
     import hashlib
 
     digest = hashlib.sha256()

@@ -39,6 +39,8 @@ LATENT_CACHE_MAX = 20_000  # latents kept per run (float16); beyond that, tiles 
 
 @dataclass
 class StageSpec:
+    """What differs between the stages of training: the network, its learning rate, its loss, preview and final record."""
+
     name: str
     network: torch.nn.Module
     lr: float
@@ -241,6 +243,7 @@ def measure_scale(codec, images: list[np.ndarray], device: str) -> float:
 
 
 def reconstruction_psnr(codec, images: list[np.ndarray], device: str) -> float:
+    """The codec's mean reconstruction PSNR (dB) over `images` (posterior mode, no sampling)."""
     n = _chunk(images)
     with torch.no_grad():
         errors = []

@@ -77,6 +77,7 @@ class OutputPaths:
                    image.with_name(f"{stem}.xml") if "asap" in annotations else None, image.with_name(f"{stem}.json"), fmt)
 
     def all(self) -> list[Path]:
+        """The paths of the set that will be written, in order."""
         return [p for p in (self.image, self.mask, self.geojson, self.asap, self.record) if p is not None]
 
 

@@ -35,6 +35,8 @@ LOSSLESS_RATIO = 0.8
 
 @dataclass(frozen=True)
 class LevelInfo:
+    """One pyramid level: its size and its downsample from level 0."""
+
     width: int
     height: int
     downsample: float
@@ -90,6 +92,7 @@ def write_label_pyramid(labels, path: str | Path, *, mpp: float, tile: int = 512
 
 
 def check_pyramid_args(array, ndim: int, mpp: float, tile: int) -> None:
+    """Refuse an array, MPP or tile size no viewer could use, naming what is wrong."""
     shape = tuple(array.shape)
     if len(shape) != ndim or (ndim == 3 and shape[2] != 3) or np.dtype(array.dtype) != np.uint8:
         want = "(height, width, 3) uint8" if ndim == 3 else "(height, width) uint8"

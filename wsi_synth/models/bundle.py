@@ -31,21 +31,27 @@ FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet"}
 
 @dataclass
 class Bundle:
+    """A model bundle folder: model.json (classes, subtypes, latent, schedule, stages) and one folder per network."""
+
     root: Path
     meta: dict = field(default_factory=dict)
 
     @property
     def classes(self) -> list[dict]:
+        """The model's classes [{id, name, color}], 0 = unknown."""
         return self.meta.get("classes", [])
 
     @property
     def subtypes(self) -> list[str]:
+        """The subtypes the mask model takes as prompts."""
         return self.meta.get("subtypes", [])
 
     def has(self, stage: str) -> bool:
+        """Whether `stage` has been trained into this bundle."""
         return stage in self.meta.get("stages", {})
 
     def require(self, stage: str) -> None:
+        """Refuse a bundle without `stage`, saying which command trains it."""
         if not self.has(stage):
             hint = f"wsi-synth train {stage} DATA --out {self.root}" + (" (or pass --codec PATH)" if stage == "codec" else "")
             raise BadModelError(f"model bundle {self.root} has no {stage} stage: train it with `{hint}`")
@@ -62,6 +68,7 @@ class Bundle:
                                 f"(needs config.json and weights): copy the whole bundle folder again, or retrain the {stage} stage")
 
     def load_codec(self, *, device: str = "cpu"):
+        """The codec (a diffusers AutoencoderKL) on `device`, in eval mode."""
         from diffusers import AutoencoderKL
 
         external = self.meta.get("stages", {}).get("codec", {}).get("external")
@@ -74,6 +81,7 @@ class Bundle:
             raise BadModelError(f"cannot load the codec from {source}: {str(exc).splitlines()[0]}") from exc
 
     def load_unet(self, stage: str, *, device: str = "cpu"):
+        """The `stage` UNet (a diffusers UNet2DModel) on `device`, in eval mode."""
         from diffusers import UNet2DModel
 
         self.require(stage)
@@ -94,10 +102,12 @@ class Bundle:
         os.replace(tmp, final)
 
     def write_meta(self) -> None:
+        """Write model.json atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.root / "model.json", {"format": FORMAT, "version": VERSION, **self.meta})
 
     def summary(self) -> dict:
+        """What `wsi-synth info` shows of a bundle."""
         m = self.meta
         return {"path": str(self.root), "classes": [c["name"] for c in self.classes], "subtypes": self.subtypes,
                 "tile_size": m.get("tile_size"), "mpp": m.get("mpp"), "latent": m.get("latent"),
@@ -133,6 +143,7 @@ def _is_hub_id(source: str) -> bool:
 
 
 def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
+    """Open the model bundle at `root` (or create an empty one), checking model.json's format, version and shape."""
     root = Path(root)
     meta_path = root / "model.json"
     if not meta_path.is_file():

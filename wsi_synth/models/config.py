@@ -14,6 +14,8 @@ from wsi_synth.errors import BadArgumentError
 
 @dataclass(frozen=True)
 class CodecConfig:
+    """The codec's network and learning rate (a diffusers AutoencoderKL)."""
+
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # f = 2^(len - 1)
     latent_channels: int = 4
     layers_per_block: int = 1
@@ -27,6 +29,8 @@ class CodecConfig:
 
 @dataclass(frozen=True)
 class UNetConfig:
+    """A diffusion UNet's network and learning rate (a diffusers UNet2DModel)."""
+
     block_out_channels: tuple[int, ...] = (32, 64)
     layers_per_block: int = 1
     attention: bool = False  # attention blocks at the lowest resolution
@@ -54,6 +58,7 @@ class TrainConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        """Refuse values training cannot use, naming the key."""
         if not 0 <= self.p_unc <= 1:
             raise BadArgumentError(f"p_unc must be in [0, 1], got {self.p_unc}")
         for name in ("batch_size", "max_steps", "checkpoint_every", "sample_every", "num_train_timesteps"):
@@ -69,6 +74,7 @@ class TrainConfig:
                 raise BadArgumentError(f"{part}.lr must be positive, got {getattr(self, part).lr}")
 
     def to_json(self) -> dict:
+        """The configuration as recorded in model.json."""
         return asdict(self)
 
 
@@ -112,6 +118,7 @@ def _from_yaml(path: Path) -> TrainConfig:
 
 
 def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
+    """A TrainConfig from a YAML/JSON document, with its nested network sections; unknown keys are refused."""
     nested = {"codec": CodecConfig, "image": UNetConfig, "mask": UNetConfig}
     known = {f.name for f in fields(TrainConfig)}
     kwargs = {}

@@ -37,6 +37,7 @@ class BundleDenoiser:
         return self.device.startswith("cuda")
 
     def network(self):
+        """The stage's UNet, loaded once per process and device (a small LRU cache)."""
         key = (self.model, self.stage, self.device)
         if key in _NETWORKS:
             _NETWORKS.move_to_end(key)

@@ -14,6 +14,7 @@ from wsi_synth.models.config import CodecConfig, UNetConfig
 
 
 def build_codec(config: CodecConfig):
+    """A diffusers AutoencoderKL from a CodecConfig."""
     from diffusers import AutoencoderKL
 
     n = len(config.block_out_channels)
@@ -24,6 +25,7 @@ def build_codec(config: CodecConfig):
 
 
 def build_unet(config: UNetConfig, *, in_channels: int, out_channels: int, num_class_embeds: int, sample_size: int):
+    """A diffusers UNet2DModel from a UNetConfig, with the conditioning input channels of its stage."""
     from diffusers import UNet2DModel
 
     n = len(config.block_out_channels)
@@ -37,6 +39,7 @@ def build_unet(config: UNetConfig, *, in_channels: int, out_channels: int, num_c
 
 
 def codec_factor(codec) -> int:
+    """The codec's spatial downsampling factor f (2 per level after the first)."""
     return 2 ** (len(codec.config.block_out_channels) - 1)
 
 

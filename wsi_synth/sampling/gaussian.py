@@ -23,6 +23,7 @@ class GaussianFieldDenoiser:
         self._maps: dict[int, torch.Tensor] = {}
 
     def target_correlation(self, lag: int) -> float:
+        """The field's correlation at `lag` px: what a sampled canvas should show."""
         return float(np.exp(-(lag**2) / (2 * self.length**2)))
 
     def _map(self, t: int) -> torch.Tensor:

@@ -27,12 +27,15 @@ PLANNERS = ("shifted-grid", "random-patch", "fixed-grid")
 
 @dataclass(frozen=True)
 class PlannerConfig:
+    """Which crops a step evaluates: the planner, crop size d, context margin and random-patch region."""
+
     name: str = "shifted-grid"
     crop: int = 64  # d, latent px
     context: int = 8  # m, latent px (shifted-grid)
     region: int = 0  # random-patch planning region; 0 = 16 d
 
     def validate(self) -> None:
+        """Refuse an unknown planner or sizes it cannot use."""
         if self.name not in PLANNERS:
             raise BadArgumentError(f"--planner must be one of {', '.join(PLANNERS)}, got {self.name!r}")
         if not 0 <= self.context < self.crop / 2:
@@ -40,6 +43,7 @@ class PlannerConfig:
 
     @property
     def region_size(self) -> int:
+        """Side of a random-patch planning region, latent px."""
         return self.region or 16 * self.crop
 
 

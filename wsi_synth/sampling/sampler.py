@@ -35,6 +35,8 @@ NOISE_BLOCK = 64
 
 @dataclass(frozen=True)
 class SamplerConfig:
+    """Settings of the sampler: planner, steps, solver, guidance, batch, window and seed."""
+
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     steps: int = 50
     eta: float = 0.0
@@ -45,6 +47,7 @@ class SamplerConfig:
     solver: str = "ddim"
 
     def validate(self) -> None:
+        """Refuse settings the sampler cannot use, naming the option."""
         self.planner.validate()
         if self.steps < 1 or self.batch_size < 1:
             raise BadArgumentError(f"--steps and --batch-size must be at least 1, got {self.steps}, {self.batch_size}")
@@ -58,6 +61,8 @@ class SamplerConfig:
 
 @dataclass
 class SampleStats:
+    """Counts of a sampling run: steps, crops and denoiser evaluations."""
+
     steps: int = 0
     crops: int = 0
     evaluations: int = 0

@@ -63,6 +63,7 @@ def _fmt(value: object) -> str:
 
 
 def render_html(report: dict, gallery: list, histogram: dict) -> str:
+    """The report as one self-contained HTML page: metrics, inputs, the nearest-neighbour gallery and histogram."""
     fx = report["feature_extractor"]
     warning = "" if fx["comparable_with_published"] else (
         "<p class=warn>Features from the offline default extractor: compare these numbers only with each other, "

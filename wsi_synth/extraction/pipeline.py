@@ -2,7 +2,7 @@
 
 Everything that can be wrong with the input (slides, annotations, class names, subtypes, the output
 folder) is checked before anything is written. Slides are then processed one at a time, tiles in
-parallel worker processes (`extract.worker`): each reads, rasterizes, encodes and stores its own tiles, so
+parallel worker processes (`extraction.worker`): each reads, rasterizes, encodes and stores its own tiles, so
 this process only collects manifest rows.
 """
 
@@ -26,10 +26,10 @@ from wsi_synth.annotations import Annotation, clip_to_slide, match_annotations, 
 from wsi_synth.classes import ClassMap, Unmapped, load_class_map
 from wsi_synth.data.store import Dataset, DatasetSpec, SourceWriter, sha256_file, writing_dataset
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.extract.raster import ClassGeometries
-from wsi_synth.extract.split import assign_splits
-from wsi_synth.extract.tissue import box_fractions, tissue_mask
-from wsi_synth.extract.worker import SlideJob, TileCutter, cut_in_worker, init_worker
+from wsi_synth.extraction.raster import ClassGeometries
+from wsi_synth.extraction.split import assign_splits
+from wsi_synth.extraction.tissue import box_fractions, tissue_mask
+from wsi_synth.extraction.worker import SlideJob, TileCutter, cut_in_worker, init_worker
 from wsi_synth.io.atomic import check_apart
 from wsi_synth.slide import MPP_TOLERANCE, Slide, find_slides, open_slide
 
@@ -283,7 +283,7 @@ def _start_forkserver() -> None:
     import multiprocessing
     from multiprocessing import forkserver
 
-    multiprocessing.get_context("forkserver").set_forkserver_preload(["wsi_synth.extract.worker"])
+    multiprocessing.get_context("forkserver").set_forkserver_preload(["wsi_synth.extraction.worker"])
     forkserver.ensure_running()
 
 

@@ -22,10 +22,10 @@ import numpy as np
 from wsi_synth import __version__
 from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
-from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
-from wsi_synth.generate.decode import DecodedImage, default_decode_batch
-from wsi_synth.generate.masks import PixelLabels, clean_mask, load_mask, smooth
-from wsi_synth.generate.plan import plan_run
+from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
+from wsi_synth.generation.decode import DecodedImage, default_decode_batch
+from wsi_synth.generation.masks import PixelLabels, clean_mask, load_mask, smooth
+from wsi_synth.generation.plan import plan_run
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle

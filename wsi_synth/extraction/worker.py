@@ -13,7 +13,7 @@ import numpy as np
 import shapely
 
 from wsi_synth.data.store import TileStore
-from wsi_synth.extract.raster import ClassGeometries, class_fractions
+from wsi_synth.extraction.raster import ClassGeometries, class_fractions
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth.errors import BadAnnotationError, BadArgumentError
-from wsi_synth.generate.config import Geometry
+from wsi_synth.generation.config import Geometry
 from wsi_synth.io.images import read_labels
 from wsi_synth.models.bundle import Bundle
 

@@ -27,9 +27,9 @@ import numpy as np
 
 from wsi_synth import __version__
 from wsi_synth.errors import BadArgumentError, OutputExistsError
-from wsi_synth.generate.config import GenerateConfig, check_bundle, geometry, sampler_config
-from wsi_synth.generate.decode import DecodedImage, default_decode_batch
-from wsi_synth.generate.masks import PixelLabels, clean_mask, smooth
+from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
+from wsi_synth.generation.decode import DecodedImage, default_decode_batch
+from wsi_synth.generation.masks import PixelLabels, clean_mask, smooth
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.canvas import check_identity
 from wsi_synth.sampling.sampler import SampleStats
@@ -102,7 +102,7 @@ def _check(model, config: GenerateConfig, count: int, group: int):
 
 
 def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
-    from wsi_synth.generate.run import model_sha256
+    from wsi_synth.generation.run import model_sha256
 
     return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle), "count": count, "width": config.width, "height": config.height,
             "subtype": config.subtype, "steps": config.steps, "solver": config.solver, "eta": config.eta, "omega": config.omega,

@@ -14,7 +14,7 @@ import torch
 
 from wsi_synth.diffusion.schedule import alphas_cumprod
 from wsi_synth.diffusion.solvers import make_solver
-from wsi_synth.generate.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config
+from wsi_synth.generation.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
 
@@ -117,7 +117,8 @@ def host_seconds_per_crop(shape: tuple[int, int, int], sampler, *, labelled: boo
 
 
 def decode_seconds_per_latent_px(bundle: Bundle, config: GenerateConfig, g: Geometry) -> float:
-    from wsi_synth.generate.decode import default_decode_batch
+    """Seconds the codec takes per latent pixel on `config.device`, timed on one batch of decode tiles."""
+    from wsi_synth.generation.decode import default_decode_batch
 
     codec = bundle.load_codec(device=config.device)
     batch = config.decode_batch or default_decode_batch(config.device)

@@ -28,6 +28,8 @@ MAX_GUIDANCE = 20.0
 
 @dataclass(frozen=True)
 class GenerateConfig:
+    """What a `generate` run is asked for: the CLI's options (`max_memory_gb` is `--max-memory`)."""
+
     width: int
     height: int
     subtype: str | None = None
@@ -55,6 +57,7 @@ class GenerateConfig:
     annotations: tuple[str, ...] = ("geojson",)  # geojson (QuPath), asap (ASAP XML)
 
     def validate(self) -> None:
+        """Refuse values no run can use, with a line naming the option and its range."""
         if self.width < 1 or self.height < 1:
             raise BadArgumentError(f"--size must be at least 1 px, got {self.width}×{self.height}")
         if max(self.width, self.height) > MAX_SIDE:
@@ -84,6 +87,8 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class Geometry:
+    """The canvases of a run: output, latent and mask sizes (height, width), the codec factor and crop sizes."""
+
     px: tuple[int, int]
     lat: tuple[int, int]
     msk: tuple[int, int]

@@ -61,6 +61,7 @@ def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
 
 
 def gaussian_frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.ndarray) -> float:
+    """Fréchet distance between two Gaussians (the FID formula), from their means and covariances."""
     import warnings
 
     from scipy import linalg

@@ -9,15 +9,17 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.evaluate import metrics
-from wsi_synth.evaluate.features import FeatureExtractor
-from wsi_synth.evaluate.inputs import TileSource, iter_batches, open_source, read_centre
+from wsi_synth.evaluation import metrics
+from wsi_synth.evaluation.features import FeatureExtractor
+from wsi_synth.evaluation.inputs import TileSource, iter_batches, open_source, read_centre
 
 THUMB = 96  # gallery thumbnails, px
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """Settings of `evaluate` (the CLI's options of the same names)."""
+
     k: int = 3
     size: int = 256
     mode: str = "tiled"
@@ -34,6 +36,8 @@ class EvaluateConfig:
 
 @dataclass
 class Embedded:
+    """One input's tiles in feature space, with thumbnails for the gallery."""
+
     source: TileSource
     features: np.ndarray
     thumbs: np.ndarray
@@ -58,7 +62,7 @@ def embed(source: TileSource, extractor: FeatureExtractor, config: EvaluateConfi
 def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtractor, out: str | Path, *, train: str | Path | None = None,
              config: EvaluateConfig = EvaluateConfig(), overwrite: bool = False, progress: bool = True) -> dict:
     """Compare REAL and SYNTHETIC tiles (and SYNTHETIC against TRAIN for copying); write `out/report.{json,html}`."""
-    from wsi_synth.evaluate.report import write_report
+    from wsi_synth.evaluation.report import write_report
     from wsi_synth.io.atomic import check_not_inputs, check_output
 
     out = Path(out)

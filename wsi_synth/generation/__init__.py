@@ -7,8 +7,8 @@
 - `run`: the run itself, its work folder and fingerprint, and the outputs.
 """
 
-from wsi_synth.generate.config import GenerateConfig
-from wsi_synth.generate.plan import make_plan
-from wsi_synth.generate.run import generate
+from wsi_synth.generation.config import GenerateConfig
+from wsi_synth.generation.plan import make_plan
+from wsi_synth.generation.run import generate
 
 __all__ = ["GenerateConfig", "generate", "make_plan"]

@@ -19,6 +19,8 @@ from wsi_synth.errors import BadArgumentError
 
 
 class FeatureExtractor(Protocol):
+    """Tiles (N, S, S, 3) uint8 → features (N, D) float; `comparable` when the network is one published metrics use."""
+
     name: str
     comparable: bool  # with published numbers
 

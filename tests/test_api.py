@@ -1,0 +1,95 @@
+"""The Python API: the commands as functions with the CLI's argument names, errors that name parameters, and a
+documented public surface."""
+
+import importlib
+import inspect
+import pkgutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+import wsi_synth
+from cli.main import cli
+from tests.test_io_pyramid import tissue_like
+
+COMMANDS = {"extract": "extract", "import": "import_tiles", "train": "train", "generate": "generate", "pyramid": "pyramid", "evaluate": "evaluate"}
+#: CLI parameters whose Python name differs from the flag for a reason (or that only the CLI has).
+CLI_ONLY = {"quiet", "as_json"}
+RENAMED = {"tile_size": "tile", "region_size": "region", "region_mask_size": "region_mask", "subtypes_csv": "subtypes", "mask_file": "mask",
+           "fmt": "format"}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_cli_option_is_a_parameter_of_the_api_function_with_the_flag_name(command):
+    click_command = cli.commands[command]
+    function = getattr(wsi_synth, COMMANDS[command])
+    parameters = inspect.signature(function).parameters
+    for option in click_command.params:
+        if option.name in CLI_ONLY:
+            continue
+        name = RENAMED.get(option.name, option.name)
+        assert name in parameters, f"{command}: {option.opts} has no parameter {name!r}"
+        flag = next((o for o in option.opts if o.startswith("--")), None)
+        if flag is not None:
+            assert flag[2:].replace("-", "_") == name, f"{command}: parameter {name!r} is not named like {flag}"
+
+
+def test_import_wsi_synth_loads_no_torch():
+    code = "import sys, wsi_synth; wsi_synth.__all__; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_errors_name_parameters_in_python_and_flags_on_the_command_line(tmp_path, runner):
+    tifffile.imwrite(tmp_path / "img.tif", tissue_like(64, 64))
+    with pytest.raises(wsi_synth.BadArgumentError) as caught:
+        wsi_synth.pyramid(tmp_path / "img.tif", tmp_path / "s.tiff", mpp=0.5, annotations="kml")
+    assert "annotations must be" in str(caught.value)
+    (tmp_path / "s.tiff").write_bytes(b"old")
+    with pytest.raises(wsi_synth.OutputExistsError) as caught:
+        wsi_synth.pyramid(tmp_path / "img.tif", tmp_path / "s.tiff", mpp=0.5)
+    assert "overwrite=True" in str(caught.value) and "--overwrite" not in str(caught.value)
+    result = runner.invoke(cli, ["pyramid", str(tmp_path / "img.tif"), "--mpp", "0.5", "--out", str(tmp_path / "s.tiff")])
+    assert result.exit_code == 2 and "pass --overwrite" in result.output
+
+
+def test_a_notebook_drives_the_same_functions_as_the_cli(tmp_path):
+    image = tissue_like(300, 400)
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    result = wsi_synth.pyramid(tmp_path / "img.tif", tmp_path / "s.ome.zarr", mpp=0.25, tile=256)
+    assert result["format"] == "ome-zarr"
+    described = wsi_synth.describe(tmp_path / "s.ome.zarr")
+    assert described["mpp"] == 0.25 and described["levels"][0] == [3, 300, 400]
+    plan = wsi_synth.generate(None, tmp_path / "g.tiff", size=4096, subtype="squamous", dry_run=True)
+    assert plan["output_px"] == [4096, 4096] and not (tmp_path / "g.tiff").exists()
+    assert np.array_equal(np.moveaxis(np.asarray(__import__("zarr").open(str(tmp_path / "s.ome.zarr"), mode="r")["0"]), 0, 2), image)
+
+
+def _public_objects():
+    for info in pkgutil.walk_packages(wsi_synth.__path__, "wsi_synth."):
+        if info.name.startswith("wsi_synth.default_model"):
+            continue
+        module = importlib.import_module(info.name)
+        yield info.name, module
+        for name, obj in vars(module).items():
+            if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                yield f"{info.name}.{name}", obj
+                if inspect.isclass(obj):
+                    for attr, member in vars(obj).items():
+                        if not attr.startswith("_") and (inspect.isfunction(member) or isinstance(member, property)):
+                            yield f"{info.name}.{name}.{attr}", member
+
+
+def test_every_public_module_class_and_function_has_a_docstring():
+    undocumented = []
+    for name, obj in _public_objects():
+        doc = obj.__doc__
+        if isinstance(obj, property):
+            doc = obj.fget.__doc__
+        if not doc or (inspect.isclass(obj) and doc.startswith(obj.__name__ + "(")):  # a dataclass's generated signature
+            undocumented.append(name)
+    assert not undocumented, undocumented
