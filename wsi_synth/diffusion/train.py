@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from wsi_synth.data.samplers import TileIndex, TileReader, augment, require, step_rng
 from wsi_synth.data.store import Dataset, open_dataset
 from wsi_synth.devices import check_device
-from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod, ddim_step, ddim_timesteps
+from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import check_apart, claim
 from wsi_synth.models.bundle import FOLDERS, BadModelError, Bundle, open_bundle
@@ -321,9 +321,9 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         return _eps_loss(net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank)
 
     def preview(net) -> np.ndarray:
-        labels = torch.arange(n_classes, device=device)  # 0 = unconditional, then each class over the whole tile
-        mask = (labels > 0).float().view(-1, 1, 1, 1).expand(-1, 1, lat, lat)
-        z = _ddim_preview(net, (n_classes, latent["channels"], lat, lat), labels, mask, abar, device, seed=config.seed)
+        # 0 = unconditional, then each class over the whole tile, all from the same noise
+        maps = [np.full((lat, lat), c, np.uint8) for c in range(n_classes)]
+        z = _preview_sample(net, "image", (latent["channels"], lat, lat), abar, device, seed=config.seed, labels=maps).to(device)
         with torch.no_grad():
             return _grid(codec.decode(z / latent["scale"]).sample.clamp(-1, 1), rows=1)
 
@@ -358,8 +358,8 @@ def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: s
         return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank)
 
     def preview(net) -> np.ndarray:
-        labels = torch.arange(len(subtypes) + 1, device=device)
-        x = _ddim_preview(net, (len(labels), n_classes, size, size), labels, None, abar, device, seed=config.seed)
+        # unconditional, then each subtype, all from the same noise
+        x = _preview_sample(net, "mask", (n_classes, size, size), abar, device, seed=config.seed, conditions=list(range(len(subtypes) + 1))).to(device)
         colors = torch.tensor([c["color"] for c in dataset.meta["classes"]], dtype=torch.float32, device=device)
         rgb = colors[x.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
         return _grid(rgb, rows=1)
@@ -385,19 +385,19 @@ def _eps_loss(net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch
     return F.mse_loss(net(inputs, t, class_labels=labels).sample.float(), noise)
 
 
-def _ddim_preview(net, shape: tuple, labels: torch.Tensor, mask: torch.Tensor | None, abar: torch.Tensor, device: str, *, seed: int,
-                  steps: int = 20) -> torch.Tensor:
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    x = torch.randn(shape, generator=gen).to(device)
-    ts = ddim_timesteps(len(abar), steps)
-    abar = abar.to(device)
-    with torch.no_grad():
-        for j, t in enumerate(ts):
-            inputs = torch.cat([x, mask], dim=1) if mask is not None else x
-            eps = net(inputs, torch.full((shape[0],), t, device=device), class_labels=labels).sample
-            prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0, device=device)
-            x = ddim_step(x, eps, abar[t], prev)
-    return x
+def _preview_sample(net, stage: str, shape: tuple[int, int, int], abar: torch.Tensor, device: str, *, seed: int,
+                    labels: list[np.ndarray] | None = None, conditions: list[int] | None = None, steps: int = 20) -> torch.Tensor:
+    """Preview tiles of one crop each, by the same sampler `generate` uses (DDIM, one canvas per class map or
+    condition, batched together): a preview shows what generation will make of the network."""
+    from wsi_synth.models.denoiser import NetworkDenoiser
+    from wsi_synth.sampling.canvas import sample_canvases
+    from wsi_synth.sampling.planners import PlannerConfig
+    from wsi_synth.sampling.sampler import SamplerConfig
+
+    n = len(labels) if labels is not None else len(conditions or [])
+    config = SamplerConfig(PlannerConfig("fixed-grid", shape[-1], 0), steps=steps, batch_size=max(n, 1), seed=seed, solver="ddim")
+    canvases = sample_canvases(NetworkDenoiser(net, stage, device), shape, abar.cpu(), [config] * n, labels=labels, conditions=conditions)
+    return torch.from_numpy(np.stack(canvases))
 
 
 def _grid(images: torch.Tensor, *, rows: int) -> np.ndarray:

@@ -50,12 +50,30 @@ class BundleDenoiser:
         return _NETWORKS[key]
 
     def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
-        net = self.network()
-        move = {"non_blocking": True} if self.pin_memory else {}
-        z = z.to(self.device, **move)
-        if self.stage == "image":  # the conditioning class's mask is one more input channel (zeros: the null condition)
-            mask = masks.to(self.device, **move) if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:], device=self.device)
-            z = torch.cat([z, mask], 1)
-        with torch.no_grad(), autocast(self.device):
-            out = net(z, t.to(self.device, **move), class_labels=labels.to(self.device, **move)).sample
-        return out.float().cpu()
+        return network_eps(self.network(), self.stage, self.device, z, t, labels, masks, non_blocking=self.pin_memory)
+
+
+@dataclass(frozen=True)
+class NetworkDenoiser:
+    """A network in memory as a denoiser (e.g. the one being trained, for its previews); not for a cluster."""
+
+    net: torch.nn.Module
+    stage: str  # "image" or "mask"
+    device: str = "cpu"
+
+    def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+        return network_eps(self.net, self.stage, self.device, z, t, labels, masks)
+
+
+def network_eps(net, stage: str, device: str, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None, *,
+                non_blocking: bool = False) -> torch.Tensor:
+    """ε of a stage's UNet for a batch, on the CPU in float32: the image UNet takes the conditioning class's mask as
+    one more input channel (zeros: the null condition); the mask UNet takes the subtype as its class label."""
+    move = {"non_blocking": True} if non_blocking else {}
+    z = z.to(device, **move)
+    if stage == "image":
+        mask = masks.to(device, **move) if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:], device=device)
+        z = torch.cat([z, mask], 1)
+    with torch.no_grad(), autocast(device):
+        out = net(z, t.to(device, **move), class_labels=labels.to(device, **move)).sample
+    return out.float().cpu()
