@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=8)
     args = parser.parse_args()
     ds = open_dataset(args.dataset)
-    colors = np.array([c["color"] for c in ds.meta["classes"]], np.float32)
+    colors = np.array([c["color"] for c in ds.classes], np.float32)
     rows = [r for r in ds.manifest() if r["kind"] == "labelled" and len(json.loads(r["fractions"])) >= 3]
     rows = rows[:: max(1, len(rows) // args.count)][: args.count] or [r for r in ds.manifest() if r["kind"] == "labelled"][: args.count]
     panels = []

@@ -79,6 +79,36 @@ class Dataset:
         return list(self.meta["sources"])
 
     @property
+    def tile_size(self) -> int:
+        """Tile side in px at `mpp`."""
+        return int(self.meta["tile_size"])
+
+    @property
+    def mpp(self) -> float:
+        """µm per pixel of every tile."""
+        return float(self.meta["mpp"])
+
+    @property
+    def region_size(self) -> int:
+        """Side in px (at `mpp`) of the regions cut for the mask stage."""
+        return int(self.meta["region_size"])
+
+    @property
+    def region_mask_size(self) -> int:
+        """Side of the stored region masks (regions downsampled)."""
+        return int(self.meta["region_mask_size"])
+
+    @property
+    def classes(self) -> list[dict]:
+        """The classes [{id, name, color}], id 0 = unknown."""
+        return list(self.meta["classes"])
+
+    @property
+    def subtypes(self) -> list[str]:
+        """The subtypes of the dataset's sources, sorted."""
+        return sorted(self.meta.get("subtypes") or [])
+
+    @property
     def class_names(self) -> list[str]:
         """The class names in id order (0 = unknown)."""
         return [c["name"] for c in self.meta["classes"]]

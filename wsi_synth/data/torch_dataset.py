@@ -37,8 +37,8 @@ class TileDataset(_TorchDataset):
         if split not in (None, "train", "test"):
             raise BadArgumentError(f"split must be 'train', 'test' or None (both), got {split!r}")
         self.dataset = open_dataset(path)
-        self.classes = [c["name"] for c in self.dataset.meta["classes"]]
-        self.tile_size = int(self.dataset.meta["tile_size"])
+        self.classes = self.dataset.class_names
+        self.tile_size = self.dataset.tile_size
         self.items = [(r["kind"], r["source"], int(r["index"])) for r in self.dataset.manifest()
                       if r["kind"] in kinds and (split is None or r["split"] == split)]
         self.transform = transform

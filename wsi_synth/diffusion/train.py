@@ -28,7 +28,7 @@ from wsi_synth.devices import check_device
 from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import check_apart, claim
-from wsi_synth.models.bundle import FOLDERS, BadModelError, Bundle, open_bundle
+from wsi_synth.models.bundle import FOLDERS, BadModelError, Bundle, LatentSpec, ScheduleSpec, open_bundle
 from wsi_synth.models.config import TrainConfig
 from wsi_synth.models.denoiser import autocast
 from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
@@ -95,7 +95,7 @@ def _train_claimed(stage: str, dataset: Dataset, out: str | Path, config: TrainC
             bundle.write_meta()  # claims the folder as a bundle at once, so an interrupted first stage can --resume
         if codec is not None:
             # a local folder is recorded absolute, so that the bundle loads from any working directory
-            bundle.meta["stages"]["codec"] = {"external": str(Path(codec).resolve()) if Path(codec).exists() else codec}
+            bundle.set_external_codec(str(Path(codec).resolve()) if Path(codec).exists() else codec)
         spec = build_stage(stage, dataset, bundle, config, device, rank=rank)
         try:
             return _loop(spec, bundle, config, dataset, resume=resume, device=device, progress=progress and rank == 0, rank=rank, world=world)
@@ -119,7 +119,7 @@ def _remove_if_untrained(root: Path) -> None:
 
 def _discard_stage(bundle: Bundle, stage: str) -> None:
     """What a previous `train STAGE` wrote into the bundle: its network folder, checkpoint, previews, record."""
-    if stage == "codec" and bundle.has("image") and not bundle.meta["stages"].get("codec", {}).get("external"):
+    if stage == "codec" and bundle.has("image") and not bundle.external_codec:
         raise BadModelError(f"{bundle.root}: its image stage was trained on this codec's latents; retrain the codec into a new --out "
                             "(or retrain the image stage after it)")
     for path in (bundle.root / FOLDERS[stage], bundle.root / "checkpoints" / f"{stage}.pt"):
@@ -129,7 +129,7 @@ def _discard_stage(bundle: Bundle, stage: str) -> None:
             path.unlink(missing_ok=True)
     for path in (bundle.root / "previews").glob(f"{stage}_step*.png"):
         path.unlink()
-    bundle.meta["stages"].pop(stage, None)
+    bundle.drop_stage(stage)
 
 
 def _init_distributed(device: str) -> tuple[int, int, str]:
@@ -151,18 +151,18 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
 
 def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset) -> None:
     """A bundle serves one class scheme and subtype list: refuse a dataset that disagrees."""
-    classes = dataset.meta["classes"]
-    subtypes = sorted(dataset.meta.get("subtypes") or [])
-    if bundle.meta.get("classes") is not None:
+    classes = dataset.classes
+    subtypes = dataset.subtypes
+    if bundle.has_data():
         mine = [c["name"] for c in bundle.classes]
         if mine != [c["name"] for c in classes]:
             raise BadModelError(f"{bundle.root} was trained with classes {mine}, the dataset has {[c['name'] for c in classes]}")
         if bundle.subtypes != subtypes:
             raise BadModelError(f"{bundle.root} was trained with subtypes {bundle.subtypes}, the dataset has {subtypes}")
-        if bundle.meta.get("tile_size") != dataset.meta["tile_size"]:
-            raise BadModelError(f"{bundle.root} was trained on {bundle.meta.get('tile_size')} px tiles, the dataset has {dataset.meta['tile_size']}")
-    bundle.meta.update(classes=classes, subtypes=subtypes, tile_size=dataset.meta["tile_size"], mpp=dataset.meta["mpp"],
-                       region_size=dataset.meta["region_size"], region_mask_size=dataset.meta["region_mask_size"])
+        if bundle.tile_size != dataset.tile_size:
+            raise BadModelError(f"{bundle.root} was trained on {bundle.tile_size} px tiles, the dataset has {dataset.tile_size}")
+    bundle.adopt_data(classes=classes, subtypes=subtypes, tile_size=dataset.tile_size, mpp=dataset.mpp, region_size=dataset.region_size,
+                      region_mask_size=dataset.region_mask_size)
 
 
 def _dataset_hash(dataset: Dataset) -> str:
@@ -223,7 +223,7 @@ def _codec_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         keys = [("labelled", s, i) for s, i in test.labelled] + [("unlabelled", s, i) for s, i in test.unlabelled]
         held_out = [reader.image(*k) for k in keys[:: max(1, len(keys) // 64)][:64]]
         psnr = reconstruction_psnr(net, held_out or [reader.image(*t) for t in tiles[-32:]], device)
-        bundle.meta["latent"] = {"factor": codec_factor(net), "channels": net.config.latent_channels, "scale": scale}
+        bundle.set_latent(LatentSpec(codec_factor(net), net.config.latent_channels, scale))
         return {"psnr_test_db" if held_out else "psnr_train_db": psnr, "latent_scale": scale}
 
     return StageSpec("codec", codec, config.codec.lr, loss, preview, finish)
@@ -265,17 +265,17 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
     codec = bundle.load_codec(device=device)
     for p in codec.parameters():
         p.requires_grad_(False)
-    if "latent" not in bundle.meta or bundle.meta["stages"]["codec"].get("external"):
+    if not bundle.has_latent() or bundle.external_codec:
         images = [reader.image("labelled", s, i) for s, i in index.labelled[:64]]
-        bundle.meta["latent"] = {"factor": codec_factor(codec), "channels": codec.config.latent_channels, "scale": measure_scale(codec, images, device)}
-    latent = bundle.meta["latent"]
-    tile = dataset.meta["tile_size"]
-    if tile % latent["factor"]:
-        raise BadModelError(f"tile size {tile} is not a multiple of the codec's downsampling factor {latent['factor']}")
-    lat = tile // latent["factor"]
+        bundle.set_latent(LatentSpec(codec_factor(codec), codec.config.latent_channels, measure_scale(codec, images, device)))
+    latent = bundle.latent
+    tile = dataset.tile_size
+    if tile % latent.factor:
+        raise BadModelError(f"tile size {tile} is not a multiple of the codec's downsampling factor {latent.factor}")
+    lat = tile // latent.factor
     check_fits(config.image, lat, "the latent size")
-    n_classes = len(dataset.meta["classes"])
-    net = build_unet(config.image, in_channels=latent["channels"] + 1, out_channels=latent["channels"], num_class_embeds=n_classes, sample_size=lat)
+    n_classes = len(dataset.classes)
+    net = build_unet(config.image, in_channels=latent.channels + 1, out_channels=latent.channels, num_class_embeds=n_classes, sample_size=lat)
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
     cache: dict = {}
 
@@ -283,7 +283,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         key = (kind, source, i)
         if key not in cache:
             with torch.no_grad():
-                z = codec.encode(_to_tensor([reader.image(kind, source, i)], device)).latent_dist.mode()[0] * latent["scale"]
+                z = codec.encode(_to_tensor([reader.image(kind, source, i)], device)).latent_dist.mode()[0] * latent.scale
             if len(cache) < LATENT_CACHE_MAX:
                 cache[key] = z.half()
         z = cache[key].float() if key in cache else z
@@ -323,9 +323,9 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
     def preview(net) -> np.ndarray:
         # 0 = unconditional, then each class over the whole tile, all from the same noise
         maps = [np.full((lat, lat), c, np.uint8) for c in range(n_classes)]
-        z = _preview_sample(net, "image", (latent["channels"], lat, lat), abar, device, seed=config.seed, labels=maps).to(device)
+        z = _preview_sample(net, "image", (latent.channels, lat, lat), abar, device, seed=config.seed, labels=maps).to(device)
         with torch.no_grad():
-            return _grid(codec.decode(z / latent["scale"]).sample.clamp(-1, 1), rows=1)
+            return _grid(codec.decode(z / latent.scale).sample.clamp(-1, 1), rows=1)
 
     return StageSpec("image", net, config.image.lr, loss, preview, lambda net: {}, draw)
 
@@ -337,9 +337,9 @@ def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: s
     index, reader = TileIndex.build(dataset), TileReader(dataset)
     require(index.regions, "region masks", dataset, "extract regions (--region/--region-mask) or import masks")
     subtypes = bundle.subtypes
-    size = dataset.meta["region_mask_size"]
+    size = dataset.region_mask_size
     check_fits(config.mask, size, "the region mask size")
-    n_classes = len(dataset.meta["classes"])
+    n_classes = len(dataset.classes)
     net = build_unet(config.mask, in_channels=n_classes, out_channels=n_classes, num_class_embeds=len(subtypes) + 1, sample_size=size)
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
 
@@ -360,7 +360,7 @@ def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: s
     def preview(net) -> np.ndarray:
         # unconditional, then each subtype, all from the same noise
         x = _preview_sample(net, "mask", (n_classes, size, size), abar, device, seed=config.seed, conditions=list(range(len(subtypes) + 1))).to(device)
-        colors = torch.tensor([c["color"] for c in dataset.meta["classes"]], dtype=torch.float32, device=device)
+        colors = torch.tensor([c["color"] for c in dataset.classes], dtype=torch.float32, device=device)
         rgb = colors[x.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
         return _grid(rgb, rows=1)
 
@@ -524,16 +524,11 @@ def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, data
     net.eval()
     extra = spec.finish(net)
     bundle.save_network(spec.name, net)
-    bundle.meta["schedule"] = {"num_train_timesteps": config.num_train_timesteps, "beta_schedule": config.beta_schedule, "prediction_type": "epsilon"}
-    bundle.meta["conditioning"] = {
-        "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel",
-        "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
-    }
     head, tail = float(np.mean(losses[:20])) if losses else None, float(np.mean(losses[-20:])) if losses else None
-    bundle.meta["stages"][spec.name] = {"steps": len(losses), "dataset_sha256": _dataset_hash(dataset), "config": config.to_json(),
-                                        "initial_loss": head, "final_loss": tail, "world_size": world, "train_seconds": round(earlier_seconds + seconds, 1),
-                                        "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
-                                        **extra}
+    bundle.record_stage(spec.name, {"steps": len(losses), "dataset_sha256": _dataset_hash(dataset), "config": config.to_json(),
+                                    "initial_loss": head, "final_loss": tail, "world_size": world, "train_seconds": round(earlier_seconds + seconds, 1),
+                                    "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}, **extra},
+                        schedule=ScheduleSpec(config.num_train_timesteps, config.beta_schedule))
     bundle.write_meta()
     rate = steps_run * config.batch_size * world / max(seconds, 1e-9)
     return {"stage": spec.name, "steps": len(losses), "initial_loss": head, "final_loss": tail, "samples_per_s": round(rate, 2), **extra}

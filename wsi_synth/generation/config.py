@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from wsi_synth.devices import check_device
 from wsi_synth.diffusion.solvers import SOLVERS
-from wsi_synth.errors import BadArgumentError
+from wsi_synth.errors import BadArgumentError, BadModelError
 from wsi_synth.io.outputs import FORMATS, annotation_formats
 from wsi_synth.models.bundle import Bundle
 from wsi_synth.sampling.planners import PlannerConfig
@@ -100,11 +100,10 @@ class Geometry:
 
 def geometry(bundle: Bundle, config: GenerateConfig) -> Geometry:
     """Canvas sizes for the output; canvases are at least one crop (the output is cut from the corner)."""
-    meta = bundle.meta
-    factor = meta["latent"]["factor"]
-    lat_crop = meta["tile_size"] // factor
-    msk_crop = meta["region_mask_size"]
-    px_per_msk = meta["region_size"] / meta["region_mask_size"]
+    factor = bundle.latent.factor
+    lat_crop = bundle.tile_size // factor
+    msk_crop = bundle.region_mask_size
+    px_per_msk = bundle.region_size / bundle.region_mask_size
     h, w = config.height, config.width
     lat = (max(math.ceil(h / factor), lat_crop), max(math.ceil(w / factor), lat_crop))
     msk = (max(math.ceil(h / px_per_msk), msk_crop), max(math.ceil(w / px_per_msk), msk_crop))
@@ -142,10 +141,10 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
                                    "or pass --mask to give the class map yourself")
         if config.subtype not in bundle.subtypes:
             raise BadArgumentError(f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}")
-    for key in ("latent", "tile_size", "region_size", "region_mask_size", "classes", "schedule"):
-        if key not in bundle.meta:
-            raise BadArgumentError(f"model bundle {bundle.root}: model.json lacks {key!r} (was every stage trained?)")
-    trained = bundle.meta["schedule"].get("num_train_timesteps", 1000)
+    _ = (bundle.latent, bundle.tile_size, bundle.region_size, bundle.region_mask_size)  # each refuses a bundle that lacks it
+    if not bundle.classes:
+        raise BadModelError(f"model bundle {bundle.root}: model.json lists no classes: train the codec stage first")
+    trained = bundle.schedule.num_train_timesteps
     if config.steps > trained:
         raise BadArgumentError(f"--steps {config.steps} is more than the {trained} noise levels the model was trained on: use at most {trained} "
                                f"(20 DPM-Solver++ or 50 DDIM steps are enough)")

@@ -36,8 +36,7 @@ def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = Fals
 
 def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bool = False) -> dict:
     """`make_plan` for a bundle already opened and checked, and its geometry."""
-    schedule = bundle.meta["schedule"]
-    steps = len(make_solver(config.solver, alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"]), config.steps))
+    steps = len(make_solver(config.solver, bundle.schedule.alphas_cumprod(), config.steps))
     stages = {}
     if config.mask is None:
         crops, exact = estimate_crops_per_step(planner_config(config, g.msk_crop), g.msk)
@@ -57,14 +56,14 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
 def canvas_bytes(bundle: Bundle, g: Geometry, config: GenerateConfig) -> int:
     """Bytes of the image stage's state: two buffer sets (x, and x̂₀ for multistep solvers) and the class map."""
     sets = 2 * (2 if config.solver != "ddim" else 1)
-    return sets * bundle.meta["latent"]["channels"] * g.lat[0] * g.lat[1] * 4 + g.lat[0] * g.lat[1]
+    return sets * bundle.latent.channels * g.lat[0] * g.lat[1] * 4 + g.lat[0] * g.lat[1]
 
 
 def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) -> dict:
     """Projected seconds per stage on `config.device`, from short calibrations of each part."""
     from wsi_synth.models.denoiser import BundleDenoiser
 
-    channels = bundle.meta["latent"]["channels"]
+    channels = bundle.latent.channels
     out: dict = {"device": config.device}
     for stage, info in plan["stages"].items():
         shape = (len(bundle.classes), g.msk_crop, g.msk_crop) if stage == "mask" else (channels, g.lat_crop, g.lat_crop)
@@ -123,7 +122,7 @@ def decode_seconds_per_latent_px(bundle: Bundle, config: GenerateConfig, g: Geom
     codec = bundle.load_codec(device=config.device)
     batch = config.decode_batch or default_decode_batch(config.device)
     side = min(2 * g.lat_crop, g.lat[0], g.lat[1])
-    z = torch.zeros(batch, bundle.meta["latent"]["channels"], side, side, device=config.device)
+    z = torch.zeros(batch, bundle.latent.channels, side, side, device=config.device)
     with torch.no_grad():
         codec.decode(z)
         started = time.perf_counter()

@@ -85,11 +85,9 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
 
 def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work: Path, identity: dict, user_mask: np.ndarray | None, *,
          out_of_core: bool, resumed: bool, overwrite: bool, progress: bool, log) -> dict:
-    from wsi_synth.diffusion.schedule import alphas_cumprod
     from wsi_synth.io.outputs import write_slide_outputs
 
-    schedule = bundle.meta["schedule"]
-    abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
+    abar = bundle.schedule.alphas_cumprod()
     timings: dict[str, float] = {}
     stats = {"mask": SampleStats(), "image": SampleStats()}
     with _scheduler(config) as client:
@@ -107,13 +105,13 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
         lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor)
         log(f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
             + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else ""))
-        latents = sample_canvas(BundleDenoiser(str(model), "image", config.device), (bundle.meta["latent"]["channels"], *g.lat), abar=abar,
+        latents = sample_canvas(BundleDenoiser(str(model), "image", config.device), (bundle.latent.channels, *g.lat), abar=abar,
                                 config=sampler_config(config, g, "image"), work=work / "image", labels=lat_labels, stats=stats["image"],
                                 fingerprint={**identity, "stage": "image"}, **run)
         timings["image_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     codec = bundle.load_codec(device=config.device)
-    image = DecodedImage(codec, latents, bundle.meta["latent"]["scale"], g.factor, g.lat_crop, g.px, config.device,
+    image = DecodedImage(codec, latents, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device,
                          batch=config.decode_batch or default_decode_batch(config.device))
     labels = PixelLabels(msk, g.px_per_msk, g.px)
 
@@ -124,7 +122,7 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
                 "decode": {"decoded_latent_px": image.decoded_latent_px,
                            "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)}}
 
-    result = write_slide_outputs(image, labels, out, mpp=bundle.meta["mpp"], classes=bundle.classes, tile=config.tile, quality=config.quality,
+    result = write_slide_outputs(image, labels, out, mpp=bundle.mpp, classes=bundle.classes, tile=config.tile, quality=config.quality,
                                  overwrite=overwrite, progress=progress, record=record, fmt=config.format, annotations=config.annotations)
     return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}
 
@@ -187,7 +185,7 @@ def model_sha256(bundle: Bundle) -> str:
     """One hash over model.json and every file of its networks (and an external codec's folder, or its hub id)."""
     digest = hashlib.sha256((bundle.root / "model.json").read_bytes())
     folders = [bundle.root / FOLDERS[s] for s in ("codec", "image", "mask")]
-    external = bundle.meta.get("stages", {}).get("codec", {}).get("external")
+    external = bundle.external_codec
     if external:
         folders.append(Path(external)) if Path(external).is_dir() else digest.update(external.encode())
     for folder in folders:

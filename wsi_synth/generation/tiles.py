@@ -146,12 +146,10 @@ def _finished(out: Path) -> int:
 
 
 def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, indices: list[int], stats: dict) -> None:
-    from wsi_synth.diffusion.schedule import alphas_cumprod
     from wsi_synth.models.denoiser import BundleDenoiser
     from wsi_synth.sampling.canvas import sample_canvases
 
-    schedule = bundle.meta["schedule"]
-    abar = alphas_cumprod(schedule["num_train_timesteps"], schedule["beta_schedule"])
+    abar = bundle.schedule.alphas_cumprod()
     seeds = [tile_seed(config.seed, i) for i in indices]
     subtypes = [config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds]
     tiles = [replace(config, seed=s, subtype=sub) for s, sub in zip(seeds, subtypes, strict=True)]
@@ -159,13 +157,13 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
                                [sampler_config(t, g, "mask") for t in tiles], conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
                                stats=stats["mask"])
     masks = [clean_mask(o.argmax(0).astype(np.uint8), min_region=config.min_region) for o in one_hots]
-    latents = sample_canvases(BundleDenoiser(str(model), "image", config.device), (bundle.meta["latent"]["channels"], *g.lat), abar,
+    latents = sample_canvases(BundleDenoiser(str(model), "image", config.device), (bundle.latent.channels, *g.lat), abar,
                               [sampler_config(t, g, "image") for t in tiles], labels=[smooth(m, g.px_per_msk, g.lat, g.factor) for m in masks],
                               stats=stats["image"])
     codec = bundle.load_codec(device=config.device)
     rows = []
     for index, tile, msk, lat in zip(indices, tiles, masks, latents, strict=True):
-        image = DecodedImage(codec, lat, bundle.meta["latent"]["scale"], g.factor, g.lat_crop, g.px, config.device,
+        image = DecodedImage(codec, lat, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device,
                              batch=config.decode_batch or default_decode_batch(config.device))[0 : g.px[0]]
         labels = PixelLabels(msk, g.px_per_msk, g.px)[0 : g.px[0]]
         name = f"{index:05d}.png"

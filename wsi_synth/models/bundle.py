@@ -29,12 +29,83 @@ STAGES = ("codec", "image", "mask")
 FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet"}
 
 
+@dataclass(frozen=True)
+class LatentSpec:
+    """The codec's latent space: spatial factor f, channels, and the scale that makes latents unit variance."""
+
+    factor: int
+    channels: int
+    scale: float
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """The noise schedule the networks were trained with."""
+
+    num_train_timesteps: int
+    beta_schedule: str
+
+    def alphas_cumprod(self):
+        """ᾱ_t for every training timestep (a torch tensor)."""
+        from wsi_synth.diffusion.schedule import alphas_cumprod
+
+        return alphas_cumprod(self.num_train_timesteps, self.beta_schedule)
+
+
 @dataclass
 class Bundle:
-    """A model bundle folder: model.json (classes, subtypes, latent, schedule, stages) and one folder per network."""
+    """A model bundle folder: model.json (classes, subtypes, latent, schedule, stages) and one folder per network.
+
+    Read model.json through the typed properties (`latent`, `schedule`, `tile_size`, …): each checks its key once,
+    and a bundle whose stage that writes it is missing is a one-line error naming the stage. Only this module and
+    the trainer (which writes it) touch `meta`.
+    """
 
     root: Path
     meta: dict = field(default_factory=dict)
+
+    def _required(self, key: str, stage: str):
+        if key not in self.meta:
+            raise BadModelError(f"model bundle {self.root}: model.json lacks {key!r}: train the {stage} stage first "
+                                f"(`wsi-synth train {stage} DATA --out {self.root}`)")
+        return self.meta[key]
+
+    @property
+    def latent(self) -> LatentSpec:
+        """The codec's latent space (written when the codec is trained or attached)."""
+        v = self._required("latent", "codec")
+        return LatentSpec(int(v["factor"]), int(v["channels"]), float(v["scale"]))
+
+    @property
+    def schedule(self) -> ScheduleSpec:
+        """The noise schedule (written by the image and mask stages)."""
+        v = self._required("schedule", "image")
+        return ScheduleSpec(int(v["num_train_timesteps"]), str(v["beta_schedule"]))
+
+    @property
+    def tile_size(self) -> int:
+        """Training tile side in px at `mpp`: the image stage's crop is tile_size / f latent px."""
+        return int(self._required("tile_size", "codec"))
+
+    @property
+    def mpp(self) -> float:
+        """µm per pixel of the training tiles, and so of generated slides."""
+        return float(self._required("mpp", "codec"))
+
+    @property
+    def region_size(self) -> int:
+        """Side in px of the regions the mask stage learnt from."""
+        return int(self._required("region_size", "codec"))
+
+    @property
+    def region_mask_size(self) -> int:
+        """Side of the mask stage's crops (a region downsampled)."""
+        return int(self._required("region_mask_size", "codec"))
+
+    @property
+    def external_codec(self) -> str | None:
+        """A codec used from outside the bundle (a local folder or a hub id), or None when the bundle holds its own."""
+        return self.meta.get("stages", {}).get("codec", {}).get("external")
 
     @property
     def classes(self) -> list[dict]:
@@ -45,6 +116,43 @@ class Bundle:
     def subtypes(self) -> list[str]:
         """The subtypes the mask model takes as prompts."""
         return self.meta.get("subtypes", [])
+
+    # --- written by the trainer, here so that model.json has one owner ---------------------------------------------
+
+    def adopt_data(self, *, classes: list[dict], subtypes: list[str], tile_size: int, mpp: float, region_size: int, region_mask_size: int) -> None:
+        """Record what the bundle was trained on (the classes, subtypes and sizes every stage must share)."""
+        self.meta.update(classes=list(classes), subtypes=list(subtypes), tile_size=int(tile_size), mpp=float(mpp), region_size=int(region_size),
+                         region_mask_size=int(region_mask_size))
+
+    def has_data(self) -> bool:
+        """Whether a stage has already bound the bundle to a class scheme (see `adopt_data`)."""
+        return self.meta.get("classes") is not None
+
+    def set_latent(self, latent: LatentSpec) -> None:
+        """Record the codec's latent space."""
+        self.meta["latent"] = {"factor": latent.factor, "channels": latent.channels, "scale": latent.scale}
+
+    def has_latent(self) -> bool:
+        """Whether the latent space is recorded."""
+        return "latent" in self.meta
+
+    def set_external_codec(self, source: str) -> None:
+        """Use a codec from outside the bundle (a local folder, recorded by absolute path, or a hub id)."""
+        self.meta["stages"]["codec"] = {"external": source}
+
+    def drop_stage(self, stage: str) -> None:
+        """Forget a stage (before training it again)."""
+        self.meta["stages"].pop(stage, None)
+
+    def record_stage(self, stage: str, record: dict, *, schedule: ScheduleSpec) -> None:
+        """Record a trained stage's provenance, the schedule it was trained with and the conditioning scheme."""
+        self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule,
+                                 "prediction_type": "epsilon"}
+        self.meta["conditioning"] = {
+            "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel",
+            "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
+        }
+        self.meta["stages"][stage] = dict(record)
 
     def has(self, stage: str) -> bool:
         """Whether `stage` has been trained into this bundle."""
