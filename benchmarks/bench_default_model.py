@@ -36,8 +36,15 @@ def run(size: int, subtype: str, folder: Path, *, extra: tuple[str, ...] = (), b
     record = json.loads(out.with_suffix(".json").read_text())
     # children's peak RSS is a running maximum over every child so far: sizes run smallest first
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"run": name, "size_px": size, "seconds": round(seconds, 1), "minutes": round(seconds / 60, 2), "peak_rss_mb_so_far": round(peak),
-            "timings_s": record.get("timings"), "evaluations": {k: v.get("evaluations") for k, v in record.get("evaluations", {}).items()}}
+    return {
+        "run": name,
+        "size_px": size,
+        "seconds": round(seconds, 1),
+        "minutes": round(seconds / 60, 2),
+        "peak_rss_mb_so_far": round(peak),
+        "timings_s": record.get("timings"),
+        "evaluations": {k: v.get("evaluations") for k, v in record.get("evaluations", {}).items()},
+    }
 
 
 def main() -> None:

@@ -37,10 +37,11 @@ from common import SHARED, machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "default_model"
 TISSUE = ("tumour", "stroma", "normal")
-PAPER = {"source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1",
-         "real": 0.614, "real_plus_synthetic": 0.710}
-SETTINGS = {"quick": {"seeds": [0], "synthetic_tiles": 160, "generate_steps": 10, "train_steps": 250},
-            "full": {"seeds": [0, 1, 2], "synthetic_tiles": 1500, "generate_steps": 20, "train_steps": 800}}
+PAPER = {"source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1", "real": 0.614, "real_plus_synthetic": 0.710}
+SETTINGS = {
+    "quick": {"seeds": [0], "synthetic_tiles": 160, "generate_steps": 10, "train_steps": 250},
+    "full": {"seeds": [0, 1, 2], "synthetic_tiles": 1500, "generate_steps": 20, "train_steps": 800},
+}
 
 
 def run(*args: str) -> str:
@@ -51,21 +52,78 @@ def import_real(work: Path) -> Path:
     out = work / "real"
     wsss = SHARED / "tiles_masks"
     for split in ("val", "test"):
-        run("import", str(wsss / f"wsss4luad_{split}" / "img"), "--masks", str(wsss / f"wsss4luad_{split}" / "mask"), "--legend",
-            str(RECIPE / "wsss.yaml"), "--subtype", "adenocarcinoma", "--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32",
-            "--classes", str(RECIPE / "classes.yaml"), "--out", str(out), "-q")
+        run(
+            "import",
+            str(wsss / f"wsss4luad_{split}" / "img"),
+            "--masks",
+            str(wsss / f"wsss4luad_{split}" / "mask"),
+            "--legend",
+            str(RECIPE / "wsss.yaml"),
+            "--subtype",
+            "adenocarcinoma",
+            "--tile",
+            "64",
+            "--mpp",
+            "0.5",
+            "--region",
+            "256",
+            "--region-mask",
+            "32",
+            "--classes",
+            str(RECIPE / "classes.yaml"),
+            "--out",
+            str(out),
+            "-q",
+        )
     return out
 
 
 def make_synthetic(work: Path, model: str | None, count: int, steps: int) -> tuple[Path, float]:
     tiles, out = work / "synthetic_tiles", work / "synthetic"
     started = time.perf_counter()
-    run("generate", *(["--model", model] if model else []), "--count", str(count), "--size", "64", "--subtype", "adenocarcinoma",
-        "--steps", str(steps), "--batch-size", "64", "--out", str(tiles), "-q")
+    run(
+        "generate",
+        *(["--model", model] if model else []),
+        "--count",
+        str(count),
+        "--size",
+        "64",
+        "--subtype",
+        "adenocarcinoma",
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "64",
+        "--out",
+        str(tiles),
+        "-q",
+    )
     seconds = time.perf_counter() - started
-    run("import", str(tiles / "images"), "--masks", str(tiles / "masks"), "--legend", str(tiles / "legend.yaml"), "--subtype", "adenocarcinoma",
-        "--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"),
-        "--test-fraction", "0", "--out", str(out), "-q")
+    run(
+        "import",
+        str(tiles / "images"),
+        "--masks",
+        str(tiles / "masks"),
+        "--legend",
+        str(tiles / "legend.yaml"),
+        "--subtype",
+        "adenocarcinoma",
+        "--tile",
+        "64",
+        "--mpp",
+        "0.5",
+        "--region",
+        "256",
+        "--region-mask",
+        "32",
+        "--classes",
+        str(RECIPE / "classes.yaml"),
+        "--test-fraction",
+        "0",
+        "--out",
+        str(out),
+        "-q",
+    )
     return out, seconds
 
 
@@ -126,8 +184,7 @@ def dice(net, images, masks) -> dict:
 def summarise(runs: list[dict]) -> dict:
     macro = [r["macro"] for r in runs]
     per_class = {c: round(float(np.mean([r["per_class"][c] for r in runs])), 4) for c in TISSUE}
-    return {"macro_dice_mean": round(float(np.mean(macro)), 4), "macro_dice_std": round(float(np.std(macro)), 4), "dice_per_class_mean": per_class,
-            "runs": runs}
+    return {"macro_dice_mean": round(float(np.mean(macro)), 4), "macro_dice_std": round(float(np.std(macro)), 4), "dice_per_class_mean": per_class, "runs": runs}
 
 
 def main() -> None:
@@ -155,22 +212,32 @@ def main() -> None:
         real_x, real_y = load(real, "train")
         test_x, test_y = load(real, "test")
         synth_x, synth_y = load(synthetic, "train")
-        sets = {"real": (real_x, real_y), "synthetic": (synth_x, synth_y),
-                "real_plus_synthetic": (torch.cat([real_x, synth_x]), torch.cat([real_y, synth_y]))}
+        sets = {"real": (real_x, real_y), "synthetic": (synth_x, synth_y), "real_plus_synthetic": (torch.cat([real_x, synth_x]), torch.cat([real_y, synth_y]))}
         results: dict = {name: [] for name in sets}
         for seed in settings["seeds"]:
             for name, (x, y) in sets.items():
                 say(f"seed {seed}: training on {name} ({len(x)} tiles)")
                 results[name].append({"seed": seed, **dice(train(x, y, steps=settings["train_steps"], seed=seed), test_x, test_y)})
     known = test_y > 0
-    doc = {"benchmark": "downstream", "machine": machine(), "mode": "quick" if args.quick else "full", "settings": settings,
-           "model": args.model or "bundled demonstration model",
-           "data": {"real_train_tiles": len(real_x), "synthetic_tiles_generated": settings["synthetic_tiles"],
-                    "synthetic_tiles_imported": len(synth_x), "held_out_tiles": len(test_x),
-                    "held_out_class_share": {c: round(float((test_y[known] == i + 1).float().mean()), 4) for i, c in enumerate(TISSUE)},
-                    "held_out": "WSSS4LUAD test split as the bundled model's recipe imports it (never trained on)"},
-           **{name: summarise(runs) for name, runs in results.items()},
-           "generate_seconds": round(generate_seconds, 1), "total_seconds": round(time.perf_counter() - started, 1), "paper": PAPER}
+    doc = {
+        "benchmark": "downstream",
+        "machine": machine(),
+        "mode": "quick" if args.quick else "full",
+        "settings": settings,
+        "model": args.model or "bundled demonstration model",
+        "data": {
+            "real_train_tiles": len(real_x),
+            "synthetic_tiles_generated": settings["synthetic_tiles"],
+            "synthetic_tiles_imported": len(synth_x),
+            "held_out_tiles": len(test_x),
+            "held_out_class_share": {c: round(float((test_y[known] == i + 1).float().mean()), 4) for i, c in enumerate(TISSUE)},
+            "held_out": "WSSS4LUAD test split as the bundled model's recipe imports it (never trained on)",
+        },
+        **{name: summarise(runs) for name, runs in results.items()},
+        "generate_seconds": round(generate_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "paper": PAPER,
+    }
     print(json.dumps(doc, indent=2))
 
 

@@ -44,10 +44,12 @@ def metric_times(n: int, dim: int) -> dict:
     rng = np.random.default_rng(0)
     real, fake, train = (rng.normal(size=(n, dim)).astype(np.float32) for _ in range(3))
     out = {}
-    for name, fn in [("precision_recall_s", lambda: metrics.precision_recall(real, fake, k=3)),
-                     ("fid_s", lambda: metrics.frechet_distance(real, fake)),
-                     ("authenticity_s", lambda: metrics.authenticity(train, fake)),
-                     ("c_t_s", lambda: metrics.data_copying(train, real, fake, cells=20))]:
+    for name, fn in [
+        ("precision_recall_s", lambda: metrics.precision_recall(real, fake, k=3)),
+        ("fid_s", lambda: metrics.frechet_distance(real, fake)),
+        ("authenticity_s", lambda: metrics.authenticity(train, fake)),
+        ("c_t_s", lambda: metrics.data_copying(train, real, fake, cells=20)),
+    ]:
         with Timer() as t:
             fn()
         out[name] = round(t.seconds, 2)
@@ -64,9 +66,15 @@ def main() -> None:
     args = parser.parse_args()
     features = feature_rate(args.feature_tiles, args.size)
     times = metric_times(args.n, args.dim)
-    emit({"benchmark": "evaluate", "machine": machine(), "features": features,
-          "metrics": {"n_real": args.n, "n_synthetic": args.n, "n_train": args.n, "dim": args.dim, **times},
-          "peak_rss_mb": round(peak_rss_mb())})
+    emit(
+        {
+            "benchmark": "evaluate",
+            "machine": machine(),
+            "features": features,
+            "metrics": {"n_real": args.n, "n_synthetic": args.n, "n_train": args.n, "dim": args.dim, **times},
+            "peak_rss_mb": round(peak_rss_mb()),
+        }
+    )
 
 
 if __name__ == "__main__":

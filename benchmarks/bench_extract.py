@@ -67,12 +67,16 @@ def make_slide(folder: Path, size: int) -> tuple[Path, Path]:
     write_slide_pyramid(lazy_tissue(size, size, base), slide, mpp=0.5, tile=512, overwrite=True)
     s = size
     polygons = {
-        "Tumor": [[[0.10 * s, 0.10 * s], [0.45 * s, 0.12 * s], [0.40 * s, 0.45 * s], [0.12 * s, 0.40 * s], [0.10 * s, 0.10 * s]],
-                  [[0.20 * s, 0.20 * s], [0.30 * s, 0.20 * s], [0.30 * s, 0.30 * s], [0.20 * s, 0.30 * s], [0.20 * s, 0.20 * s]]],
+        "Tumor": [
+            [[0.10 * s, 0.10 * s], [0.45 * s, 0.12 * s], [0.40 * s, 0.45 * s], [0.12 * s, 0.40 * s], [0.10 * s, 0.10 * s]],
+            [[0.20 * s, 0.20 * s], [0.30 * s, 0.20 * s], [0.30 * s, 0.30 * s], [0.20 * s, 0.30 * s], [0.20 * s, 0.20 * s]],
+        ],
         "Stroma": [[[0.55 * s, 0.55 * s], [0.90 * s, 0.60 * s], [0.85 * s, 0.90 * s], [0.55 * s, 0.85 * s], [0.55 * s, 0.55 * s]]],
     }
-    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings},
-                 "properties": {"objectType": "annotation", "classification": {"name": name}}} for name, rings in polygons.items()]
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings}, "properties": {"objectType": "annotation", "classification": {"name": name}}}
+        for name, rings in polygons.items()
+    ]
     ann = folder / "big.geojson"
     ann.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return slide, ann
@@ -93,8 +97,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=40000)
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--unlabelled", type=int, default=600)
-    parser.add_argument("--dir", default=str(Path(__file__).resolve().parents[1] / "bench-out"),
-                        help="Scratch folder (default: bench-out/ in the repo; some machines' /tmp creates files 20× slower).")
+    parser.add_argument(
+        "--dir",
+        default=str(Path(__file__).resolve().parents[1] / "bench-out"),
+        help="Scratch folder (default: bench-out/ in the repo; some machines' /tmp creates files 20× slower).",
+    )
     args = parser.parse_args()
     Path(args.dir).mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
@@ -115,8 +122,15 @@ def main() -> None:
         r["tiles_per_s"] = round(r["tiles"] / r["seconds"], 1)
         r["ratio_vs_plain_loop"] = round(r["tiles_per_s"] / plain, 3)
     results["plain_read_region_loop"]["tiles_per_s"] = round(plain, 1)
-    emit({"benchmark": "extract", "machine": machine(), "slide": f"{args.size}x{args.size} pyramidal JPEG TIFF (written in {t_make.seconds:.0f} s)",
-          "tile": args.tile, "results": results})
+    emit(
+        {
+            "benchmark": "extract",
+            "machine": machine(),
+            "slide": f"{args.size}x{args.size} pyramidal JPEG TIFF (written in {t_make.seconds:.0f} s)",
+            "tile": args.tile,
+            "results": results,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -57,13 +57,22 @@ def fidelity(seeds: int) -> list[dict]:
     for name, m in (("fixed-grid", 0), ("random-patch", 0), ("shifted-grid", 0), ("shifted-grid", 2), ("shifted-grid", 4)):
         planner = PlannerConfig(name, 16, m, region=128)
         stats = SampleStats()
-        x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(planner, steps=50, batch_size=256, seed=s), stats=stats)[0]
-                      for s in range(seeds)])
+        x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(planner, steps=50, batch_size=256, seed=s), stats=stats)[0] for s in range(seeds)])
         f = field_statistics(x, 16)
-        rows.append({"planner": name, "context_m": m, "variance": round(f["variance"], 3), "lag1": round(f["lag1"], 3), "lag4": round(f["lag4"], 3),
-                     "target_lag1": round(oracle.target_correlation(1), 3), "target_lag4": round(oracle.target_correlation(4), 3),
-                     "corr_across_fixed_edges": round(f["across_edges"], 3), "corr_inside": round(f["inside"], 3),
-                     "crops_per_n0": round(stats.crops / stats.steps / minimum_crops((128, 128), 16), 3)})
+        rows.append(
+            {
+                "planner": name,
+                "context_m": m,
+                "variance": round(f["variance"], 3),
+                "lag1": round(f["lag1"], 3),
+                "lag4": round(f["lag4"], 3),
+                "target_lag1": round(oracle.target_correlation(1), 3),
+                "target_lag4": round(oracle.target_correlation(4), 3),
+                "corr_across_fixed_edges": round(f["across_edges"], 3),
+                "corr_inside": round(f["inside"], 3),
+                "crops_per_n0": round(stats.crops / stats.steps / minimum_crops((128, 128), 16), 3),
+            }
+        )
     return rows
 
 
@@ -83,8 +92,12 @@ def batching() -> dict:
                 net(z[i : i + 1], t[i : i + 1], class_labels=c[i : i + 1])
         with Timer() as batched:
             net(z, t, class_labels=c)
-    return {"unet": "tiny (32, 64), 16² latents", "one_at_a_time_crops_s": round(64 / single.seconds, 1),
-            "batched_64_crops_s": round(64 / batched.seconds, 1), "speedup": round(single.seconds / batched.seconds, 2)}
+    return {
+        "unet": "tiny (32, 64), 16² latents",
+        "one_at_a_time_crops_s": round(64 / single.seconds, 1),
+        "batched_64_crops_s": round(64 / batched.seconds, 1),
+        "speedup": round(single.seconds / batched.seconds, 2),
+    }
 
 
 GENERATE = """
@@ -117,8 +130,9 @@ def end_to_end(sizes: list[int]) -> list[dict]:
         for stage in ("codec", "image", "mask"):
             train(stage, data, folder / "model", config, progress=False)
         for size in sizes:
-            out = subprocess.run([sys.executable, "-c", GENERATE, str(folder / "model"), str(folder / f"s{size}.tiff"), str(size)],
-                                 capture_output=True, text=True, check=True).stdout
+            out = subprocess.run(
+                [sys.executable, "-c", GENERATE, str(folder / "model"), str(folder / f"s{size}.tiff"), str(size)], capture_output=True, text=True, check=True
+            ).stdout
             rows.append({"size_px": size, **json.loads(out.strip().splitlines()[-1])})
     return rows
 
@@ -128,8 +142,16 @@ def main() -> None:
     parser.add_argument("--fidelity-seeds", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="Output sizes for the end-to-end runs.")
     args = parser.parse_args()
-    emit({"benchmark": "generate (sampler)", "machine": machine(), "planner_costs": planner_costs(),
-          "gaussian_fidelity": fidelity(args.fidelity_seeds), "batching": batching(), "end_to_end": end_to_end(args.sizes)})
+    emit(
+        {
+            "benchmark": "generate (sampler)",
+            "machine": machine(),
+            "planner_costs": planner_costs(),
+            "gaussian_fidelity": fidelity(args.fidelity_seeds),
+            "batching": batching(),
+            "end_to_end": end_to_end(args.sizes),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,13 @@ def host_per_crop(run, steps: int) -> dict:
     started = time.perf_counter()
     run(null, stats)
     wall = time.perf_counter() - started
-    return {"us_per_crop": round((wall - null.seconds) / stats.crops * 1e6, 2), "crops": stats.crops, "evaluations": stats.evaluations,
-            "evaluations_per_crop": round(stats.evaluations / stats.crops, 2), "seconds": round(wall, 2)}
+    return {
+        "us_per_crop": round((wall - null.seconds) / stats.crops * 1e6, 2),
+        "crops": stats.crops,
+        "evaluations": stats.evaluations,
+        "evaluations_per_crop": round(stats.evaluations / stats.crops, 2),
+        "seconds": round(wall, 2),
+    }
 
 
 def compare(d: int, side: int, omega: float, steps: int) -> dict:
@@ -74,10 +79,16 @@ def compare(d: int, side: int, omega: float, steps: int) -> dict:
     legacy = host_per_crop(lambda den, stats: legacy_sampler.sample(den, shape, ABAR, config, labels=labels, stats=stats), steps)
     now = host_per_crop(lambda den, stats: sample(den, shape, ABAR, config, labels=labels, stats=stats), steps)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
-        zarr = host_per_crop(lambda den, stats: sample_canvas(den, shape, ABAR, config, labels=labels, stats=stats, work=Path(tmp),
-                                                              out_of_core=True), steps)
-    return {"crop": d, "canvas": side, "omega": omega, "v0.1.0": legacy, "now_in_memory": now, "now_zarr_work_store": zarr,
-            "speedup_in_memory": round(legacy["us_per_crop"] / now["us_per_crop"], 1)}
+        zarr = host_per_crop(lambda den, stats: sample_canvas(den, shape, ABAR, config, labels=labels, stats=stats, work=Path(tmp), out_of_core=True), steps)
+    return {
+        "crop": d,
+        "canvas": side,
+        "omega": omega,
+        "v0.1.0": legacy,
+        "now_in_memory": now,
+        "now_zarr_work_store": zarr,
+        "speedup_in_memory": round(legacy["us_per_crop"] / now["us_per_crop"], 1),
+    }
 
 
 DRY_RUN = """
@@ -114,12 +125,15 @@ def halo_reads(d: int = 64, channels: int = 4) -> dict:
     out = {}
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
         old = zarr.open_array(f"{tmp}/old.zarr", mode="w", shape=shape, chunks=(channels, win, win), dtype="float32")
-        new = zarr.create_array(f"{tmp}/new.zarr", shape=shape, dtype="float32", chunks=_inner_chunks(channels, (win, win)),
-                                shards=(channels, win, win), compressors=None, fill_value=0.0)
+        new = zarr.create_array(
+            f"{tmp}/new.zarr", shape=shape, dtype="float32", chunks=_inner_chunks(channels, (win, win)), shards=(channels, win, win), compressors=None, fill_value=0.0
+        )
         old[:], new[:] = data, data
         for name, array in (("v0.1_window_chunks", old), ("now_sharded", new)):
-            for label, region in (("bare_window", (slice(None), slice(win, 2 * win), slice(win, 2 * win))),
-                                  ("window_plus_halo", (slice(None), slice(win - d, 2 * win + d), slice(win - d, 2 * win + d)))):
+            for label, region in (
+                ("bare_window", (slice(None), slice(win, 2 * win), slice(win, 2 * win))),
+                ("window_plus_halo", (slice(None), slice(win - d, 2 * win + d), slice(win - d, 2 * win + d))),
+            ):
                 np.asarray(array[region])
                 started = time.perf_counter()
                 for _ in range(5):
@@ -136,8 +150,16 @@ def main() -> None:
     torch.set_num_threads(2)
     (ROOT / "bench-out").mkdir(exist_ok=True)
     rows = [compare(d, 1024, omega, args.steps) for d in (64, 16) for omega in (0.0, 2.0)]
-    emit({"benchmark": "sampler host time per crop (null denoiser)", "machine": machine(), "steps": args.steps, "host": rows,
-          "halo_read_64px_crops": halo_reads(), "dry_run_100000px": dry_runs()})
+    emit(
+        {
+            "benchmark": "sampler host time per crop (null denoiser)",
+            "machine": machine(),
+            "steps": args.steps,
+            "host": rows,
+            "halo_read_64px_crops": halo_reads(),
+            "dry_run_100000px": dry_runs(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -45,10 +45,17 @@ def compare(size: int, tile: int, quality: int, base: np.ndarray, folder: Path) 
     with tifffile.TiffFile(ours) as a, tifffile.TiffFile(vips) as b:
         quality_ours = psnr(a.pages[0].asarray()[crop], img[crop])
         quality_vips = psnr(b.pages[0].asarray()[crop], img[crop])
-    row = {"size": size, "raw_mb": round(mb), "ours_mb_s": round(mb / t_ours.seconds, 1), "vips_mb_s": round(mb / t_vips.seconds, 1),
-           "ratio_ours_over_vips": round(t_vips.seconds / t_ours.seconds, 3),
-           "ours_file_mb": round(ours.stat().st_size / 1e6, 1), "vips_file_mb": round(vips.stat().st_size / 1e6, 1),
-           "ours_psnr_db": round(quality_ours, 2), "vips_psnr_db": round(quality_vips, 2)}
+    row = {
+        "size": size,
+        "raw_mb": round(mb),
+        "ours_mb_s": round(mb / t_ours.seconds, 1),
+        "vips_mb_s": round(mb / t_vips.seconds, 1),
+        "ratio_ours_over_vips": round(t_vips.seconds / t_ours.seconds, 3),
+        "ours_file_mb": round(ours.stat().st_size / 1e6, 1),
+        "vips_file_mb": round(vips.stat().st_size / 1e6, 1),
+        "ours_psnr_db": round(quality_ours, 2),
+        "vips_psnr_db": round(quality_vips, 2),
+    }
     ours.unlink()
     vips.unlink()
     return row
@@ -63,7 +70,7 @@ from wsi_synth.io import write_slide_pyramid
 base, _ = base_tissue()
 before = peak_rss_mb()
 with Timer() as t:
-    write_slide_pyramid(lazy_tissue({size}, {size}, base), {str(folder / 'lazy.tiff')!r}, mpp=0.5, tile={tile}, overwrite=True)
+    write_slide_pyramid(lazy_tissue({size}, {size}, base), {str(folder / "lazy.tiff")!r}, mpp=0.5, tile={tile}, overwrite=True)
 print(json.dumps({{"peak_rss_mb": round(peak_rss_mb()), "baseline_rss_mb": round(before), "seconds": round(t.seconds, 1)}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -88,8 +95,18 @@ def main() -> None:
         folder = Path(tmp)
         rows = [compare(s, args.tile, args.quality, base, folder) for s in args.sizes]
         memory = streamed_peak(args.memory_size, args.tile, folder)
-    emit({"benchmark": "pyramid", "machine": machine(), "content": content, "tile": args.tile, "quality": args.quality,
-          "threads": os.cpu_count(), "throughput": rows, "streaming_memory": memory})
+    emit(
+        {
+            "benchmark": "pyramid",
+            "machine": machine(),
+            "content": content,
+            "tile": args.tile,
+            "quality": args.quality,
+            "threads": os.cpu_count(),
+            "throughput": rows,
+            "streaming_memory": memory,
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit, machine  # noqa: E402
 
-CLASSES = [{"id": 0, "name": "unknown", "color": [128, 128, 128]}, {"id": 1, "name": "tumour", "color": [200, 0, 0]},
-           {"id": 2, "name": "stroma", "color": [0, 150, 0]}, {"id": 3, "name": "necrosis", "color": [0, 0, 200]}]
+CLASSES = [
+    {"id": 0, "name": "unknown", "color": [128, 128, 128]},
+    {"id": 1, "name": "tumour", "color": [200, 0, 0]},
+    {"id": 2, "name": "stroma", "color": [0, 150, 0]},
+    {"id": 3, "name": "necrosis", "color": [0, 0, 200]},
+]
 
 
 def build_bundle(root: Path) -> Path:
@@ -42,17 +46,38 @@ def build_bundle(root: Path) -> Path:
     from wsi_synth.models.bundle import Bundle
 
     torch.manual_seed(0)
-    codec = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
-                          up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(4, 4, 4, 4), layers_per_block=0, norm_num_groups=2,
-                          sample_size=512, mid_block_add_attention=False)
-    unet = dict(layers_per_block=1, block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2,
-                norm_num_groups=4, add_attention=False)
+    codec = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(4, 4, 4, 4),
+        layers_per_block=0,
+        norm_num_groups=2,
+        sample_size=512,
+        mid_block_add_attention=False,
+    )
+    unet = dict(
+        layers_per_block=1, block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, norm_num_groups=4, add_attention=False
+    )
     image = UNet2DModel(sample_size=64, in_channels=5, out_channels=4, num_class_embeds=len(CLASSES), **unet)
     mask = UNet2DModel(sample_size=32, in_channels=len(CLASSES), out_channels=len(CLASSES), num_class_embeds=3, **unet)
-    bundle = Bundle(root, {"classes": CLASSES, "subtypes": ["adenocarcinoma", "squamous"], "tile_size": 512, "mpp": 0.5,
-                           "region_size": 1024, "region_mask_size": 32, "latent": {"factor": 8, "channels": 4, "scale": 1.0},
-                           "schedule": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear"},
-                           "conditioning": "per-class", "stages": {}})
+    bundle = Bundle(
+        root,
+        {
+            "classes": CLASSES,
+            "subtypes": ["adenocarcinoma", "squamous"],
+            "tile_size": 512,
+            "mpp": 0.5,
+            "region_size": 1024,
+            "region_mask_size": 32,
+            "latent": {"factor": 8, "channels": 4, "scale": 1.0},
+            "schedule": {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear"},
+            "conditioning": "per-class",
+            "stages": {},
+        },
+    )
     for stage, network in (("codec", codec), ("image", image), ("mask", mask)):
         bundle.save_network(stage, network)
         bundle.meta["stages"][stage] = {"steps": 0, "note": "random weights: bench_scale.py"}
@@ -102,8 +127,22 @@ def rehearse(size: int, out: Path, steps: int | None, max_memory: float | None =
     out.mkdir(parents=True, exist_ok=True)
     model = build_bundle(out / "model")
     slide = out / f"s{size}.tiff"
-    command = ["wsi-synth", "generate", "--model", str(model), "--size", str(size), "--subtype", "adenocarcinoma", "--out", str(slide),
-               "--overwrite", "--quiet", *(["--steps", str(steps)] if steps else []), *(["--max-memory", str(max_memory)] if max_memory is not None else [])]
+    command = [
+        "wsi-synth",
+        "generate",
+        "--model",
+        str(model),
+        "--size",
+        str(size),
+        "--subtype",
+        "adenocarcinoma",
+        "--out",
+        str(slide),
+        "--overwrite",
+        "--quiet",
+        *(["--steps", str(steps)] if steps else []),
+        *(["--max-memory", str(max_memory)] if max_memory is not None else []),
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     sampler = Sampler(process.pid, out)
@@ -118,13 +157,23 @@ def rehearse(size: int, out: Path, steps: int | None, max_memory: float | None =
 
     with openslide.OpenSlide(str(slide)) as s:
         opened = {"dimensions": list(s.dimensions), "level_count": s.level_count, "mpp_x": s.properties.get("openslide.mpp-x")}
-    return {"size_px": size, "seconds": round(seconds, 1), "minutes": round(seconds / 60, 2), "timings_s": record["timings"],
-            "steps": record["plan"]["steps"], "solver": record["config"]["solver"], "out_of_core": record["out_of_core"],
-            "evaluations": {k: v["evaluations"] for k, v in record["evaluations"].items()},
-            "crops": {k: v["crops"] for k, v in record["evaluations"].items()},
-            "peak_rss_bytes": sampler.peak_rss, "peak_work_store_bytes": sampler.peak_disk,
-            "output": str(slide), "output_bytes": {p.name: p.stat().st_size for p in sorted(out.glob(f"s{size}.*"))},
-            "openslide": opened, "info": info.strip()}
+    return {
+        "size_px": size,
+        "seconds": round(seconds, 1),
+        "minutes": round(seconds / 60, 2),
+        "timings_s": record["timings"],
+        "steps": record["plan"]["steps"],
+        "solver": record["config"]["solver"],
+        "out_of_core": record["out_of_core"],
+        "evaluations": {k: v["evaluations"] for k, v in record["evaluations"].items()},
+        "crops": {k: v["crops"] for k, v in record["evaluations"].items()},
+        "peak_rss_bytes": sampler.peak_rss,
+        "peak_work_store_bytes": sampler.peak_disk,
+        "output": str(slide),
+        "output_bytes": {p.name: p.stat().st_size for p in sorted(out.glob(f"s{size}.*"))},
+        "openslide": opened,
+        "info": info.strip(),
+    }
 
 
 def main() -> None:
@@ -144,10 +193,16 @@ def main() -> None:
 
 def linearity(runs: list[dict]) -> list[dict]:
     """Cost per unit of work for each run: image-stage seconds per crop-step, decode+write seconds per megapixel."""
-    return [{"size_px": r["size_px"], "image_ms_per_crop": round(r["timings_s"]["image_s"] / max(r["crops"]["image"], 1) * 1000, 2),
-             "mask_ms_per_crop": round(r["timings_s"]["mask_s"] / max(r["crops"]["mask"], 1) * 1000, 2),
-             "decode_write_s_per_mpx": round(r["timings_s"]["decode_write_s"] / (r["size_px"] ** 2 / 1e6), 4),
-             "peak_rss_gb": round(r["peak_rss_bytes"] / 1e9, 2)} for r in runs]
+    return [
+        {
+            "size_px": r["size_px"],
+            "image_ms_per_crop": round(r["timings_s"]["image_s"] / max(r["crops"]["image"], 1) * 1000, 2),
+            "mask_ms_per_crop": round(r["timings_s"]["mask_s"] / max(r["crops"]["mask"], 1) * 1000, 2),
+            "decode_write_s_per_mpx": round(r["timings_s"]["decode_write_s"] / (r["size_px"] ** 2 / 1e6), 4),
+            "peak_rss_gb": round(r["peak_rss_bytes"] / 1e9, 2),
+        }
+        for r in runs
+    ]
 
 
 if __name__ == "__main__":

@@ -48,9 +48,19 @@ def oracle_rows(configs: list[str], seeds: int = 3) -> list[dict]:
             config = SamplerConfig(planner, steps=int(steps), batch_size=256, solver=solver)
             x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(**{**config.__dict__, "seed": s}), stats=stats)[0] for s in range(seeds)])
             f = field_statistics(x, 16)
-            rows.append({"planner": planner.name, "solver": solver, "steps": int(steps), "variance": round(f["variance"], 3),
-                         "lag1": round(f["lag1"], 3), "lag4": round(f["lag4"], 3), "target_lag1": round(oracle.target_correlation(1), 3),
-                         "target_lag4": round(oracle.target_correlation(4), 3), "evaluations": stats.evaluations // seeds})
+            rows.append(
+                {
+                    "planner": planner.name,
+                    "solver": solver,
+                    "steps": int(steps),
+                    "variance": round(f["variance"], 3),
+                    "lag1": round(f["lag1"], 3),
+                    "lag4": round(f["lag4"], 3),
+                    "target_lag1": round(oracle.target_correlation(1), 3),
+                    "target_lag4": round(oracle.target_correlation(4), 3),
+                    "evaluations": stats.evaluations // seeds,
+                }
+            )
     return rows
 
 
@@ -60,8 +70,10 @@ def import_wsss(folder: Path) -> Path:
     common = ["--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(here / "classes.yaml"), "--out", str(data), "-q"]
     for split in ("wsss4luad_val", "wsss4luad_test"):
         base = SHARED / "tiles_masks" / split
-        subprocess.run(["wsi-synth", "import", str(base / "img"), "--masks", str(base / "mask"), "--legend", str(here / "wsss.yaml"),
-                        "--subtype", "adenocarcinoma", *common], check=True)
+        subprocess.run(
+            ["wsi-synth", "import", str(base / "img"), "--masks", str(base / "mask"), "--legend", str(here / "wsss.yaml"), "--subtype", "adenocarcinoma", *common],
+            check=True,
+        )
     return data
 
 
@@ -83,8 +95,12 @@ def export_train_tiles(data: Path, folder: Path, limit: int) -> Path:
 
 
 def evaluate(data: Path, synthetic: Path, out: Path) -> dict:
-    result = subprocess.run(["wsi-synth", "evaluate", str(data), str(synthetic), "--split", "test", "--tile", "64", "--gallery", "0",
-                             "--out", str(out), "--overwrite", "-q"], check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        ["wsi-synth", "evaluate", str(data), str(synthetic), "--split", "test", "--tile", "64", "--gallery", "0", "--out", str(out), "--overwrite", "-q"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     metrics = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
     return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k in ("precision", "recall", "fid")}
 
@@ -100,8 +116,27 @@ def model_rows(configs: list[str], size: int, seeds: list[int], folder: Path) ->
         seconds = []
         for seed in seeds:
             started = time.perf_counter()
-            subprocess.run(["wsi-synth", "generate", "--size", str(size), "--subtype", "adenocarcinoma", "--solver", solver, "--steps", steps,
-                            "--seed", str(seed), "--out", str(where / f"s{seed}.tiff"), "-q"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    "wsi-synth",
+                    "generate",
+                    "--size",
+                    str(size),
+                    "--subtype",
+                    "adenocarcinoma",
+                    "--solver",
+                    solver,
+                    "--steps",
+                    steps,
+                    "--seed",
+                    str(seed),
+                    "--out",
+                    str(where / f"s{seed}.tiff"),
+                    "-q",
+                ],
+                check=True,
+                capture_output=True,
+            )
             seconds.append(round(time.perf_counter() - started, 1))
             for extra in ("mask.tiff", "geojson", "json"):
                 (where / f"s{seed}.{extra}").unlink()

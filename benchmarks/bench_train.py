@@ -27,8 +27,14 @@ def make_dataset(folder: Path, tile: int, region: int, region_mask: int) -> Path
     legend = folder / "legend.yaml"
     legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
     data = folder / f"data{tile}"
-    import_tiles(wsss / "img", data, ImportConfig(tile_size=tile, subtype="adenocarcinoma", region_size=region, region_mask_size=region_mask,
-                                                  test_fraction=0.1), masks=wsss / "mask", legend=legend, progress=False)
+    import_tiles(
+        wsss / "img",
+        data,
+        ImportConfig(tile_size=tile, subtype="adenocarcinoma", region_size=region, region_mask_size=region_mask, test_fraction=0.1),
+        masks=wsss / "mask",
+        legend=legend,
+        progress=False,
+    )
     return data
 
 
@@ -57,8 +63,7 @@ def main() -> None:
         folder = Path(tmp)
         results = {
             "tiny (64 px tiles, 16² latents, 32² masks)": run("tiny", make_dataset(folder, 64, 256, 32), folder / "m_tiny", args.tiny_steps, 8, args.device),
-            "paper (512 px tiles, 64² latents, 128² masks)": run("paper", make_dataset(folder, 512, 512, 128), folder / "m_paper",
-                                                                 args.paper_steps, 2, args.device),
+            "paper (512 px tiles, 64² latents, 128² masks)": run("paper", make_dataset(folder, 512, 512, 128), folder / "m_paper", args.paper_steps, 2, args.device),
         }
     emit({"benchmark": "train", "machine": machine(), "device": args.device, "results": results})
 

@@ -9,20 +9,28 @@ import click
 from cli.options import overwrite_option, quiet_option, seed_option
 
 
-@click.command("evaluate", epilog="""\b
+@click.command(
+    "evaluate",
+    epilog="""\b
 Examples:
   wsi-synth evaluate data/ synthetic/ --train data/ --split test --out report/          # offline features
   wsi-synth evaluate real/ s.tiff --features inception-2015-12-05.pt --out report/       # comparable FID
   wsi-synth evaluate real/ slides/ --mode resized --size 512 --out report/
 REAL, SYNTHETIC and TRAIN are each a folder of tiles, a wsi-synth dataset, or pyramidal TIFFs.
-With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split).""")
+With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split).""",
+)
 @click.argument("real", type=click.Path(exists=True))
 @click.argument("synthetic", type=click.Path(exists=True))
 @click.option("--train", type=click.Path(exists=True), default=None, help="Training tiles: enables authenticity, C_T and the gallery.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Report folder (report.json, report.html).")
 @click.option("--features", default="offline", show_default=True, help="'offline' or a TorchScript file (inception-2015-12-05.pt, vgg16.pt).")
-@click.option("--feature-input", type=click.Choice(["uint8", "unit"]), default="uint8", show_default=True,
-              help="What the TorchScript network takes: uint8 0-255 (NVIDIA's) or float 0-1.")
+@click.option(
+    "--feature-input",
+    type=click.Choice(["uint8", "unit"]),
+    default="uint8",
+    show_default=True,
+    help="What the TorchScript network takes: uint8 0-255 (NVIDIA's) or float 0-1.",
+)
 @click.option("--k", type=click.IntRange(1), default=3, show_default=True, help="Neighbours for the precision/recall manifolds.")
 @click.option("--size", type=click.IntRange(16), default=256, show_default=True, help="Tiles are resized to this before feature extraction.")
 @click.option("--mode", type=click.Choice(["tiled", "resized"]), default="tiled", show_default=True, help="How slides become tiles.")
@@ -38,13 +46,54 @@ With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split)
 @seed_option
 @overwrite_option
 @quiet_option
-def command(real, synthetic, train, out, features, feature_input, k, size, mode, tile, split, max_tiles, cells, min_per_cell, gallery,
-            seam_period, batch_size, device, seed, overwrite, quiet):
+def command(
+    real,
+    synthetic,
+    train,
+    out,
+    features,
+    feature_input,
+    k,
+    size,
+    mode,
+    tile,
+    split,
+    max_tiles,
+    cells,
+    min_per_cell,
+    gallery,
+    seam_period,
+    batch_size,
+    device,
+    seed,
+    overwrite,
+    quiet,
+):
     """Measure how close SYNTHETIC tiles are to REAL ones, and whether they copy TRAIN."""
     from wsi_synth.api import evaluate
 
-    report = evaluate(real, synthetic, out, train=train, features=features, feature_input=feature_input, k=k, size=size, mode=mode, tile=tile,
-                      split=split, max_tiles=max_tiles, cells=cells, min_per_cell=min_per_cell, gallery=gallery, seam_period=seam_period,
-                      batch_size=batch_size, device=device, seed=seed, overwrite=overwrite, progress=not quiet)
+    report = evaluate(
+        real,
+        synthetic,
+        out,
+        train=train,
+        features=features,
+        feature_input=feature_input,
+        k=k,
+        size=size,
+        mode=mode,
+        tile=tile,
+        split=split,
+        max_tiles=max_tiles,
+        cells=cells,
+        min_per_cell=min_per_cell,
+        gallery=gallery,
+        seam_period=seam_period,
+        batch_size=batch_size,
+        device=device,
+        seed=seed,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     click.echo(json.dumps(report["metrics"], indent=2))
     click.echo(f"report: {out}/report.html")

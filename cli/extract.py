@@ -7,12 +7,15 @@ import click
 from cli.options import dataset_options, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
-@click.command("extract", epilog="""\b
+@click.command(
+    "extract",
+    epilog="""\b
 Examples:
   wsi-synth extract slide.svs slide.geojson --out data/
   wsi-synth extract slides/ annotations/ --classes paper5 --subtypes subtypes.csv --out data/ --workers 2
   wsi-synth extract slides/ all.geojson --out data/          # features carry a 'slide' property
-Re-running the same command resumes: finished slides (by sha256) are skipped.""")
+Re-running the same command resumes: finished slides (by sha256) are skipped.""",
+)
 @click.argument("slides", type=click.Path(exists=True))
 @click.argument("annotations", type=click.Path(exists=True))
 @out_option("Dataset folder to create (or resume).")
@@ -27,8 +30,29 @@ Re-running the same command resumes: finished slides (by sha256) are skipped."""
 @overwrite_option
 @quiet_option
 @click.pass_context
-def command(ctx, slides, annotations, out, tile_size, mpp, classes, unmapped, region_size, region_mask_size, min_annotated,
-            test_fraction, min_tissue, unlabelled_per_slide, subtype, subtypes_csv, slide_mpp, workers, seed, overwrite, quiet):
+def command(
+    ctx,
+    slides,
+    annotations,
+    out,
+    tile_size,
+    mpp,
+    classes,
+    unmapped,
+    region_size,
+    region_mask_size,
+    min_annotated,
+    test_fraction,
+    min_tissue,
+    unlabelled_per_slide,
+    subtype,
+    subtypes_csv,
+    slide_mpp,
+    workers,
+    seed,
+    overwrite,
+    quiet,
+):
     """Cut labelled tiles, unlabelled tiles and region masks from annotated SLIDES.
 
     SLIDES is a slide file or a folder of slides. ANNOTATIONS is one file (QuPath GeoJSON, Aperio or ASAP
@@ -38,15 +62,37 @@ def command(ctx, slides, annotations, out, tile_size, mpp, classes, unmapped, re
     from wsi_synth.api import extract
 
     tile, mpp, region, region_mask, classes = dataset_options(ctx)
-    summary = extract(slides, annotations, out, tile=tile, mpp=mpp, classes=classes, unmapped=unmapped, min_annotated=min_annotated, region=region,
-                      region_mask=region_mask, test_fraction=test_fraction, min_tissue=min_tissue, unlabelled_per_slide=unlabelled_per_slide,
-                      subtype=subtype, subtypes=subtypes_csv, slide_mpp=slide_mpp, workers=workers, seed=seed, overwrite=overwrite, progress=not quiet)
+    summary = extract(
+        slides,
+        annotations,
+        out,
+        tile=tile,
+        mpp=mpp,
+        classes=classes,
+        unmapped=unmapped,
+        min_annotated=min_annotated,
+        region=region,
+        region_mask=region_mask,
+        test_fraction=test_fraction,
+        min_tissue=min_tissue,
+        unlabelled_per_slide=unlabelled_per_slide,
+        subtype=subtype,
+        subtypes=subtypes_csv,
+        slide_mpp=slide_mpp,
+        workers=workers,
+        seed=seed,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     for rec in summary.slides_done:
         c = rec["counts"]
         click.echo(f"{rec['name']}: {c['labelled']} labelled, {c['unlabelled']} unlabelled, {c['regions']} regions ({rec['split']}, subtype {rec['subtype']})")
     for name in summary.slides_skipped:
         click.echo(f"{name}: already in the dataset, skipped")
-    notes = {"unclassified annotations ignored": summary.unclassified_ignored, "unmapped annotations ignored": summary.unmapped_ignored,
-             "invalid polygons repaired": summary.repaired}
+    notes = {
+        "unclassified annotations ignored": summary.unclassified_ignored,
+        "unmapped annotations ignored": summary.unmapped_ignored,
+        "invalid polygons repaired": summary.repaired,
+    }
     click.echo("; ".join(f"{k}: {v}" for k, v in notes.items() if v) or "all annotations used")
     click.echo(f"dataset: {summary.dataset}  (wsi-synth info {summary.dataset})")

@@ -9,7 +9,9 @@ import click
 from cli.options import SEED, output_format_options, overwrite_option, quiet_option
 
 
-@click.command("generate", epilog="""\b
+@click.command(
+    "generate",
+    epilog="""\b
 Examples:
   wsi-synth generate --model model/ --size 4096 --subtype squamous --out s.tiff
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --device cuda --batch-size 64
@@ -22,21 +24,31 @@ Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotatio
 --format ome-tiff writes s.ome.tiff and s.mask.ome.tiff, --format ome-zarr one s.ome.zarr folder with the
 labels inside; --annotations asap adds s.xml (ASAP).
 An interrupted run continues with --resume (same output as an uninterrupted one); a second run on the
-same --out is refused while the first runs.""")
-@click.option("--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Model bundle folder (default: the bundled demonstration model).")
+same --out is refused while the first runs.""",
+)
+@click.option(
+    "--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None, help="Model bundle folder (default: the bundled demonstration model)."
+)
 @click.option("--size", type=click.IntRange(min=0), required=True, help="Width in px (square unless --height).")
-@click.option("--count", type=click.IntRange(min=1), default=None,
-              help="Write N independent tiles of --size with masks into the folder --out (images/, masks/, legend.yaml, manifest.csv); "
-                   "without --subtype each tile draws one.")
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Write N independent tiles of --size with masks into the folder --out (images/, masks/, legend.yaml, manifest.csv); without --subtype each tile draws one.",
+)
 @click.option("--height", type=click.IntRange(min=0), default=None, help="Height in px (default: --size).")
 @click.option("--subtype", default=None, help="Subtype prompt for the mask stage (one of the model's subtypes).")
 @click.option("--mask", "mask_file", type=click.Path(dir_okay=False), default=None, help="Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.")
 @click.option("--stretch", is_flag=True, help="Resize a --mask image of another aspect ratio to fit (else refused).")
 @click.option("--out", "-o", required=True, type=click.Path(writable=True), help="Output: s.tiff, s.ome.tiff or s.ome.zarr.")
 @click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="Solver steps per stage.")
-@click.option("--solver", type=click.Choice(["dpm-solver++", "ddim"]), default="dpm-solver++", show_default=True,
-              help="DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.")
+@click.option(
+    "--solver",
+    type=click.Choice(["dpm-solver++", "ddim"]),
+    default="dpm-solver++",
+    show_default=True,
+    help="DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.",
+)
 @click.option("--eta", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="DDIM η (0 = deterministic; needs --solver ddim).")
 @click.option("--omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Classifier-free guidance of the image stage.")
 @click.option("--mask-omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Guidance of the mask stage.")
@@ -52,35 +64,105 @@ same --out is refused while the first runs.""")
 @click.option("--json", "as_json", is_flag=True, help="With --dry-run: the plan as JSON.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from its work folder.")
 @click.option("--save-every", type=click.IntRange(1), default=5, show_default=True, help="Steps between saved states (for --resume).")
-@click.option("--max-memory", type=click.FloatRange(0), default=8.0, show_default=True,
-              help="GB of canvases to hold in memory; beyond it they live in a zarr work store beside the output.")
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(0),
+    default=8.0,
+    show_default=True,
+    help="GB of canvases to hold in memory; beyond it they live in a zarr work store beside the output.",
+)
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="N > 1: start a local dask cluster of N worker processes.")
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).")
 @output_format_options
 @overwrite_option
 @quiet_option
-def command(model, size, count, height, subtype, mask_file, stretch, out, steps, solver, eta, omega, mask_omega, planner, context, batch_size, decode_batch, seed,
-            device, tile, quality, dry_run, as_json, resume, save_every, max_memory, workers, scheduler, fmt, annotations, overwrite, quiet):
+def command(
+    model,
+    size,
+    count,
+    height,
+    subtype,
+    mask_file,
+    stretch,
+    out,
+    steps,
+    solver,
+    eta,
+    omega,
+    mask_omega,
+    planner,
+    context,
+    batch_size,
+    decode_batch,
+    seed,
+    device,
+    tile,
+    quality,
+    dry_run,
+    as_json,
+    resume,
+    save_every,
+    max_memory,
+    workers,
+    scheduler,
+    fmt,
+    annotations,
+    overwrite,
+    quiet,
+):
     """Generate a synthetic whole-slide image and its tissue mask."""
     from wsi_synth.api import generate
 
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-    result = generate(model, out, size=size, height=height, count=count, subtype=subtype, mask=mask_file, stretch=stretch, steps=steps, solver=solver,
-                      eta=eta, omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
-                      seed=seed, device=device, tile=int(tile), quality=quality, dry_run=dry_run, resume=resume, save_every=save_every,
-                      max_memory=max_memory, workers=workers, scheduler=scheduler, format=fmt, annotations=annotations, overwrite=overwrite,
-                      progress=not quiet, log=log)
+    result = generate(
+        model,
+        out,
+        size=size,
+        height=height,
+        count=count,
+        subtype=subtype,
+        mask=mask_file,
+        stretch=stretch,
+        steps=steps,
+        solver=solver,
+        eta=eta,
+        omega=omega,
+        mask_omega=mask_omega,
+        planner=planner,
+        context=context,
+        batch_size=batch_size,
+        decode_batch=decode_batch,
+        seed=seed,
+        device=device,
+        tile=int(tile),
+        quality=quality,
+        dry_run=dry_run,
+        resume=resume,
+        save_every=save_every,
+        max_memory=max_memory,
+        workers=workers,
+        scheduler=scheduler,
+        format=fmt,
+        annotations=annotations,
+        overwrite=overwrite,
+        progress=not quiet,
+        log=log,
+    )
     click.echo(_plan_text(result) if dry_run and count is None and not as_json else json.dumps(result, indent=2))
 
 
 def _plan_text(plan: dict) -> str:
-    lines = [f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} {plan['solver']} steps, planner {plan['planner']['name']} "
-             f"(context {plan['planner']['context']} latent px)"]
+    lines = [
+        f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} {plan['solver']} steps, planner {plan['planner']['name']} "
+        f"(context {plan['planner']['context']} latent px)"
+    ]
     for name, s in plan["stages"].items():
         evals = s.get("evaluations", s.get("evaluations_estimate"))
         about = "" if s.get("crops_exact", True) else "~"
-        lines.append(f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} crops/step "
-                     f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations")
+        lines.append(
+            f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} crops/step "
+            f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations"
+        )
     lines.append(f"  memory (canvases): {plan['memory_bytes'] / 1e9:.2f} GB")
     p = plan.get("projection")
     if p:
@@ -88,8 +170,10 @@ def _plan_text(plan: dict) -> str:
         for name in ("mask", "image"):
             if name in p:
                 s = p[name]
-                lines.append(f"  {name}: denoiser {_duration(s['denoiser_s'])} ({s['denoiser_crops_per_s']:,.0f} crops/s), "
-                             f"host {_duration(s['host_s'])} ({s['host_us_per_crop']:.0f} µs/crop)")
+                lines.append(
+                    f"  {name}: denoiser {_duration(s['denoiser_s'])} ({s['denoiser_crops_per_s']:,.0f} crops/s), "
+                    f"host {_duration(s['host_s'])} ({s['host_us_per_crop']:.0f} µs/crop)"
+                )
         lines.append(f"  decode {_duration(p['decode_s'])}, write {_duration(p['write_s'])}")
     return "\n".join(lines)
 

@@ -7,27 +7,50 @@ import click
 from cli.options import dataset_options, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
-@click.command("import", epilog="""\b
+@click.command(
+    "import",
+    epilog="""\b
 Examples:
   wsi-synth import wsss/img --masks wsss/mask --legend wsss.yaml --subtype adenocarcinoma --tile 224 --out data/
   wsi-synth import lc25000/lung_scc --subtype squamous --tile 224 --out data/     # unlabelled tiles
 legend.yaml maps mask values to class names, e.g. {0: tumour, 1: stroma, 3: unknown}.
-Importing into an existing dataset adds a source; importing the same files twice is a no-op.""")
+Importing into an existing dataset adds a source; importing the same files twice is a no-op.""",
+)
 @click.argument("images", type=click.Path(exists=True, file_okay=False))
 @out_option("Dataset folder to create or add to.")
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of label masks, matched to images by file stem.")
 @click.option("--legend", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML/JSON: mask value -> class name.")
 @click.option("--subtype", default=None, help="Subtype of these tiles (the mask model's prompt).")
-@click.option("--scale", type=click.FloatRange(min=0, min_open=True, max=16), default=1.0, show_default=True,
-              help="Resize images by this factor first (e.g. 0.5: 40x -> 20x).")
+@click.option(
+    "--scale", type=click.FloatRange(min=0, min_open=True, max=16), default=1.0, show_default=True, help="Resize images by this factor first (e.g. 0.5: 40x -> 20x)."
+)
 @click.option("--stretch", is_flag=True, help="Resize masks of another size than their image to fit (else refused).")
 @tile_options
 @seed_option
 @overwrite_option
 @quiet_option
 @click.pass_context
-def command(ctx, images, out, masks, legend, subtype, scale, stretch, tile_size, mpp, classes, unmapped, region_size, region_mask_size,
-            min_annotated, test_fraction, seed, overwrite, quiet):
+def command(
+    ctx,
+    images,
+    out,
+    masks,
+    legend,
+    subtype,
+    scale,
+    stretch,
+    tile_size,
+    mpp,
+    classes,
+    unmapped,
+    region_size,
+    region_mask_size,
+    min_annotated,
+    test_fraction,
+    seed,
+    overwrite,
+    quiet,
+):
     """Import a folder of tile IMAGES (optionally with masks) into a dataset.
 
     Into an existing dataset, --tile, --mpp, --region, --region-mask and --classes default to the dataset's own.
@@ -35,13 +58,32 @@ def command(ctx, images, out, masks, legend, subtype, scale, stretch, tile_size,
     from wsi_synth.api import import_tiles
 
     tile, mpp, region, region_mask, classes = dataset_options(ctx)
-    s = import_tiles(images, out, masks=masks, legend=legend, subtype=subtype, scale=scale, stretch=stretch, tile=tile, mpp=mpp, classes=classes,
-                     unmapped=unmapped, min_annotated=min_annotated, region=region, region_mask=region_mask, test_fraction=test_fraction, seed=seed,
-                     overwrite=overwrite, progress=not quiet)
+    s = import_tiles(
+        images,
+        out,
+        masks=masks,
+        legend=legend,
+        subtype=subtype,
+        scale=scale,
+        stretch=stretch,
+        tile=tile,
+        mpp=mpp,
+        classes=classes,
+        unmapped=unmapped,
+        min_annotated=min_annotated,
+        region=region,
+        region_mask=region_mask,
+        test_fraction=test_fraction,
+        seed=seed,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     if s.skipped_existing:
         click.echo(f"{s.source}: already in {s.dataset}, nothing to do")
         return
     c = s.counts
-    click.echo(f"{s.source}: {s.images} images -> {c['labelled']} labelled, {c['unlabelled']} unlabelled tiles, {c['regions']} regions"
-               + (f"; {s.too_small} images smaller than a tile skipped" if s.too_small else ""))
+    click.echo(
+        f"{s.source}: {s.images} images -> {c['labelled']} labelled, {c['unlabelled']} unlabelled tiles, {c['regions']} regions"
+        + (f"; {s.too_small} images smaller than a tile skipped" if s.too_small else "")
+    )
     click.echo(f"dataset: {s.dataset}  (wsi-synth info {s.dataset})")

@@ -9,11 +9,14 @@ import click
 from cli.options import json_option
 
 
-@click.command("info", epilog="""\b
+@click.command(
+    "info",
+    epilog="""\b
 Examples:
   wsi-synth info data/            # dataset: counts per class, subtype and split
   wsi-synth info s.tiff --json    # output pyramid: levels, tiles, compression, MPP, openslide check
-  wsi-synth info slide.svs        # any slide openslide opens""")
+  wsi-synth info slide.svs        # any slide openslide opens""",
+)
 @click.argument("path", type=click.Path(exists=True))
 @json_option
 def command(path, as_json):

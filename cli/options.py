@@ -22,8 +22,13 @@ def tile_options(f):
         click.option("--tile", "tile_size", type=click.IntRange(16), default=512, show_default=True, help="Tile size in pixels at --mpp."),
         click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True, help="Target resolution, µm per pixel."),
         click.option("--classes", default=None, help="Class map: a built-in name (paper5) or a YAML/JSON file. Default: one class per annotation name."),
-        click.option("--unmapped", type=click.Choice(["error", "others", "ignore"]), default="error", show_default=True,
-                     help="What to do with annotation classes the map does not know."),
+        click.option(
+            "--unmapped",
+            type=click.Choice(["error", "others", "ignore"]),
+            default="error",
+            show_default=True,
+            help="What to do with annotation classes the map does not know.",
+        ),
         click.option("--min-annotated", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True, help="Least annotated fraction of a labelled tile."),
         click.option("--region", "region_size", type=click.IntRange(1), default=2048, show_default=True, help="Region size (px at --mpp) for the mask model."),
         click.option("--region-mask", "region_mask_size", type=click.IntRange(1), default=128, show_default=True, help="Region masks are downsampled to this size."),
@@ -51,9 +56,15 @@ def output_format_options(f):
     """`--format` and `--annotations`: what `generate` and `pyramid` write beside the image."""
     from wsi_synth.io.outputs import FORMATS
 
-    f = click.option("--annotations", default="geojson", show_default=True,
-                     help="Annotation files beside the image: geojson (QuPath), asap (ASAP XML), or both: geojson,asap.")(f)
-    return click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-                        help="tiff: Aperio-style (OpenSlide, QuPath, ASAP); ome-tiff: OME-XML, levels in SubIFDs (Bio-Formats, OMERO); "
-                             "ome-zarr: NGFF v0.4 folder with labels (napari, vizarr, QuPath). Default: from the --out name "
-                             "(.ome.zarr, .ome.tiff), else tiff.")(f)
+    f = click.option(
+        "--annotations", default="geojson", show_default=True, help="Annotation files beside the image: geojson (QuPath), asap (ASAP XML), or both: geojson,asap."
+    )(f)
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(FORMATS),
+        default=None,
+        help="tiff: Aperio-style (OpenSlide, QuPath, ASAP); ome-tiff: OME-XML, levels in SubIFDs (Bio-Formats, OMERO); "
+        "ome-zarr: NGFF v0.4 folder with labels (napari, vizarr, QuPath). Default: from the --out name "
+        "(.ome.zarr, .ome.tiff), else tiff.",
+    )(f)

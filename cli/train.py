@@ -9,13 +9,16 @@ import click
 from cli.options import SEED, quiet_option
 
 
-@click.command("train", epilog="""\b
+@click.command(
+    "train",
+    epilog="""\b
 Examples:
   wsi-synth train codec data/ --out model/ --config tiny --max-steps 2000
   wsi-synth train image data/ --out model/ --codec sd2-vae/ --config paper --device cuda
   wsi-synth train mask data/ --out model/ --resume
 Presets: tiny (tests, CPU demos), paper (the paper's sizes); or a YAML file with the same keys.
-Stages accumulate in one bundle; --resume continues exactly where a checkpoint left off.""")
+Stages accumulate in one bundle; --resume continues exactly where a checkpoint left off.""",
+)
 @click.argument("stage", type=click.Choice(["codec", "image", "mask"]))
 @click.argument("data", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Model bundle folder (created or added to).")
@@ -35,6 +38,21 @@ def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_e
     """Train STAGE (codec, image or mask) on the dataset DATA."""
     from wsi_synth.api import train
 
-    result = train(stage, data, out, config=config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every,
-                   sample_every=sample_every, seed=seed, device=device, codec=codec, resume=resume, overwrite=overwrite, progress=not quiet)
+    result = train(
+        stage,
+        data,
+        out,
+        config=config,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        p_unc=p_unc,
+        checkpoint_every=checkpoint_every,
+        sample_every=sample_every,
+        seed=seed,
+        device=device,
+        codec=codec,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     click.echo(json.dumps(result, indent=2))

@@ -3,6 +3,7 @@
 Not used by the library. `tests/test_sampling_vectorised.py` checks that the vectorised sampler gives bit-identical
 canvases for the same batch shapes, and `benchmarks/bench_host.py` measures the host time of both in one run.
 """
+
 # ruff: noqa
 from __future__ import annotations
 
@@ -115,10 +116,18 @@ def _plan_region(d: int, canvas: tuple[int, int], region: tuple[int, int, int, i
     return crops, owner
 
 
-
-def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, config: SamplerConfig, *, labels: np.ndarray | None = None,
-           condition: int = 0, start: tuple[int, np.ndarray] | None = None, on_step: Callable[[int, np.ndarray], None] | None = None,
-           stats: SampleStats | None = None) -> np.ndarray:
+def sample(
+    denoiser: Denoiser,
+    shape: tuple[int, int, int],
+    abar: torch.Tensor,
+    config: SamplerConfig,
+    *,
+    labels: np.ndarray | None = None,
+    condition: int = 0,
+    start: tuple[int, np.ndarray] | None = None,
+    on_step: Callable[[int, np.ndarray], None] | None = None,
+    stats: SampleStats | None = None,
+) -> np.ndarray:
     """Sample a (C, H, W) canvas. `labels` (H, W) uint8 gives per-pixel classes (0 = null condition); without
     it every crop uses `condition`. `start` = (step index, state) resumes; `on_step` sees each new state."""
     config.validate()
@@ -143,8 +152,19 @@ def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, 
     return x
 
 
-def step_window(denoiser: Denoiser, current, target, window: tuple[int, int, int, int], j: int, ts: list[int], abar: torch.Tensor,
-                config: SamplerConfig, *, labels: np.ndarray | None = None, condition: int = 0) -> dict:
+def step_window(
+    denoiser: Denoiser,
+    current,
+    target,
+    window: tuple[int, int, int, int],
+    j: int,
+    ts: list[int],
+    abar: torch.Tensor,
+    config: SamplerConfig,
+    *,
+    labels: np.ndarray | None = None,
+    condition: int = 0,
+) -> dict:
     """One reverse step for the pixels of `window`: read it with a one-crop halo from `current` (numpy or zarr),
     evaluate the crops that own its pixels, write the DDIM update of exactly those pixels into `target`.
 
@@ -167,15 +187,13 @@ def step_window(denoiser: Denoiser, current, target, window: tuple[int, int, int
     a_t = abar[ts[j]]
     a_prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0)
     noise = torch.from_numpy(block_noise(config.seed, j, (c, h, w), window)) if config.eta > 0 else None
-    target[:, y0:y1, x0:x1] = ddim_step(torch.from_numpy(halo[:, wy, wx]), torch.from_numpy(eps[:, wy, wx]), a_t, a_prev, eta=config.eta,
-                                        noise=noise).numpy()
+    target[:, y0:y1, x0:x1] = ddim_step(torch.from_numpy(halo[:, wy, wx]), torch.from_numpy(eps[:, wy, wx]), a_t, a_prev, eta=config.eta, noise=noise).numpy()
     return {"crops": stats.crops, "evaluations": stats.evaluations}
 
 
-
-
-def _evaluate(denoiser: Denoiser, x: np.ndarray, t: int, plan: Plan, config: SamplerConfig, *, labels: np.ndarray | None, condition: int,
-              stats: SampleStats) -> np.ndarray:
+def _evaluate(
+    denoiser: Denoiser, x: np.ndarray, t: int, plan: Plan, config: SamplerConfig, *, labels: np.ndarray | None, condition: int, stats: SampleStats
+) -> np.ndarray:
     """Guided ε of every crop of a plan: all (crop, condition) pairs batched together."""
     d = config.planner.crop
     jobs: list[tuple[int, int, np.ndarray | None]] = []  # (crop index, condition, class mask or None)

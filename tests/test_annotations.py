@@ -57,8 +57,11 @@ def test_asap_xml(tmp_path):
 
 
 def test_self_intersecting_polygon_is_repaired_with_a_warning(tmp_path, caplog):
-    bowtie = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]},
-              "properties": {"classification": {"name": "Tumor"}}}
+    bowtie = {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [10, 10], [10, 0], [0, 10], [0, 0]]]},
+        "properties": {"classification": {"name": "Tumor"}},
+    }
     path = tmp_path / "bowtie.geojson"
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [bowtie]}))
     with caplog.at_level(logging.WARNING, logger="wsi_synth"):
@@ -68,9 +71,16 @@ def test_self_intersecting_polygon_is_repaired_with_a_warning(tmp_path, caplog):
     assert geom.is_valid and geom.area == pytest.approx(50.0)
 
 
-@pytest.mark.parametrize("text, message", [("{not json", "not valid JSON"), ("", "is empty"), ("<Foo/>", "unknown XML root"),
-                                           ('{"type": "FeatureCollection", "features": []}', "no polygons"),
-                                           ('{"a": 1}', "unrecognised JSON layout")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("", "is empty"),
+        ("<Foo/>", "unknown XML root"),
+        ('{"type": "FeatureCollection", "features": []}', "no polygons"),
+        ('{"a": 1}', "unrecognised JSON layout"),
+    ],
+)
 def test_broken_annotation_files_are_clear_errors(tmp_path, text, message):
     path = tmp_path / "bad.geojson"
     path.write_text(text)
@@ -104,8 +114,10 @@ def test_matching_by_stem_by_slide_property_and_errors(tmp_path):
     (folder / "A.geojson").write_text(json.dumps([_feature("t")]))
     with pytest.raises(BadAnnotationError, match="B"):
         match_annotations(slides, folder)
-    (folder / "B.xml").write_text('<Annotations><Annotation Name="s"><Regions><Region><Vertices><Vertex X="0" Y="0"/>'
-                                  '<Vertex X="5" Y="0"/><Vertex X="5" Y="5"/></Vertices></Region></Regions></Annotation></Annotations>')
+    (folder / "B.xml").write_text(
+        '<Annotations><Annotation Name="s"><Regions><Region><Vertices><Vertex X="0" Y="0"/>'
+        '<Vertex X="5" Y="0"/><Vertex X="5" Y="5"/></Vertices></Region></Regions></Annotation></Annotations>'
+    )
     matched = match_annotations(slides, folder)
     assert [a.name for a in matched[slides[1]][0].annotations] == ["s"]
     tagged = tmp_path / "all.geojson"
@@ -123,8 +135,9 @@ def test_aperio_negative_region_is_a_hole(tmp_path):
     path = tmp_path / "h.xml"
     region = '<Region NegativeROA="{neg}"><Vertices>{v}</Vertices></Region>'
     square = lambda a, b: "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in [(a, a), (b, a), (b, b), (a, b)])  # noqa: E731
-    path.write_text(f'<Annotations><Annotation Name="t"><Regions>{region.format(neg=0, v=square(0, 10))}'
-                    f'{region.format(neg=1, v=square(2, 4))}</Regions></Annotation></Annotations>')
+    path.write_text(
+        f'<Annotations><Annotation Name="t"><Regions>{region.format(neg=0, v=square(0, 10))}{region.format(neg=1, v=square(2, 4))}</Regions></Annotation></Annotations>'
+    )
     geom = load_annotations(path).annotations[0].geometry
     assert geom.area == pytest.approx(96) and not shapely.contains_xy(geom, 3, 3) and shapely.contains_xy(geom, 8, 8)
     assert np.isclose(geom.area, 100 - 4)

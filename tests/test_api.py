@@ -18,8 +18,7 @@ from tests.test_io_pyramid import tissue_like
 COMMANDS = {"extract": "extract", "import": "import_tiles", "train": "train", "generate": "generate", "pyramid": "pyramid", "evaluate": "evaluate"}
 #: CLI parameters whose Python name differs from the flag for a reason (or that only the CLI has).
 CLI_ONLY = {"quiet", "as_json"}
-RENAMED = {"tile_size": "tile", "region_size": "region", "region_mask_size": "region_mask", "subtypes_csv": "subtypes", "mask_file": "mask",
-           "fmt": "format"}
+RENAMED = {"tile_size": "tile", "region_size": "region", "region_mask_size": "region_mask", "subtypes_csv": "subtypes", "mask_file": "mask", "fmt": "format"}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))

@@ -13,8 +13,7 @@ SHAPE = (2, 128, 96)
 
 
 def _config(planner="shifted-grid", window=64):
-    return SamplerConfig(PlannerConfig(planner, 16, 2 if planner == "shifted-grid" else 0, region=32), steps=6, eta=0.7, batch_size=16,
-                         window=window, seed=11)
+    return SamplerConfig(PlannerConfig(planner, 16, 2 if planner == "shifted-grid" else 0, region=32), steps=6, eta=0.7, batch_size=16, window=window, seed=11)
 
 
 @pytest.mark.parametrize("planner", ["shifted-grid", "random-patch"])
@@ -42,8 +41,7 @@ def test_out_of_core_run_resumes_after_an_interruption(tmp_path):
 def test_a_two_worker_dask_cluster_gives_the_same_canvas(tmp_path):
     distributed = pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
     reference = sample(ORACLE, SHAPE, ABAR, _config(window=0))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         out = sample_canvas(ORACLE, SHAPE, ABAR, _config(window=32), work=tmp_path / "w", client=client)
     assert np.array_equal(reference, np.asarray(out[:]))
 
@@ -52,6 +50,7 @@ def _interrupted_at(step_to_stop: int):
     def stop(step, total):
         if step == step_to_stop:
             raise KeyboardInterrupt
+
     return stop
 
 

@@ -42,8 +42,9 @@ def test_copies_of_training_tiles_are_flagged_and_held_out_tiles_are_not(tmp_pat
     train = _write_tiles(tmp_path / "train", tiles[:150])
     held_out = _write_tiles(tmp_path / "test", tiles[150:300])
     rng = np.random.default_rng(1)
-    copies = _write_tiles(tmp_path / "copies", [np.clip(tiles[i].astype(int) + rng.integers(-2, 3, tiles[i].shape), 0, 255).astype(np.uint8)
-                                                for i in rng.integers(0, 150, 150)])
+    copies = _write_tiles(
+        tmp_path / "copies", [np.clip(tiles[i].astype(int) + rng.integers(-2, 3, tiles[i].shape), 0, 255).astype(np.uint8) for i in rng.integers(0, 150, 150)]
+    )
     args = ["--size", "96", "--cells", "3", "--min-per-cell", "10", "--gallery", "4", "-q"]
     copied = runner.invoke(cli, ["evaluate", str(held_out), str(copies), "--train", str(train), "--out", str(tmp_path / "c"), *args])
     assert copied.exit_code == 0, copied.output
@@ -95,8 +96,7 @@ def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
     write_slide_pyramid(np.clip(seamed, 0, 255).astype(np.uint8), slides / "seamed.tiff", mpp=0.5, tile=256, quality=95)
     write_slide_pyramid(smooth, slides / "clean.tiff", mpp=0.5, tile=256, quality=95)
     real = _write_tiles(tmp_path / "real", [smooth[y : y + 256, x : x + 256] for y in range(0, 1024, 256) for x in range(0, 1024, 256)])
-    result = runner.invoke(cli, ["evaluate", str(real), str(slides), "--tile", "256", "--size", "64", "--seam-period", "64",
-                                 "--out", str(tmp_path / "r"), "-q"])
+    result = runner.invoke(cli, ["evaluate", str(real), str(slides), "--tile", "256", "--size", "64", "--seam-period", "64", "--out", str(tmp_path / "r"), "-q"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["inputs"]["synthetic"] == {"path": str(slides), "kind": "slides", "tiles": 32, "mode": "tiled"}
@@ -106,8 +106,29 @@ def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
     wsss = shared("tiles_masks", "wsss4luad_val")
-    assert runner.invoke(cli, ["import", str(wsss / "img"), "--masks", str(wsss / "mask"), "--legend", str(legend), "--tile", "128",
-                               "--region", "256", "--region-mask", "32", "--out", str(ds), "-q"]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli,
+            [
+                "import",
+                str(wsss / "img"),
+                "--masks",
+                str(wsss / "mask"),
+                "--legend",
+                str(legend),
+                "--tile",
+                "128",
+                "--region",
+                "256",
+                "--region-mask",
+                "32",
+                "--out",
+                str(ds),
+                "-q",
+            ],
+        ).exit_code
+        == 0
+    )
     result = runner.invoke(cli, ["evaluate", str(ds), str(real), "--split", "test", "--size", "64", "--out", str(tmp_path / "d"), "-q"])
     assert result.exit_code == 0, result.output
     inputs = json.loads((tmp_path / "d" / "report.json").read_text())["inputs"]

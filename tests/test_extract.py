@@ -103,13 +103,45 @@ def test_two_slides_split_by_slide_and_slide_without_mpp_needs_slide_mpp(tmp_pat
     result = runner.invoke(cli, ["extract", str(slides), str(tmp_path / "a.geojson"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2  # annotation path does not exist (click)
     ann = tmp_path / "TCGA-CR-7395-01A-01-TS1.geojson"
-    ann.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[500, 500], [3000, 500], [3000, 3000], [500, 3000], [500, 500]]]},
-         "properties": {"classification": {"name": "Tumor"}}}]}))
+    ann.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "geometry": {"type": "Polygon", "coordinates": [[[500, 500], [3000, 500], [3000, 3000], [500, 3000], [500, 500]]]},
+                        "properties": {"classification": {"name": "Tumor"}},
+                    }
+                ],
+            }
+        )
+    )
     result = runner.invoke(cli, ["extract", str(slides), str(ann), "--out", str(tmp_path / "o"), "--tile", "128", "-q"])
     assert result.exit_code == 2 and "--slide-mpp" in result.output and not (tmp_path / "o").exists()
-    result = runner.invoke(cli, ["extract", str(slides), str(ann), "--out", str(tmp_path / "o"), "--tile", "128", "--slide-mpp", "1.0",
-                                 "--region", "512", "--region-mask", "32", "--classes", "paper5", "--subtype", "squamous", "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "extract",
+            str(slides),
+            str(ann),
+            "--out",
+            str(tmp_path / "o"),
+            "--tile",
+            "128",
+            "--slide-mpp",
+            "1.0",
+            "--region",
+            "512",
+            "--region-mask",
+            "32",
+            "--classes",
+            "paper5",
+            "--subtype",
+            "squamous",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     ds = open_dataset(tmp_path / "o")
     assert ds.meta["subtypes"] == ["squamous"] and ds.class_names[1] == "carcinoma"
@@ -126,11 +158,29 @@ def _bad_cases(tmp_path, slide, geojson):
     empty = tmp_path / "empty.geojson"
     empty.write_text("")
     outside = tmp_path / "outside.geojson"
-    outside.write_text(json.dumps([{"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
-                                    "geometry": {"type": "Polygon", "coordinates": [[[9000, 9000], [9500, 9000], [9500, 9500], [9000, 9000]]]}}]))
+    outside.write_text(
+        json.dumps(
+            [
+                {
+                    "type": "Feature",
+                    "properties": {"classification": {"name": "Tumor"}},
+                    "geometry": {"type": "Polygon", "coordinates": [[[9000, 9000], [9500, 9000], [9500, 9500], [9000, 9000]]]},
+                }
+            ]
+        )
+    )
     unknown = tmp_path / "unknown.geojson"
-    unknown.write_text(json.dumps([{"type": "Feature", "properties": {"classification": {"name": "Fat"}},
-                                    "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [900, 0], [900, 900], [0, 0]]]}}]))
+    unknown.write_text(
+        json.dumps(
+            [
+                {
+                    "type": "Feature",
+                    "properties": {"classification": {"name": "Fat"}},
+                    "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [900, 0], [900, 900], [0, 0]]]},
+                }
+            ]
+        )
+    )
     return {
         "missing slide": ([str(tmp_path / "nope.svs"), str(geojson)], "does not exist"),
         "not a slide": ([str(text), str(geojson)], "cannot open slide"),
@@ -142,8 +192,7 @@ def _bad_cases(tmp_path, slide, geojson):
     }
 
 
-@pytest.mark.parametrize("case", ["missing slide", "not a slide", "truncated slide", "malformed json", "empty annotations",
-                                  "polygon outside", "unknown class"])
+@pytest.mark.parametrize("case", ["missing slide", "not a slide", "truncated slide", "malformed json", "empty annotations", "polygon outside", "unknown class"])
 def test_bad_input_is_one_line_exit_2_and_no_dataset(tmp_path, runner, cmu_slide, cmu_geojson, case):
     args, message = _bad_cases(tmp_path, cmu_slide, cmu_geojson)[case]
     out = tmp_path / "out"
@@ -155,8 +204,17 @@ def test_bad_input_is_one_line_exit_2_and_no_dataset(tmp_path, runner, cmu_slide
 
 def test_self_intersecting_polygon_is_repaired_not_fatal(tmp_path, runner, cmu_slide):
     ann = tmp_path / "bowtie.geojson"
-    ann.write_text(json.dumps([{"type": "Feature", "properties": {"classification": {"name": "Tumor"}},
-                                "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1500, 1500], [1500, 0], [0, 1500], [0, 0]]]}}]))
+    ann.write_text(
+        json.dumps(
+            [
+                {
+                    "type": "Feature",
+                    "properties": {"classification": {"name": "Tumor"}},
+                    "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1500, 1500], [1500, 0], [0, 1500], [0, 0]]]},
+                }
+            ]
+        )
+    )
     result = runner.invoke(cli, ["extract", str(cmu_slide), str(ann), "--out", str(tmp_path / "o"), "--tile", "256", "-q"])
     assert result.exit_code == 0, result.output
     assert "repaired invalid Tumor polygon" in result.output and "invalid polygons repaired: 1" in result.output

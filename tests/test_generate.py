@@ -22,14 +22,34 @@ def bundle(tmp_path_factory):
 
 
 def _run(runner, model, out, *extra):
-    return runner.invoke(cli, ["generate", "--model", str(model), "--size", "300", "--height", "200", "--subtype", "adenocarcinoma",
-                               "--steps", "4", "--out", str(out), "-q", *extra])
+    return runner.invoke(
+        cli, ["generate", "--model", str(model), "--size", "300", "--height", "200", "--subtype", "adenocarcinoma", "--steps", "4", "--out", str(out), "-q", *extra]
+    )
 
 
 def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
     out = tmp_path / "s.tiff"
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "1024", "--height", "512", "--subtype", "adenocarcinoma",
-                                 "--steps", "3", "--tile", "256", "--out", str(out), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "1024",
+            "--height",
+            "512",
+            "--subtype",
+            "adenocarcinoma",
+            "--steps",
+            "3",
+            "--tile",
+            "256",
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with openslide.OpenSlide(str(out)) as s:
         assert s.dimensions == (1024, 512) and s.level_count == 3 and float(s.properties["openslide.mpp-x"]) == 0.5
@@ -65,8 +85,25 @@ def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, 
     labels[20:180, 30:150] = 3
     labels[50:150, 170:280] = 2
     tifffile.imwrite(tmp_path / "labels.tif", labels)
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "300", "--height", "200", "--mask", str(tmp_path / "labels.tif"),
-                                 "--steps", "3", "--out", str(tmp_path / "s.tiff"), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "300",
+            "--height",
+            "200",
+            "--mask",
+            str(tmp_path / "labels.tif"),
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "s.tiff"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "s.json").read_text())
     assert record["evaluations"]["mask"]["crops"] == 0
@@ -74,8 +111,7 @@ def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, 
     assert (out_mask[100, 90] == 3) and (out_mask[100, 220] == 2) and out_mask[5, 5] == 0
     labels[0, 0] = 9
     tifffile.imwrite(tmp_path / "bad.tif", labels)
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "300", "--mask", str(tmp_path / "bad.tif"),
-                                 "--out", str(tmp_path / "t.tiff"), "-q"])
+    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "300", "--mask", str(tmp_path / "bad.tif"), "--out", str(tmp_path / "t.tiff"), "-q"])
     assert result.exit_code == 2 and "values [9] are not classes" in result.output
 
 
@@ -87,9 +123,11 @@ def _interrupt_image_stage_at(monkeypatch, step_to_stop: int):
 
     def interrupt_image_stage(denoiser, shape, **kwargs):
         if kwargs.get("labels") is not None and not kwargs.get("resume"):
+
             def stop(step, total):
                 if step == step_to_stop:
                     raise KeyboardInterrupt
+
             kwargs = {**kwargs, "progress": stop}
         return real(denoiser, shape, **kwargs)
 
@@ -113,8 +151,9 @@ def test_dry_run_needs_no_weights_and_reports_costs(bundle, tmp_path, runner):
     light = tmp_path / "light"
     light.mkdir()
     shutil.copy(bundle / "model.json", light / "model.json")  # the plan reads model.json only
-    result = runner.invoke(cli, ["generate", "--model", str(light), "--size", "100000", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
-                                 "--dry-run", "--json"])
+    result = runner.invoke(
+        cli, ["generate", "--model", str(light), "--size", "100000", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--dry-run", "--json"]
+    )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
     image = plan["stages"]["image"]
@@ -122,14 +161,17 @@ def test_dry_run_needs_no_weights_and_reports_costs(bundle, tmp_path, runner):
     assert plan["stages"]["mask"]["n0"] > 0
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--subtype", "lung"], "not one the model knows"),
-    (["--size", "0"], "at least 1 px"),
-    (["--planner", "fixed-grid", "--context", "4"], None),
-    (["--eta", "0.5"], "needs --solver ddim"),
-    (["--solver", "ddim", "--eta", "0.5", "--decode-batch", "3"], None),
-    (["--solver", "euler"], "Invalid value for '--solver'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--subtype", "lung"], "not one the model knows"),
+        (["--size", "0"], "at least 1 px"),
+        (["--planner", "fixed-grid", "--context", "4"], None),
+        (["--eta", "0.5"], "needs --solver ddim"),
+        (["--solver", "ddim", "--eta", "0.5", "--decode-batch", "3"], None),
+        (["--solver", "euler"], "Invalid value for '--solver'"),
+    ],
+)
 def test_bad_generate_arguments(bundle, tmp_path, runner, args, message):
     base = ["generate", "--model", str(bundle), "--out", str(tmp_path / "s.tiff"), "--steps", "2", "-q"]
     if "--size" not in args:
@@ -279,14 +321,16 @@ def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_s
 
 
 def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, runner):
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
-                                 "--dry-run", "--json"])
+    result = runner.invoke(
+        cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--dry-run", "--json"]
+    )
     assert result.exit_code == 0, result.output
     projection = json.loads(result.output)["projection"]
     assert projection["device"] == "cpu" and projection["image"]["denoiser_crops_per_s"] > 0
     assert projection["total_s"] >= projection["image"]["denoiser_s"] + projection["decode_s"] > 0
-    text = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
-                               "--dry-run"]).output
+    text = runner.invoke(
+        cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--dry-run"]
+    ).output
     assert "projected on cpu" in text and "dpm-solver++" in text
 
 
@@ -313,9 +357,11 @@ def test_the_package_exposes_the_bundled_model_and_readers_without_importing_tor
     import subprocess
     import sys
 
-    code = ("import sys, wsi_synth; assert 'torch' not in sys.modules; "
-            "assert wsi_synth.open_bundle(wsi_synth.default_model()).subtypes; "
-            "print('torch' in sys.modules, callable(wsi_synth.open_dataset), issubclass(wsi_synth.BadModelError, wsi_synth.WsiSynthError))")
+    code = (
+        "import sys, wsi_synth; assert 'torch' not in sys.modules; "
+        "assert wsi_synth.open_bundle(wsi_synth.default_model()).subtypes; "
+        "print('torch' in sys.modules, callable(wsi_synth.open_dataset), issubclass(wsi_synth.BadModelError, wsi_synth.WsiSynthError))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if "no bundled default model" in out.stderr:
         pytest.skip("this checkout has no bundled default model")

@@ -118,8 +118,26 @@ def test_import_into_an_existing_dataset_takes_its_settings(tmp_path, runner):
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
     out = tmp_path / "d"
-    first = _invoke(runner, "import", wsss / "img", "--masks", wsss / "mask", "--legend", legend, "--subtype", "adenocarcinoma",
-                    "--tile", 128, "--region", 256, "--region-mask", 32, "--out", out, "-q")
+    first = _invoke(
+        runner,
+        "import",
+        wsss / "img",
+        "--masks",
+        wsss / "mask",
+        "--legend",
+        legend,
+        "--subtype",
+        "adenocarcinoma",
+        "--tile",
+        128,
+        "--region",
+        256,
+        "--region-mask",
+        32,
+        "--out",
+        out,
+        "-q",
+    )
     assert first.exit_code == 0, first.output
     lc = shared("tiles", "lc25000_224", "lung_scc")
     second = _invoke(runner, "import", lc, "--subtype", "squamous", "--out", out, "-q")
@@ -155,8 +173,10 @@ def test_an_output_is_never_one_of_the_inputs(model, tmp_path, runner):
     before = _files(tmp_path)
     _refused(_generate(runner, model, tmp_path / "s.tiff", "--mask", tmp_path / "s.mask.tiff", "--overwrite"), "is the input")
     _refused(_invoke(runner, "pyramid", tmp_path / "s.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tiff", "--overwrite", "-q"), "is the input")
-    _refused(_invoke(runner, "pyramid", tmp_path / "s.tiff", "--labels", tmp_path / "s.mask.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tif",
-                     "--overwrite", "-q"), "is the input")
+    _refused(
+        _invoke(runner, "pyramid", tmp_path / "s.tiff", "--labels", tmp_path / "s.mask.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tif", "--overwrite", "-q"),
+        "is the input",
+    )
     assert _files(tmp_path) == before
 
 
@@ -238,15 +258,18 @@ def test_trained_weights_are_as_readable_as_every_other_file(model):
     assert len(set(modes.values())) == 1, modes
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--size", "1000000000000", "--dry-run"], ["--size"]),
-    (["--steps", "5000", "--dry-run"], ["--steps 5000", "1000"]),
-    (["--omega", "inf"], ["--omega"]),
-    (["--mask-omega", "nan"], ["--mask-omega"]),
-    (["--max-memory", "inf"], ["--max-memory"]),
-    (["--device", "banana"], ["--device", "banana"]),
-    (["--device", "cuda:7"], ["--device", "cuda"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--size", "1000000000000", "--dry-run"], ["--size"]),
+        (["--steps", "5000", "--dry-run"], ["--steps 5000", "1000"]),
+        (["--omega", "inf"], ["--omega"]),
+        (["--mask-omega", "nan"], ["--mask-omega"]),
+        (["--max-memory", "inf"], ["--max-memory"]),
+        (["--device", "banana"], ["--device", "banana"]),
+        (["--device", "cuda:7"], ["--device", "cuda"]),
+    ],
+)
 def test_generate_numbers_and_devices_are_checked_where_they_enter(model, tmp_path, runner, args, fragments):
     result = _generate(runner, model, tmp_path / "s.tiff", *args)
     _refused(result, *fragments)
@@ -276,14 +299,17 @@ def _label_png(path: Path, shape: tuple[int, int], value: int = 1) -> Path:
     return path
 
 
-@pytest.mark.parametrize("case, fragments", [
-    ("text", ["--mask", "not an image"]),
-    ("aspect", ["--mask", "aspect", "--stretch"]),
-    ("rgb", ["--mask", "single-channel"]),
-    ("empty-geojson", ["--mask", "no polygons"]),
-    ("outside-geojson", ["--mask", "outside"]),
-    ("nan-geojson", ["--mask"]),
-])
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("text", ["--mask", "not an image"]),
+        ("aspect", ["--mask", "aspect", "--stretch"]),
+        ("rgb", ["--mask", "single-channel"]),
+        ("empty-geojson", ["--mask", "no polygons"]),
+        ("outside-geojson", ["--mask", "outside"]),
+        ("nan-geojson", ["--mask"]),
+    ],
+)
 def test_generate_refuses_a_mask_it_cannot_use_as_given(model, tmp_path, runner, case, fragments):
     mask = tmp_path / "in" / {"empty-geojson": "m.geojson", "outside-geojson": "m.geojson", "nan-geojson": "m.geojson"}.get(case, "m.png")
     mask.parent.mkdir()
@@ -304,8 +330,7 @@ def test_generate_refuses_a_mask_it_cannot_use_as_given(model, tmp_path, runner,
         mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [far]}}]}))
     else:
         bad = [[0, 0], [float("nan"), 0], [50, 50], [0, 0]]
-        mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [bad]}}]})
-                        .replace("NaN", "NaN"))
+        mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [bad]}}]}).replace("NaN", "NaN"))
     result = _generate(runner, model, tmp_path / "s.tiff", "--mask", mask)
     _refused(result, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
@@ -402,20 +427,22 @@ def _geojson(path: Path, features: list) -> Path:
 
 
 def _tumour(coords, **props) -> dict:
-    return {"type": "Feature", "properties": {"classification": {"name": "tumour"}, **props},
-            "geometry": {"type": "Polygon", "coordinates": [coords]}}
+    return {"type": "Feature", "properties": {"classification": {"name": "tumour"}, **props}, "geometry": {"type": "Polygon", "coordinates": [coords]}}
 
 
-@pytest.mark.parametrize("case, fragments", [
-    ("nan", ["feature 0"]),
-    ("strings", ["feature 0"]),
-    ("mixed-slide", ["'slide'"]),
-    ("deep", ["nested"]),
-    ("aperio-text", ["X"]),
-    ("asap-no-y", ["Y"]),
-    ("binary-csv", ["--subtypes"]),
-    ("bad-colour", ["color", "0–255"]),
-])
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("nan", ["feature 0"]),
+        ("strings", ["feature 0"]),
+        ("mixed-slide", ["'slide'"]),
+        ("deep", ["nested"]),
+        ("aperio-text", ["X"]),
+        ("asap-no-y", ["Y"]),
+        ("binary-csv", ["--subtypes"]),
+        ("bad-colour", ["color", "0–255"]),
+    ],
+)
 def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, runner, case, fragments):
     ann = tmp_path / "ann"
     ann.mkdir()
@@ -432,14 +459,18 @@ def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, r
         target.write_text('{"type": "FeatureCollection", "features": ' + "[" * 100000 + "]" * 100000 + "}")
     elif case == "aperio-text":
         target = ann / "a.xml"
-        target.write_text('<Annotations><Annotation Name="tumour"><Regions><Region><Vertices>'
-                          '<Vertex X="abc" Y="1"/><Vertex X="900" Y="100"/><Vertex X="900" Y="900"/></Vertices></Region></Regions>'
-                          '</Annotation></Annotations>')
+        target.write_text(
+            '<Annotations><Annotation Name="tumour"><Regions><Region><Vertices>'
+            '<Vertex X="abc" Y="1"/><Vertex X="900" Y="100"/><Vertex X="900" Y="900"/></Vertices></Region></Regions>'
+            "</Annotation></Annotations>"
+        )
     elif case == "asap-no-y":
         target = ann / "a.xml"
-        target.write_text('<ASAP_Annotations><Annotations><Annotation Name="a" PartOfGroup="tumour" Type="Polygon"><Coordinates>'
-                          '<Coordinate Order="0" X="100"/><Coordinate Order="1" X="900" Y="100"/><Coordinate Order="2" X="900" Y="900"/>'
-                          '</Coordinates></Annotation></Annotations></ASAP_Annotations>')
+        target.write_text(
+            '<ASAP_Annotations><Annotations><Annotation Name="a" PartOfGroup="tumour" Type="Polygon"><Coordinates>'
+            '<Coordinate Order="0" X="100"/><Coordinate Order="1" X="900" Y="100"/><Coordinate Order="2" X="900" Y="900"/>'
+            "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
+        )
     elif case == "bad-colour":
         target = _geojson(ann / "a.geojson", [_tumour(square)])
         classes = tmp_path / "classes.yaml"
@@ -456,11 +487,14 @@ def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, r
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--mpp", "1e-9"], ["--mpp", "upsampl"]),
-    (["--mpp", "inf"], ["--mpp"]),
-    (["--tile", "100000"], ["--tile", "larger than"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--mpp", "1e-9"], ["--mpp", "upsampl"]),
+        (["--mpp", "inf"], ["--mpp"]),
+        (["--tile", "100000"], ["--tile", "larger than"]),
+    ],
+)
 def test_extract_refuses_numbers_that_cannot_give_a_dataset(slide_dir, tmp_path, runner, args, fragments):
     slide = slide_dir / "CMU-1-Small-Region.svs"
     result = _invoke(runner, "extract", slide, slide_dir / "CMU-1-Small-Region.geojson", "--out", tmp_path / "data", "-q", *args)
@@ -508,13 +542,16 @@ def test_import_refuses_broken_images_and_leaves_no_dataset(tmp_path, runner, ca
     assert not (tmp_path / "data").exists()
 
 
-@pytest.mark.parametrize("args, fragments", [
-    (["--tile", "100000"], ["--tile 100000", "smaller"]),
-    (["--mpp", "inf"], ["--mpp"]),
-    (["--tile", "64", "--region", "64", "--region-mask", "128"], ["--region", "--region-mask"]),
-    (["--tile", "64", "--masks", "IMAGES", "--legend", "LEGEND"], ["not values of --legend"]),
-    (["--tile", "64", "--masks", "BLANK", "--legend", "LEGEND"], ["nothing to import", "--min-annotated"]),
-])
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--tile", "100000"], ["--tile 100000", "smaller"]),
+        (["--mpp", "inf"], ["--mpp"]),
+        (["--tile", "64", "--region", "64", "--region-mask", "128"], ["--region", "--region-mask"]),
+        (["--tile", "64", "--masks", "IMAGES", "--legend", "LEGEND"], ["not values of --legend"]),
+        (["--tile", "64", "--masks", "BLANK", "--legend", "LEGEND"], ["nothing to import", "--min-annotated"]),
+    ],
+)
 def test_import_refuses_settings_that_give_an_empty_or_meaningless_dataset(tmp_path, runner, args, fragments):
     folder = _one_tile_folder(tmp_path)
     legend = tmp_path / "legend.yaml"
@@ -553,13 +590,16 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path, runner):
     assert abs(int(rgb[32, 32, 0]) - 128) <= 2 and rgb[0, 0, 0] == 0 and rgb[-1, -1, 0] == 255
 
 
-@pytest.mark.parametrize("case, fragments", [
-    ("legend-list", ["--legend", "mapping"]),
-    ("truncated", ["truncated"]),
-    ("bomb", ["pixels"]),
-    ("mpp-inf", ["--mpp"]),
-    ("under-a-file", ["not a folder"]),
-])
+@pytest.mark.parametrize(
+    "case, fragments",
+    [
+        ("legend-list", ["--legend", "mapping"]),
+        ("truncated", ["truncated"]),
+        ("bomb", ["pixels"]),
+        ("mpp-inf", ["--mpp"]),
+        ("under-a-file", ["not a folder"]),
+    ],
+)
 def test_pyramid_refuses_what_it_cannot_write_faithfully(tmp_path, runner, case, fragments):
     image = tmp_path / "in.tif"
     tifffile.imwrite(image, np.full((600, 700, 3), 200, np.uint8), tile=(256, 256), compression="zlib")

@@ -11,8 +11,25 @@ def test_import_wsss_with_legend_and_unlabelled_lc25000_into_one_dataset(tmp_pat
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
     out = str(tmp_path / "d")
-    args = ["import", str(wsss / "img"), "--masks", str(wsss / "mask"), "--legend", str(legend), "--subtype", "adenocarcinoma",
-            "--tile", "128", "--region", "256", "--region-mask", "32", "--out", out, "-q"]
+    args = [
+        "import",
+        str(wsss / "img"),
+        "--masks",
+        str(wsss / "mask"),
+        "--legend",
+        str(legend),
+        "--subtype",
+        "adenocarcinoma",
+        "--tile",
+        "128",
+        "--region",
+        "256",
+        "--region-mask",
+        "32",
+        "--out",
+        out,
+        "-q",
+    ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     ds = open_dataset(out)
@@ -27,8 +44,26 @@ def test_import_wsss_with_legend_and_unlabelled_lc25000_into_one_dataset(tmp_pat
     assert "nothing to do" in again.output and open_dataset(out).manifest() == rows
     # unlabelled tiles join the same dataset (same tile size and classes)
     lc = shared("tiles", "lc25000_224", "lung_scc")
-    result = runner.invoke(cli, ["import", str(lc), "--subtype", "squamous", "--tile", "128", "--region", "256", "--region-mask", "32",
-                                 "--classes", str(_same_classes(tmp_path)), "--out", out, "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "import",
+            str(lc),
+            "--subtype",
+            "squamous",
+            "--tile",
+            "128",
+            "--region",
+            "256",
+            "--region-mask",
+            "32",
+            "--classes",
+            str(_same_classes(tmp_path)),
+            "--out",
+            out,
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     info = open_dataset(out).summary()
     assert info["by_subtype"]["squamous"]["unlabelled"] == 400
@@ -46,8 +81,26 @@ def test_jpeg_masks_take_the_nearest_legend_value(tmp_path, runner):
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: unknown\n255: tumour\n")
     out = tmp_path / "d"
-    result = runner.invoke(cli, ["import", str(ocdc / "images"), "--masks", str(ocdc / "masks"), "--legend", str(legend), "--tile", "320",
-                                 "--region", "640", "--region-mask", "64", "--out", str(out), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "import",
+            str(ocdc / "images"),
+            "--masks",
+            str(ocdc / "masks"),
+            "--legend",
+            str(legend),
+            "--tile",
+            "320",
+            "--region",
+            "640",
+            "--region-mask",
+            "64",
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     masks = open_dataset(out).source_group(open_dataset(out).sources[0]["id"])["labelled/masks"][:]
     assert set(np.unique(masks)) == {0, 1}

@@ -202,8 +202,21 @@ def test_cli_pyramid_and_info(tmp_path, runner):
     Image.fromarray(labels).save(tmp_path / "labels.png")
     (tmp_path / "legend.yaml").write_text("0: unknown\n1: tumour\n")
     out = tmp_path / "s.tiff"
-    args = ["pyramid", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "labels.png"), "--legend", str(tmp_path / "legend.yaml"),
-            "--mpp", "0.5", "--tile", "256", "--out", str(out), "-q"]
+    args = [
+        "pyramid",
+        str(tmp_path / "img.tif"),
+        "--labels",
+        str(tmp_path / "labels.png"),
+        "--legend",
+        str(tmp_path / "legend.yaml"),
+        "--mpp",
+        "0.5",
+        "--tile",
+        "256",
+        "--out",
+        str(out),
+        "-q",
+    ]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "s.geojson").read_text())
@@ -234,10 +247,8 @@ def test_geojson_traced_at_a_lower_level_matches_that_level_of_the_mask_tiff(tmp
     labels[50:500, 100:900] = 1
     labels[200:300, 300:600] = 2
     labels[220:280, 400:450] = 0
-    classes = [{"id": 0, "name": "unknown", "color": [0, 0, 0]}, {"id": 1, "name": "tumour", "color": [200, 0, 0]},
-               {"id": 2, "name": "stroma", "color": [0, 200, 0]}]
-    result = outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256,
-                                         record={"seed": 1})
+    classes = [{"id": 0, "name": "unknown", "color": [0, 0, 0]}, {"id": 1, "name": "tumour", "color": [200, 0, 0]}, {"id": 2, "name": "stroma", "color": [0, 200, 0]}]
+    result = outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256, record={"seed": 1})
     assert result["annotations_downsample"] == 4.0
     with tifffile.TiffFile(tmp_path / "s.mask.tiff") as tf:
         level2 = tf.pages[2].asarray()

@@ -20,8 +20,12 @@ from wsi_synth.io.geojson import geojson_to_mask
 from wsi_synth.io.outputs import output_format, write_slide_outputs
 from wsi_synth.io.pyramid import halve_rgb, level_sizes
 
-CLASSES = [{"id": 0, "name": "unknown", "color": [0, 0, 0]}, {"id": 1, "name": "tumour", "color": [200, 0, 0]},
-           {"id": 2, "name": "stroma", "color": [0, 200, 0]}, {"id": 3, "name": "normal", "color": [0, 0, 200]}]
+CLASSES = [
+    {"id": 0, "name": "unknown", "color": [0, 0, 0]},
+    {"id": 1, "name": "tumour", "color": [200, 0, 0]},
+    {"id": 2, "name": "stroma", "color": [0, 200, 0]},
+    {"id": 3, "name": "normal", "color": [0, 0, 200]},
+]
 
 
 def holey_labels(height, width, seed=0):
@@ -117,8 +121,7 @@ def test_asap_xml_round_trips_through_our_reader_holes_included(tmp_path, seed):
     from rasterio.features import rasterize
     from rasterio.transform import Affine
 
-    back = rasterize([(shapely.union_all(g), ids[n]) for n, g in by_class.items()], out_shape=labels.shape,
-                     transform=Affine(4.0, 0, 0, 0, 4.0, 0), dtype="uint8")
+    back = rasterize([(shapely.union_all(g), ids[n]) for n, g in by_class.items()], out_shape=labels.shape, transform=Affine(4.0, 0, 0, 0, 4.0, 0), dtype="uint8")
     assert np.array_equal(back, labels)
 
 
@@ -162,8 +165,23 @@ def _pyramid_inputs(tmp_path):
     tifffile.imwrite(tmp_path / "img.tif", img, tile=(256, 256))
     Image.fromarray(labels).save(tmp_path / "labels.png")
     (tmp_path / "legend.yaml").write_text("0: unknown\n1: tumour\n2: stroma\n")
-    return ["pyramid", str(tmp_path / "img.tif"), "--labels", str(tmp_path / "labels.png"), "--legend", str(tmp_path / "legend.yaml"),
-            "--mpp", "0.5", "--tile", "256", "-q"], img, labels
+    return (
+        [
+            "pyramid",
+            str(tmp_path / "img.tif"),
+            "--labels",
+            str(tmp_path / "labels.png"),
+            "--legend",
+            str(tmp_path / "legend.yaml"),
+            "--mpp",
+            "0.5",
+            "--tile",
+            "256",
+            "-q",
+        ],
+        img,
+        labels,
+    )
 
 
 def test_cli_pyramid_ome_zarr_with_both_annotation_formats(tmp_path, runner):
@@ -196,8 +214,9 @@ def test_cli_refuses_to_overwrite_a_folder_that_is_not_a_zarr_store(tmp_path, ru
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("extra, message", [(["--out", "s.tiff", "--format", "ome-zarr"], "names a tiff output"),
-                                            (["--out", "s.tiff", "--annotations", "kml"], "annotations must be")])
+@pytest.mark.parametrize(
+    "extra, message", [(["--out", "s.tiff", "--format", "ome-zarr"], "names a tiff output"), (["--out", "s.tiff", "--annotations", "kml"], "annotations must be")]
+)
 def test_cli_bad_format_requests_are_one_line(tmp_path, runner, extra, message):
     args, _, _ = _pyramid_inputs(tmp_path)
     extra = [str(tmp_path / e) if e.startswith("s.") else e for e in extra]

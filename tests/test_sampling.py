@@ -9,16 +9,20 @@ from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_c
 from wsi_synth.sampling.sampler import SamplerConfig, SampleStats
 
 ABAR = alphas_cumprod(1000, "scaled_linear")
-PLANNERS = [PlannerConfig("fixed-grid", 16, 0), PlannerConfig("shifted-grid", 16, 0), PlannerConfig("shifted-grid", 16, 2),
-            PlannerConfig("shifted-grid", 16, 4), PlannerConfig("random-patch", 16, 0, region=64)]
+PLANNERS = [
+    PlannerConfig("fixed-grid", 16, 0),
+    PlannerConfig("shifted-grid", 16, 0),
+    PlannerConfig("shifted-grid", 16, 2),
+    PlannerConfig("shifted-grid", 16, 4),
+    PlannerConfig("random-patch", 16, 0, region=64),
+]
 
 
 @pytest.mark.parametrize("planner", PLANNERS, ids=lambda p: f"{p.name}-m{p.context}")
 @pytest.mark.parametrize("canvas", [(128, 128), (100, 77), (16, 40)])
 def test_every_pixel_has_one_owner_whose_crop_contains_it(planner, canvas):
     h, w = canvas
-    plan = plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5) if planner.name != "random-patch" else \
-        plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5)
+    plan = plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5) if planner.name != "random-patch" else plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5)
     assert plan.owner.shape == canvas and plan.owner.min() >= 0 and plan.owner.max() < len(plan.crops)
     cy, cx = plan.crops[:, 0], plan.crops[:, 1]
     assert (cy >= 0).all() and (cx >= 0).all() and (cy + 16 <= h).all() and (cx + 16 <= w).all()
@@ -80,8 +84,7 @@ def test_gaussian_field_fidelity_and_seams():
 def test_same_seed_same_canvas_for_any_window_and_batch_size():
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     for planner in (PlannerConfig("shifted-grid", 16, 2), PlannerConfig("random-patch", 16, 0, region=64)):
-        runs = [sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, batch_size=b, window=win, seed=4))
-                for b, win in [(1, 0), (64, 64), (7, 128)]]
+        runs = [sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, batch_size=b, window=win, seed=4)) for b, win in [(1, 0), (64, 64), (7, 128)]]
         assert all(np.array_equal(runs[0], r) for r in runs[1:])
         other = sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, seed=5))
         assert not np.array_equal(runs[0], other)

@@ -19,8 +19,7 @@ def bundle(tmp_path_factory):
 
 
 def _count(runner, model, out, n, *extra):
-    return runner.invoke(cli, ["generate", "--model", str(model), "--count", str(n), "--size", "96", "--height", "80", "--steps", "3",
-                               "--out", str(out), "-q", *extra])
+    return runner.invoke(cli, ["generate", "--model", str(model), "--count", str(n), "--size", "96", "--height", "80", "--steps", "3", "--out", str(out), "-q", *extra])
 
 
 def _manifest(folder):
@@ -47,8 +46,27 @@ def test_tiles_masks_legend_and_manifest_agree(bundle, tmp_path, runner):
 def test_a_tile_is_the_slide_generate_makes_with_its_seed(bundle, tmp_path, runner):
     assert _count(runner, bundle, tmp_path / "t", 3, "--subtype", "adenocarcinoma", "--batch-size", "5").exit_code == 0
     row = _manifest(tmp_path / "t")[2]
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "96", "--height", "80", "--steps", "3", "--subtype", "adenocarcinoma",
-                                 "--seed", row["seed"], "--out", str(tmp_path / "s.tiff"), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "96",
+            "--height",
+            "80",
+            "--steps",
+            "3",
+            "--subtype",
+            "adenocarcinoma",
+            "--seed",
+            row["seed"],
+            "--out",
+            str(tmp_path / "s.tiff"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert np.array_equal(np.asarray(Image.open(tmp_path / "t" / row["mask"])), tifffile.imread(tmp_path / "s.mask.tiff"))
     tile = np.asarray(Image.open(tmp_path / "t" / row["image"])).astype(float)
@@ -89,8 +107,15 @@ def test_interrupted_count_run_resumes_to_the_same_tiles(bundle, tmp_path, runne
         assert np.array_equal(np.asarray(Image.open(tmp_path / "full" / row["mask"])), np.asarray(Image.open(tmp_path / "part" / row["mask"])))
 
 
-@pytest.mark.parametrize("extra, message", [(["--mask", "m.png"], "cannot take --mask"), (["--format", "ome-zarr"], "applies to one slide"),
-                                            (["--size", "5000"], "at most 4096"), (["--subtype", "nope"], "not one the model knows")])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--mask", "m.png"], "cannot take --mask"),
+        (["--format", "ome-zarr"], "applies to one slide"),
+        (["--size", "5000"], "at most 4096"),
+        (["--subtype", "nope"], "not one the model knows"),
+    ],
+)
 def test_count_refuses_what_it_cannot_do_in_one_line(bundle, tmp_path, runner, extra, message):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "m.png")
     extra = [str(tmp_path / e) if e == "m.png" else e for e in extra]
@@ -118,9 +143,34 @@ def test_import_reads_the_tiles_back_and_tile_dataset_serves_them(tmp_path, runn
     result = _count(runner, default_model(), tmp_path / "t", 6, "--size", "128", "--height", "128", "--seed", "3")
     assert result.exit_code == 0, result.output
     t = tmp_path / "t"
-    result = runner.invoke(cli, ["import", str(t / "images"), "--masks", str(t / "masks"), "--legend", str(t / "legend.yaml"),
-                                 "--subtype", "adenocarcinoma", "--tile", "128", "--mpp", "0.5", "--region", "128", "--region-mask", "16",
-                                 "--min-annotated", "0.01", "--test-fraction", "0", "--out", str(tmp_path / "data"), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "import",
+            str(t / "images"),
+            "--masks",
+            str(t / "masks"),
+            "--legend",
+            str(t / "legend.yaml"),
+            "--subtype",
+            "adenocarcinoma",
+            "--tile",
+            "128",
+            "--mpp",
+            "0.5",
+            "--region",
+            "128",
+            "--region-mask",
+            "16",
+            "--min-annotated",
+            "0.01",
+            "--test-fraction",
+            "0",
+            "--out",
+            str(tmp_path / "data"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = _manifest(t)
     labelled = [r for r in rows if float(r["fraction_unknown"]) < 0.99]

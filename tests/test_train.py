@@ -28,8 +28,14 @@ def _eight_tiles(tmp_path):
     data = tmp_path / "data"
     from wsi_synth.data.importer import ImportConfig, import_tiles
 
-    import_tiles(img_dir, data, ImportConfig(tile_size=64, subtype="adenocarcinoma", region_size=64, region_mask_size=16, test_fraction=0),
-                 masks=mask_dir, legend=tmp_path / "legend.yaml", progress=False)
+    import_tiles(
+        img_dir,
+        data,
+        ImportConfig(tile_size=64, subtype="adenocarcinoma", region_size=64, region_mask_size=16, test_fraction=0),
+        masks=mask_dir,
+        legend=tmp_path / "legend.yaml",
+        progress=False,
+    )
     return data
 
 
@@ -171,8 +177,12 @@ def test_mask_stage_trains_on_region_maps(trained, tmp_path):
 def test_training_errors_through_the_cli(trained, tmp_path, runner):
     data, model, _ = trained
     lc_only = tmp_path / "lc"
-    assert runner.invoke(cli, ["import", str(shared("tiles", "lc25000_224", "lung_n")), "--tile", "64", "--region", "64", "--region-mask", "16",
-                               "--out", str(lc_only), "-q"]).exit_code == 0
+    assert (
+        runner.invoke(
+            cli, ["import", str(shared("tiles", "lc25000_224", "lung_n")), "--tile", "64", "--region", "64", "--region-mask", "16", "--out", str(lc_only), "-q"]
+        ).exit_code
+        == 0
+    )
     shutil.copytree(model, tmp_path / "m")
     result = runner.invoke(cli, ["train", "image", str(lc_only), "--out", str(tmp_path / "m"), "-q"])
     assert result.exit_code == 2 and "classes" in result.output  # other classes than the bundle's
@@ -205,8 +215,29 @@ def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-           "-m", "cli.main", "train", "image", str(data), "--out", str(tmp_path / "m"), "--max-steps", "4", "--batch-size", "2", "-q"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "-m",
+        "cli.main",
+        "train",
+        "image",
+        str(data),
+        "--out",
+        str(tmp_path / "m"),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "2",
+        "-q",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert done.returncode == 0, done.stderr[-2000:]
     stage = json.loads((tmp_path / "m" / "model.json").read_text())["stages"]["image"]

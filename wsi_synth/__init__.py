@@ -23,8 +23,13 @@ from wsi_synth.errors import (
 
 __version__ = "0.1.0"
 
-_LAZY = {"open_bundle": "wsi_synth.models.bundle", "default_model": "wsi_synth.models.bundle", "open_dataset": "wsi_synth.data.store",
-         "describe": "wsi_synth.info", **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "pyramid", "evaluate")}}
+_LAZY = {
+    "open_bundle": "wsi_synth.models.bundle",
+    "default_model": "wsi_synth.models.bundle",
+    "open_dataset": "wsi_synth.data.store",
+    "describe": "wsi_synth.info",
+    **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "pyramid", "evaluate")},
+}
 
 __all__ = [
     "BadAnnotationError",

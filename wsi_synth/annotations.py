@@ -114,8 +114,7 @@ def _parse_json(text: str, path: Path) -> list[RawAnnotation]:
         return _parse_dsa(_dsa_elements(doc) or [], path)
     else:
         raise BadAnnotationError(
-            f"annotation file {path}: unrecognised JSON layout (expected a GeoJSON FeatureCollection, "
-            "a list of Features, or Digital Slide Archive annotations)"
+            f"annotation file {path}: unrecognised JSON layout (expected a GeoJSON FeatureCollection, a list of Features, or Digital Slide Archive annotations)"
         )
     return [_feature(f, path, i) for i, f in enumerate(features)]
 
@@ -347,15 +346,13 @@ def _split_by_slide_property(slides: Sequence[Path], loaded: AnnotationSet) -> d
     by_key = {key: s for s in slides for key in (s.name, s.stem)}
     untagged = sum(a.slide is None for a in loaded.annotations)
     if untagged:
-        raise BadAnnotationError(f"{loaded.source}: {untagged} feature(s) have no 'slide' property while others do: tag every feature "
-                                 "with its slide, or use one file per slide")
+        raise BadAnnotationError(
+            f"{loaded.source}: {untagged} feature(s) have no 'slide' property while others do: tag every feature with its slide, or use one file per slide"
+        )
     out: dict[Path, list[AnnotationSet]] = {s: [] for s in slides}
     unknown = sorted({a.slide for a in loaded.annotations if a.slide not in by_key})  # type: ignore[misc]
     if unknown:
-        raise BadAnnotationError(
-            f"{loaded.source}: features name slides that were not given: {', '.join(unknown)} "
-            f"(given: {', '.join(s.name for s in slides)})"
-        )
+        raise BadAnnotationError(f"{loaded.source}: features name slides that were not given: {', '.join(unknown)} (given: {', '.join(s.name for s in slides)})")
     for slide in slides:
         mine = [a for a in loaded.annotations if a.slide in (slide.name, slide.stem)]
         out[slide] = [AnnotationSet(loaded.source, mine)]

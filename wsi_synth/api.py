@@ -30,11 +30,29 @@ def _dataset_settings(out: str | Path, overwrite: bool, **given: Any) -> dict:
     return {k: v if v is not None else (existing[names[k]] if existing else DATASET_DEFAULTS.get(k)) for k, v in given.items()}
 
 
-def extract(slides: str | Path, annotations: str | Path, out: str | Path, *, tile: int | None = None, mpp: float | None = None,
-            classes: str | dict | None = None, unmapped: str = "error", min_annotated: float = 0.05, region: int | None = None,
-            region_mask: int | None = None, test_fraction: float = 0.2, min_tissue: float = 0.5, unlabelled_per_slide: int = 200,
-            subtype: str | None = None, subtypes: str | Path | None = None, slide_mpp: float | None = None, workers: int = 1, seed: int = 0,
-            overwrite: bool = False, progress: bool = False):
+def extract(
+    slides: str | Path,
+    annotations: str | Path,
+    out: str | Path,
+    *,
+    tile: int | None = None,
+    mpp: float | None = None,
+    classes: str | dict | None = None,
+    unmapped: str = "error",
+    min_annotated: float = 0.05,
+    region: int | None = None,
+    region_mask: int | None = None,
+    test_fraction: float = 0.2,
+    min_tissue: float = 0.5,
+    unlabelled_per_slide: int = 200,
+    subtype: str | None = None,
+    subtypes: str | Path | None = None,
+    slide_mpp: float | None = None,
+    workers: int = 1,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+):
     """`wsi-synth extract`: labelled tiles, unlabelled tiles and region masks from annotated slides, into the dataset
     `out` (created, or resumed: finished slides are skipped). `tile`, `mpp`, `region`, `region_mask` and `classes`
     default to an existing dataset's own. Returns the `ExtractSummary`."""
@@ -42,48 +60,132 @@ def extract(slides: str | Path, annotations: str | Path, out: str | Path, *, til
     from wsi_synth.extraction.pipeline import extract as run
 
     s = _dataset_settings(out, overwrite, tile=tile, mpp=mpp, region=region, region_mask=region_mask, classes=classes)
-    config = ExtractConfig(tile_size=s["tile"], mpp=s["mpp"], min_annotated=min_annotated, min_tissue=min_tissue, unlabelled_per_slide=unlabelled_per_slide,
-                           region_size=s["region"], region_mask_size=s["region_mask"], test_fraction=test_fraction, seed=seed, workers=workers,
-                           slide_mpp=slide_mpp, classes=s["classes"], unmapped=unmapped, subtype=subtype,
-                           subtypes_csv=str(subtypes) if subtypes is not None else None)
+    config = ExtractConfig(
+        tile_size=s["tile"],
+        mpp=s["mpp"],
+        min_annotated=min_annotated,
+        min_tissue=min_tissue,
+        unlabelled_per_slide=unlabelled_per_slide,
+        region_size=s["region"],
+        region_mask_size=s["region_mask"],
+        test_fraction=test_fraction,
+        seed=seed,
+        workers=workers,
+        slide_mpp=slide_mpp,
+        classes=s["classes"],
+        unmapped=unmapped,
+        subtype=subtype,
+        subtypes_csv=str(subtypes) if subtypes is not None else None,
+    )
     return run(slides, annotations, out, config, overwrite=overwrite, progress=progress)
 
 
-def import_tiles(images: str | Path, out: str | Path, *, masks: str | Path | None = None, legend: str | Path | None = None, subtype: str | None = None,
-                 scale: float = 1.0, stretch: bool = False, tile: int | None = None, mpp: float | None = None, classes: str | dict | None = None,
-                 unmapped: str = "error", min_annotated: float = 0.05, region: int | None = None, region_mask: int | None = None,
-                 test_fraction: float = 0.2, seed: int = 0, overwrite: bool = False, progress: bool = False):
+def import_tiles(
+    images: str | Path,
+    out: str | Path,
+    *,
+    masks: str | Path | None = None,
+    legend: str | Path | None = None,
+    subtype: str | None = None,
+    scale: float = 1.0,
+    stretch: bool = False,
+    tile: int | None = None,
+    mpp: float | None = None,
+    classes: str | dict | None = None,
+    unmapped: str = "error",
+    min_annotated: float = 0.05,
+    region: int | None = None,
+    region_mask: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+):
     """`wsi-synth import`: a folder of tile images (with `masks` and their `legend`, or unlabelled) into the dataset
     `out`, as one source. Returns the `ImportSummary`."""
     from wsi_synth.data.importer import ImportConfig
     from wsi_synth.data.importer import import_tiles as run
 
     s = _dataset_settings(out, overwrite, tile=tile, mpp=mpp, region=region, region_mask=region_mask, classes=classes)
-    config = ImportConfig(tile_size=s["tile"], mpp=s["mpp"], scale=scale, subtype=subtype, classes=s["classes"], unmapped=unmapped,
-                          min_annotated=min_annotated, region_size=s["region"], region_mask_size=s["region_mask"], test_fraction=test_fraction,
-                          seed=seed, stretch=stretch)
+    config = ImportConfig(
+        tile_size=s["tile"],
+        mpp=s["mpp"],
+        scale=scale,
+        subtype=subtype,
+        classes=s["classes"],
+        unmapped=unmapped,
+        min_annotated=min_annotated,
+        region_size=s["region"],
+        region_mask_size=s["region_mask"],
+        test_fraction=test_fraction,
+        seed=seed,
+        stretch=stretch,
+    )
     return run(images, out, config, masks=masks, legend=legend, overwrite=overwrite, progress=progress)
 
 
-def train(stage: str, data: str | Path, out: str | Path, *, config: str = "tiny", max_steps: int | None = None, batch_size: int | None = None,
-          p_unc: float | None = None, checkpoint_every: int | None = None, sample_every: int | None = None, seed: int | None = None,
-          device: str = "cpu", codec: str | None = None, resume: bool = False, overwrite: bool = False, progress: bool = False) -> dict:
+def train(
+    stage: str,
+    data: str | Path,
+    out: str | Path,
+    *,
+    config: str = "tiny",
+    max_steps: int | None = None,
+    batch_size: int | None = None,
+    p_unc: float | None = None,
+    checkpoint_every: int | None = None,
+    sample_every: int | None = None,
+    seed: int | None = None,
+    device: str = "cpu",
+    codec: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     """`wsi-synth train`: train `stage` ("codec", "image" or "mask") on the dataset `data` into the bundle `out`.
     `config` is a preset (tiny, paper) or a YAML file; the other settings override it. Returns the stage's record."""
     from wsi_synth.diffusion.train import train as run
     from wsi_synth.models.config import load_config
 
-    settings = load_config(config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every,
-                           sample_every=sample_every, seed=seed)
+    settings = load_config(config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed)
     return run(stage, data, out, settings, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress)
 
 
-def generate(model: str | Path | None, out: str | Path, *, size: int, height: int | None = None, count: int | None = None, subtype: str | None = None,
-             mask: str | Path | None = None, stretch: bool = False, steps: int = 20, solver: str = "dpm-solver++", eta: float = 0.0, omega: float = 0.0,
-             mask_omega: float = 0.0, planner: str = "shifted-grid", context: int | None = None, batch_size: int = 16, decode_batch: int = 0,
-             seed: int = 0, device: str = "cpu", tile: int = 512, quality: int = 90, dry_run: bool = False, resume: bool = False,
-             save_every: int = 5, max_memory: float = 8.0, workers: int = 1, scheduler: str | None = None, format: str | None = None,
-             annotations: str = "geojson", overwrite: bool = False, progress: bool = False, log=None) -> dict:
+def generate(
+    model: str | Path | None,
+    out: str | Path,
+    *,
+    size: int,
+    height: int | None = None,
+    count: int | None = None,
+    subtype: str | None = None,
+    mask: str | Path | None = None,
+    stretch: bool = False,
+    steps: int = 20,
+    solver: str = "dpm-solver++",
+    eta: float = 0.0,
+    omega: float = 0.0,
+    mask_omega: float = 0.0,
+    planner: str = "shifted-grid",
+    context: int | None = None,
+    batch_size: int = 16,
+    decode_batch: int = 0,
+    seed: int = 0,
+    device: str = "cpu",
+    tile: int = 512,
+    quality: int = 90,
+    dry_run: bool = False,
+    resume: bool = False,
+    save_every: int = 5,
+    max_memory: float = 8.0,
+    workers: int = 1,
+    scheduler: str | None = None,
+    format: str | None = None,
+    annotations: str = "geojson",
+    overwrite: bool = False,
+    progress: bool = False,
+    log=None,
+) -> dict:
     """`wsi-synth generate`: a synthetic slide of `size` × `height` px (default square) and its mask from the bundle
     `model` (None: the bundled demonstration model), written beside `out` in `format` (tiff, ome-tiff, ome-zarr;
     default from the name) with `annotations` ("geojson", "asap" or "geojson,asap"). With `count`, `out` is a folder
@@ -94,11 +196,32 @@ def generate(model: str | Path | None, out: str | Path, *, size: int, height: in
     from wsi_synth.io.outputs import annotation_formats
 
     model = _model(model)
-    config = GenerateConfig(width=size, height=height if height is not None else size, subtype=subtype, steps=steps, solver=solver, eta=eta,
-                            omega=omega, mask_omega=mask_omega, planner=planner, context=context, batch_size=batch_size, decode_batch=decode_batch,
-                            seed=seed, device=device, mask=str(mask) if mask is not None else None, stretch=stretch, tile=tile, quality=quality,
-                            save_every=save_every, max_memory_gb=max_memory, workers=workers, scheduler=scheduler, format=format,
-                            annotations=annotation_formats(annotations))
+    config = GenerateConfig(
+        width=size,
+        height=height if height is not None else size,
+        subtype=subtype,
+        steps=steps,
+        solver=solver,
+        eta=eta,
+        omega=omega,
+        mask_omega=mask_omega,
+        planner=planner,
+        context=context,
+        batch_size=batch_size,
+        decode_batch=decode_batch,
+        seed=seed,
+        device=device,
+        mask=str(mask) if mask is not None else None,
+        stretch=stretch,
+        tile=tile,
+        quality=quality,
+        save_every=save_every,
+        max_memory_gb=max_memory,
+        workers=workers,
+        scheduler=scheduler,
+        format=format,
+        annotations=annotation_formats(annotations),
+    )
     say = log if log is not None else (lambda message: None)
     if count is not None:
         from wsi_synth.errors import BadArgumentError
@@ -113,8 +236,20 @@ def generate(model: str | Path | None, out: str | Path, *, size: int, height: in
     return run(model, out, config, overwrite=overwrite, resume=resume, progress=progress, log=say)
 
 
-def pyramid(image: str | Path, out: str | Path, *, mpp: float, labels: str | Path | None = None, legend: str | Path | None = None, tile: int = 512,
-            quality: int = 90, format: str | None = None, annotations: str = "geojson", overwrite: bool = False, progress: bool = False) -> dict:
+def pyramid(
+    image: str | Path,
+    out: str | Path,
+    *,
+    mpp: float,
+    labels: str | Path | None = None,
+    legend: str | Path | None = None,
+    tile: int = 512,
+    quality: int = 90,
+    format: str | None = None,
+    annotations: str = "geojson",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     """`wsi-synth pyramid`: an existing image (and its label map `labels`, named by `legend`) as a viewer-ready
     pyramid in `format`, with the label pyramid and `annotations`. Returns what was written."""
     from wsi_synth.io.atomic import check_not_inputs
@@ -130,22 +265,55 @@ def pyramid(image: str | Path, out: str | Path, *, mpp: float, labels: str | Pat
         pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
     label_map = open_image_lazily(labels, labels=True) if labels else None
     with claim_outputs(out):  # one run per output set
-        return write_slide_outputs(pixels, label_map, out, mpp=mpp, classes=classes, tile=tile, quality=quality, overwrite=overwrite,
-                                   progress=progress, fmt=format, annotations=kinds)
+        return write_slide_outputs(
+            pixels, label_map, out, mpp=mpp, classes=classes, tile=tile, quality=quality, overwrite=overwrite, progress=progress, fmt=format, annotations=kinds
+        )
 
 
-def evaluate(real: str | Path, synthetic: str | Path, out: str | Path, *, train: str | Path | None = None, features: str = "offline",
-             feature_input: str = "uint8", k: int = 3, size: int = 256, mode: str = "tiled", tile: int = 512, split: str | None = None,
-             max_tiles: int | None = None, cells: int | None = None, min_per_cell: int = 20, gallery: int = 16, seam_period: int | None = None,
-             batch_size: int = 64, device: str = "cpu", seed: int = 0, overwrite: bool = False, progress: bool = False) -> dict:
+def evaluate(
+    real: str | Path,
+    synthetic: str | Path,
+    out: str | Path,
+    *,
+    train: str | Path | None = None,
+    features: str = "offline",
+    feature_input: str = "uint8",
+    k: int = 3,
+    size: int = 256,
+    mode: str = "tiled",
+    tile: int = 512,
+    split: str | None = None,
+    max_tiles: int | None = None,
+    cells: int | None = None,
+    min_per_cell: int = 20,
+    gallery: int = 16,
+    seam_period: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
     """`wsi-synth evaluate`: how close `synthetic` tiles are to `real` ones (precision, recall, FID), and whether they
     copy `train` (authenticity, C_T); writes `out/report.json` and `out/report.html`. Returns the report."""
     from wsi_synth.evaluation.features import load_extractor
     from wsi_synth.evaluation.run import EvaluateConfig
     from wsi_synth.evaluation.run import evaluate as run
 
-    config = EvaluateConfig(k=k, size=size, mode=mode, tile=tile, split=split, max_tiles=max_tiles, cells=cells, min_per_cell=min_per_cell,
-                            gallery=gallery, seam_period=seam_period, batch_size=batch_size, seed=seed)
+    config = EvaluateConfig(
+        k=k,
+        size=size,
+        mode=mode,
+        tile=tile,
+        split=split,
+        max_tiles=max_tiles,
+        cells=cells,
+        min_per_cell=min_per_cell,
+        gallery=gallery,
+        seam_period=seam_period,
+        batch_size=batch_size,
+        seed=seed,
+    )
     extractor = load_extractor(features, device=device, input_range=feature_input)
     return run(real, synthetic, extractor, out, train=train, config=config, overwrite=overwrite, progress=progress)
 

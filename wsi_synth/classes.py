@@ -57,8 +57,7 @@ class ClassMap:
             return None
         known = sorted({*self.aliases, *(c.name.lower() for c in self.classes[1:])})
         raise BadAnnotationError(
-            f"annotation class {annotation_name!r} is not in the class map (known: {', '.join(known)}); "
-            "add it to --classes, or pass --unmapped others|ignore"
+            f"annotation class {annotation_name!r} is not in the class map (known: {', '.join(known)}); add it to --classes, or pass --unmapped others|ignore"
         )
 
     def to_json(self) -> list[dict]:
@@ -66,8 +65,19 @@ class ClassMap:
         return [c.to_json() for c in self.classes]
 
 
-_PALETTE = [(0, 0, 0), (200, 40, 40), (40, 40, 40), (220, 130, 180), (70, 140, 200), (240, 200, 60),
-            (90, 180, 90), (150, 90, 200), (240, 140, 50), (60, 200, 200), (160, 160, 160)]
+_PALETTE = [
+    (0, 0, 0),
+    (200, 40, 40),
+    (40, 40, 40),
+    (220, 130, 180),
+    (70, 140, 200),
+    (240, 200, 60),
+    (90, 180, 90),
+    (150, 90, 200),
+    (240, 140, 50),
+    (60, 200, 200),
+    (160, 160, 160),
+]
 
 
 def _color(i: int) -> tuple[int, int, int]:
@@ -83,20 +93,38 @@ def scheme(names: Iterable[str], colors: Mapping[str, tuple[int, int, int]] | No
 
 #: The paper's 5-class scheme (DiffInfinite, Sec. 4) with the names pathologists commonly use for each.
 PAPER5_ALIASES = {
-    "tumor": "carcinoma", "tumour": "carcinoma", "carcinoma": "carcinoma", "cancer": "carcinoma",
-    "invasive carcinoma": "carcinoma", "adenocarcinoma": "carcinoma", "squamous cell carcinoma": "carcinoma",
-    "tumor epithelium": "carcinoma", "tumour epithelium": "carcinoma", "mostly_tumor": "carcinoma",
-    "necrosis": "necrosis", "necrotic": "necrosis", "mostly_necrosis": "necrosis",
-    "tumor stroma": "tumour stroma", "tumour stroma": "tumour stroma", "stroma": "tumour stroma",
-    "mostly_stroma": "tumour stroma", "desmoplastic stroma": "tumour stroma",
-    "others": "others", "other": "others", "normal": "others", "lymphocytes": "others",
-    "mostly_lymphocytic_infiltrate": "others", "immune cells": "others", "negative": "others",
+    "tumor": "carcinoma",
+    "tumour": "carcinoma",
+    "carcinoma": "carcinoma",
+    "cancer": "carcinoma",
+    "invasive carcinoma": "carcinoma",
+    "adenocarcinoma": "carcinoma",
+    "squamous cell carcinoma": "carcinoma",
+    "tumor epithelium": "carcinoma",
+    "tumour epithelium": "carcinoma",
+    "mostly_tumor": "carcinoma",
+    "necrosis": "necrosis",
+    "necrotic": "necrosis",
+    "mostly_necrosis": "necrosis",
+    "tumor stroma": "tumour stroma",
+    "tumour stroma": "tumour stroma",
+    "stroma": "tumour stroma",
+    "mostly_stroma": "tumour stroma",
+    "desmoplastic stroma": "tumour stroma",
+    "others": "others",
+    "other": "others",
+    "normal": "others",
+    "lymphocytes": "others",
+    "mostly_lymphocytic_infiltrate": "others",
+    "immune cells": "others",
+    "negative": "others",
 }
 BUILTIN_MAPS = {"paper5": (("carcinoma", "necrosis", "tumour stroma", "others"), PAPER5_ALIASES)}
 
 
-def load_class_map(spec: str | Path | dict | None, *, found_names: Iterable[str] = (), unmapped: Unmapped = "error",
-                   found_colors: Mapping[str, tuple[int, int, int]] | None = None) -> ClassMap:
+def load_class_map(
+    spec: str | Path | dict | None, *, found_names: Iterable[str] = (), unmapped: Unmapped = "error", found_colors: Mapping[str, tuple[int, int, int]] | None = None
+) -> ClassMap:
     """A built-in name (`paper5`), a YAML/JSON file, or None: one class per annotation name found.
 
     File layout::
@@ -129,8 +157,9 @@ def read_legend(path: str | Path) -> dict[int, str]:
     except BadArgumentError as exc:
         raise BadArgumentError(f"--legend: {exc}") from exc
     if not isinstance(doc, dict) or not doc or not all(str(k).lstrip("-").isdigit() and 0 <= int(k) <= 255 for k in doc):
-        raise BadArgumentError(f"--legend {path} must be a mapping of label values 0–255 to class names, "
-                               f"e.g. {{0: unknown, 1: tumour, 2: stroma}} (got {type(doc).__name__})")
+        raise BadArgumentError(
+            f"--legend {path} must be a mapping of label values 0–255 to class names, e.g. {{0: unknown, 1: tumour, 2: stroma}} (got {type(doc).__name__})"
+        )
     return {int(k): str(v) for k, v in doc.items()}
 
 

@@ -40,10 +40,14 @@ def _describe_slide(path: Path) -> dict:
     with open_slide(path, mpp=1.0) as slide:  # the MPP argument only stops a missing MPP from failing here
         handle = slide.handle
         props = dict(getattr(handle, "properties", {}))
-        return {"path": str(path), "vendor": props.get("openslide.vendor"), "dimensions": list(slide.dimensions),
-                "levels": [list(d) for d in handle.level_dimensions],  # type: ignore[attr-defined]
-                "mpp": float(props["openslide.mpp-x"]) if "openslide.mpp-x" in props else None,
-                "objective_power": props.get("openslide.objective-power")}
+        return {
+            "path": str(path),
+            "vendor": props.get("openslide.vendor"),
+            "dimensions": list(slide.dimensions),
+            "levels": [list(d) for d in handle.level_dimensions],  # type: ignore[attr-defined]
+            "mpp": float(props["openslide.mpp-x"]) if "openslide.mpp-x" in props else None,
+            "objective_power": props.get("openslide.objective-power"),
+        }
 
 
 def render_text(info: dict) -> str:

@@ -17,9 +17,7 @@ from PIL import Image
 from wsi_synth.errors import BadArgumentError, BadSlideError
 
 #: File suffixes treated as slides when a folder is given (what openslide and PIL open).
-SLIDE_SUFFIXES = frozenset(
-    {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".png", ".jpg", ".jpeg"}
-)
+SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".png", ".jpg", ".jpeg"})
 
 #: Two MPPs within this relative tolerance are the same scale: reading 0.499 µm/px slides at 0.5 µm/px
 #: should not resample every tile by 0.2% (a blur for nothing).
@@ -158,9 +156,7 @@ def open_slide(path: str | Path, *, mpp: float | None = None, need_mpp: bool = T
         return Slide(path, handle, math.nan)
     if found is None:
         handle.close()
-        raise BadSlideError(
-            f"slide {path} has no pixel size (MPP) in its metadata: pass its level-0 µm/px with --slide-mpp (e.g. 0.25 at 40×, 0.5 at 20×)"
-        )
+        raise BadSlideError(f"slide {path} has no pixel size (MPP) in its metadata: pass its level-0 µm/px with --slide-mpp (e.g. 0.25 at 40×, 0.5 at 20×)")
     return Slide(path, handle, found)
 
 

@@ -59,7 +59,7 @@ def real_tiles(data: Path, n: int = 256) -> np.ndarray:
     from wsi_synth.data import open_dataset
 
     ds = open_dataset(data)
-    rows = [r for r in ds.manifest() if r["split"] == "test" and r["kind"] in ("labelled", "unlabelled")][:: 4][:n]
+    rows = [r for r in ds.manifest() if r["split"] == "test" and r["kind"] in ("labelled", "unlabelled")][::4][:n]
     return np.stack([ds.source_group(r["source"])[f"{r['kind']}/images"][int(r["index"])] for r in rows])
 
 
@@ -69,8 +69,7 @@ def generated(model: Path, out: Path, size: int, subtype: str) -> tuple[dict, np
     from wsi_synth.generation import GenerateConfig, generate
 
     started = time.perf_counter()
-    result = generate(model, out, GenerateConfig(width=size, height=size, subtype=subtype), progress=False,
-                      log=lambda m: None)
+    result = generate(model, out, GenerateConfig(width=size, height=size, subtype=subtype), progress=False, log=lambda m: None)
     seconds = time.perf_counter() - started
     return result, tifffile.imread(out), tifffile.imread(out.with_name(out.stem + ".mask.tiff")), seconds
 
@@ -99,8 +98,12 @@ def main() -> None:
     held_out = real_tiles(args.data)
     real = hed_means(held_out)
     factor = meta["latent"]["factor"]
-    quality: dict = {"codec_psnr_test_db": codec_psnr(args.model, held_out), "held_out_tiles": len(held_out),
-                     f"bicubic_x{factor}_psnr_db": bicubic_psnr(held_out, factor), f"bicubic_x{factor // 2}_psnr_db": bicubic_psnr(held_out, factor // 2)}
+    quality: dict = {
+        "codec_psnr_test_db": codec_psnr(args.model, held_out),
+        "held_out_tiles": len(held_out),
+        f"bicubic_x{factor}_psnr_db": bicubic_psnr(held_out, factor),
+        f"bicubic_x{factor // 2}_psnr_db": bicubic_psnr(held_out, factor // 2),
+    }
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
         for subtype in meta["subtypes"]:
             result, image, mask, seconds = generated(args.model, Path(tmp) / f"{subtype}.tiff", args.size, subtype)
@@ -109,10 +112,15 @@ def main() -> None:
             gen = hed_means(tiles)
             lo, hi = np.percentile(real, 2.5, axis=0), np.percentile(real, 97.5, axis=0)
             inside = ((gen >= lo) & (gen <= hi)).all(axis=1).mean()
-            quality[subtype] = {"generate_seconds": round(seconds, 1), "size_px": args.size,
-                                "hed_mean_generated": gen.mean(0).round(4).tolist(), "hed_mean_real": real.mean(0).round(4).tolist(),
-                                "real_95pct_range": [lo.round(4).tolist(), hi.round(4).tolist()], "share_of_tiles_inside_real_range": round(float(inside), 3),
-                                "mask_class_fractions": {c["name"]: round(float((mask == c["id"]).mean()), 3) for c in meta["classes"]}}
+            quality[subtype] = {
+                "generate_seconds": round(seconds, 1),
+                "size_px": args.size,
+                "hed_mean_generated": gen.mean(0).round(4).tolist(),
+                "hed_mean_real": real.mean(0).round(4).tolist(),
+                "real_95pct_range": [lo.round(4).tolist(), hi.round(4).tolist()],
+                "share_of_tiles_inside_real_range": round(float(inside), 3),
+                "mask_class_fractions": {c["name"]: round(float((mask == c["id"]).mean()), 3) for c in meta["classes"]},
+            }
             if subtype == meta["subtypes"][-1]:
                 colors = np.array([c["color"] for c in meta["classes"]], np.float32)
                 picture(image, mask, colors, ROOT / "docs" / "images" / "generated_example.jpg")
@@ -125,8 +133,11 @@ def main() -> None:
 
 def model_card(meta: dict, quality: dict) -> str:
     stages = meta["stages"]
-    rows = "\n".join(f"| {s} | {info['steps']} | {info['config']['batch_size']} | {_networks(s, info['config'])} | {info.get('train_seconds', 0) / 60:.0f} min "
-                     f"| {info.get('final_loss', 0):.4f} |" for s, info in stages.items())
+    rows = "\n".join(
+        f"| {s} | {info['steps']} | {info['config']['batch_size']} | {_networks(s, info['config'])} | {info.get('train_seconds', 0) / 60:.0f} min "
+        f"| {info.get('final_loss', 0):.4f} |"
+        for s, info in stages.items()
+    )
     minutes = sum(info.get("train_seconds", 0) for info in stages.values()) / 60
     factor = meta["latent"]["factor"]
     q = json.dumps(quality, indent=2)

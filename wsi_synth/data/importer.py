@@ -61,8 +61,16 @@ class ImportSummary:
     inexact_mask_pixels: float = 0.0
 
 
-def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = ImportConfig(), *, masks: str | Path | None = None,
-                 legend: str | Path | None = None, overwrite: bool = False, progress: bool = True) -> ImportSummary:
+def import_tiles(
+    images: str | Path,
+    out: str | Path,
+    config: ImportConfig = ImportConfig(),
+    *,
+    masks: str | Path | None = None,
+    legend: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ImportSummary:
     """Import a folder of tiles (and optionally their masks) into the dataset at `out`."""
 
     if config.tile_size < 16 or not (math.isfinite(config.scale) and config.scale > 0):
@@ -70,8 +78,7 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
     if not (math.isfinite(config.mpp) and config.mpp > 0):
         raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {config.mpp}")
     if not config.region_size >= config.region_mask_size >= 1:
-        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are "
-                               "downsampled regions")
+        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are downsampled regions")
     image_files = _list_images(Path(images))
     mask_files = _match_masks(image_files, Path(masks)) if masks else {}
     if masks and legend is None:
@@ -91,9 +98,23 @@ def import_tiles(images: str | Path, out: str | Path, config: ImportConfig = Imp
     return summary
 
 
-def _import_source(dataset, source_id: str, digest: str, image_files: list[Path], mask_files: dict[Path, Path], values: np.ndarray,
-                   lut: np.ndarray, class_map: ClassMap, config: ImportConfig, summary: ImportSummary, images: Path, *, progress: bool) -> None:
+def _import_source(
+    dataset,
+    source_id: str,
+    digest: str,
+    image_files: list[Path],
+    mask_files: dict[Path, Path],
+    values: np.ndarray,
+    lut: np.ndarray,
+    class_map: ClassMap,
+    config: ImportConfig,
+    summary: ImportSummary,
+    images: Path,
+    *,
+    progress: bool,
+) -> None:
     from tqdm import tqdm
+
     # Pass 1: masks only (cheap) decide which windows are labelled, so arrays get their final sizes.
     plan, inexact, pixels = [], 0, 0
     for img in image_files:
@@ -109,12 +130,17 @@ def _import_source(dataset, source_id: str, digest: str, image_files: list[Path]
         plan.append((img, size, windows, labels))
     if summary.too_small == len(plan):
         largest = max((size for _, size, _, _ in plan), key=lambda wh: min(wh))
-        raise BadArgumentError(f"every image is smaller than --tile {config.tile_size} px (the largest is {largest[0]}×{largest[1]} px"
-                               + (f" after --scale {config.scale:g}" if config.scale != 1 else "") + "): choose a smaller --tile")
+        raise BadArgumentError(
+            f"every image is smaller than --tile {config.tile_size} px (the largest is {largest[0]}×{largest[1]} px"
+            + (f" after --scale {config.scale:g}" if config.scale != 1 else "")
+            + "): choose a smaller --tile"
+        )
     summary.inexact_mask_pixels = round(inexact / max(pixels, 1), 4)
     if summary.inexact_mask_pixels > 0.5:
-        raise BadArgumentError(f"{100 * summary.inexact_mask_pixels:.0f}% of the mask pixels are not values of --legend ({', '.join(map(str, values))}): "
-                               "are --masks label masks for this legend (not the images, or colour overlays)?")
+        raise BadArgumentError(
+            f"{100 * summary.inexact_mask_pixels:.0f}% of the mask pixels are not values of --legend ({', '.join(map(str, values))}): "
+            "are --masks label masks for this legend (not the images, or colour overlays)?"
+        )
     if summary.inexact_mask_pixels > 0.01:
         log.warning("%.1f%% of mask pixels were not exactly a legend value (lossy masks?); each took the nearest value", 100 * summary.inexact_mask_pixels)
     units = {img.name: set(np.unique(labels).tolist()) - {0} if labels is not None else set() for img, _, _, labels in plan}
@@ -133,16 +159,28 @@ def _import_source(dataset, source_id: str, digest: str, image_files: list[Path]
                 if (window > 0).mean() >= config.min_annotated:
                     todo["regions"].append((img, x, y))
     if not any(todo.values()):
-        raise BadArgumentError(f"no window of the {len(plan)} images has ≥ {config.min_annotated:g} of its pixels annotated (--min-annotated): "
-                               "nothing to import; check --masks and --legend, or lower --min-annotated")
+        raise BadArgumentError(
+            f"no window of the {len(plan)} images has ≥ {config.min_annotated:g} of its pixels annotated (--min-annotated): "
+            "nothing to import; check --masks and --legend, or lower --min-annotated"
+        )
     writer = SourceWriter(dataset, source_id, n_labelled=len(todo["labelled"]), n_unlabelled=len(todo["unlabelled"]), n_regions=len(todo["regions"]))
     labels_of = {img: labels for img, _, _, labels in plan}
     rows: list[dict] = []
     names = class_map.names
 
     def row(kind: str, i: int, img: Path, x: int, y: int, fractions: dict | None) -> dict:
-        return {"kind": kind, "source": source_id, "index": i, "x": x, "y": y, "level": 0, "mpp": config.mpp,
-                "subtype": config.subtype or "", "split": splits[img.name], "fractions": json.dumps(fractions) if fractions is not None else ""}
+        return {
+            "kind": kind,
+            "source": source_id,
+            "index": i,
+            "x": x,
+            "y": y,
+            "level": 0,
+            "mpp": config.mpp,
+            "subtype": config.subtype or "",
+            "split": splits[img.name],
+            "fractions": json.dumps(fractions) if fractions is not None else "",
+        }
 
     try:
         with tqdm(total=sum(map(len, todo.values())), desc=source_id, unit="tile", disable=not progress, leave=False) as bar:
@@ -166,8 +204,16 @@ def _import_source(dataset, source_id: str, digest: str, image_files: list[Path]
                 rows.append(row("regions", i, img, x, y, class_fractions(small, names)))
                 bar.update()
         summary.counts = {k: len(v) for k, v in todo.items()}
-        record = {"id": source_id, "kind": "tiles", "name": _source_name(Path(images)), "path": str(images), "sha256": digest,
-                  "subtype": config.subtype, "split": "per-image", "counts": summary.counts}
+        record = {
+            "id": source_id,
+            "kind": "tiles",
+            "name": _source_name(Path(images)),
+            "path": str(images),
+            "sha256": digest,
+            "subtype": config.subtype,
+            "split": "per-image",
+            "counts": summary.counts,
+        }
         writer.commit(record, rows)
     except BaseException:
         writer.abort()
@@ -213,14 +259,15 @@ def _legend_lut(values: np.ndarray, names: list[str], class_map: ClassMap) -> np
     return np.array(ids, np.uint8)
 
 
-def _mask_classes(path: Path, image: Path, own: tuple[int, int], size: tuple[int, int], values: np.ndarray, lut: np.ndarray, *,
-                  stretch: bool) -> tuple[np.ndarray, int]:
+def _mask_classes(path: Path, image: Path, own: tuple[int, int], size: tuple[int, int], values: np.ndarray, lut: np.ndarray, *, stretch: bool) -> tuple[np.ndarray, int]:
     """Class ids of a mask at the (scaled) image `size`; a mask of another size than its image (`own`) is refused
     unless `stretch`."""
     raw = read_mask_values(path)
     if raw.shape[::-1] != own and not stretch:
-        raise BadArgumentError(f"mask {path.name} is {raw.shape[1]}×{raw.shape[0]} px but its image {image.name} is {own[0]}×{own[1]} px: "
-                               f"masks must match their images (pass --stretch to resize them to fit)")
+        raise BadArgumentError(
+            f"mask {path.name} is {raw.shape[1]}×{raw.shape[0]} px but its image {image.name} is {own[0]}×{own[1]} px: "
+            f"masks must match their images (pass --stretch to resize them to fit)"
+        )
     nearest = np.abs(raw[..., None].astype(np.int32) - values[None, None, :]).argmin(-1)
     inexact = int((values[nearest] != raw).sum())
     labels = lut[nearest]

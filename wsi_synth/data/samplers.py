@@ -25,9 +25,11 @@ class TileIndex:
     @classmethod
     def build(cls, dataset: Dataset, split: str = "train") -> TileIndex:
         rows = [r for r in dataset.manifest() if r["split"] == split]
-        return cls([(r["source"], int(r["index"])) for r in rows if r["kind"] == "labelled"],
-                   [(r["source"], int(r["index"])) for r in rows if r["kind"] == "unlabelled"],
-                   [(r["source"], int(r["index"]), r["subtype"]) for r in rows if r["kind"] == "regions"])
+        return cls(
+            [(r["source"], int(r["index"])) for r in rows if r["kind"] == "labelled"],
+            [(r["source"], int(r["index"])) for r in rows if r["kind"] == "unlabelled"],
+            [(r["source"], int(r["index"]), r["subtype"]) for r in rows if r["kind"] == "regions"],
+        )
 
 
 def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:

@@ -133,17 +133,26 @@ class Dataset:
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise BadDatasetError(f"{path} cannot be read ({exc}): the dataset is damaged; re-run the extract or import that made it") from exc
         if rows and set(MANIFEST_FIELDS) - set(rows[0]):
-            raise BadDatasetError(f"{path} lacks the columns {sorted(set(MANIFEST_FIELDS) - set(rows[0]))}: the dataset is damaged; "
-                                  "re-run the extract or import that made it")
+            raise BadDatasetError(
+                f"{path} lacks the columns {sorted(set(MANIFEST_FIELDS) - set(rows[0]))}: the dataset is damaged; re-run the extract or import that made it"
+            )
         return rows
 
     def summary(self) -> dict:
         """Counts per kind × split and per subtype, and each class's area in tile equivalents (labelled tiles and regions)."""
         rows = self.manifest()
-        out: dict = {"path": str(self.root), "tile_size": self.meta["tile_size"], "mpp": self.meta["mpp"],
-                     "region_size": self.meta["region_size"], "region_mask_size": self.meta["region_mask_size"],
-                     "classes": self.class_names, "sources": len(self.meta["sources"]),
-                     "counts": {}, "by_subtype": {}, "class_area_tiles": {}}
+        out: dict = {
+            "path": str(self.root),
+            "tile_size": self.meta["tile_size"],
+            "mpp": self.meta["mpp"],
+            "region_size": self.meta["region_size"],
+            "region_mask_size": self.meta["region_mask_size"],
+            "classes": self.class_names,
+            "sources": len(self.meta["sources"]),
+            "counts": {},
+            "by_subtype": {},
+            "class_area_tiles": {},
+        }
         for r in rows:
             key = f"{r['kind']}/{r['split']}"
             out["counts"][key] = out["counts"].get(key, 0) + 1
@@ -200,8 +209,7 @@ def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fal
         raise OutputExistsError(f"--out {root} is a file, not a dataset folder: choose another --out")
     if root.exists() and not (root / "dataset.json").is_file():
         if any(root.iterdir()):
-            raise OutputExistsError(f"--out {root} exists and is not a wsi-synth dataset: choose another --out "
-                                    "(--overwrite replaces only a dataset, never other files)")
+            raise OutputExistsError(f"--out {root} exists and is not a wsi-synth dataset: choose another --out (--overwrite replaces only a dataset, never other files)")
     elif root.exists() and overwrite:
         _remove_own(root)
     elif root.exists():
@@ -212,16 +220,25 @@ def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fal
         _remove_partials(root)
         return ds
     (root / "sources").mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "version": VERSION, **asdict(spec), "classes": list(spec.classes),
-            "subtypes": [], "sources": [], "counts": dict.fromkeys(KINDS, 0), "settings": settings or {}}
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        **asdict(spec),
+        "classes": list(spec.classes),
+        "subtypes": [],
+        "sources": [],
+        "counts": dict.fromkeys(KINDS, 0),
+        "settings": settings or {},
+    }
     write_atomic(root / "dataset.json", meta)
     _write_csv(root / "manifest.csv", [])
     return Dataset(root, meta, created=True)
 
 
 @contextmanager
-def writing_dataset(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None,
-                    inputs: Iterable[str | Path | None] = ()) -> Iterator[Dataset]:
+def writing_dataset(
+    root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None, inputs: Iterable[str | Path | None] = ()
+) -> Iterator[Dataset]:
     """`create_or_open` for one run: claimed against concurrent runs, and a dataset this run created is removed
     again if the run fails before its first source is complete (no empty skeleton is left behind). `root` may
     not be, hold or lie inside one of `inputs`."""
@@ -247,8 +264,7 @@ def existing_settings(root: str | Path) -> dict | None:
         return None
     spec = open_dataset(root).spec
     classes = {"classes": [{"name": c["name"], "color": list(c["color"])} for c in spec.classes if c["id"] != 0]}
-    return {"tile_size": spec.tile_size, "mpp": spec.mpp, "region_size": spec.region_size, "region_mask_size": spec.region_mask_size,
-            "classes": classes}
+    return {"tile_size": spec.tile_size, "mpp": spec.mpp, "region_size": spec.region_size, "region_mask_size": spec.region_mask_size, "classes": classes}
 
 
 def _remove_own(root: Path) -> None:
@@ -288,8 +304,9 @@ class SourceWriter:
             "unlabelled/images": _image_array(group, "unlabelled/images", n_unlabelled, t),
             "regions/masks": _mask_array(group, "regions/masks", n_regions, r),
         }
-        self.tiles = TileStore(self.partial, {name: (tuple(a.shape[1:]), [c.get_config() for c in (*(a.filters or ()), *(a.compressors or ()))])
-                                              for name, a in self.arrays.items()})
+        self.tiles = TileStore(
+            self.partial, {name: (tuple(a.shape[1:]), [c.get_config() for c in (*(a.filters or ()), *(a.compressors or ()))]) for name, a in self.arrays.items()}
+        )
 
     def write_tile(self, name: str, index: int, value: np.ndarray) -> None:
         """Store array `value` as item `index` of the source's array `name`."""
@@ -343,8 +360,7 @@ class TileStore:
 def _image_array(group, name: str, n: int, t: int):
     from imagecodecs.numcodecs import Jpeg
 
-    return group.create_array(name, shape=(n, t, t, 3), chunks=(1, t, t, 3), dtype="u1",
-                              compressors=None, filters=[Jpeg(level=JPEG_QUALITY)])
+    return group.create_array(name, shape=(n, t, t, 3), chunks=(1, t, t, 3), dtype="u1", compressors=None, filters=[Jpeg(level=JPEG_QUALITY)])
 
 
 def _mask_array(group, name: str, n: int, t: int):

@@ -39,8 +39,7 @@ class TileDataset(_TorchDataset):
         self.dataset = open_dataset(path)
         self.classes = self.dataset.class_names
         self.tile_size = self.dataset.tile_size
-        self.items = [(r["kind"], r["source"], int(r["index"])) for r in self.dataset.manifest()
-                      if r["kind"] in kinds and (split is None or r["split"] == split)]
+        self.items = [(r["kind"], r["source"], int(r["index"])) for r in self.dataset.manifest() if r["kind"] in kinds and (split is None or r["split"] == split)]
         self.transform = transform
         self._groups: dict = {}
         self._pid = os.getpid()

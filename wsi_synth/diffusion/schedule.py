@@ -28,8 +28,7 @@ def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
     return sorted({round(i * (num_train_timesteps - 1) / (steps - 1)) for i in range(steps)}, reverse=True) if steps > 1 else [num_train_timesteps - 1]
 
 
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, *, eta: float = 0.0,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
+def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, *, eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
     """One DDIM update x_t → x_prev given ε̂; `abar_*` broadcast against x (so pixels may sit at different t)."""
     x0 = (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()

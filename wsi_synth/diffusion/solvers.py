@@ -46,8 +46,9 @@ class Solver:
     def __len__(self) -> int:
         return len(self.timesteps)
 
-    def update(self, j: int, x: np.ndarray, eps: np.ndarray, x0_prev: np.ndarray | None, *, eta: float = 0.0,
-               noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    def update(
+        self, j: int, x: np.ndarray, eps: np.ndarray, x0_prev: np.ndarray | None, *, eta: float = 0.0, noise: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Step j for some pixels: (x_prev, x̂₀ to keep, or None). Arrays are float32 of one shape."""
         if self.name == "ddim":
             a_t = self.abar[self.timesteps[j]]
@@ -62,8 +63,7 @@ class Solver:
         return out.astype(np.float32, copy=False), x0.astype(np.float32, copy=False)
 
 
-def ddim_update(x: np.ndarray, eps: np.ndarray, abar_t: torch.Tensor, abar_prev: torch.Tensor, *, eta: float = 0.0,
-                noise: np.ndarray | None = None) -> np.ndarray:
+def ddim_update(x: np.ndarray, eps: np.ndarray, abar_t: torch.Tensor, abar_prev: torch.Tensor, *, eta: float = 0.0, noise: np.ndarray | None = None) -> np.ndarray:
     """`schedule.ddim_step` on numpy arrays, in place on one new array: the same float32 operations in the same
     order (so the same bits), without torch's temporaries — about 6× faster on a CPU canvas."""
     scalars = _ddim_scalars(abar_t, abar_prev, eta)
@@ -80,8 +80,13 @@ def ddim_update(x: np.ndarray, eps: np.ndarray, abar_t: torch.Tensor, abar_prev:
 def _ddim_scalars(abar_t: torch.Tensor, abar_prev: torch.Tensor, eta: float) -> dict[str, np.float32]:
     """The float32 scalars of `ddim_step`, computed by the same torch expressions."""
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()
-    values = {"sqrt_1m_abar_t": (1 - abar_t).sqrt(), "sqrt_abar_t": abar_t.sqrt(), "sqrt_abar_prev": abar_prev.sqrt(),
-              "direction": (1 - abar_prev - sigma**2).clamp(min=0).sqrt(), "sigma": sigma}
+    values = {
+        "sqrt_1m_abar_t": (1 - abar_t).sqrt(),
+        "sqrt_abar_t": abar_t.sqrt(),
+        "sqrt_abar_prev": abar_prev.sqrt(),
+        "direction": (1 - abar_prev - sigma**2).clamp(min=0).sqrt(),
+        "sigma": sigma,
+    }
     return {k: np.float32(v.item()) for k, v in values.items()}
 
 
@@ -102,8 +107,16 @@ def dpm_scheduler(abar: torch.Tensor):
 
     abar64 = abar.double()
     betas = (1 - abar64 / torch.cat([torch.ones(1, dtype=torch.float64), abar64[:-1]])).numpy()
-    return DPMSolverMultistepScheduler(num_train_timesteps=len(abar), trained_betas=betas, algorithm_type="dpmsolver++", solver_order=2,
-                                       solver_type="midpoint", lower_order_final=True, final_sigmas_type="zero", timestep_spacing="linspace")
+    return DPMSolverMultistepScheduler(
+        num_train_timesteps=len(abar),
+        trained_betas=betas,
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+        timestep_spacing="linspace",
+    )
 
 
 def _dpm_solver_pp(abar: torch.Tensor, steps: int) -> Solver:

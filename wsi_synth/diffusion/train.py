@@ -50,8 +50,18 @@ class StageSpec:
     draw: Callable[[int], tuple] | None = None  # the batch of a step (for inspection and tests)
 
 
-def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *, resume: bool = False, device: str = "cpu",
-          codec: str | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+def train(
+    stage: str,
+    data: str | Path,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    device: str = "cpu",
+    codec: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Train one stage (`codec`, `image` or `mask`) on a dataset into the bundle at `out`.
 
     `overwrite` replaces that stage (its network, checkpoint and previews), never the bundle's other stages
@@ -75,16 +85,27 @@ def train(stage: str, data: str | Path, out: str | Path, config: TrainConfig, *,
     created = not Path(out).exists()
     Path(out).mkdir(parents=True, exist_ok=True)
     try:
-        return _train_claimed(stage, dataset, out, config, resume=resume, device=device, codec=codec, overwrite=overwrite,
-                              progress=progress, rank=rank, world=world)
+        return _train_claimed(stage, dataset, out, config, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress, rank=rank, world=world)
     except BaseException:
         if created and rank == 0:
             _remove_if_untrained(Path(out))
         raise
 
 
-def _train_claimed(stage: str, dataset: Dataset, out: str | Path, config: TrainConfig, *, resume: bool, device: str, codec: str | None,
-                   overwrite: bool, progress: bool, rank: int, world: int) -> dict:
+def _train_claimed(
+    stage: str,
+    dataset: Dataset,
+    out: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool,
+    device: str,
+    codec: str | None,
+    overwrite: bool,
+    progress: bool,
+    rank: int,
+    world: int,
+) -> dict:
     # rank 0 writes the stage: it claims it first, so a second `train STAGE` on this bundle stops at once
     with claim(Path(out) / FOLDERS[stage], f"the {stage} stage of") if rank == 0 else contextlib.nullcontext():
         bundle = open_bundle(out, create=True)
@@ -120,8 +141,9 @@ def _remove_if_untrained(root: Path) -> None:
 def _discard_stage(bundle: Bundle, stage: str) -> None:
     """What a previous `train STAGE` wrote into the bundle: its network folder, checkpoint, previews, record."""
     if stage == "codec" and bundle.has("image") and not bundle.external_codec:
-        raise BadModelError(f"{bundle.root}: its image stage was trained on this codec's latents; retrain the codec into a new --out "
-                            "(or retrain the image stage after it)")
+        raise BadModelError(
+            f"{bundle.root}: its image stage was trained on this codec's latents; retrain the codec into a new --out (or retrain the image stage after it)"
+        )
     for path in (bundle.root / FOLDERS[stage], bundle.root / "checkpoints" / f"{stage}.pt"):
         if path.is_dir():
             shutil.rmtree(path)
@@ -161,8 +183,9 @@ def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset) -> None:
             raise BadModelError(f"{bundle.root} was trained with subtypes {bundle.subtypes}, the dataset has {subtypes}")
         if bundle.tile_size != dataset.tile_size:
             raise BadModelError(f"{bundle.root} was trained on {bundle.tile_size} px tiles, the dataset has {dataset.tile_size}")
-    bundle.adopt_data(classes=classes, subtypes=subtypes, tile_size=dataset.tile_size, mpp=dataset.mpp, region_size=dataset.region_size,
-                      region_mask_size=dataset.region_mask_size)
+    bundle.adopt_data(
+        classes=classes, subtypes=subtypes, tile_size=dataset.tile_size, mpp=dataset.mpp, region_size=dataset.region_size, region_mask_size=dataset.region_mask_size
+    )
 
 
 def _dataset_hash(dataset: Dataset) -> str:
@@ -260,8 +283,7 @@ def reconstruction_psnr(codec, images: list[np.ndarray], device: str) -> float:
 
 def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
     index, reader = TileIndex.build(dataset), TileReader(dataset)
-    require(index.labelled, "labelled tiles", dataset,
-            "conditional training needs annotated tiles (extract with annotations, or import with --masks)")
+    require(index.labelled, "labelled tiles", dataset, "conditional training needs annotated tiles (extract with annotations, or import with --masks)")
     codec = bundle.load_codec(device=device)
     for p in codec.parameters():
         p.requires_grad_(False)
@@ -374,8 +396,9 @@ def _seed(*parts: int | str) -> int:
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def _eps_loss(net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch.Tensor, device: str, *, labels: torch.Tensor,
-              extra: torch.Tensor | None = None, rank: int = 0) -> torch.Tensor:
+def _eps_loss(
+    net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch.Tensor, device: str, *, labels: torch.Tensor, extra: torch.Tensor | None = None, rank: int = 0
+) -> torch.Tensor:
     """ε-prediction L2 loss at uniformly drawn timesteps."""
     gen = torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, 1, rank))
     noise = torch.randn(x0.shape, generator=gen).to(device)
@@ -385,8 +408,18 @@ def _eps_loss(net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch
     return F.mse_loss(net(inputs, t, class_labels=labels).sample.float(), noise)
 
 
-def _preview_sample(net, stage: str, shape: tuple[int, int, int], abar: torch.Tensor, device: str, *, seed: int,
-                    labels: list[np.ndarray] | None = None, conditions: list[int] | None = None, steps: int = 20) -> torch.Tensor:
+def _preview_sample(
+    net,
+    stage: str,
+    shape: tuple[int, int, int],
+    abar: torch.Tensor,
+    device: str,
+    *,
+    seed: int,
+    labels: list[np.ndarray] | None = None,
+    conditions: list[int] | None = None,
+    steps: int = 20,
+) -> torch.Tensor:
     """Preview tiles of one crop each, by the same sampler `generate` uses (DDIM, one canvas per class map or
     condition, batched together): a preview shows what generation will make of the network."""
     from wsi_synth.models.denoiser import NetworkDenoiser
@@ -411,8 +444,7 @@ def _grid(images: torch.Tensor, *, rows: int) -> np.ndarray:
     return out
 
 
-def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset, *, resume: bool, device: str, progress: bool,
-          rank: int = 0, world: int = 1) -> dict:
+def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset, *, resume: bool, device: str, progress: bool, rank: int = 0, world: int = 1) -> dict:
     from diffusers.optimization import get_cosine_schedule_with_warmup
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -429,8 +461,7 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
     if resume:
         start, losses, earlier_seconds = _load_checkpoint(checkpoint, net, optimizer, schedule, ema, spec.name)
     elif checkpoint.exists() or bundle.has(spec.name):
-        raise BadModelError(f"{bundle.root} already has its {spec.name} stage: pass --resume to continue it, --overwrite to train it again, "
-                            "or choose another --out")
+        raise BadModelError(f"{bundle.root} already has its {spec.name} stage: pass --resume to continue it, --overwrite to train it again, or choose another --out")
     scaler = torch.amp.GradScaler("cuda", enabled=device.startswith("cuda") and not torch.cuda.is_bf16_supported())
     step_seconds = 0.0  # training steps only: previews and checkpoints are not throughput
     step = start
@@ -459,7 +490,7 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
                     _write_preview(spec, net, ema, bundle, done)
     except KeyboardInterrupt:
         if step > start and rank == 0:
-            _save_checkpoint(checkpoint, net, optimizer, schedule, ema, step, losses[: step], config, earlier_seconds + step_seconds)
+            _save_checkpoint(checkpoint, net, optimizer, schedule, ema, step, losses[:step], config, earlier_seconds + step_seconds)
             log.warning("interrupted at step %d: checkpoint saved; re-run with --resume to continue", step)
         raise
     except torch.OutOfMemoryError as exc:
@@ -480,8 +511,19 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
 def _save_checkpoint(path: Path, net, optimizer, schedule, ema, step: int, losses: list[float], config: TrainConfig, seconds: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "net": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "ema": ema.state_dict(), "losses": losses, "config": config.to_json(), "seconds": seconds}, tmp)
+    torch.save(
+        {
+            "step": step,
+            "net": net.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "ema": ema.state_dict(),
+            "losses": losses,
+            "config": config.to_json(),
+            "seconds": seconds,
+        },
+        tmp,
+    )
     tmp.replace(path)
 
 
@@ -516,8 +558,19 @@ def _write_preview(spec: StageSpec, net, ema, bundle: Bundle, step: int) -> None
     Image.fromarray(picture).save(folder / f"{spec.name}_step{step:07d}.png")
 
 
-def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, dataset: Dataset, losses: list[float], seconds: float, steps_run: int,
-            world: int = 1, earlier_seconds: float = 0.0) -> dict:
+def _finish(
+    spec: StageSpec,
+    net,
+    ema,
+    bundle: Bundle,
+    config: TrainConfig,
+    dataset: Dataset,
+    losses: list[float],
+    seconds: float,
+    steps_run: int,
+    world: int = 1,
+    earlier_seconds: float = 0.0,
+) -> dict:
     import diffusers
 
     ema.copy_to(net.parameters())
@@ -525,10 +578,21 @@ def _finish(spec: StageSpec, net, ema, bundle: Bundle, config: TrainConfig, data
     extra = spec.finish(net)
     bundle.save_network(spec.name, net)
     head, tail = float(np.mean(losses[:20])) if losses else None, float(np.mean(losses[-20:])) if losses else None
-    bundle.record_stage(spec.name, {"steps": len(losses), "dataset_sha256": _dataset_hash(dataset), "config": config.to_json(),
-                                    "initial_loss": head, "final_loss": tail, "world_size": world, "train_seconds": round(earlier_seconds + seconds, 1),
-                                    "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__}, **extra},
-                        schedule=ScheduleSpec(config.num_train_timesteps, config.beta_schedule))
+    bundle.record_stage(
+        spec.name,
+        {
+            "steps": len(losses),
+            "dataset_sha256": _dataset_hash(dataset),
+            "config": config.to_json(),
+            "initial_loss": head,
+            "final_loss": tail,
+            "world_size": world,
+            "train_seconds": round(earlier_seconds + seconds, 1),
+            "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
+            **extra,
+        },
+        schedule=ScheduleSpec(config.num_train_timesteps, config.beta_schedule),
+    )
     bundle.write_meta()
     rate = steps_run * config.batch_size * world / max(seconds, 1e-9)
     return {"stage": spec.name, "steps": len(losses), "initial_loss": head, "final_loss": tail, "samples_per_s": round(rate, 2), **extra}

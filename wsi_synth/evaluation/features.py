@@ -73,12 +73,20 @@ class RandomFeatures:
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.net = nn.Sequential(
-                nn.Conv2d(3, 32, 5, stride=2, padding=2), nn.ReLU(),
-                nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(128, 256, 3, stride=2, padding=1), nn.ReLU(),
-            ).to(device).eval()
+            self.net = (
+                nn.Sequential(
+                    nn.Conv2d(3, 32, 5, stride=2, padding=2),
+                    nn.ReLU(),
+                    nn.Conv2d(32, 64, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(64, 128, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                    nn.Conv2d(128, 256, 3, stride=2, padding=1),
+                    nn.ReLU(),
+                )
+                .to(device)
+                .eval()
+            )
         self.name = f"offline-random-cnn-seed{seed} (not comparable with published numbers)"
         self.device = device
         self.size = size

@@ -38,8 +38,7 @@ class TileSource:
         return sum(_grid_count(p, self.tile) for p in self.items)
 
 
-def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile: int = 512, split: str | None = None,
-                max_tiles: int | None = None) -> TileSource:
+def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile: int = 512, split: str | None = None, max_tiles: int | None = None) -> TileSource:
     """Decide what `path` is and list its tiles (lazily for slides)."""
     path = Path(path)
     if mode not in ("tiled", "resized"):

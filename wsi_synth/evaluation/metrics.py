@@ -104,8 +104,7 @@ def cells_for(n_test: int, n_fake: int, *, min_per_cell: int = 20, most: int = 2
     return max(1, min(most, min(n_test, n_fake) // (3 * min_per_cell)))
 
 
-def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells: int | None = None, min_per_cell: int = 20,
-                 seed: int = 0) -> dict:
+def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells: int | None = None, min_per_cell: int = 20, seed: int = 0) -> dict:
     """C_T (Meehan et al. 2020): per k-means cell of the training features, a Mann-Whitney U z-score of the
     distances to the nearest training sample, synthetic vs held-out real; averaged over cells with at least
     `min_per_cell` samples of each, weighted by the cell's share of held-out samples.
@@ -119,9 +118,13 @@ def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells
     if cells is None:
         cells, chosen = cells_for(len(test), len(fake), min_per_cell=min_per_cell), "from the sample size"
     if min(len(test), len(fake)) < min_per_cell:
-        return {"c_t": None, "cells_used": 0, "cells": 0, "cells_chosen": chosen,
-                "note": f"C_T needs at least {min_per_cell} held-out and {min_per_cell} synthetic tiles (--min-per-cell), "
-                        f"got {len(test)} and {len(fake)}"}
+        return {
+            "c_t": None,
+            "cells_used": 0,
+            "cells": 0,
+            "cells_chosen": chosen,
+            "note": f"C_T needs at least {min_per_cell} held-out and {min_per_cell} synthetic tiles (--min-per-cell), got {len(test)} and {len(fake)}",
+        }
     centroids, _ = kmeans2(train.astype(np.float64), min(cells, len(train)), minit="++", seed=seed)
     cell_of = lambda x: nearest(x, centroids.astype(np.float32))[0]  # noqa: E731
     d_test, d_fake = nearest(test, train)[1], nearest(fake, train)[1]
@@ -135,8 +138,13 @@ def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells
         weights.append(len(p) / len(test))
         used += 1
     if not z_scores:
-        return {"c_t": None, "cells_used": 0, "cells": len(centroids), "cells_chosen": chosen,
-                "note": f"no cell had {min_per_cell}+ samples of each set: pass fewer --cells"}
+        return {
+            "c_t": None,
+            "cells_used": 0,
+            "cells": len(centroids),
+            "cells_chosen": chosen,
+            "note": f"no cell had {min_per_cell}+ samples of each set: pass fewer --cells",
+        }
     w = np.array(weights)
     return {"c_t": float(np.dot(w / w.sum(), z_scores)), "cells_used": used, "cells": len(centroids), "cells_chosen": chosen}
 
@@ -169,8 +177,7 @@ def seam_score(image: np.ndarray, period: int, *, offset: int = 0) -> dict:
             continue
         ratios.append(profile[boundary].mean() / max(profile[~boundary].mean(), 1e-9))
         peaks.append(_spectral_peak(profile, period))
-    return {"period": period, "boundary_energy_ratio": float(np.mean(ratios)) if ratios else None,
-            "spectral_peak_ratio": float(np.mean(peaks)) if peaks else None}
+    return {"period": period, "boundary_energy_ratio": float(np.mean(ratios)) if ratios else None, "spectral_peak_ratio": float(np.mean(peaks)) if peaks else None}
 
 
 def _spectral_peak(profile: np.ndarray, period: int) -> float:

@@ -59,8 +59,17 @@ def embed(source: TileSource, extractor: FeatureExtractor, config: EvaluateConfi
     return Embedded(source, np.concatenate(features), np.concatenate(thumbs))
 
 
-def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtractor, out: str | Path, *, train: str | Path | None = None,
-             config: EvaluateConfig = EvaluateConfig(), overwrite: bool = False, progress: bool = True) -> dict:
+def evaluate(
+    real: str | Path,
+    synthetic: str | Path,
+    extractor: FeatureExtractor,
+    out: str | Path,
+    *,
+    train: str | Path | None = None,
+    config: EvaluateConfig = EvaluateConfig(),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
     """Compare REAL and SYNTHETIC tiles (and SYNTHETIC against TRAIN for copying); write `out/report.{json,html}`."""
     from wsi_synth.evaluation.report import write_report
     from wsi_synth.io.atomic import check_not_inputs, check_output
@@ -69,14 +78,18 @@ def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtracto
     check_not_inputs([out / "report.json", out / "report.html"], [real, synthetic, train])
     for name in ("report.json", "report.html"):
         check_output(out / name, overwrite=overwrite) if out.is_dir() else None
-    sources = {"real": open_source(real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles),
-               "synthetic": open_source(synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles)}
+    sources = {
+        "real": open_source(real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles),
+        "synthetic": open_source(synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles),
+    }
     if train is not None:
         sources["train"] = open_source(train, size=config.size, mode=config.mode, tile=config.tile, split="train", max_tiles=config.max_tiles)
     counts = {label: min(len(s), config.max_tiles or len(s)) for label, s in sources.items() if label != "train"}
     if config.k >= min(counts.values()):
-        raise BadArgumentError(f"--k {config.k} needs more than {config.k} tiles in each set, got real {counts['real']} tiles, "
-                               f"synthetic {counts['synthetic']} tiles: lower --k or give more tiles (with k ≥ n every tile covers all)")
+        raise BadArgumentError(
+            f"--k {config.k} needs more than {config.k} tiles in each set, got real {counts['real']} tiles, "
+            f"synthetic {counts['synthetic']} tiles: lower --k or give more tiles (with k ≥ n every tile covers all)"
+        )
     timings: dict[str, float] = {}
     embedded = {}
     for label, source in sources.items():
@@ -103,13 +116,18 @@ def evaluate(real: str | Path, synthetic: str | Path, extractor: FeatureExtracto
     else:
         histogram = {}
     if config.seam_period and sources["synthetic"].kind == "slides":
-        result["seams"] = [{"slide": p.name, **metrics.seam_score(read_centre(p, 16 * config.seam_period), config.seam_period)}
-                           for p in sources["synthetic"].items]
+        result["seams"] = [{"slide": p.name, **metrics.seam_score(read_centre(p, 16 * config.seam_period), config.seam_period)} for p in sources["synthetic"].items]
     timings["metrics_s"] = round(time.perf_counter() - t, 2)
-    report = {"inputs": {label: {"path": str(s.path), "kind": s.kind, "tiles": len(embedded[label].features), "mode": s.mode if s.kind == "slides" else None}
-                         for label, s in sources.items()},
-              "feature_extractor": {"name": extractor.name, "comparable_with_published": extractor.comparable, "dim": int(real_f.shape[1])},
-              "metrics": result, "config": asdict(config), "timings": timings}
+    report = {
+        "inputs": {
+            label: {"path": str(s.path), "kind": s.kind, "tiles": len(embedded[label].features), "mode": s.mode if s.kind == "slides" else None}
+            for label, s in sources.items()
+        },
+        "feature_extractor": {"name": extractor.name, "comparable_with_published": extractor.comparable, "dim": int(real_f.shape[1])},
+        "metrics": result,
+        "config": asdict(config),
+        "timings": timings,
+    }
     write_report(out, report, gallery=gallery, histogram=histogram, overwrite=overwrite)
     return report
 

@@ -38,6 +38,7 @@ log = logging.getLogger("wsi_synth")
 #: Tiles sent to a worker process at a time: amortises the round trip, small enough for a smooth progress bar.
 TASKS_PER_CHUNK = 16
 
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """Settings of `extract`. Sizes are pixels at `mpp` µm/px; fractions are of a tile's pixels."""
@@ -105,8 +106,9 @@ class ExtractSummary:
         return asdict(self)
 
 
-def extract(slides_path: str | Path, annotations_path: str | Path, out: str | Path, config: ExtractConfig = ExtractConfig(),
-            *, overwrite: bool = False, progress: bool = True) -> ExtractSummary:
+def extract(
+    slides_path: str | Path, annotations_path: str | Path, out: str | Path, config: ExtractConfig = ExtractConfig(), *, overwrite: bool = False, progress: bool = True
+) -> ExtractSummary:
     """Extract a training dataset from annotated slides into `out` (created, or resumed if it exists)."""
     config.validate()
     inputs = [slides_path, annotations_path, config.subtypes_csv, config.classes if isinstance(config.classes, str) and Path(config.classes).exists() else None]
@@ -119,14 +121,14 @@ def extract(slides_path: str | Path, annotations_path: str | Path, out: str | Pa
             s.close()
 
 
-def _extract_open(slides: list[Slide], annotations_path: str | Path, out: Path, config: ExtractConfig, inputs: list,
-                  *, overwrite: bool, progress: bool) -> ExtractSummary:
+def _extract_open(
+    slides: list[Slide], annotations_path: str | Path, out: Path, config: ExtractConfig, inputs: list, *, overwrite: bool, progress: bool
+) -> ExtractSummary:
     matched = match_annotations([s.path for s in slides], annotations_path)
     all_sets = [a for sets in matched.values() for a in sets]
     names, colors = names_and_colors(all_sets)
     class_map = load_class_map(config.classes, found_names=names, found_colors=colors, unmapped=config.unmapped)
-    summary = ExtractSummary(str(out), unclassified_ignored=sum(s.unclassified for s in all_sets),
-                             repaired=sum(s.repaired for s in all_sets))
+    summary = ExtractSummary(str(out), unclassified_ignored=sum(s.unclassified for s in all_sets), repaired=sum(s.repaired for s in all_sets))
     subtypes = _subtypes([s.path for s in slides], config)
     per_slide: dict[str, tuple[Slide, list[tuple[int, Annotation]]]] = {}
     for slide in slides:
@@ -167,17 +169,27 @@ def check_fits(slide: Slide, config: ExtractConfig) -> None:
     larger than the slide: either would give an enormous read or an empty dataset."""
     upsampling = slide.mpp / config.mpp
     if upsampling > MAX_UPSAMPLING:
-        raise BadArgumentError(f"--mpp {config.mpp:g} is {upsampling:,.0f}× finer than slide {slide.name}'s own {slide.mpp:g} µm/px: "
-                               f"tiles would be upsampled {upsampling:,.0f}× (at most {MAX_UPSAMPLING:g}×); use --mpp {slide.mpp:g} or coarser")
+        raise BadArgumentError(
+            f"--mpp {config.mpp:g} is {upsampling:,.0f}× finer than slide {slide.name}'s own {slide.mpp:g} µm/px: "
+            f"tiles would be upsampled {upsampling:,.0f}× (at most {MAX_UPSAMPLING:g}×); use --mpp {slide.mpp:g} or coarser"
+        )
     if upsampling > 1 + MPP_TOLERANCE:
         log.warning("%s: --mpp %g is finer than the slide's own %g µm/px: tiles are upsampled %.2f×", slide.name, config.mpp, slide.mpp, upsampling)
     width, height = (round(d / slide.scale_for(config.mpp)) for d in slide.dimensions)
     if config.tile_size > min(width, height):
-        raise BadArgumentError(f"--tile {config.tile_size} px at {config.mpp:g} µm/px is larger than slide {slide.name} "
-                               f"({width}×{height} px at that resolution): choose a smaller --tile or a finer --mpp")
+        raise BadArgumentError(
+            f"--tile {config.tile_size} px at {config.mpp:g} µm/px is larger than slide {slide.name} "
+            f"({width}×{height} px at that resolution): choose a smaller --tile or a finer --mpp"
+        )
     if config.region_size > min(width, height):
-        log.warning("%s: --region %d px is larger than the slide (%d×%d px at %g µm/px): it gives no region masks for the mask model",
-                    slide.name, config.region_size, width, height, config.mpp)
+        log.warning(
+            "%s: --region %d px is larger than the slide (%d×%d px at %g µm/px): it gives no region masks for the mask model",
+            slide.name,
+            config.region_size,
+            width,
+            height,
+            config.mpp,
+        )
 
 
 def _digest_or_skip(dataset: Dataset, slide: Slide, hasher) -> Future | None:
@@ -215,8 +227,7 @@ def _subtypes(slides: Sequence[Path], config: ExtractConfig) -> dict[Path, str]:
     return {s: table.get(s.name) or table[s.stem] for s in slides}
 
 
-def _plan_slide(slide: Slide, digest: Future, subtype: str | None, split: str, mapped: list[tuple[int, Annotation]],
-                config: ExtractConfig) -> SlidePlan:
+def _plan_slide(slide: Slide, digest: Future, subtype: str | None, split: str, mapped: list[tuple[int, Annotation]], config: ExtractConfig) -> SlidePlan:
     scale = slide.scale_for(config.mpp)
     geoms = ClassGeometries.build([(cid, a.geometry) for cid, a in mapped])
     plan = SlidePlan(slide, digest, subtype, split, geoms, config.tile_size * scale, config.region_size * scale)
@@ -252,25 +263,54 @@ def _extract_slide(dataset: Dataset, plan: SlidePlan, class_map: ClassMap, confi
     source_id = f"{slide.name}-{uuid.uuid4().hex[:8]}"  # working id: the sha256 is still being computed
     writer = SourceWriter(dataset, source_id, n_labelled=len(plan.labelled), n_unlabelled=len(plan.unlabelled), n_regions=len(plan.regions))
     level = slide.handle.get_best_level_for_downsample(slide.scale_for(config.mpp))  # type: ignore[attr-defined]
-    job = SlideJob(str(slide.path), slide.mpp, config.mpp, config.tile_size, plan.l0_tile, plan.l0_region, config.region_mask_size,
-                   tuple((cid, shapely.to_wkb(g)) for cid, g in zip(plan.geometries.class_ids, plan.geometries.parts, strict=True)),
-                   tuple(class_map.names), writer.tiles)
-    tasks = [(kind, i, xy) for kind, items in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled), ("regions", plan.regions))
-             for i, xy in enumerate(items)]
+    job = SlideJob(
+        str(slide.path),
+        slide.mpp,
+        config.mpp,
+        config.tile_size,
+        plan.l0_tile,
+        plan.l0_region,
+        config.region_mask_size,
+        tuple((cid, shapely.to_wkb(g)) for cid, g in zip(plan.geometries.class_ids, plan.geometries.parts, strict=True)),
+        tuple(class_map.names),
+        writer.tiles,
+    )
+    tasks = [(kind, i, xy) for kind, items in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled), ("regions", plan.regions)) for i, xy in enumerate(items)]
     rows: list[dict] = []
     try:
         with tqdm(total=len(tasks), desc=slide.name, unit="tile", disable=not progress, leave=False) as bar:
             for (kind, i, xy), fractions in zip(tasks, _run(job, tasks, config.workers), strict=True):
-                rows.append({"kind": kind, "source": source_id, "index": i, "x": xy[0], "y": xy[1], "level": level, "mpp": config.mpp,
-                             "subtype": plan.subtype or "", "split": plan.split, "fractions": json.dumps(fractions) if fractions is not None else ""})
+                rows.append(
+                    {
+                        "kind": kind,
+                        "source": source_id,
+                        "index": i,
+                        "x": xy[0],
+                        "y": xy[1],
+                        "level": level,
+                        "mpp": config.mpp,
+                        "subtype": plan.subtype or "",
+                        "split": plan.split,
+                        "fractions": json.dumps(fractions) if fractions is not None else "",
+                    }
+                )
                 bar.update()
         counts = {"labelled": len(plan.labelled), "unlabelled": len(plan.unlabelled), "regions": len(plan.regions)}
         sha256 = plan.sha256.result()
         final_id = f"{slide.name}-{sha256[:8]}"
         rows = [{**r, "source": final_id} for r in rows]
-        record = {"id": final_id, "kind": "slide", "name": slide.name, "path": str(slide.path), "sha256": sha256,
-                  "size": slide.path.stat().st_size,
-                  "subtype": plan.subtype, "split": plan.split, "slide_mpp": slide.mpp, "counts": counts}
+        record = {
+            "id": final_id,
+            "kind": "slide",
+            "name": slide.name,
+            "path": str(slide.path),
+            "sha256": sha256,
+            "size": slide.path.stat().st_size,
+            "subtype": plan.subtype,
+            "split": plan.split,
+            "slide_mpp": slide.mpp,
+            "counts": counts,
+        }
         writer.commit(record, rows)
     except BaseException:
         writer.abort()

@@ -61,14 +61,16 @@ class GenerateConfig:
         if self.width < 1 or self.height < 1:
             raise BadArgumentError(f"--size must be at least 1 px, got {self.width}×{self.height}")
         if max(self.width, self.height) > MAX_SIDE:
-            raise BadArgumentError(f"--size/--height must be at most {MAX_SIDE:,} px, got {self.width:,}×{self.height:,} "
-                                   f"(a {MAX_SIDE:,}² slide is already {3 * MAX_SIDE**2 / 1e12:.0f} TB of pixels)")
-        for flag, value, top in (("--omega", self.omega, MAX_GUIDANCE), ("--mask-omega", self.mask_omega, MAX_GUIDANCE),
-                                 ("--max-memory", self.max_memory_gb, None)):
+            raise BadArgumentError(
+                f"--size/--height must be at most {MAX_SIDE:,} px, got {self.width:,}×{self.height:,} "
+                f"(a {MAX_SIDE:,}² slide is already {3 * MAX_SIDE**2 / 1e12:.0f} TB of pixels)"
+            )
+        for flag, value, top in (("--omega", self.omega, MAX_GUIDANCE), ("--mask-omega", self.mask_omega, MAX_GUIDANCE), ("--max-memory", self.max_memory_gb, None)):
             if not math.isfinite(value) or value < 0 or (top is not None and value > top):
                 bound = f"0–{top:g}" if top is not None else "a finite number ≥ 0"
-                raise BadArgumentError(f"{flag} must be {bound}, got {value}"
-                                       + (" (guidance this strong saturates every pixel)" if top is not None and math.isfinite(value) else ""))
+                raise BadArgumentError(
+                    f"{flag} must be {bound}, got {value}" + (" (guidance this strong saturates every pixel)" if top is not None and math.isfinite(value) else "")
+                )
         if self.steps < 1:
             raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
         if self.solver not in SOLVERS:
@@ -121,8 +123,16 @@ def planner_config(config: GenerateConfig, crop: int) -> PlannerConfig:
 def sampler_config(config: GenerateConfig, g: Geometry, stage: str) -> SamplerConfig:
     """The sampler settings of the mask or image stage (the image stage draws from seed + 1)."""
     crop = g.msk_crop if stage == "mask" else g.lat_crop
-    return SamplerConfig(planner_config(config, crop), steps=config.steps, eta=config.eta, omega=config.mask_omega if stage == "mask" else config.omega,
-                         batch_size=config.batch_size, window=window_size(crop), seed=config.seed + 1 if stage == "image" else config.seed, solver=config.solver)
+    return SamplerConfig(
+        planner_config(config, crop),
+        steps=config.steps,
+        eta=config.eta,
+        omega=config.mask_omega if stage == "mask" else config.omega,
+        batch_size=config.batch_size,
+        window=window_size(crop),
+        seed=config.seed + 1 if stage == "image" else config.seed,
+        solver=config.solver,
+    )
 
 
 def window_size(crop: int) -> int:
@@ -137,8 +147,9 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
     if config.mask is None:
         bundle.require("mask")
         if config.subtype is None:
-            raise BadArgumentError(f"--subtype is required (the mask stage's prompt): one of {', '.join(bundle.subtypes) or '(none)'}; "
-                                   "or pass --mask to give the class map yourself")
+            raise BadArgumentError(
+                f"--subtype is required (the mask stage's prompt): one of {', '.join(bundle.subtypes) or '(none)'}; or pass --mask to give the class map yourself"
+            )
         if config.subtype not in bundle.subtypes:
             raise BadArgumentError(f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}")
     _ = (bundle.latent, bundle.tile_size, bundle.region_size, bundle.region_mask_size)  # each refuses a bundle that lacks it
@@ -146,7 +157,7 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
         raise BadModelError(f"model bundle {bundle.root}: model.json lists no classes: train the codec stage first")
     trained = bundle.schedule.num_train_timesteps
     if config.steps > trained:
-        raise BadArgumentError(f"--steps {config.steps} is more than the {trained} noise levels the model was trained on: use at most {trained} "
-                               f"(20 DPM-Solver++ or 50 DDIM steps are enough)")
-
-
+        raise BadArgumentError(
+            f"--steps {config.steps} is more than the {trained} noise levels the model was trained on: use at most {trained} "
+            f"(20 DPM-Solver++ or 50 DDIM steps are enough)"
+        )

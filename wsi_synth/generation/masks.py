@@ -58,8 +58,9 @@ def load_mask(path: str | Path, bundle: Bundle, g: Geometry, *, stretch: bool = 
         raise BadArgumentError(f"--mask {path}: values {unknown[:8]} are not classes of the model ({known})")
     (lh, lw), (h, w) = labels.shape, g.px
     if abs(lw * h / w - lh) > 1 and not stretch:
-        raise BadArgumentError(f"--mask {path} is {lw}×{lh} px, another aspect ratio than the {w}×{h} px output: "
-                               "give a mask of the same shape, or pass --stretch to resize it to fit")
+        raise BadArgumentError(
+            f"--mask {path} is {lw}×{lh} px, another aspect ratio than the {w}×{h} px output: give a mask of the same shape, or pass --stretch to resize it to fit"
+        )
     ys = _centres(0, g.msk[0], g.px_per_msk, h / lh, lh)
     xs = _centres(0, g.msk[1], g.px_per_msk, w / lw, lw)
     return labels[ys][:, xs].astype(np.uint8)
@@ -93,8 +94,7 @@ def _centres(start: int, stop: int, dst_px: float, src_px: float, limit: int) ->
     return np.minimum(((np.arange(start, stop) + 0.5) * dst_px / src_px).astype(int), limit - 1)
 
 
-def smooth(labels: np.ndarray, src_px: float, shape: tuple[int, int], dst_px: float, *, rows: tuple[int, int] | None = None,
-           chunk: int = 8192) -> np.ndarray:
+def smooth(labels: np.ndarray, src_px: float, shape: tuple[int, int], dst_px: float, *, rows: tuple[int, int] | None = None, chunk: int = 8192) -> np.ndarray:
     """Rows `rows` (default all) of a class map whose pixels are `src_px` output px wide, resampled to `shape`
     pixels of `dst_px` by bilinear interpolation of each class's one-hot, then the most weighted class."""
     y0, y1 = rows if rows is not None else (0, shape[0])

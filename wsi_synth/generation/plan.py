@@ -41,13 +41,31 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
     if config.mask is None:
         crops, exact = estimate_crops_per_step(planner_config(config, g.msk_crop), g.msk)
         passes = 2 if config.mask_omega > 0 else 1
-        stages["mask"] = {"canvas": list(g.msk), "crop": g.msk_crop, "crops_per_step": crops, "crops_exact": exact,
-                          "n0": minimum_crops(g.msk, g.msk_crop), "evaluations": crops * passes * steps}
+        stages["mask"] = {
+            "canvas": list(g.msk),
+            "crop": g.msk_crop,
+            "crops_per_step": crops,
+            "crops_exact": exact,
+            "n0": minimum_crops(g.msk, g.msk_crop),
+            "evaluations": crops * passes * steps,
+        }
     crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
-    stages["image"] = {"canvas": list(g.lat), "crop": g.lat_crop, "crops_per_step": crops, "crops_exact": exact, "n0": minimum_crops(g.lat, g.lat_crop),
-                       "evaluations_estimate": int(crops * EVALUATIONS_PER_CROP * steps)}
-    plan = {"output_px": [config.width, config.height], "planner": asdict(planner_config(config, g.lat_crop)), "solver": config.solver,
-            "steps": steps, "stages": stages, "memory_bytes": canvas_bytes(bundle, g, config)}
+    stages["image"] = {
+        "canvas": list(g.lat),
+        "crop": g.lat_crop,
+        "crops_per_step": crops,
+        "crops_exact": exact,
+        "n0": minimum_crops(g.lat, g.lat_crop),
+        "evaluations_estimate": int(crops * EVALUATIONS_PER_CROP * steps),
+    }
+    plan = {
+        "output_px": [config.width, config.height],
+        "planner": asdict(planner_config(config, g.lat_crop)),
+        "solver": config.solver,
+        "steps": steps,
+        "stages": stages,
+        "memory_bytes": canvas_bytes(bundle, g, config),
+    }
     if project:
         plan["projection"] = projection(bundle, config, g, plan)
     return plan
@@ -72,8 +90,12 @@ def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) 
         evaluations = info.get("evaluations", info.get("evaluations_estimate"))
         crops = info["crops_per_step"] * plan["steps"]
         host = host_seconds_per_crop(shape, sampler_config(config, g, stage), labelled=stage == "image")
-        out[stage] = {"denoiser_s": round(evaluations / config.batch_size * per_call, 1), "host_s": round(crops * host, 1),
-                      "denoiser_crops_per_s": round(config.batch_size / per_call, 1), "host_us_per_crop": round(host * 1e6, 1)}
+        out[stage] = {
+            "denoiser_s": round(evaluations / config.batch_size * per_call, 1),
+            "host_s": round(crops * host, 1),
+            "denoiser_crops_per_s": round(config.batch_size / per_call, 1),
+            "host_us_per_crop": round(host * 1e6, 1),
+        }
     decode_s = decode_seconds_per_latent_px(bundle, config, g) * g.lat[0] * g.lat[1] * DECODE_OVERLAP
     out["decode_s"] = round(decode_s, 1)
     out["write_s"] = round(config.width * config.height * 3 / write_bytes_per_second(config), 1)

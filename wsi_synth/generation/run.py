@@ -34,12 +34,10 @@ from wsi_synth.sampling.canvas import check_identity, sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
 
 #: Settings that do not change the result, left out of the fingerprint: how the work is run, not what it makes.
-NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler", "format",
-                      "annotations")
+NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler", "format", "annotations")
 
 
-def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, overwrite: bool = False, resume: bool = False,
-             progress: bool = True, log=print) -> dict:
+def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out` (or the
     set of `config.format` and `config.annotations`, see `io.outputs`).
 
@@ -72,8 +70,9 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
         if resume and not resumed:
             log(f"nothing to resume in {work}: starting from the beginning")
         try:
-            result = _run(model, bundle, out, config, g, plan, work, identity, user_mask, out_of_core=out_of_core, resumed=resumed,
-                          overwrite=overwrite, progress=progress, log=log)
+            result = _run(
+                model, bundle, out, config, g, plan, work, identity, user_mask, out_of_core=out_of_core, resumed=resumed, overwrite=overwrite, progress=progress, log=log
+            )
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
@@ -83,8 +82,23 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
     return result
 
 
-def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work: Path, identity: dict, user_mask: np.ndarray | None, *,
-         out_of_core: bool, resumed: bool, overwrite: bool, progress: bool, log) -> dict:
+def _run(
+    model,
+    bundle: Bundle,
+    out,
+    config: GenerateConfig,
+    g,
+    plan: dict,
+    work: Path,
+    identity: dict,
+    user_mask: np.ndarray | None,
+    *,
+    out_of_core: bool,
+    resumed: bool,
+    overwrite: bool,
+    progress: bool,
+    log,
+) -> dict:
     from wsi_synth.io.outputs import write_slide_outputs
 
     abar = bundle.schedule.alphas_cumprod()
@@ -96,34 +110,71 @@ def _run(model, bundle: Bundle, out, config: GenerateConfig, g, plan: dict, work
         if user_mask is not None:
             msk = user_mask
         else:
-            one_hot = sample_canvas(BundleDenoiser(str(model), "mask", config.device), (len(bundle.classes), *g.msk), abar=abar,
-                                    config=sampler_config(config, g, "mask"), work=work / "mask", condition=1 + bundle.subtypes.index(config.subtype),
-                                    stats=stats["mask"], fingerprint={**identity, "stage": "mask"}, **run)
+            one_hot = sample_canvas(
+                BundleDenoiser(str(model), "mask", config.device),
+                (len(bundle.classes), *g.msk),
+                abar=abar,
+                config=sampler_config(config, g, "mask"),
+                work=work / "mask",
+                condition=1 + bundle.subtypes.index(config.subtype),
+                stats=stats["mask"],
+                fingerprint={**identity, "stage": "mask"},
+                **run,
+            )
             msk = clean_mask(np.asarray(one_hot[:]).argmax(0).astype(np.uint8), min_region=config.min_region)
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor)
-        log(f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
-            + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else ""))
-        latents = sample_canvas(BundleDenoiser(str(model), "image", config.device), (bundle.latent.channels, *g.lat), abar=abar,
-                                config=sampler_config(config, g, "image"), work=work / "image", labels=lat_labels, stats=stats["image"],
-                                fingerprint={**identity, "stage": "image"}, **run)
+        log(
+            f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
+            + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else "")
+        )
+        latents = sample_canvas(
+            BundleDenoiser(str(model), "image", config.device),
+            (bundle.latent.channels, *g.lat),
+            abar=abar,
+            config=sampler_config(config, g, "image"),
+            work=work / "image",
+            labels=lat_labels,
+            stats=stats["image"],
+            fingerprint={**identity, "stage": "image"},
+            **run,
+        )
         timings["image_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     codec = bundle.load_codec(device=config.device)
-    image = DecodedImage(codec, latents, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device,
-                         batch=config.decode_batch or default_decode_batch(config.device))
+    image = DecodedImage(codec, latents, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device, batch=config.decode_batch or default_decode_batch(config.device))
     labels = PixelLabels(msk, g.px_per_msk, g.px)
 
     def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
         timings["decode_write_s"] = round(time.perf_counter() - started, 2)
-        return {"model": str(Path(model).resolve()), "wsi_synth": __version__, "config": asdict(config), "plan": plan, "out_of_core": out_of_core,
-                "resumed": resumed, "evaluations": {k: asdict(v) for k, v in stats.items()}, "classes": bundle.classes, "timings": timings,
-                "decode": {"decoded_latent_px": image.decoded_latent_px,
-                           "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)}}
+        return {
+            "model": str(Path(model).resolve()),
+            "wsi_synth": __version__,
+            "config": asdict(config),
+            "plan": plan,
+            "out_of_core": out_of_core,
+            "resumed": resumed,
+            "evaluations": {k: asdict(v) for k, v in stats.items()},
+            "classes": bundle.classes,
+            "timings": timings,
+            "decode": {"decoded_latent_px": image.decoded_latent_px, "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)},
+        }
 
-    result = write_slide_outputs(image, labels, out, mpp=bundle.mpp, classes=bundle.classes, tile=config.tile, quality=config.quality,
-                                 overwrite=overwrite, progress=progress, record=record, fmt=config.format, annotations=config.annotations)
+    result = write_slide_outputs(
+        image,
+        labels,
+        out,
+        mpp=bundle.mpp,
+        classes=bundle.classes,
+        tile=config.tile,
+        quality=config.quality,
+        overwrite=overwrite,
+        progress=progress,
+        record=record,
+        fmt=config.format,
+        annotations=config.annotations,
+    )
     return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}
 
 
@@ -135,16 +186,20 @@ def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_cor
     need_memory = 0 if out_of_core else plan["memory_bytes"]
     available = available_memory()
     if available is not None and need_memory > available:
-        raise BadArgumentError(f"the canvases need about {human_size(need_memory)} of memory and {human_size(available)} is available: "
-                               f"lower --max-memory (now {config.max_memory_gb:g}) to keep them in a work store on disk")
+        raise BadArgumentError(
+            f"the canvases need about {human_size(need_memory)} of memory and {human_size(available)} is available: "
+            f"lower --max-memory (now {config.max_memory_gb:g}) to keep them in a work store on disk"
+        )
     from wsi_synth.io.pyramid import slide_output_bytes
 
     need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(config.width, config.height, lossless=config.format == "ome-zarr")
     folder = check_folder(out)
     free = shutil.disk_usage(folder).free
     if need_disk > free:
-        raise BadArgumentError(f"this run needs about {human_size(need_disk)} of disk in {folder} (work store and outputs) and "
-                               f"{human_size(free)} is free: free some space or choose another --out")
+        raise BadArgumentError(
+            f"this run needs about {human_size(need_disk)} of disk in {folder} (work store and outputs) and "
+            f"{human_size(free)} is free: free some space or choose another --out"
+        )
 
 
 def available_memory() -> int | None:
@@ -177,8 +232,7 @@ def _has_saved_state(work: Path) -> bool:
 def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
     """Everything that determines the output: the model's files, the mask file, and every setting that matters."""
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_FINGERPRINT and k != "mask"}
-    return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle),
-            "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None, **settings}
+    return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle), "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None, **settings}
 
 
 def model_sha256(bundle: Bundle) -> str:
@@ -234,8 +288,9 @@ class _scheduler:
                 try:
                     self.client = Client(self.config.scheduler, timeout="30s")
                 except (OSError, TimeoutError, ValueError) as exc:
-                    raise BadArgumentError(f"--scheduler {self.config.scheduler}: cannot connect ({str(exc).splitlines()[0]}); "
-                                           "start it with `dask scheduler`, or drop --scheduler") from exc
+                    raise BadArgumentError(
+                        f"--scheduler {self.config.scheduler}: cannot connect ({str(exc).splitlines()[0]}); start it with `dask scheduler`, or drop --scheduler"
+                    ) from exc
             else:
                 self.cluster = LocalCluster(n_workers=self.config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
                 self.client = Client(self.cluster)

@@ -49,8 +49,18 @@ def tile_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint32)[0])
 
 
-def generate_tiles(model: str | Path, out: str | Path, config: GenerateConfig, count: int, *, group: int | None = None, overwrite: bool = False,
-                   resume: bool = False, progress: bool = True, log=print) -> dict:
+def generate_tiles(
+    model: str | Path,
+    out: str | Path,
+    config: GenerateConfig,
+    count: int,
+    *,
+    group: int | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+) -> dict:
     """Write `count` tiles of `config.width` × `config.height` px with their masks into the folder `out` (see the
     module docstring). `group` tiles are sampled together; `config.subtype` None draws each tile's subtype."""
     from wsi_synth.io.atomic import claim
@@ -69,14 +79,29 @@ def generate_tiles(model: str | Path, out: str | Path, config: GenerateConfig, c
             _write_group(out, bundle, model, config, g, indices, stats)
             if progress:
                 log(f"tiles {indices[-1] + 1}/{count}")
-        record = {"model": str(Path(model).resolve()), "wsi_synth": __version__, "count": count, "config": asdict(config),
-                  "classes": bundle.classes, "resumed_at": done, "seconds": round(time.perf_counter() - started, 2),
-                  "evaluations": {k: asdict(v) for k, v in stats.items()}}
+        record = {
+            "model": str(Path(model).resolve()),
+            "wsi_synth": __version__,
+            "count": count,
+            "config": asdict(config),
+            "classes": bundle.classes,
+            "resumed_at": done,
+            "seconds": round(time.perf_counter() - started, 2),
+            "evaluations": {k: asdict(v) for k, v in stats.items()},
+        }
         from wsi_synth.jsonfile import write_atomic
 
         write_atomic(out / "tiles.json", record)
-    return {"out": str(out), "count": count, "images": str(out / "images"), "masks": str(out / "masks"), "legend": str(out / "legend.yaml"),
-            "manifest": str(out / "manifest.csv"), "record": str(out / "tiles.json"), "resumed_at": done}
+    return {
+        "out": str(out),
+        "count": count,
+        "images": str(out / "images"),
+        "masks": str(out / "masks"),
+        "legend": str(out / "legend.yaml"),
+        "manifest": str(out / "manifest.csv"),
+        "record": str(out / "tiles.json"),
+        "resumed_at": done,
+    }
 
 
 def _check(model, config: GenerateConfig, count: int, group: int):
@@ -85,8 +110,9 @@ def _check(model, config: GenerateConfig, count: int, group: int):
     if not 1 <= count <= MAX_COUNT:
         raise BadArgumentError(f"--count must be 1–{MAX_COUNT:,}, got {count}")
     if max(config.width, config.height) > MAX_TILE:
-        raise BadArgumentError(f"--count tiles must be at most {MAX_TILE} px a side, got {config.width}×{config.height}: "
-                               f"generate a slide (without --count) and cut it instead")
+        raise BadArgumentError(
+            f"--count tiles must be at most {MAX_TILE} px a side, got {config.width}×{config.height}: generate a slide (without --count) and cut it instead"
+        )
     if config.workers > 1 or config.scheduler:
         raise BadArgumentError("--count runs in this process (its tiles share the denoiser's batches): drop --workers/--scheduler")
     if group < 1:
@@ -104,9 +130,23 @@ def _check(model, config: GenerateConfig, count: int, group: int):
 def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
     from wsi_synth.generation.run import model_sha256
 
-    return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle), "count": count, "width": config.width, "height": config.height,
-            "subtype": config.subtype, "steps": config.steps, "solver": config.solver, "eta": config.eta, "omega": config.omega,
-            "mask_omega": config.mask_omega, "planner": config.planner, "context": config.context, "seed": config.seed, "min_region": config.min_region}
+    return {
+        "wsi_synth": __version__,
+        "model_sha256": model_sha256(bundle),
+        "count": count,
+        "width": config.width,
+        "height": config.height,
+        "subtype": config.subtype,
+        "steps": config.steps,
+        "solver": config.solver,
+        "eta": config.eta,
+        "omega": config.omega,
+        "mask_omega": config.mask_omega,
+        "planner": config.planner,
+        "context": config.context,
+        "seed": config.seed,
+        "min_region": config.min_region,
+    }
 
 
 def _prepare_folder(out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool) -> int:
@@ -153,18 +193,29 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
     seeds = [tile_seed(config.seed, i) for i in indices]
     subtypes = [config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds]
     tiles = [replace(config, seed=s, subtype=sub) for s, sub in zip(seeds, subtypes, strict=True)]
-    one_hots = sample_canvases(BundleDenoiser(str(model), "mask", config.device), (len(bundle.classes), *g.msk), abar,
-                               [sampler_config(t, g, "mask") for t in tiles], conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
-                               stats=stats["mask"])
+    one_hots = sample_canvases(
+        BundleDenoiser(str(model), "mask", config.device),
+        (len(bundle.classes), *g.msk),
+        abar,
+        [sampler_config(t, g, "mask") for t in tiles],
+        conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
+        stats=stats["mask"],
+    )
     masks = [clean_mask(o.argmax(0).astype(np.uint8), min_region=config.min_region) for o in one_hots]
-    latents = sample_canvases(BundleDenoiser(str(model), "image", config.device), (bundle.latent.channels, *g.lat), abar,
-                              [sampler_config(t, g, "image") for t in tiles], labels=[smooth(m, g.px_per_msk, g.lat, g.factor) for m in masks],
-                              stats=stats["image"])
+    latents = sample_canvases(
+        BundleDenoiser(str(model), "image", config.device),
+        (bundle.latent.channels, *g.lat),
+        abar,
+        [sampler_config(t, g, "image") for t in tiles],
+        labels=[smooth(m, g.px_per_msk, g.lat, g.factor) for m in masks],
+        stats=stats["image"],
+    )
     codec = bundle.load_codec(device=config.device)
     rows = []
     for index, tile, msk, lat in zip(indices, tiles, masks, latents, strict=True):
-        image = DecodedImage(codec, lat, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device,
-                             batch=config.decode_batch or default_decode_batch(config.device))[0 : g.px[0]]
+        image = DecodedImage(
+            codec, lat, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device, batch=config.decode_batch or default_decode_batch(config.device)
+        )[0 : g.px[0]]
         labels = PixelLabels(msk, g.px_per_msk, g.px)[0 : g.px[0]]
         name = f"{index:05d}.png"
         _write_png(out / "images" / name, image)

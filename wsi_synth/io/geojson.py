@@ -35,11 +35,13 @@ def mask_to_geojson(labels: np.ndarray, *, downsample: float, classes: Sequence[
     features = []
     for class_id in sorted(polygons):
         cls = by_id.get(class_id, {"name": f"class {class_id}", "color": [128, 128, 128]})
-        features.append({
-            "type": "Feature",
-            "geometry": {"type": "MultiPolygon", "coordinates": polygons[class_id]},
-            "properties": {"objectType": "annotation", "classification": {"name": cls["name"], "color": list(cls["color"])}},
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "MultiPolygon", "coordinates": polygons[class_id]},
+                "properties": {"objectType": "annotation", "classification": {"name": cls["name"], "color": list(cls["color"])}},
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 

@@ -100,8 +100,10 @@ def _loaded(im, path: Path, what: str):
 def _bomb_reason(exc: Exception) -> str:
     from PIL import Image
 
-    return (f"the image claims more pixels than the {Image.MAX_IMAGE_PIXELS * 2:,} pixels PIL opens safely "
-            f"({_first_line(exc)}); convert a real image this large to a tiled TIFF")
+    return (
+        f"the image claims more pixels than the {Image.MAX_IMAGE_PIXELS * 2:,} pixels PIL opens safely "
+        f"({_first_line(exc)}); convert a real image this large to a tiled TIFF"
+    )
 
 
 def _read_tiff_level0(path: Path, what: str) -> np.ndarray:
@@ -124,8 +126,10 @@ def check_tiff_complete(tf, path: Path, what: str) -> None:
     page = tf.series[0].levels[0].keyframe if tf.series else tf.pages[0]
     ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
     if len(ends) < len(page.dataoffsets) or (ends and max(ends) > size):
-        raise BadArgumentError(f"{what} {path}: the file is truncated ({size:,} bytes; its level 0 needs {max(ends, default=0):,} and "
-                               f"{len(page.dataoffsets) - len(ends)} of its tiles are missing)")
+        raise BadArgumentError(
+            f"{what} {path}: the file is truncated ({size:,} bytes; its level 0 needs {max(ends, default=0):,} and "
+            f"{len(page.dataoffsets) - len(ends)} of its tiles are missing)"
+        )
 
 
 def _to_uint8(values: np.ndarray, mode: str) -> np.ndarray:

@@ -18,8 +18,16 @@ def describe_tiff(path: str | Path) -> dict:
         with tifffile.TiffFile(path) as tf:
             # An OME-TIFF keeps its levels in SubIFDs of the first page; the Aperio layout has one page per level.
             pages = [lv.keyframe for lv in tf.series[0].levels] if tf.is_ome and tf.series else list(tf.pages)
-            levels = [{"width": p.imagewidth, "height": p.imagelength, "tile": [p.tilewidth, p.tilelength] if p.is_tiled else None,
-                       "compression": p.compression.name, "photometric": p.photometric.name} for p in pages]
+            levels = [
+                {
+                    "width": p.imagewidth,
+                    "height": p.imagelength,
+                    "tile": [p.tilewidth, p.tilelength] if p.is_tiled else None,
+                    "compression": p.compression.name,
+                    "photometric": p.photometric.name,
+                }
+                for p in pages
+            ]
             description = tf.pages[0].description or ""
             bigtiff = tf.is_bigtiff
             ome = _ome_pixel_size(tf.ome_metadata) if tf.is_ome else None
@@ -28,8 +36,16 @@ def describe_tiff(path: str | Path) -> dict:
     if ome is not None:
         return {"path": str(path), "format": "ome-tiff", "bigtiff": bigtiff, "levels": levels, "mpp": ome, "openslide": _openslide_view(path, levels)}
     keys = dict(re.findall(r"\|\s*([^=|]+?)\s*=\s*([^|]*)", description))
-    return {"path": str(path), "format": "tiff", "bigtiff": bigtiff, "levels": levels, "mpp": _float(keys.get("MPP")),
-            "app_mag": _float(keys.get("AppMag")), "classes": keys.get("Classes"), "openslide": _openslide_view(path, levels)}
+    return {
+        "path": str(path),
+        "format": "tiff",
+        "bigtiff": bigtiff,
+        "levels": levels,
+        "mpp": _float(keys.get("MPP")),
+        "app_mag": _float(keys.get("AppMag")),
+        "classes": keys.get("Classes"),
+        "openslide": _openslide_view(path, levels),
+    }
 
 
 def _ome_pixel_size(xml: str | None) -> float | None:
@@ -58,7 +74,9 @@ def describe_ngff(path: str | Path) -> dict:
             if node.specs and any(isinstance(spec, Label) for spec in node.specs):
                 props = node.metadata.get("properties") or {}
                 labels[str(node.metadata.get("name", "")).rsplit("/", 1)[-1]] = {
-                    "levels": [list(d.shape) for d in node.data], "classes": {int(k): v.get("class") for k, v in props.items()}}
+                    "levels": [list(d.shape) for d in node.data],
+                    "classes": {int(k): v.get("class") for k, v in props.items()},
+                }
             elif image is None and node.specs and any(isinstance(spec, Multiscales) for spec in node.specs):
                 image = node
     except (KeyError, ValueError, TypeError, OSError) as exc:
@@ -68,8 +86,7 @@ def describe_ngff(path: str | Path) -> dict:
     axes = [a["name"] if isinstance(a, dict) else a for a in image.metadata.get("axes", [])]
     scales = [t[0]["scale"] for t in image.metadata.get("coordinateTransformations", [])]
     mpp = scales[0][axes.index("x")] if scales and "x" in axes else None
-    return {"path": str(path), "format": "ome-zarr", "axes": axes, "levels": [list(d.shape) for d in image.data],
-            "mpp": mpp, "labels": labels}
+    return {"path": str(path), "format": "ome-zarr", "axes": axes, "levels": [list(d.shape) for d in image.data], "mpp": mpp, "labels": labels}
 
 
 def _openslide_view(path: Path, levels: list[dict]) -> dict:

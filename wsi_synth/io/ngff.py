@@ -25,8 +25,9 @@ from wsi_synth.io.pyramid import LevelInfo, LevelStream, halve_labels, halve_rgb
 LABEL_NAME = "tissue"
 
 
-def write_ngff(image, labels, path: str | Path, *, mpp: float, classes: Sequence[dict], tile: int = 512, capture_max: int = 0,
-               progress: bool = False) -> tuple[list[LevelInfo], np.ndarray | None, float]:
+def write_ngff(
+    image, labels, path: str | Path, *, mpp: float, classes: Sequence[dict], tile: int = 512, capture_max: int = 0, progress: bool = False
+) -> tuple[list[LevelInfo], np.ndarray | None, float]:
     """Write an (H, W, 3) uint8 image and, if given, its (H, W) uint8 class map as a new OME-Zarr folder `path`.
 
     `path` must not exist (callers write to a temporary name and rename; see `io.outputs`). With `capture_max`,
@@ -45,12 +46,21 @@ def write_ngff(image, labels, path: str | Path, *, mpp: float, classes: Sequence
     root = zarr.open_group(str(path), mode="w-", zarr_format=2)
     name = path.name.split(".")[0]
     levels = _write_levels(root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=path.name)
-    channels = [{"label": c, "color": color, "window": {"start": 0, "end": 255, "min": 0, "max": 255}, "active": True,
-                 "coefficient": 1.0, "family": "linear", "inverted": False} for c, color in zip("RGB", ("FF0000", "00FF00", "0000FF"), strict=True)]
-    _write_multiscales(root, levels, mpp=mpp, channel_axis=True, name=name,
-                       metadata={"method": "2x2 box mean (PIL Image.reduce)",
-                                 "omero": {"name": name, "version": FormatV04().version, "channels": channels,
-                                           "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0}}})
+    channels = [
+        {"label": c, "color": color, "window": {"start": 0, "end": 255, "min": 0, "max": 255}, "active": True, "coefficient": 1.0, "family": "linear", "inverted": False}
+        for c, color in zip("RGB", ("FF0000", "00FF00", "0000FF"), strict=True)
+    ]
+    _write_multiscales(
+        root,
+        levels,
+        mpp=mpp,
+        channel_axis=True,
+        name=name,
+        metadata={
+            "method": "2x2 box mean (PIL Image.reduce)",
+            "omero": {"name": name, "version": FormatV04().version, "channels": channels, "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0}},
+        },
+    )
     if labels is None:
         return levels, None, 1.0
     group = root.require_group("labels")
@@ -58,10 +68,18 @@ def write_ngff(image, labels, path: str | Path, *, mpp: float, classes: Sequence
     label_group = group.require_group(LABEL_NAME)
     priority = rarity_priority(labels)
     stream_out: dict = {}
-    label_levels = _write_levels(label_group, labels, tile=tile, halve=lambda band: halve_labels(band, priority), spool_dir=path.parent,
-                                 progress=False, name=f"{path.name}-labels", capture_max=capture_max, captured=stream_out)
-    _write_multiscales(label_group, label_levels, mpp=mpp, channel_axis=False, name=LABEL_NAME,
-                       metadata={"method": "2x2 mode, ties to the rarer class"})
+    label_levels = _write_levels(
+        label_group,
+        labels,
+        tile=tile,
+        halve=lambda band: halve_labels(band, priority),
+        spool_dir=path.parent,
+        progress=False,
+        name=f"{path.name}-labels",
+        capture_max=capture_max,
+        captured=stream_out,
+    )
+    _write_multiscales(label_group, label_levels, mpp=mpp, channel_axis=False, name=LABEL_NAME, metadata={"method": "2x2 mode, ties to the rarer class"})
     _write_label_colours(group, classes)
     captured = stream_out.get("captured")
     if captured is None:
@@ -69,8 +87,7 @@ def write_ngff(image, labels, path: str | Path, *, mpp: float, classes: Sequence
     return levels, captured, labels.shape[1] / captured.shape[1]
 
 
-def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress: bool, name: str, capture_max: int = 0,
-                  captured: dict | None = None) -> list[LevelInfo]:
+def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress: bool, name: str, capture_max: int = 0, captured: dict | None = None) -> list[LevelInfo]:
     """One Zarr array per level (`0`, `1`, …), filled band by band from the shared level producer."""
     from numcodecs import Blosc
 
@@ -79,8 +96,9 @@ def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress:
     with LevelStream(source, tile, halve, spool_dir=spool_dir, capture_max=capture_max, progress=progress, name=name) as stream:
         for k, (w, h), bands in stream:
             shape, chunks = ((3, h, w), (3, tile, tile)) if rgb else ((h, w), (tile, tile))
-            array = group.create_array(str(k), shape=shape, chunks=chunks, dtype="uint8", compressors=compressor, fill_value=0,
-                                       chunk_key_encoding={"name": "v2", "separator": "/"})
+            array = group.create_array(
+                str(k), shape=shape, chunks=chunks, dtype="uint8", compressors=compressor, fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"}
+            )
             y0 = 0
             for band in bands:
                 if rgb:

@@ -31,16 +31,14 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     """The image format of `out`: `fmt` when given, else implied by the name (`.ome.zarr`/`.zarr`, `.ome.tif(f)`,
     otherwise the TIFF). A name that implies another container than `fmt` is refused rather than written misnamed."""
     name = Path(out).name.lower()
-    implied = "ome-zarr" if name.endswith(".zarr") else "ome-tiff" if name.endswith((".ome.tif", ".ome.tiff")) else \
-        "tiff" if name.endswith((".tif", ".tiff")) else None
+    implied = "ome-zarr" if name.endswith(".zarr") else "ome-tiff" if name.endswith((".ome.tif", ".ome.tiff")) else "tiff" if name.endswith((".tif", ".tiff")) else None
     if fmt is None:
         return implied or "tiff"
     if fmt not in FORMATS:
         raise BadArgumentError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if implied is not None and implied != fmt and not (implied == "tiff" and fmt == "ome-tiff"):
         suggestion = {"ome-zarr": "s.ome.zarr", "ome-tiff": "s.ome.tiff", "tiff": "s.tiff"}[fmt]
-        raise BadArgumentError(f"--out {Path(out).name} names a {implied} output but --format is {fmt}: name it like {suggestion} "
-                               f"(or leave out --format)")
+        raise BadArgumentError(f"--out {Path(out).name} names a {implied} output but --format is {fmt}: name it like {suggestion} (or leave out --format)")
     return fmt
 
 
@@ -73,8 +71,14 @@ class OutputPaths:
         suffix = next((s for s in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), "")
         stem = image.name[: len(image.name) - len(suffix)] if suffix and len(suffix) < len(image.name) else image.name
         mask = None if fmt == "ome-zarr" else image.with_name(f"{stem}.mask.ome.tiff" if fmt == "ome-tiff" else f"{stem}.mask.tiff")
-        return cls(image, mask, image.with_name(f"{stem}.geojson") if "geojson" in annotations else None,
-                   image.with_name(f"{stem}.xml") if "asap" in annotations else None, image.with_name(f"{stem}.json"), fmt)
+        return cls(
+            image,
+            mask,
+            image.with_name(f"{stem}.geojson") if "geojson" in annotations else None,
+            image.with_name(f"{stem}.xml") if "asap" in annotations else None,
+            image.with_name(f"{stem}.json"),
+            fmt,
+        )
 
     def all(self) -> list[Path]:
         """The paths of the set that will be written, in order."""
@@ -86,9 +90,21 @@ def claim_outputs(out: str | Path):
     return claim(Path(out), "the output set of")
 
 
-def write_slide_outputs(image, labels, out: str | Path, *, mpp: float, classes: Sequence[dict], tile: int = 512, quality: int = 90,
-                        overwrite: bool = False, record: dict | Callable[[], dict] | None = None, progress: bool = False,
-                        fmt: str | None = None, annotations: Sequence[str] = ("geojson",)) -> dict:
+def write_slide_outputs(
+    image,
+    labels,
+    out: str | Path,
+    *,
+    mpp: float,
+    classes: Sequence[dict],
+    tile: int = 512,
+    quality: int = 90,
+    overwrite: bool = False,
+    record: dict | Callable[[], dict] | None = None,
+    progress: bool = False,
+    fmt: str | None = None,
+    annotations: Sequence[str] = ("geojson",),
+) -> dict:
     """Write the image, its label map and annotations (and `record` as JSON) beside `out`, in format `fmt`
     (`tiff`, `ome-tiff`, `ome-zarr`; default: from the name of `out`) with `annotations` (`geojson`, `asap`).
 
@@ -101,24 +117,29 @@ def write_slide_outputs(image, labels, out: str | Path, *, mpp: float, classes: 
         raise BadArgumentError(f"the label map is {labels.shape[1]}×{labels.shape[0]} px but the image is {image.shape[1]}×{image.shape[0]} px")
     if labels is not None and (len(labels.shape) != 2 or np.dtype(labels.dtype) != np.uint8):
         raise BadArgumentError(f"the label map must be one channel of uint8 class ids, got shape {tuple(labels.shape)} {labels.dtype}")
-    wanted = [paths.image] + ([p for p in (paths.mask, paths.geojson, paths.asap) if p is not None] if labels is not None else []) \
+    wanted = (
+        [paths.image]
+        + ([p for p in (paths.mask, paths.geojson, paths.asap) if p is not None] if labels is not None else [])
         + ([paths.record] if record is not None else [])
+    )
     with output_set(wanted, overwrite=overwrite) as temps:
         tmp = dict(zip(wanted, temps, strict=True))
         result: dict = {"format": paths.format, "image": str(paths.image)}
         if paths.format == "ome-zarr":
             from wsi_synth.io.ngff import write_ngff
 
-            levels, reduced, downsample = write_ngff(image, labels, tmp[paths.image], mpp=mpp, classes=classes, tile=tile,
-                                                     capture_max=GEOJSON_MAX_SIDE, progress=progress)
+            levels, reduced, downsample = write_ngff(
+                image, labels, tmp[paths.image], mpp=mpp, classes=classes, tile=tile, capture_max=GEOJSON_MAX_SIDE, progress=progress
+            )
             if labels is not None:
                 result["labels"] = f"{paths.image}/labels/tissue"
         else:
             ome = paths.format == "ome-tiff"
             levels = write_slide_pyramid(image, tmp[paths.image], mpp=mpp, tile=tile, quality=quality, overwrite=True, progress=progress, ome=ome)
             if labels is not None:
-                _, reduced, downsample = write_label_pyramid(labels, tmp[paths.mask], mpp=mpp, tile=tile, classes=classes, overwrite=True,
-                                                              capture_max=GEOJSON_MAX_SIDE, ome=ome)
+                _, reduced, downsample = write_label_pyramid(
+                    labels, tmp[paths.mask], mpp=mpp, tile=tile, classes=classes, overwrite=True, capture_max=GEOJSON_MAX_SIDE, ome=ome
+                )
                 result["mask"] = str(paths.mask)
         result["levels"] = [[lv.width, lv.height] for lv in levels]
         if labels is not None:

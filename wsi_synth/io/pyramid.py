@@ -51,8 +51,19 @@ def level_sizes(width: int, height: int, tile: int) -> list[tuple[int, int]]:
     return sizes
 
 
-def write_slide_pyramid(image, path: str | Path, *, mpp: float, tile: int = 512, quality: int = 90, app_mag: float | None = None,
-                        overwrite: bool = False, workers: int | None = None, progress: bool = False, ome: bool = False) -> list[LevelInfo]:
+def write_slide_pyramid(
+    image,
+    path: str | Path,
+    *,
+    mpp: float,
+    tile: int = 512,
+    quality: int = 90,
+    app_mag: float | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+    progress: bool = False,
+    ome: bool = False,
+) -> list[LevelInfo]:
     """Write an (H, W, 3) uint8 array (numpy, zarr or dask) as a JPEG pyramidal BigTIFF at `path`: Aperio-style
     (OpenSlide), or with `ome` an OME-TIFF (levels in SubIFDs, OME-XML physical sizes)."""
     check_pyramid_args(image, 3, mpp, tile)
@@ -62,14 +73,26 @@ def write_slide_pyramid(image, path: str | Path, *, mpp: float, tile: int = 512,
     mag = app_mag if app_mag is not None else round(10.0 / mpp, 2)
     page = dict(photometric="rgb", subsampling=(1, 1), compression="jpeg", compressionargs={"level": quality})
     header = f"({tile}x{tile}) JPEG/RGB Q={quality}|AppMag = {mag}|MPP = {mpp}"
-    levels, _ = _write_pyramid(image, path, mpp=mpp, tile=tile, page=page, header=header, halve=halve_rgb, overwrite=overwrite,
-                               workers=workers, need_bytes=_estimate_bytes(width, height, 3, output_ratio=0.15), progress=progress,
-                               ome={"Name": Path(path).name.split(".")[0]} if ome else None)
+    levels, _ = _write_pyramid(
+        image,
+        path,
+        mpp=mpp,
+        tile=tile,
+        page=page,
+        header=header,
+        halve=halve_rgb,
+        overwrite=overwrite,
+        workers=workers,
+        need_bytes=_estimate_bytes(width, height, 3, output_ratio=0.15),
+        progress=progress,
+        ome={"Name": Path(path).name.split(".")[0]} if ome else None,
+    )
     return levels
 
 
-def write_label_pyramid(labels, path: str | Path, *, mpp: float, tile: int = 512, classes: Sequence[dict] = (),
-                        overwrite: bool = False, capture_max: int = 0, ome: bool = False) -> tuple[list[LevelInfo], np.ndarray | None, float]:
+def write_label_pyramid(
+    labels, path: str | Path, *, mpp: float, tile: int = 512, classes: Sequence[dict] = (), overwrite: bool = False, capture_max: int = 0, ome: bool = False
+) -> tuple[list[LevelInfo], np.ndarray | None, float]:
     """Write an (H, W) uint8 class map as an LZW pyramidal BigTIFF, downsampled by mode (never mean).
 
     Ties in a 2×2 block go to the class rarest in the whole map, so thin classes survive downsampling.
@@ -82,10 +105,20 @@ def write_label_pyramid(labels, path: str | Path, *, mpp: float, tile: int = 512
     legend = ";".join(f"{c['id']}:{c['name']}" for c in classes)
     header = f"({tile}x{tile}) LZW/LABELS|AppMag = {round(10.0 / mpp, 2)}|MPP = {mpp}" + (f"|Classes = {legend}" if legend else "")
     priority = rarity_priority(labels)
-    levels, captured = _write_pyramid(labels, path, mpp=mpp, tile=tile, page=dict(photometric="minisblack", compression="lzw"), header=header,
-                                      halve=lambda band: halve_labels(band, priority), overwrite=overwrite, workers=1,
-                                      need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05), capture_max=capture_max,
-                                      ome={"Name": "labels", "MapAnnotation": {str(c["id"]): c["name"] for c in classes}} if ome else None)
+    levels, captured = _write_pyramid(
+        labels,
+        path,
+        mpp=mpp,
+        tile=tile,
+        page=dict(photometric="minisblack", compression="lzw"),
+        header=header,
+        halve=lambda band: halve_labels(band, priority),
+        overwrite=overwrite,
+        workers=1,
+        need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05),
+        capture_max=capture_max,
+        ome={"Name": "labels", "MapAnnotation": {str(c["id"]): c["name"] for c in classes}} if ome else None,
+    )
     if captured is None:
         return levels, None, 1.0
     return levels, captured, labels.shape[1] / captured.shape[1]
@@ -116,9 +149,22 @@ def _estimate_bytes(width: int, height: int, channels: int, *, output_ratio: flo
     return int(raw * output_ratio + raw / 3)  # compressed output + raw spools of levels 1..n
 
 
-def _write_pyramid(source, path: str | Path, *, mpp: float, tile: int, page: dict, header: str, halve: Halve, overwrite: bool,
-                   workers: int | None, need_bytes: int, progress: bool = False, capture_max: int = 0,
-                   ome: dict | None = None) -> tuple[list[LevelInfo], np.ndarray | None]:
+def _write_pyramid(
+    source,
+    path: str | Path,
+    *,
+    mpp: float,
+    tile: int,
+    page: dict,
+    header: str,
+    halve: Halve,
+    overwrite: bool,
+    workers: int | None,
+    need_bytes: int,
+    progress: bool = False,
+    capture_max: int = 0,
+    ome: dict | None = None,
+) -> tuple[list[LevelInfo], np.ndarray | None]:
     """Write every level; also return the first level whose sides are ≤ `capture_max` (when asked), read
     back from its spool rather than recomputed.
 
@@ -129,23 +175,43 @@ def _write_pyramid(source, path: str | Path, *, mpp: float, tile: int, page: dic
     import tifffile
 
     height, width = source.shape[:2]
-    with atomic_output(path, overwrite=overwrite, need_bytes=need_bytes) as tmp, \
-            LevelStream(source, tile, halve, spool_dir=Path(tmp).parent, capture_max=capture_max, progress=progress, name=Path(path).name) as stream, \
-            tifffile.TiffWriter(tmp, bigtiff=True, ome=ome is not None) as tw:
+    with (
+        atomic_output(path, overwrite=overwrite, need_bytes=need_bytes) as tmp,
+        LevelStream(source, tile, halve, spool_dir=Path(tmp).parent, capture_max=capture_max, progress=progress, name=Path(path).name) as stream,
+        tifffile.TiffWriter(tmp, bigtiff=True, ome=ome is not None) as tw,
+    ):
         for k, (w, h), bands in stream:
             level_mpp = mpp * width / w
             if ome is None:
-                description = f"Aperio Image Library wsi-synth {__version__}\r\n{width}x{height} [0,0 {width}x{height}] " \
-                              f"{'' if k == 0 else f'-> {w}x{h} '}{header}"
+                description = f"Aperio Image Library wsi-synth {__version__}\r\n{width}x{height} [0,0 {width}x{height}] {'' if k == 0 else f'-> {w}x{h} '}{header}"
                 layout: dict = dict(description=description, metadata=None, subfiletype=0)
             elif k == 0:
-                layout = dict(subifds=len(stream.sizes) - 1, metadata={"axes": "YXS" if len(source.shape) == 3 else "YX", "PhysicalSizeX": mpp,
-                                                                       "PhysicalSizeXUnit": "µm", "PhysicalSizeY": mpp, "PhysicalSizeYUnit": "µm", **ome})
+                layout = dict(
+                    subifds=len(stream.sizes) - 1,
+                    metadata={
+                        "axes": "YXS" if len(source.shape) == 3 else "YX",
+                        "PhysicalSizeX": mpp,
+                        "PhysicalSizeXUnit": "µm",
+                        "PhysicalSizeY": mpp,
+                        "PhysicalSizeYUnit": "µm",
+                        **ome,
+                    },
+                )
             else:
                 layout = dict(subfiletype=1, metadata=None)
-            tw.write(_tiles(bands, w, tile), shape=(h, w, *source.shape[2:]), dtype=np.uint8, tile=(tile, tile),
-                     resolution=(1e4 / level_mpp, 1e4 / level_mpp), resolutionunit="CENTIMETER", software=f"wsi-synth {__version__}",
-                     maxworkers=workers or os.cpu_count(), buffersize=tile * w * int(np.prod(source.shape[2:] or (1,))), **layout, **page)
+            tw.write(
+                _tiles(bands, w, tile),
+                shape=(h, w, *source.shape[2:]),
+                dtype=np.uint8,
+                tile=(tile, tile),
+                resolution=(1e4 / level_mpp, 1e4 / level_mpp),
+                resolutionunit="CENTIMETER",
+                software=f"wsi-synth {__version__}",
+                maxworkers=workers or os.cpu_count(),
+                buffersize=tile * w * int(np.prod(source.shape[2:] or (1,))),
+                **layout,
+                **page,
+            )
     return stream.levels, stream.captured
 
 

@@ -66,8 +66,7 @@ class Bundle:
 
     def _required(self, key: str, stage: str):
         if key not in self.meta:
-            raise BadModelError(f"model bundle {self.root}: model.json lacks {key!r}: train the {stage} stage first "
-                                f"(`wsi-synth train {stage} DATA --out {self.root}`)")
+            raise BadModelError(f"model bundle {self.root}: model.json lacks {key!r}: train the {stage} stage first (`wsi-synth train {stage} DATA --out {self.root}`)")
         return self.meta[key]
 
     @property
@@ -121,8 +120,9 @@ class Bundle:
 
     def adopt_data(self, *, classes: list[dict], subtypes: list[str], tile_size: int, mpp: float, region_size: int, region_mask_size: int) -> None:
         """Record what the bundle was trained on (the classes, subtypes and sizes every stage must share)."""
-        self.meta.update(classes=list(classes), subtypes=list(subtypes), tile_size=int(tile_size), mpp=float(mpp), region_size=int(region_size),
-                         region_mask_size=int(region_mask_size))
+        self.meta.update(
+            classes=list(classes), subtypes=list(subtypes), tile_size=int(tile_size), mpp=float(mpp), region_size=int(region_size), region_mask_size=int(region_mask_size)
+        )
 
     def has_data(self) -> bool:
         """Whether a stage has already bound the bundle to a class scheme (see `adopt_data`)."""
@@ -146,8 +146,7 @@ class Bundle:
 
     def record_stage(self, stage: str, record: dict, *, schedule: ScheduleSpec) -> None:
         """Record a trained stage's provenance, the schedule it was trained with and the conditioning scheme."""
-        self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule,
-                                 "prediction_type": "epsilon"}
+        self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule, "prediction_type": "epsilon"}
         self.meta["conditioning"] = {
             "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel",
             "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
@@ -172,8 +171,10 @@ class Bundle:
         folder = self.root / FOLDERS[stage]
         weights = list(folder.glob("*.safetensors")) + list(folder.glob("*.bin")) if folder.is_dir() else []
         if not (folder / "config.json").is_file() or not weights:
-            raise BadModelError(f"model bundle {self.root} lists a {stage} stage but {folder} is missing or incomplete "
-                                f"(needs config.json and weights): copy the whole bundle folder again, or retrain the {stage} stage")
+            raise BadModelError(
+                f"model bundle {self.root} lists a {stage} stage but {folder} is missing or incomplete "
+                f"(needs config.json and weights): copy the whole bundle folder again, or retrain the {stage} stage"
+            )
 
     def load_codec(self, *, device: str = "cpu"):
         """The codec (a diffusers AutoencoderKL) on `device`, in eval mode."""
@@ -217,10 +218,18 @@ class Bundle:
     def summary(self) -> dict:
         """What `wsi-synth info` shows of a bundle."""
         m = self.meta
-        return {"path": str(self.root), "classes": [c["name"] for c in self.classes], "subtypes": self.subtypes,
-                "tile_size": m.get("tile_size"), "mpp": m.get("mpp"), "latent": m.get("latent"),
-                "stages": {s: {k: v for k, v in info.items() if k in ("steps", "external", "dataset_sha256", "final_loss", "psnr_test_db")}
-                           for s, info in m.get("stages", {}).items()}}
+        return {
+            "path": str(self.root),
+            "classes": [c["name"] for c in self.classes],
+            "subtypes": self.subtypes,
+            "tile_size": m.get("tile_size"),
+            "mpp": m.get("mpp"),
+            "latent": m.get("latent"),
+            "stages": {
+                s: {k: v for k, v in info.items() if k in ("steps", "external", "dataset_sha256", "final_loss", "psnr_test_db")}
+                for s, info in m.get("stages", {}).items()
+            },
+        }
 
 
 def _readable_like_other_files(folder: Path) -> None:
@@ -269,21 +278,27 @@ def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
 def _check_meta(meta: dict, path: Path) -> None:
     """The shape of every key a reader indexes, checked once where the file is read (keys may be absent while a
     bundle is being trained): a hand-edited or damaged model.json is a one-line error, not a TypeError later."""
+
     def positive_int(v: object) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
     checks = {
         "stages": lambda v: isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()),
-        "latent": lambda v: isinstance(v, dict) and positive_int(v.get("factor")) and positive_int(v.get("channels"))
-        and isinstance(v.get("scale"), (int, float)) and not isinstance(v.get("scale"), bool),
+        "latent": lambda v: (
+            isinstance(v, dict)
+            and positive_int(v.get("factor"))
+            and positive_int(v.get("channels"))
+            and isinstance(v.get("scale"), (int, float))
+            and not isinstance(v.get("scale"), bool)
+        ),
         "schedule": lambda v: isinstance(v, dict) and positive_int(v.get("num_train_timesteps")) and isinstance(v.get("beta_schedule"), str),
-        "classes": lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, dict) and isinstance(c.get("id"), int)
-                                                                      and isinstance(c.get("name"), str) for c in v),
+        "classes": lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in v),
         "subtypes": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
-        "tile_size": positive_int, "region_size": positive_int, "region_mask_size": positive_int,
+        "tile_size": positive_int,
+        "region_size": positive_int,
+        "region_mask_size": positive_int,
         "mpp": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
     }
     for key, ok in checks.items():
         if key in meta and not ok(meta[key]):
-            raise BadModelError(f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was edited by hand; "
-                                "copy the bundle again")
+            raise BadModelError(f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was edited by hand; copy the bundle again")

@@ -67,8 +67,7 @@ class TrainConfig:
         if not 0 <= self.seed < 2**32:
             raise BadArgumentError(f"seed must be in 0–{2**32 - 1}, got {self.seed}")
         if self.warmup_steps < 0 or not 0 <= self.ema_decay < 1 or not self.grad_clip > 0:
-            raise BadArgumentError(f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got "
-                                   f"{self.warmup_steps}, {self.ema_decay}, {self.grad_clip}")
+            raise BadArgumentError(f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got {self.warmup_steps}, {self.ema_decay}, {self.grad_clip}")
         for part in ("codec", "image", "mask"):
             if not getattr(self, part).lr > 0:
                 raise BadArgumentError(f"{part}.lr must be positive, got {getattr(self, part).lr}")
@@ -81,10 +80,17 @@ class TrainConfig:
 PRESETS = {
     "tiny": TrainConfig(),
     # The paper: SD-2 VAE (f = 8, 4 channels, bring it with --codec), a large UNet on 64×64 latents, 128 px masks.
-    "paper": TrainConfig(codec=CodecConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
-                         image=UNetConfig(block_out_channels=(256, 512, 768, 768), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
-                         mask=UNetConfig(block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
-                         batch_size=32, max_steps=200_000, warmup_steps=1000, ema_decay=0.9999, checkpoint_every=5000, sample_every=5000),
+    "paper": TrainConfig(
+        codec=CodecConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
+        image=UNetConfig(block_out_channels=(256, 512, 768, 768), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
+        mask=UNetConfig(block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
+        batch_size=32,
+        max_steps=200_000,
+        warmup_steps=1000,
+        ema_decay=0.9999,
+        checkpoint_every=5000,
+        sample_every=5000,
+    ),
 }
 
 

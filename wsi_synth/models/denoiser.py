@@ -65,8 +65,9 @@ class NetworkDenoiser:
         return network_eps(self.net, self.stage, self.device, z, t, labels, masks)
 
 
-def network_eps(net, stage: str, device: str, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None, *,
-                non_blocking: bool = False) -> torch.Tensor:
+def network_eps(
+    net, stage: str, device: str, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None, *, non_blocking: bool = False
+) -> torch.Tensor:
     """ε of a stage's UNet for a batch, on the CPU in float32: the image UNet takes the conditioning class's mask as
     one more input channel (zeros: the null condition); the mask UNet takes the subtype as its class label."""
     move = {"non_blocking": True} if non_blocking else {}

@@ -18,10 +18,17 @@ def build_codec(config: CodecConfig):
     from diffusers import AutoencoderKL
 
     n = len(config.block_out_channels)
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=config.latent_channels,
-                         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                         block_out_channels=config.block_out_channels, layers_per_block=config.layers_per_block,
-                         norm_num_groups=config.norm_num_groups, sample_size=256)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=config.latent_channels,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=256,
+    )
 
 
 def build_unet(config: UNetConfig, *, in_channels: int, out_channels: int, num_class_embeds: int, sample_size: int):
@@ -33,9 +40,18 @@ def build_unet(config: UNetConfig, *, in_channels: int, out_channels: int, num_c
     up = ["UpBlock2D"] * n
     if config.attention:
         down[-1], up[0] = "AttnDownBlock2D", "AttnUpBlock2D"
-    return UNet2DModel(sample_size=sample_size, in_channels=in_channels, out_channels=out_channels, block_out_channels=config.block_out_channels,
-                       layers_per_block=config.layers_per_block, down_block_types=tuple(down), up_block_types=tuple(up),
-                       norm_num_groups=config.norm_num_groups, num_class_embeds=num_class_embeds, attention_head_dim=8)
+    return UNet2DModel(
+        sample_size=sample_size,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        norm_num_groups=config.norm_num_groups,
+        num_class_embeds=num_class_embeds,
+        attention_head_dim=8,
+    )
 
 
 def codec_factor(codec) -> int:
@@ -47,5 +63,7 @@ def check_fits(unet_config: UNetConfig, size: int, what: str) -> None:
     """A UNet halves its input (levels − 1) times: the size must divide evenly."""
     step = 2 ** (len(unet_config.block_out_channels) - 1)
     if size % step:
-        raise BadArgumentError(f"{what} of {size} px does not fit a UNet with {len(unet_config.block_out_channels)} levels "
-                               f"(needs a multiple of {step}): change the tile size, the codec, or the UNet's block_out_channels")
+        raise BadArgumentError(
+            f"{what} of {size} px does not fit a UNet with {len(unet_config.block_out_channels)} levels "
+            f"(needs a multiple of {step}): change the tile size, the codec, or the UNet's block_out_channels"
+        )

@@ -40,17 +40,39 @@ from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleS
 STATE = "state.json"
 
 
-def sample(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, config: SamplerConfig, *, labels: np.ndarray | None = None,
-           condition: int = 0, stats: SampleStats | None = None) -> np.ndarray:
+def sample(
+    denoiser: Denoiser,
+    shape: tuple[int, int, int],
+    abar: torch.Tensor,
+    config: SamplerConfig,
+    *,
+    labels: np.ndarray | None = None,
+    condition: int = 0,
+    stats: SampleStats | None = None,
+) -> np.ndarray:
     """Sample a (C, H, W) canvas in memory. `labels` (H, W) uint8 gives per-pixel classes (0 = null condition);
     without it every crop uses `condition`."""
     return sample_canvas(denoiser, shape, abar, config, labels=labels, condition=condition, stats=stats)
 
 
-def sample_canvas(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, config: SamplerConfig, *, work: Path | None = None,
-                  out_of_core: bool = False, labels: np.ndarray | None = None, condition: int = 0, client=None, workers: int = 1,
-                  resume: bool = False, save_every: int = 5, stats: SampleStats | None = None, fingerprint: dict | None = None,
-                  progress: Callable[[int, int], None] | None = None):
+def sample_canvas(
+    denoiser: Denoiser,
+    shape: tuple[int, int, int],
+    abar: torch.Tensor,
+    config: SamplerConfig,
+    *,
+    work: Path | None = None,
+    out_of_core: bool = False,
+    labels: np.ndarray | None = None,
+    condition: int = 0,
+    client=None,
+    workers: int = 1,
+    resume: bool = False,
+    save_every: int = 5,
+    stats: SampleStats | None = None,
+    fingerprint: dict | None = None,
+    progress: Callable[[int, int], None] | None = None,
+):
     """Sample a (C, H, W) canvas; returns the final latents (numpy, or a zarr array when out of core).
 
     With a `work` folder the state is saved (every step out of core, every `save_every` steps in memory) and
@@ -66,8 +88,7 @@ def sample_canvas(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.T
     stats = stats if stats is not None else SampleStats()
     out_of_core = out_of_core or client is not None
     identity = _identity(shape, config, labels, condition, fingerprint) if work is not None else {}
-    current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume,
-                                         identity=identity, stats=stats)
+    current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume, identity=identity, stats=stats)
     if client is not None and labels is not None:
         labels = client.scatter(labels, broadcast=True)
     for j in range(first, len(solver)):
@@ -83,8 +104,16 @@ def sample_canvas(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.T
     return current.x
 
 
-def sample_canvases(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch.Tensor, configs: list[SamplerConfig], *,
-                    labels: list[np.ndarray | None] | None = None, conditions: list[int] | None = None, stats: SampleStats | None = None) -> list[np.ndarray]:
+def sample_canvases(
+    denoiser: Denoiser,
+    shape: tuple[int, int, int],
+    abar: torch.Tensor,
+    configs: list[SamplerConfig],
+    *,
+    labels: list[np.ndarray | None] | None = None,
+    conditions: list[int] | None = None,
+    stats: SampleStats | None = None,
+) -> list[np.ndarray]:
     """Sample several small (C, H, W) canvases in memory together, their crops sharing the denoiser's batches (so
     a batch is full even when one canvas has fewer crops). Canvas i follows `configs[i]` (its seed), `labels[i]`
     and `conditions[i]`, and gets the canvas `sample` gives it alone (up to the batched kernels' rounding), so a
@@ -112,15 +141,17 @@ def sample_canvases(denoiser: Denoiser, shape: tuple[int, int, int], abar: torch
     return [current.x for current, _ in canvases]
 
 
-def _run_step(denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int,
-              client, workers: int) -> list[dict]:
+def _run_step(
+    denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int, client, workers: int
+) -> list[dict]:
     def one(window):
         return step_window(denoiser, current, target, window, j, solver, config, labels=labels, condition=condition)
 
     if client is not None:
         n = len(windows)
-        futures = client.map(step_window, [denoiser] * n, [current] * n, [target] * n, windows, [j] * n, [solver] * n, [config] * n,
-                             labels=labels, condition=condition, pure=False)
+        futures = client.map(
+            step_window, [denoiser] * n, [current] * n, [target] * n, windows, [j] * n, [solver] * n, [config] * n, labels=labels, condition=condition, pure=False
+        )
         return client.gather(futures)
     if workers > 1 and len(windows) > 1:
         with ThreadPoolExecutor(workers) as pool:
@@ -168,8 +199,10 @@ def check_identity(saved: dict, identity: dict, work: Path) -> None:
     changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
     if changed:
         what = ", ".join(f"{k} {_short(old.get(k))} → {_short(identity.get(k))}" for k in changed[:6])
-        raise BadArgumentError(f"cannot --resume from {work}: it was made with other settings ({what}); "
-                               "run with the original arguments, or with --overwrite instead of --resume to start again")
+        raise BadArgumentError(
+            f"cannot --resume from {work}: it was made with other settings ({what}); "
+            "run with the original arguments, or with --overwrite instead of --resume to start again"
+        )
 
 
 def _short(value) -> str:
@@ -177,8 +210,9 @@ def _short(value) -> str:
     return text if len(text) <= 24 else text[:21] + "…"
 
 
-def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool, resume: bool, identity: dict,
-                stats: SampleStats) -> tuple[Buffers, Buffers, int]:
+def _open_state(
+    shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool, resume: bool, identity: dict, stats: SampleStats
+) -> tuple[Buffers, Buffers, int]:
     """The two buffer sets and the step to start at (0, or where a resumed run stopped)."""
     saved = read_state(work) if resume and work is not None else None
     if saved is not None:
@@ -190,15 +224,16 @@ def _open_state(shape, config: SamplerConfig, solver: Solver, windows, *, work: 
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             if is_disk_full(exc):
                 raise
-            raise BadArgumentError(f"cannot --resume from {work}: its saved state is damaged ({type(exc).__name__}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); start again with --overwrite instead of --resume") from exc
+            raise BadArgumentError(
+                f"cannot --resume from {work}: its saved state is damaged ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); start again with --overwrite instead of --resume"
+            ) from exc
     if work is not None:
         _clear(work)
     return _restore(None, shape, config, solver, windows, work=work, out_of_core=out_of_core)
 
 
-def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None,
-             out_of_core: bool) -> tuple[Buffers, Buffers, int]:
+def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool) -> tuple[Buffers, Buffers, int]:
     """The buffers of a saved state (`saved`), or of a fresh start (noise), in memory or in the work store."""
     saved_in_zarr = saved is not None and saved["storage"] == "zarr"
     if out_of_core:
@@ -234,8 +269,9 @@ def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, crea
         if not create:
             return zarr.open_array(path, mode="r+")
         win = (max(1, windows[0][1] - windows[0][0]), max(1, windows[0][3] - windows[0][2]))
-        return zarr.create_array(path, shape=shape, dtype="float32", chunks=_inner_chunks(shape[0], win), shards=(shape[0], *win),
-                                 compressors=None, fill_value=0.0, overwrite=True)
+        return zarr.create_array(
+            path, shape=shape, dtype="float32", chunks=_inner_chunks(shape[0], win), shards=(shape[0], *win), compressors=None, fill_value=0.0, overwrite=True
+        )
 
     return Buffers(array(""), array("_x0") if solver.keeps_x0 else None)
 

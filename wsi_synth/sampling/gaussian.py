@@ -53,5 +53,4 @@ def field_statistics(samples: np.ndarray, edge_period: int) -> dict:
 
     edge = np.arange(edge_period - 1, width - 1, edge_period)
     inner = np.setdiff1d(np.arange(width - 1), edge)
-    return {"variance": var, "lag1": corr(np.arange(width - 1)), "lag4": corr(np.arange(width - 4), 4),
-            "across_edges": corr(edge), "inside": corr(inner)}
+    return {"variance": var, "lag1": corr(np.arange(width - 1)), "lag4": corr(np.arange(width - 4), 4), "across_edges": corr(edge), "inside": corr(inner)}

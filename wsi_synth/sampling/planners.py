@@ -199,12 +199,14 @@ def crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, seed: int 
         _, s, (oy, ox) = _grid_geometry(config, seed, step)
         return len(_cell_starts(oy, s, 0, h)) * len(_cell_starts(ox, s, 0, w))
     r = config.region_size  # regions own disjoint pixels, and each crop belongs to one region
-    return sum(len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0])
-               for y in range(0, h, r) for x in range(0, w, r))
+    return sum(
+        len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0])
+        for y in range(0, h, r)
+        for x in range(0, w, r)
+    )
 
 
-def estimate_crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, seed: int = 0, step: int = 0,
-                            sample_regions: int = 48) -> tuple[int, bool]:
+def estimate_crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, seed: int = 0, step: int = 0, sample_regions: int = 48) -> tuple[int, bool]:
     """(crops per step, exact?) — exact for the grids; for random-patch, exact up to `sample_regions` planning
     regions, else estimated from a sample of interior, edge and corner regions (each kind planned as it would be).
 
@@ -225,8 +227,7 @@ def estimate_crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, s
     per_kind = max(2, sample_regions // len(kinds))
     for regions in kinds.values():
         chosen = [regions[i] for i in rng.choice(len(regions), min(per_kind, len(regions)), replace=False)]
-        counts = [len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0])
-                  for y, x in chosen]
+        counts = [len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0]) for y, x in chosen]
         total += np.mean(counts) * len(regions)
     return int(round(total)), False
 

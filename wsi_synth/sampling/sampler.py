@@ -103,8 +103,18 @@ def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple
     return out
 
 
-def step_window(denoiser: Denoiser, current: Buffers, target: Buffers, window: tuple[int, int, int, int], j: int, solver: Solver,
-                config: SamplerConfig, *, labels: np.ndarray | None = None, condition: int = 0) -> dict:
+def step_window(
+    denoiser: Denoiser,
+    current: Buffers,
+    target: Buffers,
+    window: tuple[int, int, int, int],
+    j: int,
+    solver: Solver,
+    config: SamplerConfig,
+    *,
+    labels: np.ndarray | None = None,
+    condition: int = 0,
+) -> dict:
     """One reverse step for the pixels of `window`: read it with a one-crop halo from `current` (numpy or zarr),
     evaluate the crops that own its pixels, write the solver's update of exactly those pixels into `target`.
 
@@ -116,16 +126,25 @@ def step_window(denoiser: Denoiser, current: Buffers, target: Buffers, window: t
     return _finish_window(work, results, current, target, j, solver, config)
 
 
-def step_canvases(denoiser: Denoiser, canvases: list[tuple[Buffers, Buffers]], j: int, solver: Solver, configs: list[SamplerConfig], *,
-                  labels: list[np.ndarray | None], conditions: list[int]) -> list[dict]:
+def step_canvases(
+    denoiser: Denoiser,
+    canvases: list[tuple[Buffers, Buffers]],
+    j: int,
+    solver: Solver,
+    configs: list[SamplerConfig],
+    *,
+    labels: list[np.ndarray | None],
+    conditions: list[int],
+) -> list[dict]:
     """One reverse step of several whole canvases (many small slides or tiles) whose crops share the denoiser's
     batches, so a batch is filled even when one canvas has fewer crops than it holds. Each canvas follows its own
     config (seed): its result is the one `step_window` gives it alone, up to the batched kernels' rounding."""
-    works = [_prepare_window(current, (0, current.x.shape[1], 0, current.x.shape[2]), j, config, lab, cond)
-             for (current, _), config, lab, cond in zip(canvases, configs, labels, conditions, strict=True)]
+    works = [
+        _prepare_window(current, (0, current.x.shape[1], 0, current.x.shape[2]), j, config, lab, cond)
+        for (current, _), config, lab, cond in zip(canvases, configs, labels, conditions, strict=True)
+    ]
     results = evaluate_parts(denoiser, [w.part for w in works], t=solver.timesteps[j], batch_size=configs[0].batch_size, d=configs[0].planner.crop)
-    return [_finish_window(w, r, current, target, j, solver, config)
-            for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)]
+    return [_finish_window(w, r, current, target, j, solver, config) for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)]
 
 
 @dataclass
@@ -140,8 +159,7 @@ class _Window:
     part: tuple  # (halo, crops, crop labels, jobs): what `evaluate_parts` needs
 
 
-def _prepare_window(current: Buffers, window: tuple[int, int, int, int], j: int, config: SamplerConfig, labels: np.ndarray | None,
-                    condition: int) -> _Window:
+def _prepare_window(current: Buffers, window: tuple[int, int, int, int], j: int, config: SamplerConfig, labels: np.ndarray | None, condition: int) -> _Window:
     _, h, w = current.x.shape
     d = config.planner.crop
     y0, y1, x0, x1 = window
@@ -202,8 +220,7 @@ def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, con
     return Jobs(crop, cls, index)
 
 
-def evaluate(denoiser: Denoiser, halo: np.ndarray, crops: np.ndarray, crop_labels: np.ndarray | None, jobs: Jobs, *, t: int,
-             batch_size: int, d: int) -> np.ndarray:
+def evaluate(denoiser: Denoiser, halo: np.ndarray, crops: np.ndarray, crop_labels: np.ndarray | None, jobs: Jobs, *, t: int, batch_size: int, d: int) -> np.ndarray:
     """ε of every evaluation of one window, (n, C, d, d) float32 (see `evaluate_parts`)."""
     return evaluate_parts(denoiser, [(halo, crops, crop_labels, jobs)], t=t, batch_size=batch_size, d=d)[0]
 
@@ -234,8 +251,7 @@ def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size
 
     def batches() -> Iterator[tuple[int, tuple]]:
         for b0 in range(0, len(part_of), batch_size):
-            pieces = [gather(int(i), local[b0 : b0 + batch_size][part_of[b0 : b0 + batch_size] == i])
-                      for i in np.unique(part_of[b0 : b0 + batch_size])]
+            pieces = [gather(int(i), local[b0 : b0 + batch_size][part_of[b0 : b0 + batch_size] == i]) for i in np.unique(part_of[b0 : b0 + batch_size])]
             z = torch.from_numpy(np.concatenate([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0])
             cls = np.concatenate([p[1] for p in pieces])
             masks = None if pieces[0][2] is None else torch.from_numpy(np.concatenate([p[2] for p in pieces]))
@@ -252,8 +268,9 @@ def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size
     return outs
 
 
-def owned_eps(results: np.ndarray, jobs: Jobs, plan: Plan, crops: np.ndarray, labels: np.ndarray | None, origin: tuple[int, int], *,
-              omega: float, condition: int) -> np.ndarray:
+def owned_eps(
+    results: np.ndarray, jobs: Jobs, plan: Plan, crops: np.ndarray, labels: np.ndarray | None, origin: tuple[int, int], *, omega: float, condition: int
+) -> np.ndarray:
     """(C, h, w) guided ε of the planned window's pixels, each from its owner crop's evaluation for its class:
     one flat index per pixel (evaluation, row and column in the crop), then one `take` per channel."""
     oy, ox = origin
