@@ -29,12 +29,18 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Steps between checkpoints.")
 @click.option("--sample-every", type=click.IntRange(1), default=None, help="Steps between preview PNGs (model/previews/).")
 @click.option("--seed", type=SEED, default=None, help="Random seed (overrides the config).")
+@click.option(
+    "--conditioning",
+    type=click.Choice(["per-class", "spatial"]),
+    default=None,
+    help="Image stage: the paper's per-class masks, or the crop's whole class map (one pass for every class). Overrides the config.",
+)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, … (bf16/fp16 autocast on GPU).")
 @click.option("--codec", default=None, help="Use this VAE instead of training one: a local diffusers folder, or a hub id (downloaded).")
 @click.option("--resume", is_flag=True, help="Continue from the stage's last checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Train this stage again from the start (its network, checkpoint and previews are replaced; other stages are kept).")
 @quiet_option
-def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, device, codec, resume, overwrite, quiet):
+def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, conditioning, device, codec, resume, overwrite, quiet):
     """Train STAGE (codec, image or mask) on the dataset DATA."""
     from wsi_synth.api import train
 
@@ -49,6 +55,7 @@ def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_e
         checkpoint_every=checkpoint_every,
         sample_every=sample_every,
         seed=seed,
+        conditioning=conditioning,
         device=device,
         codec=codec,
         resume=resume,

@@ -397,3 +397,29 @@ def test_ome_zarr_and_asap_outputs_hold_the_same_slide_as_the_tiff(bundle, tmp_p
     assert {a.name for a in asap} == {names[1], names[2]}
     tumour = shapely.union_all([a.geometry for a in asap if a.name == names[1]])
     assert tumour.area == pytest.approx(170 * 160 - 60 * 60, rel=0.05)  # the hole stays a hole
+
+
+def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_path_factory, tmp_path, runner):
+    from wsi_synth.models.bundle import open_bundle
+
+    data, model, _ = tiny_bundle(tmp_path_factory.mktemp("spatial"), steps=10, batch_size=4)
+    result = runner.invoke(
+        cli, ["train", "image", str(data), "--out", str(model), "--max-steps", "10", "--batch-size", "4", "--conditioning", "spatial", "--overwrite", "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    bundle = open_bundle(model)
+    assert bundle.image_conditioning == "spatial"
+    assert bundle.load_unet("image").config.in_channels == bundle.latent.channels + len(bundle.classes) - 1
+    regions = np.zeros((200, 300), np.uint8)
+    regions[20:180, 30:200], regions[100:190, 220:290] = 1, 2
+    from PIL import Image
+
+    Image.fromarray(regions).save(tmp_path / "regions.png")
+    args = ["--mask", str(tmp_path / "regions.png"), "--omega", "1"]
+    assert _run(runner, model, tmp_path / "s.tiff", *args).exit_code == 0
+    record = json.loads((tmp_path / "s.json").read_text())["evaluations"]["image"]
+    # one map pass per crop, and its null pass where ω guides a crop that holds a class: at most two per crop
+    assert record["crops"] < record["evaluations"] <= 2 * record["crops"]
+    assert np.array_equal(tifffile.imread(tmp_path / "s.mask.tiff")[100, 100], 1)
+    assert _run(runner, model, tmp_path / "t.tiff", *args).exit_code == 0
+    assert np.array_equal(tifffile.imread(tmp_path / "s.tiff"), tifffile.imread(tmp_path / "t.tiff"))  # deterministic

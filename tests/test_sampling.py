@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from wsi_synth.diffusion.schedule import alphas_cumprod
 from wsi_synth.errors import BadArgumentError
@@ -143,6 +144,49 @@ def test_without_guidance_no_null_pass_is_made():
     conditions = sorted(c for call in calls for c in call)
     # ω = 0: one pass per class present (the unknown class is the null condition itself): {0, 1}, {2}, {2}, {0}
     assert stats.evaluations == 2 + 1 + 1 + 1 and conditions == [0, 0, 1, 2, 2]
+
+
+def _map_denoiser(calls: list):
+    """Spatial conditioning: ε = the class map its one-hot channels encode (Σ c·onehot_c), plus 10 for the null pass."""
+
+    def value(z, t, labels, masks):
+        calls.append((labels.tolist(), masks.shape[1]))
+        classes = torch.arange(1, masks.shape[1] + 1, dtype=torch.float32).view(1, -1, 1, 1)
+        out = (masks * classes).sum(1, keepdim=True) + 10 * (labels == 0).float().view(-1, 1, 1, 1)
+        return out.expand_as(z).clone()
+
+    return value
+
+
+@pytest.mark.parametrize("omega", [0.0, 3.0])
+def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega):
+    from wsi_synth.sampling import sampler as sampler_module
+
+    calls: list = []
+    labels = _three_class_map()
+    stats = SampleStats()
+    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3)
+    captured = {}
+    real = sampler_module.owned_eps
+
+    def spy(*args, **kwargs):
+        captured["eps"] = real(*args, **kwargs)
+        return captured["eps"]
+
+    sampler_module.owned_eps = spy
+    try:
+        sample(_map_denoiser(calls), (1, 32, 32), ABAR, config, labels=labels, stats=stats)
+    finally:
+        sampler_module.owned_eps = real
+    eps = captured["eps"][0]
+    assert all(channels == 2 for _, channels in calls)  # K − 1 one-hot channels
+    # top-left crop: one map pass for its classes {0, 1}: class-1 pixels read 1, its unknown pixels 0 (the map's zeros)
+    assert (eps[:8, :8] == (1 + omega) * 1 - omega * 10).all() and (eps[8:16, :16] == 0.0).all() and (eps[:8, 8:16] == 0.0).all()
+    assert (eps[16:, :16] == 10.0).all()  # the bottom-left crop holds no class: the null pass
+    assert (eps[:, 16:] == (1 + omega) * 2 - omega * 10).all()
+    # one pass per crop (the bottom-left crop holds no class: its pass is the null one), plus the null pass of the
+    # three crops with a class when guided
+    assert stats.evaluations == 4 + (3 if omega > 0 else 0)
 
 
 def test_bad_sampler_arguments():

@@ -136,6 +136,7 @@ def train(
     checkpoint_every: int | None = None,
     sample_every: int | None = None,
     seed: int | None = None,
+    conditioning: str | None = None,
     device: str = "cpu",
     codec: str | None = None,
     resume: bool = False,
@@ -143,11 +144,21 @@ def train(
     progress: bool = False,
 ) -> dict:
     """`wsi-synth train`: train `stage` ("codec", "image" or "mask") on the dataset `data` into the bundle `out`.
-    `config` is a preset (tiny, paper) or a YAML file; the other settings override it. Returns the stage's record."""
+    `config` is a preset (tiny, paper) or a YAML file; the other settings override it (`conditioning`: the image
+    stage's "per-class" or "spatial" conditioning). Returns the stage's record."""
     from wsi_synth.diffusion.train import train as run
     from wsi_synth.models.config import load_config
 
-    settings = load_config(config, max_steps=max_steps, batch_size=batch_size, p_unc=p_unc, checkpoint_every=checkpoint_every, sample_every=sample_every, seed=seed)
+    settings = load_config(
+        config,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        p_unc=p_unc,
+        checkpoint_every=checkpoint_every,
+        sample_every=sample_every,
+        seed=seed,
+        image_conditioning=conditioning,
+    )
     return run(stage, data, out, settings, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress)
 
 

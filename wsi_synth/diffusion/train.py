@@ -297,7 +297,16 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
     lat = tile // latent.factor
     check_fits(config.image, lat, "the latent size")
     n_classes = len(dataset.classes)
-    net = build_unet(config.image, in_channels=latent.channels + 1, out_channels=latent.channels, num_class_embeds=n_classes, sample_size=lat)
+    spatial = config.image_conditioning == "spatial"
+    # per-class: the class as an embedding and its binary mask as one channel; spatial: "map or null" as an
+    # embedding and the whole class map as K−1 one-hot channels (all zeros = null), so one pass renders every class.
+    net = build_unet(
+        config.image,
+        in_channels=latent.channels + (n_classes - 1 if spatial else 1),
+        out_channels=latent.channels,
+        num_class_embeds=2 if spatial else n_classes,
+        sample_size=lat,
+    )
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
     cache: dict = {}
 
@@ -322,11 +331,18 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
                 pool = [("unlabelled", s, i) for s, i in index.unlabelled] or [("labelled", s, i) for s, i in index.labelled]
                 kind, source, i = pool[int(rng.integers(len(pool)))]
                 latents.append(encode(kind, source, i, k, flip))
-                masks.append(torch.zeros(1, lat, lat))
+                masks.append(torch.zeros(n_classes - 1 if spatial else 1, lat, lat))
                 labels.append(0)
                 continue
             source, i = index.labelled[int(rng.integers(len(index.labelled)))]
             mask = reader.mask("labelled", source, i)
+            if spatial:
+                one_hot = torch.from_numpy(mask[None] == np.arange(1, n_classes, dtype=mask.dtype)[:, None, None]).float()[None]
+                small = torch.rot90(F.adaptive_avg_pool2d(one_hot, lat)[0], k, dims=(1, 2))  # soft edges, as the sampler's smooth maps
+                masks.append(small.flip(2) if flip else small)
+                latents.append(encode("labelled", source, i, k, flip))
+                labels.append(int((mask != 0).any()))
+                continue
             present = [c for c in np.unique(mask) if c != 0]
             weights = np.sqrt([(mask == c).mean() for c in present])  # every class gets turns; big ones more often
             c = int(present[int(rng.choice(len(present), p=weights / weights.sum()))]) if present else 0
@@ -345,7 +361,9 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
     def preview(net) -> np.ndarray:
         # 0 = unconditional, then each class over the whole tile, all from the same noise
         maps = [np.full((lat, lat), c, np.uint8) for c in range(n_classes)]
-        z = _preview_sample(net, "image", (latent.channels, lat, lat), abar, device, seed=config.seed, labels=maps).to(device)
+        z = _preview_sample(
+            net, "image", (latent.channels, lat, lat), abar, device, seed=config.seed, labels=maps, conditioning=config.image_conditioning, classes=n_classes
+        ).to(device)
         with torch.no_grad():
             return _grid(codec.decode(z / latent.scale).sample.clamp(-1, 1), rows=1)
 
@@ -419,6 +437,8 @@ def _preview_sample(
     labels: list[np.ndarray] | None = None,
     conditions: list[int] | None = None,
     steps: int = 20,
+    conditioning: str = "per-class",
+    classes: int = 0,
 ) -> torch.Tensor:
     """Preview tiles of one crop each, by the same sampler `generate` uses (DDIM, one canvas per class map or
     condition, batched together): a preview shows what generation will make of the network."""
@@ -428,7 +448,9 @@ def _preview_sample(
     from wsi_synth.sampling.sampler import SamplerConfig
 
     n = len(labels) if labels is not None else len(conditions or [])
-    config = SamplerConfig(PlannerConfig("fixed-grid", shape[-1], 0), steps=steps, batch_size=max(n, 1), seed=seed, solver="ddim")
+    config = SamplerConfig(
+        PlannerConfig("fixed-grid", shape[-1], 0), steps=steps, batch_size=max(n, 1), seed=seed, solver="ddim", conditioning=conditioning, classes=classes
+    )
     canvases = sample_canvases(NetworkDenoiser(net, stage, device), shape, abar.cpu(), [config] * n, labels=labels, conditions=conditions)
     return torch.from_numpy(np.stack(canvases))
 
@@ -592,6 +614,7 @@ def _finish(
             **extra,
         },
         schedule=ScheduleSpec(config.num_train_timesteps, config.beta_schedule),
+        image_conditioning=config.image_conditioning if spec.name == "image" else None,
     )
     bundle.write_meta()
     rate = steps_run * config.batch_size * world / max(seconds, 1e-9)

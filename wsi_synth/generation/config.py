@@ -120,9 +120,11 @@ def planner_config(config: GenerateConfig, crop: int) -> PlannerConfig:
     return planner
 
 
-def sampler_config(config: GenerateConfig, g: Geometry, stage: str) -> SamplerConfig:
-    """The sampler settings of the mask or image stage (the image stage draws from seed + 1)."""
+def sampler_config(config: GenerateConfig, g: Geometry, stage: str, bundle: Bundle) -> SamplerConfig:
+    """The sampler settings of the mask or image stage (the image stage draws from seed + 1, conditioned the way the
+    bundle's image network was trained)."""
     crop = g.msk_crop if stage == "mask" else g.lat_crop
+    spatial = stage == "image" and bundle.image_conditioning == "spatial"
     return SamplerConfig(
         planner_config(config, crop),
         steps=config.steps,
@@ -132,6 +134,8 @@ def sampler_config(config: GenerateConfig, g: Geometry, stage: str) -> SamplerCo
         window=window_size(crop),
         seed=config.seed + 1 if stage == "image" else config.seed,
         solver=config.solver,
+        conditioning="spatial" if spatial else "per-class",
+        classes=len(bundle.classes) if spatial else 0,
     )
 
 

@@ -89,7 +89,7 @@ def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) 
         per_call = calibrate(denoiser, shape, config.batch_size, with_mask=stage == "image")
         evaluations = info.get("evaluations", info.get("evaluations_estimate"))
         crops = info["crops_per_step"] * plan["steps"]
-        host = host_seconds_per_crop(shape, sampler_config(config, g, stage), labelled=stage == "image")
+        host = host_seconds_per_crop(shape, sampler_config(config, g, stage, bundle), labelled=stage == "image")
         out[stage] = {
             "denoiser_s": round(evaluations / config.batch_size * per_call, 1),
             "host_s": round(crops * host, 1),

@@ -197,7 +197,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         BundleDenoiser(str(model), "mask", config.device),
         (len(bundle.classes), *g.msk),
         abar,
-        [sampler_config(t, g, "mask") for t in tiles],
+        [sampler_config(t, g, "mask", bundle) for t in tiles],
         conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
         stats=stats["mask"],
     )
@@ -206,7 +206,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         BundleDenoiser(str(model), "image", config.device),
         (bundle.latent.channels, *g.lat),
         abar,
-        [sampler_config(t, g, "image") for t in tiles],
+        [sampler_config(t, g, "image", bundle) for t in tiles],
         labels=[smooth(m, g.px_per_msk, g.lat, g.factor) for m in masks],
         stats=stats["image"],
     )

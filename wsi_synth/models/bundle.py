@@ -102,6 +102,12 @@ class Bundle:
         return int(self._required("region_mask_size", "codec"))
 
     @property
+    def image_conditioning(self) -> str:
+        """How the image network takes its condition: "per-class" (the paper's: a class and its binary mask) or
+        "spatial" (the crop's class map as one-hot channels). Bundles from before the choice are per-class."""
+        return str(self.meta.get("image_conditioning", "per-class"))
+
+    @property
     def external_codec(self) -> str | None:
         """A codec used from outside the bundle (a local folder or a hub id), or None when the bundle holds its own."""
         return self.meta.get("stages", {}).get("codec", {}).get("external")
@@ -144,11 +150,15 @@ class Bundle:
         """Forget a stage (before training it again)."""
         self.meta["stages"].pop(stage, None)
 
-    def record_stage(self, stage: str, record: dict, *, schedule: ScheduleSpec) -> None:
+    def record_stage(self, stage: str, record: dict, *, schedule: ScheduleSpec, image_conditioning: str | None = None) -> None:
         """Record a trained stage's provenance, the schedule it was trained with and the conditioning scheme."""
+        if image_conditioning is not None:
+            self.meta["image_conditioning"] = image_conditioning
         self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule, "prediction_type": "epsilon"}
         self.meta["conditioning"] = {
-            "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel",
+            "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
+            if self.image_conditioning == "per-class"
+            else "class embedding (0 = null, 1 = map) + the crop's class map as K-1 one-hot input channels (all zeros = null)",
             "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
         }
         self.meta["stages"][stage] = dict(record)

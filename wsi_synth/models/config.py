@@ -56,9 +56,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 500
     seed: int = 0
+    #: The image network's conditioning: "per-class" (the paper's) or "spatial" (the class map as one-hot channels).
+    image_conditioning: str = "per-class"
 
     def validate(self) -> None:
         """Refuse values training cannot use, naming the key."""
+        if self.image_conditioning not in ("per-class", "spatial"):
+            raise BadArgumentError(f"image_conditioning must be per-class or spatial, got {self.image_conditioning!r}")
         if not 0 <= self.p_unc <= 1:
             raise BadArgumentError(f"p_unc must be in [0, 1], got {self.p_unc}")
         for name in ("batch_size", "max_steps", "checkpoint_every", "sample_every", "num_train_timesteps"):

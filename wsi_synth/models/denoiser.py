@@ -68,13 +68,16 @@ class NetworkDenoiser:
 def network_eps(
     net, stage: str, device: str, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None, *, non_blocking: bool = False
 ) -> torch.Tensor:
-    """ε of a stage's UNet for a batch, on the CPU in float32: the image UNet takes the conditioning class's mask as
-    one more input channel (zeros: the null condition); the mask UNet takes the subtype as its class label."""
+    """ε of a stage's UNet for a batch, on the CPU in float32: the image UNet takes the conditioning class's mask (or,
+    spatially conditioned, the crop's one-hot class map) as more input channels (zeros: the null condition); the
+    mask UNet takes the subtype as its class label."""
     move = {"non_blocking": True} if non_blocking else {}
     z = z.to(device, **move)
-    if stage == "image":
-        mask = masks.to(device, **move) if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:], device=device)
-        z = torch.cat([z, mask], 1)
+    if stage == "image":  # per-class: one mask channel; spatial: K−1 one-hot channels (all zeros: the null condition)
+        if masks is None:
+            channels = getattr(net, "module", net).config.in_channels - z.shape[1]
+            masks = torch.zeros(z.shape[0], channels, *z.shape[2:])
+        z = torch.cat([z, masks.to(device, **move)], 1)
     with torch.no_grad(), autocast(device):
         out = net(z, t.to(device, **move), class_labels=labels.to(device, **move)).sample
     return out.float().cpu()

@@ -31,6 +31,7 @@ from wsi_synth.sampling.planners import Plan, PlannerConfig, plan_window
 #: (latents (B,C,d,d), t (B,), labels (B,), masks (B,1,d,d) or None) → ε (B,C,d,d)
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 NOISE_BLOCK = 64
+CONDITIONING = ("per-class", "spatial")
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,18 @@ class SamplerConfig:
     window: int = 0  # latent px per planning window (chunk); 0 = whole canvas
     seed: int = 0
     solver: str = "ddim"
+    #: How the image denoiser is conditioned: "per-class" (the paper: one pass per class present, with that class's
+    #: binary mask) or "spatial" (one pass with the crop's whole class map as one-hot channels, classes 1…K−1).
+    conditioning: str = "per-class"
+    classes: int = 0  # K, the model's classes with unknown (spatial conditioning needs it)
 
     def validate(self) -> None:
         """Refuse settings the sampler cannot use, naming the option."""
         self.planner.validate()
+        if self.conditioning not in CONDITIONING:
+            raise BadArgumentError(f"conditioning must be one of {', '.join(CONDITIONING)}, got {self.conditioning!r}")
+        if self.conditioning == "spatial" and self.classes < 2:
+            raise BadArgumentError(f"spatial conditioning needs the number of classes (at least 2), got {self.classes}")
         if self.steps < 1 or self.batch_size < 1:
             raise BadArgumentError(f"--steps and --batch-size must be at least 1, got {self.steps}, {self.batch_size}")
         if self.omega < 0 or not 0 <= self.eta <= 1:
@@ -83,6 +92,7 @@ class Jobs:
     crop: np.ndarray  # (n,) crop index of each evaluation
     condition: np.ndarray  # (n,) int64 class of each evaluation (0 = null)
     index: np.ndarray  # (N crops, K) evaluation of (crop, class), −1 where none; column 0 = the null pass
+    guide: np.ndarray | None = None  # (N crops,) the null pass for guidance, where it is not column 0 (spatial)
 
     def __len__(self) -> int:
         return len(self.crop)
@@ -122,7 +132,9 @@ def step_window(
     same (plans and noise are keyed by position, not by window).
     """
     work = _prepare_window(current, window, j, config, labels, condition)
-    (results,) = evaluate_parts(denoiser, [work.part], t=solver.timesteps[j], batch_size=config.batch_size, d=config.planner.crop)
+    (results,) = evaluate_parts(
+        denoiser, [work.part], t=solver.timesteps[j], batch_size=config.batch_size, d=config.planner.crop, spatial_classes=_spatial_classes(config)
+    )
     return _finish_window(work, results, current, target, j, solver, config)
 
 
@@ -143,8 +155,20 @@ def step_canvases(
         _prepare_window(current, (0, current.x.shape[1], 0, current.x.shape[2]), j, config, lab, cond)
         for (current, _), config, lab, cond in zip(canvases, configs, labels, conditions, strict=True)
     ]
-    results = evaluate_parts(denoiser, [w.part for w in works], t=solver.timesteps[j], batch_size=configs[0].batch_size, d=configs[0].planner.crop)
+    results = evaluate_parts(
+        denoiser,
+        [w.part for w in works],
+        t=solver.timesteps[j],
+        batch_size=configs[0].batch_size,
+        d=configs[0].planner.crop,
+        spatial_classes=_spatial_classes(configs[0]),
+    )
     return [_finish_window(w, r, current, target, j, solver, config) for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)]
+
+
+def _spatial_classes(config: SamplerConfig) -> int:
+    """K for a spatially conditioned denoiser (its one-hot channels are classes 1…K−1), else 0."""
+    return config.classes if config.conditioning == "spatial" else 0
 
 
 @dataclass
@@ -169,7 +193,7 @@ def _prepare_window(current: Buffers, window: tuple[int, int, int, int], j: int,
     crops = plan.crops - np.array([hy0, hx0])
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
     crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
-    jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition)
+    jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition, spatial=config.conditioning == "spatial")
     return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs))
 
 
@@ -194,9 +218,13 @@ def crop_views(labels: np.ndarray, crops: np.ndarray, d: int) -> np.ndarray:
     return sliding_window_view(labels, (d, d))[crops[:, 0], crops[:, 1]]
 
 
-def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, condition: int) -> Jobs:
+def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, condition: int, spatial: bool = False) -> Jobs:
     """Evaluations per crop, crop by crop: each class present (ascending), then the null pass where needed
-    (ω > 0, unknown pixels in the crop, or no class at all). Without labels: `condition`, then null if ω > 0."""
+    (ω > 0, unknown pixels in the crop, or no class at all). Without labels: `condition`, then null if ω > 0.
+    `spatial`: one pass per crop with its class map (condition 1; 0 when it holds no class) for every pixel, then
+    the null pass where ω > 0 guides it."""
+    if spatial and crop_labels is not None:
+        return _spatial_jobs(crop_labels, n_crops, omega=omega)
     if crop_labels is None:
         conditions = [condition, 0] if omega > 0 and condition != 0 else [condition]
         per_crop = len(conditions)
@@ -220,12 +248,28 @@ def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, con
     return Jobs(crop, cls, index)
 
 
+def _spatial_jobs(crop_labels: np.ndarray, n_crops: int, *, omega: float) -> Jobs:
+    has_class = (crop_labels.reshape(n_crops, -1) > 0).any(1)
+    guided = has_class & (omega > 0)
+    crop = np.concatenate([np.arange(n_crops), np.nonzero(guided)[0]])
+    order = np.argsort(crop, kind="stable")  # crop by crop: the map pass, then its null pass
+    crop = crop[order]
+    condition = np.concatenate([has_class.astype(np.int64), np.zeros(int(guided.sum()), np.int64)])[order]
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    first = position[:n_crops]
+    guide = first.copy()
+    guide[guided] = position[n_crops:]
+    k = int(crop_labels.max(initial=0)) + 1
+    return Jobs(crop, condition, np.repeat(first[:, None], k, 1), guide)
+
+
 def evaluate(denoiser: Denoiser, halo: np.ndarray, crops: np.ndarray, crop_labels: np.ndarray | None, jobs: Jobs, *, t: int, batch_size: int, d: int) -> np.ndarray:
     """ε of every evaluation of one window, (n, C, d, d) float32 (see `evaluate_parts`)."""
     return evaluate_parts(denoiser, [(halo, crops, crop_labels, jobs)], t=t, batch_size=batch_size, d=d)[0]
 
 
-def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size: int, d: int) -> list[np.ndarray]:
+def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size: int, d: int, spatial_classes: int = 0) -> list[np.ndarray]:
     """ε of every evaluation of each part — a window's (halo, crops, crop labels, jobs) — as (n, C, d, d) float32,
     the parts' evaluations batched together in order. When the denoiser runs on a GPU (it asks for `pin_memory`),
     batch k+1 is gathered and pinned in a background thread while the GPU runs batch k; on a CPU the denoiser's
@@ -244,7 +288,10 @@ def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size
         which = jobs.crop[rows]
         cls = jobs.condition[rows]
         masks = None
-        if crop_labels is not None:  # the class's binary mask; all zeros for the null pass (255 is never a class here)
+        if crop_labels is not None and spatial_classes:  # the crop's class map as one-hot channels 1…K−1; zeros for the null pass
+            one_hot = crop_labels[which][:, None] == np.arange(1, spatial_classes, dtype=crop_labels.dtype)[None, :, None, None]
+            masks = (one_hot & (cls != 0)[:, None, None, None]).astype(np.float32)
+        elif crop_labels is not None:  # the class's binary mask; all zeros for the null pass (255 is never a class here)
             wanted = np.where(cls != 0, cls, 255).astype(crop_labels.dtype)[:, None, None]
             masks = np.equal(crop_labels[which], wanted).astype(np.float32)[:, None]
         return windows[i][crops[which, 0], crops[which, 1]], cls, masks
@@ -305,7 +352,7 @@ def owned_eps(
         return eps
     eps = gather(None)
     if omega > 0:
-        guided = (1 + omega) * eps - omega * gather(jobs.index[:, 0])
+        guided = (1 + omega) * eps - omega * gather(jobs.guide if jobs.guide is not None else jobs.index[:, 0])
         eps = np.where(pixel_labels != 0, guided, eps)
     return eps
 
