@@ -124,6 +124,12 @@ def test_count_refuses_what_it_cannot_do_in_one_line(bundle, tmp_path, runner, e
     assert not (tmp_path / "t" / "manifest.csv").exists()
 
 
+def test_an_out_that_is_a_file_is_refused_and_kept(bundle, tmp_path, runner):
+    (tmp_path / "t").write_text("keep")
+    result = _count(runner, bundle, tmp_path / "t", 2, "--overwrite")
+    assert result.exit_code == 2 and "is a file" in result.output and (tmp_path / "t").read_text() == "keep"
+
+
 def test_a_folder_of_other_files_is_refused_and_kept(bundle, tmp_path, runner):
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "notes.txt").write_text("keep")

@@ -151,6 +151,8 @@ def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
 
 def _prepare_folder(out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool) -> int:
     """A fresh tile folder, or with `resume` the tiles an earlier run of the same settings finished (their number)."""
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"--out {out} is a file: --count writes a folder of tiles (images/, masks/, …); choose a folder name")
     settings = _settings(bundle, config, count)
     state = out / ".tiles-run.json"
     if resume and state.is_file():

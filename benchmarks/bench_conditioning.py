@@ -1,0 +1,179 @@
+"""Per-class against spatial conditioning of the image stage, on the same data and budget (issue 13, part 1).
+
+    python benchmarks/bench_conditioning.py [--steps 4000] [--tiles 512] [--work DIR]
+
+1. The bundled model's recipe data (examples/train_default_model.sh: WSSS4LUAD, OCDC, LC25000 at 64 px).
+2. Two copies of the bundled model; in each the image stage is trained again from scratch for `--steps` steps with
+   the recipe's configuration, one `--conditioning per-class`, one `--conditioning spatial` (the codec and the mask
+   stage are the bundled ones, so only the image stage differs).
+3. Each generates `--tiles` 64 px tiles (`generate --count`, subtype adenocarcinoma, 20 DPM-Solver++ steps) and is
+   measured with `wsi-synth evaluate` (offline features) against the 357 held-out WSSS4LUAD test tiles; the yardstick
+   is the same evaluation of real training tiles. Denoiser evaluations per crop come from each run's record.
+
+Prints JSON: per scheme, training seconds, evaluations per crop, precision, recall, FID and FID over the yardstick's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED, machine  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "default_model"
+
+
+def cli(*args: str) -> str:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def recipe_data(out: Path) -> None:
+    common = ["--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"), "--out", str(out), "-q"]
+    tm, tiles = SHARED / "tiles_masks", SHARED / "tiles" / "lc25000_224"
+    for split in ("val", "test"):
+        cli(
+            "import",
+            str(tm / f"wsss4luad_{split}" / "img"),
+            "--masks",
+            str(tm / f"wsss4luad_{split}" / "mask"),
+            "--legend",
+            str(RECIPE / "wsss.yaml"),
+            "--subtype",
+            "adenocarcinoma",
+            *common,
+        )
+    cli(
+        "import",
+        str(tm / "ocdc_oscc" / "images"),
+        "--masks",
+        str(tm / "ocdc_oscc" / "masks"),
+        "--legend",
+        str(RECIPE / "ocdc.yaml"),
+        "--subtype",
+        "squamous",
+        "--scale",
+        "0.5",
+        *common,
+    )
+    cli("import", str(tiles / "lung_aca"), "--subtype", "adenocarcinoma", *common)
+    cli("import", str(tiles / "lung_scc"), "--subtype", "squamous", *common)
+
+
+def real_folders(data: Path, work: Path) -> tuple[Path, Path]:
+    """The WSSS4LUAD test tiles (held out) and training tiles as PNG folders."""
+    from PIL import Image
+
+    from wsi_synth.data import TileDataset
+
+    folders = {}
+    for split in ("test", "train"):
+        folder = work / f"real-{split}"
+        folder.mkdir(exist_ok=True)
+        dataset = TileDataset(data, split=split)
+        rows = [i for i, (_, source, _) in enumerate(dataset.items) if source.startswith("wsss4luad")]
+        for n, i in enumerate(rows):
+            Image.fromarray(dataset[i][0].permute(1, 2, 0).numpy()).save(folder / f"{n:05d}.png")
+        folders[split] = folder
+    return folders["test"], folders["train"]
+
+
+def measure(real: Path, tiles: Path, report: Path) -> dict:
+    cli("evaluate", str(real), str(tiles), "--size", "64", "--out", str(report), "-q")
+    metrics = json.loads((report / "report.json").read_text())["metrics"]
+    return {k: metrics[k] for k in ("precision", "recall", "fid") if k in metrics}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--tiles", type=int, default=512)
+    parser.add_argument("--work", default=None)
+    args = parser.parse_args()
+    from wsi_synth.models.bundle import default_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(args.work) if args.work else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        data = work / "data"
+        if not (data / "dataset.json").is_file():
+            recipe_data(data)
+        test, train = real_folders(data, work)
+        yardstick = measure(test, train, work / "report-yardstick")
+        rows = {}
+        for scheme in ("per-class", "spatial"):
+            model = work / f"model-{scheme}"
+            shutil.rmtree(model, ignore_errors=True)
+            shutil.copytree(default_model(), model)
+            started = time.perf_counter()
+            cli(
+                "train",
+                "image",
+                str(data),
+                "--out",
+                str(model),
+                "--config",
+                str(RECIPE / "train.yaml"),
+                "--max-steps",
+                str(args.steps),
+                "--checkpoint-every",
+                str(args.steps),
+                "--sample-every",
+                str(args.steps),
+                "--conditioning",
+                scheme,
+                "--overwrite",
+                "-q",
+            )
+            train_seconds = time.perf_counter() - started
+            tiles = work / f"tiles-{scheme}"
+            shutil.rmtree(tiles, ignore_errors=True)
+            cli(
+                "generate",
+                "--model",
+                str(model),
+                "--count",
+                str(args.tiles),
+                "--size",
+                "64",
+                "--subtype",
+                "adenocarcinoma",
+                "--batch-size",
+                "64",
+                "--out",
+                str(tiles),
+                "-q",
+            )
+            record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
+            metrics = measure(test, tiles / "images", work / f"report-{scheme}")
+            rows[scheme] = {
+                "train_seconds": round(train_seconds, 1),
+                "image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3),
+                **metrics,
+                "fid_over_yardstick": round(metrics["fid"] / yardstick["fid"], 2) if yardstick.get("fid") else None,
+            }
+    print(
+        json.dumps(
+            {
+                "benchmark": "conditioning",
+                "machine": machine(),
+                "steps": args.steps,
+                "tiles": args.tiles,
+                "held_out": "357 WSSS4LUAD test-split tiles of the recipe's import (never trained on)",
+                "yardstick_real_train": yardstick,
+                **rows,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
