@@ -18,53 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, machine  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "examples" / "default_model"
-
-
-def cli(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+from common import RECIPE, RECIPE_IMPORT, SHARED, import_wsss, machine, wsi_synth_cli  # noqa: E402
 
 
 def recipe_data(out: Path) -> None:
-    common = ["--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"), "--out", str(out), "-q"]
     tm, tiles = SHARED / "tiles_masks", SHARED / "tiles" / "lc25000_224"
-    for split in ("val", "test"):
-        cli(
-            "import",
-            str(tm / f"wsss4luad_{split}" / "img"),
-            "--masks",
-            str(tm / f"wsss4luad_{split}" / "mask"),
-            "--legend",
-            str(RECIPE / "wsss.yaml"),
-            "--subtype",
-            "adenocarcinoma",
-            *common,
-        )
-    cli(
-        "import",
-        str(tm / "ocdc_oscc" / "images"),
-        "--masks",
-        str(tm / "ocdc_oscc" / "masks"),
-        "--legend",
-        str(RECIPE / "ocdc.yaml"),
-        "--subtype",
-        "squamous",
-        "--scale",
-        "0.5",
-        *common,
-    )
-    cli("import", str(tiles / "lung_aca"), "--subtype", "adenocarcinoma", *common)
-    cli("import", str(tiles / "lung_scc"), "--subtype", "squamous", *common)
+    import_wsss(out)
+    ocdc = ["--masks", str(tm / "ocdc_oscc" / "masks"), "--legend", str(RECIPE / "ocdc.yaml"), "--subtype", "squamous", "--scale", "0.5"]
+    wsi_synth_cli("import", str(tm / "ocdc_oscc" / "images"), *ocdc, *RECIPE_IMPORT, "--out", str(out))
+    for folder, subtype in (("lung_aca", "adenocarcinoma"), ("lung_scc", "squamous")):
+        wsi_synth_cli("import", str(tiles / folder), "--subtype", subtype, *RECIPE_IMPORT, "--out", str(out))
 
 
 def real_folders(data: Path, work: Path) -> tuple[Path, Path]:
@@ -86,7 +55,7 @@ def real_folders(data: Path, work: Path) -> tuple[Path, Path]:
 
 
 def measure(real: Path, tiles: Path, report: Path) -> dict:
-    cli("evaluate", str(real), str(tiles), "--size", "64", "--out", str(report), "-q")
+    wsi_synth_cli("evaluate", str(real), str(tiles), "--size", "64", "--out", str(report), "-q")
     metrics = json.loads((report / "report.json").read_text())["metrics"]
     return {k: metrics[k] for k in ("precision", "recall", "fid") if k in metrics}
 
@@ -113,7 +82,7 @@ def main() -> None:
             shutil.rmtree(model, ignore_errors=True)
             shutil.copytree(default_model(), model)
             started = time.perf_counter()
-            cli(
+            wsi_synth_cli(
                 "train",
                 "image",
                 str(data),
@@ -135,7 +104,7 @@ def main() -> None:
             train_seconds = time.perf_counter() - started
             tiles = work / f"tiles-{scheme}"
             shutil.rmtree(tiles, ignore_errors=True)
-            cli(
+            wsi_synth_cli(
                 "generate",
                 "--model",
                 str(model),

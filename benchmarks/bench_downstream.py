@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,10 +31,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, machine  # noqa: E402
+from common import RECIPE_IMPORT, SHARED, import_wsss, machine, wsi_synth_cli  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "examples" / "default_model"
 TISSUE = ("tumour", "stroma", "normal")
 PAPER = {"source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1", "real": 0.614, "real_plus_synthetic": 0.710}
 SETTINGS = {
@@ -44,86 +41,21 @@ SETTINGS = {
 }
 
 
-def run(*args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
-
-
 def import_real(work: Path) -> Path:
     out = work / "real"
-    wsss = SHARED / "tiles_masks"
-    for split in ("val", "test"):
-        run(
-            "import",
-            str(wsss / f"wsss4luad_{split}" / "img"),
-            "--masks",
-            str(wsss / f"wsss4luad_{split}" / "mask"),
-            "--legend",
-            str(RECIPE / "wsss.yaml"),
-            "--subtype",
-            "adenocarcinoma",
-            "--tile",
-            "64",
-            "--mpp",
-            "0.5",
-            "--region",
-            "256",
-            "--region-mask",
-            "32",
-            "--classes",
-            str(RECIPE / "classes.yaml"),
-            "--out",
-            str(out),
-            "-q",
-        )
+    import_wsss(out)
     return out
 
 
 def make_synthetic(work: Path, model: str | None, count: int, steps: int) -> tuple[Path, float]:
     tiles, out = work / "synthetic_tiles", work / "synthetic"
     started = time.perf_counter()
-    run(
-        "generate",
-        *(["--model", model] if model else []),
-        "--count",
-        str(count),
-        "--size",
-        "64",
-        "--subtype",
-        "adenocarcinoma",
-        "--steps",
-        str(steps),
-        "--batch-size",
-        "64",
-        "--out",
-        str(tiles),
-        "-q",
-    )
+    model_args = ["--model", model] if model else []
+    size = ["--size", "64", "--subtype", "adenocarcinoma"]
+    wsi_synth_cli("generate", *model_args, "--count", str(count), *size, "--steps", str(steps), "--batch-size", "64", "--out", str(tiles), "-q")
     seconds = time.perf_counter() - started
-    run(
-        "import",
-        str(tiles / "images"),
-        "--masks",
-        str(tiles / "masks"),
-        "--legend",
-        str(tiles / "legend.yaml"),
-        "--subtype",
-        "adenocarcinoma",
-        "--tile",
-        "64",
-        "--mpp",
-        "0.5",
-        "--region",
-        "256",
-        "--region-mask",
-        "32",
-        "--classes",
-        str(RECIPE / "classes.yaml"),
-        "--test-fraction",
-        "0",
-        "--out",
-        str(out),
-        "-q",
-    )
+    labelled = ["--masks", str(tiles / "masks"), "--legend", str(tiles / "legend.yaml"), "--subtype", "adenocarcinoma"]
+    wsi_synth_cli("import", str(tiles / "images"), *labelled, *RECIPE_IMPORT, "--test-fraction", "0", "--out", str(out))
     return out, seconds
 
 

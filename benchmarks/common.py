@@ -82,3 +82,35 @@ class Timer:
 
 def emit(doc: dict) -> None:
     print(json.dumps(doc, indent=2))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "examples" / "default_model"
+#: The bundled model's recipe import settings (examples/train_default_model.sh): 64 px tiles at a nominal 0.5 µm/px.
+RECIPE_IMPORT = ("--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"), "-q")
+
+
+def wsi_synth_cli(*args: str) -> str:
+    """Run a wsi-synth command in a subprocess (as a user would); its stdout."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def import_wsss(out: Path) -> None:
+    """The WSSS4LUAD tiles with masks, imported into `out` exactly as the bundled model's recipe imports them."""
+    wsss = SHARED / "tiles_masks"
+    for split in ("val", "test"):
+        wsi_synth_cli(
+            "import",
+            str(wsss / f"wsss4luad_{split}" / "img"),
+            "--masks",
+            str(wsss / f"wsss4luad_{split}" / "mask"),
+            "--legend",
+            str(RECIPE / "wsss.yaml"),
+            "--subtype",
+            "adenocarcinoma",
+            *RECIPE_IMPORT,
+            "--out",
+            str(out),
+        )

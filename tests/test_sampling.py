@@ -109,11 +109,8 @@ def _three_class_map() -> np.ndarray:
     return labels
 
 
-def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
-    constant = _class_id_denoiser([])
-    labels = _three_class_map()
-    stats = SampleStats()
-    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=3.0)
+def _guided_eps(denoiser, config: SamplerConfig, labels: np.ndarray, stats: SampleStats) -> np.ndarray:
+    """The (H, W) guided ε the sampler composites for one step of a one-channel canvas (caught on its way to the solver)."""
     from wsi_synth.sampling import sampler as sampler_module
 
     captured = {}
@@ -125,10 +122,16 @@ def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
 
     sampler_module.owned_eps = spy
     try:
-        sample(constant, (1, 32, 32), ABAR, config, labels=labels, stats=stats)
+        sample(denoiser, (1, *labels.shape), ABAR, config, labels=labels, stats=stats)
     finally:
         sampler_module.owned_eps = real
-    eps = captured["eps"][0]
+    return captured["eps"][0]
+
+
+def test_per_class_conditioning_is_composited_by_the_label_map_with_guidance():
+    stats = SampleStats()
+    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=3.0)
+    eps = _guided_eps(_class_id_denoiser([]), config, _three_class_map(), stats)
     assert (eps[:8, :8] == 4.0).all()  # class 1 with ω = 3: (1+3)·1 − 3·0
     assert (eps[:, 16:] == 8.0).all()  # class 2: (1+3)·2
     assert (eps[8:, :16] == 0.0).all()  # unknown pixels: the null condition
@@ -160,25 +163,10 @@ def _map_denoiser(calls: list):
 
 @pytest.mark.parametrize("omega", [0.0, 3.0])
 def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega):
-    from wsi_synth.sampling import sampler as sampler_module
-
     calls: list = []
-    labels = _three_class_map()
     stats = SampleStats()
     config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3)
-    captured = {}
-    real = sampler_module.owned_eps
-
-    def spy(*args, **kwargs):
-        captured["eps"] = real(*args, **kwargs)
-        return captured["eps"]
-
-    sampler_module.owned_eps = spy
-    try:
-        sample(_map_denoiser(calls), (1, 32, 32), ABAR, config, labels=labels, stats=stats)
-    finally:
-        sampler_module.owned_eps = real
-    eps = captured["eps"][0]
+    eps = _guided_eps(_map_denoiser(calls), config, _three_class_map(), stats)
     assert all(channels == 2 for _, channels in calls)  # K − 1 one-hot channels
     # top-left crop: one map pass for its classes {0, 1}: class-1 pixels read 1, its unknown pixels 0 (the map's zeros)
     assert (eps[:8, :8] == (1 + omega) * 1 - omega * 10).all() and (eps[8:16, :16] == 0.0).all() and (eps[:8, 8:16] == 0.0).all()
