@@ -155,15 +155,23 @@ def test_resume_after_interruption_gives_the_same_weights(trained, tmp_path, mon
     assert all(torch.equal(p, q) for p, q in zip(ua.state_dict().values(), ub.state_dict().values(), strict=True))
 
 
-def test_labelled_unlabelled_draw_follows_p_unc(trained):
+@pytest.mark.parametrize("conditioning", ["per-class", "spatial"])
+def test_labelled_unlabelled_draw_follows_p_unc(trained, conditioning):
     data, model, _ = trained
     p_unc, batch, steps = 0.3, 8, 150
-    config = load_config("tiny", batch_size=batch, p_unc=p_unc)
+    config = load_config("tiny", batch_size=batch, p_unc=p_unc, image_conditioning=conditioning)
     spec = training.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
-    labels = torch.cat([spec.draw(step)[2] for step in range(steps)])
+    draws = [spec.draw(step) for step in range(steps)]
+    labels = torch.cat([d[2] for d in draws])
     n, k = len(labels), int((labels == 0).sum())
     assert abs(k - p_unc * n) < 4 * np.sqrt(n * p_unc * (1 - p_unc))  # binomial, 4σ
-    assert set(labels.tolist()) - {0} <= {1, 2, 3} and len(set(labels.tolist())) > 2  # several classes get turns
+    if conditioning == "per-class":
+        assert set(labels.tolist()) - {0} <= {1, 2, 3} and len(set(labels.tolist())) > 2  # several classes get turns
+    else:  # "map or null", and the map as K − 1 one-hot channels that never overlap
+        masks = torch.cat([d[1] for d in draws])
+        n_classes = len(open_dataset(data).classes)
+        assert set(labels.tolist()) == {0, 1} and masks.shape[1] == n_classes - 1 and float(masks.sum(1).max()) <= 1 + 1e-6
+        assert float(masks[labels == 0].abs().sum()) == 0.0
 
 
 def test_mask_stage_trains_on_region_maps(trained, tmp_path):
