@@ -45,7 +45,7 @@ def write_ngff(
     path = Path(path)
     root = zarr.open_group(str(path), mode="w-", zarr_format=2)
     name = path.name.split(".")[0]
-    levels = _write_levels(root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=path.name)
+    levels, _ = _write_levels(root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=path.name)
     channels = [
         {"label": c, "color": color, "window": {"start": 0, "end": 255, "min": 0, "max": 255}, "active": True, "coefficient": 1.0, "family": "linear", "inverted": False}
         for c, color in zip("RGB", ("FF0000", "00FF00", "0000FF"), strict=True)
@@ -67,8 +67,7 @@ def write_ngff(
     group.attrs["labels"] = [LABEL_NAME]
     label_group = group.require_group(LABEL_NAME)
     priority = rarity_priority(labels)
-    stream_out: dict = {}
-    label_levels = _write_levels(
+    label_levels, captured = _write_levels(
         label_group,
         labels,
         tile=tile,
@@ -77,18 +76,17 @@ def write_ngff(
         progress=False,
         name=f"{path.name}-labels",
         capture_max=capture_max,
-        captured=stream_out,
     )
     _write_multiscales(label_group, label_levels, mpp=mpp, channel_axis=False, name=LABEL_NAME, metadata={"method": "2x2 mode, ties to the rarer class"})
     _write_label_colours(group, classes)
-    captured = stream_out.get("captured")
     if captured is None:
         return levels, None, 1.0
     return levels, captured, labels.shape[1] / captured.shape[1]
 
 
-def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress: bool, name: str, capture_max: int = 0, captured: dict | None = None) -> list[LevelInfo]:
-    """One Zarr array per level (`0`, `1`, …), filled band by band from the shared level producer."""
+def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress: bool, name: str, capture_max: int = 0) -> tuple[list[LevelInfo], np.ndarray | None]:
+    """One Zarr array per level (`0`, `1`, …), filled band by band from the shared level producer; also the first
+    level whose sides are ≤ `capture_max` (when asked)."""
     from numcodecs import Blosc
 
     rgb = len(source.shape) == 3
@@ -106,9 +104,7 @@ def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress:
                 else:
                     array[y0 : y0 + band.shape[0], :] = band
                 y0 += band.shape[0]
-    if captured is not None:
-        captured["captured"] = stream.captured
-    return stream.levels
+    return stream.levels, stream.captured
 
 
 def _write_multiscales(group, levels: list[LevelInfo], *, mpp: float, channel_axis: bool, name: str, metadata: dict) -> None:

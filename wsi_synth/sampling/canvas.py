@@ -128,10 +128,7 @@ def sample_canvases(
         raise BadArgumentError(f"canvas {shape[2]}×{shape[1]} is smaller than the crop {d}: pad it")
     solver = make_solver(configs[0].solver, abar, configs[0].steps)
     stats = stats if stats is not None else SampleStats()
-    canvases = []
-    for config in configs:
-        current = Buffers(block_noise(config.seed, -1, shape), np.zeros(shape, np.float32) if solver.keeps_x0 else None)
-        canvases.append((current, Buffers(np.empty_like(current.x), None if current.x0 is None else np.empty_like(current.x0))))
+    canvases = [_fresh_in_memory(shape, config, solver) for config in configs]
     for j in range(len(solver)):
         for r in step_canvases(denoiser, canvases, j, solver, configs, labels=labels, conditions=conditions):
             stats.crops += r["crops"]
@@ -256,9 +253,18 @@ def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, w
     elif saved:
         current = _load_memory_state(work, saved, shape)
     else:
-        current = Buffers(block_noise(config.seed, -1, shape), np.zeros(shape, np.float32) if solver.keeps_x0 else None)
-    target = Buffers(np.empty_like(current.x), None if current.x0 is None else np.empty_like(current.x0))
-    return current, target, saved["step"] if saved else 0
+        return (*_fresh_in_memory(shape, config, solver), 0)
+    return current, _like(current), saved["step"] if saved else 0
+
+
+def _fresh_in_memory(shape, config: SamplerConfig, solver: Solver) -> tuple[Buffers, Buffers]:
+    """The start of a canvas in memory: the seed's noise (and a zero x̂₀ for multistep solvers), and a target set."""
+    current = Buffers(block_noise(config.seed, -1, shape), np.zeros(shape, np.float32) if solver.keeps_x0 else None)
+    return current, _like(current)
+
+
+def _like(buffers: Buffers) -> Buffers:
+    return Buffers(np.empty_like(buffers.x), None if buffers.x0 is None else np.empty_like(buffers.x0))
 
 
 def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, create: bool) -> Buffers:
