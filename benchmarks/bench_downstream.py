@@ -37,7 +37,7 @@ TISSUE = ("tumour", "stroma", "normal")
 PAPER = {"source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1", "real": 0.614, "real_plus_synthetic": 0.710}
 SETTINGS = {
     "quick": {"seeds": [0], "synthetic_tiles": 160, "generate_steps": 10, "train_steps": 250},
-    "full": {"seeds": [0, 1, 2], "synthetic_tiles": 1500, "generate_steps": 20, "train_steps": 800},
+    "full": {"seeds": [0, 1, 2], "synthetic_tiles": 1000, "generate_steps": 20, "train_steps": 800},
 }
 
 

@@ -32,7 +32,7 @@ class _Group(click.Group):
                 _fail(f"disk full{f' writing {exc.filename}' if exc.filename else ''}: free some space or choose another --out", EXIT_BAD_INPUT)
             _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
         except KeyboardInterrupt:
-            resume = "re-run the same command with --resume" if ctx.invoked_subcommand in ("generate", "train") else "re-run the same command"
+            resume = "re-run the same command with --resume" if ctx.invoked_subcommand in ("generate", "train", "inpaint") else "re-run the same command"
             _fail(f"interrupted ({resume} to continue)", 130)
         except MemoryError:
             if debug:
@@ -76,9 +76,9 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cli import evaluate, extract, generate, import_tiles, info, pyramid, train
+    from cli import evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train
 
-    for module in (extract, import_tiles, train, generate, info, pyramid, evaluate):
+    for module in (extract, import_tiles, train, generate, inpaint, info, pyramid, evaluate):
         cli.add_command(module.command)
 
 

@@ -2,6 +2,7 @@
 documented public surface."""
 
 import importlib
+import keyword
 import inspect
 import pkgutil
 import subprocess
@@ -15,7 +16,15 @@ import wsi_synth
 from cli.main import cli
 from tests.test_io_pyramid import tissue_like
 
-COMMANDS = {"extract": "extract", "import": "import_tiles", "train": "train", "generate": "generate", "pyramid": "pyramid", "evaluate": "evaluate"}
+COMMANDS = {
+    "extract": "extract",
+    "import": "import_tiles",
+    "train": "train",
+    "generate": "generate",
+    "inpaint": "inpaint",
+    "pyramid": "pyramid",
+    "evaluate": "evaluate",
+}
 #: CLI parameters whose Python name differs from the flag for a reason (or that only the CLI has).
 CLI_ONLY = {"quiet", "as_json"}
 RENAMED = {"tile_size": "tile", "region_size": "region", "region_mask_size": "region_mask", "subtypes_csv": "subtypes", "mask_file": "mask", "fmt": "format"}
@@ -33,7 +42,9 @@ def test_every_cli_option_is_a_parameter_of_the_api_function_with_the_flag_name(
         assert name in parameters, f"{command}: {option.opts} has no parameter {name!r}"
         flag = next((o for o in option.opts if o.startswith("--")), None)
         if flag is not None:
-            assert flag[2:].replace("-", "_") == name, f"{command}: parameter {name!r} is not named like {flag}"
+            expected = flag[2:].replace("-", "_")
+            expected += "_" if keyword.iskeyword(expected) else ""  # --class is class_ (PEP 8)
+            assert expected == name, f"{command}: parameter {name!r} is not named like {flag}"
 
 
 def test_import_wsi_synth_loads_no_torch():

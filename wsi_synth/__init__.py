@@ -1,7 +1,7 @@
 """wsi-synth: synthetic H&E whole-slide images with tissue masks, by hierarchical random-patch latent diffusion.
 
 The commands are functions here, with the command-line arguments as keyword parameters (`wsi_synth.api`):
-`extract`, `import_tiles`, `train`, `generate`, `pyramid`, `evaluate`, and `describe` for `info`; with `open_bundle`,
+`extract`, `import_tiles`, `train`, `generate`, `inpaint`, `pyramid`, `evaluate`, and `describe` for `info`; with `open_bundle`,
 `open_dataset` and `default_model`. They are imported on first use, so `import wsi_synth` stays light (no torch).
 
 The library is split by responsibility (see DESIGN.md): `slide` and `annotations` read what users have,
@@ -28,7 +28,7 @@ _LAZY = {
     "default_model": "wsi_synth.models.bundle",
     "open_dataset": "wsi_synth.data.store",
     "describe": "wsi_synth.info",
-    **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "pyramid", "evaluate")},
+    **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate")},
 }
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "extract",
     "generate",
     "import_tiles",
+    "inpaint",
     "open_bundle",
     "open_dataset",
     "pyramid",

@@ -47,8 +47,9 @@ class AnnotationSet:
     repaired: int = 0
 
 
-def load_annotations(path: str | Path) -> AnnotationSet:
-    """Parse an annotation file; format from its content. Raises `BadAnnotationError` with the reason."""
+def load_annotations(path: str | Path, *, keep_unclassified: bool = False) -> AnnotationSet:
+    """Parse an annotation file; format from its content. Raises `BadAnnotationError` with the reason.
+    Unclassified areas are counted and dropped, or with `keep_unclassified` kept with the name None."""
     path = Path(path)
     if not path.is_file():
         raise BadAnnotationError(f"annotation file not found: {path}")
@@ -73,7 +74,8 @@ def load_annotations(path: str | Path) -> AnnotationSet:
                 continue
         if not name:
             result.unclassified += 1
-            continue
+            if not keep_unclassified:
+                continue
         result.annotations.append(Annotation(name, geom, color, slide))
     if not result.annotations and not result.unclassified:
         raise BadAnnotationError(f"annotation file {path} holds no polygons")

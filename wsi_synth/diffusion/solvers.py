@@ -46,6 +46,15 @@ class Solver:
     def __len__(self) -> int:
         return len(self.timesteps)
 
+    def signal_noise(self, j: int) -> tuple[float, float]:
+        """(α, σ) of the state before step j, x_j = α x₀ + σ ε; j = len(self) is the end, (1, 0)."""
+        if j >= len(self.timesteps):
+            return 1.0, 0.0
+        if self.name == "ddim":
+            abar = float(self.abar[self.timesteps[j]])
+            return math.sqrt(abar), math.sqrt(1.0 - abar)
+        return self.alpha_sigma[j]
+
     def update(
         self, j: int, x: np.ndarray, eps: np.ndarray, x0_prev: np.ndarray | None, *, eta: float = 0.0, noise: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:

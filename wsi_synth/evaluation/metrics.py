@@ -180,6 +180,20 @@ def seam_score(image: np.ndarray, period: int, *, offset: int = 0) -> dict:
     return {"period": period, "boundary_energy_ratio": float(np.mean(ratios)) if ratios else None, "spectral_peak_ratio": float(np.mean(peaks)) if peaks else None}
 
 
+def boundary_gradient_energy(image: np.ndarray, inside: np.ndarray, *, ring: int = 8) -> float:
+    """Mean gradient magnitude (grey levels per px) in the ring of pixels within `ring` px of the boundary of
+    `inside` (an (H, W) bool region): a pasted or badly blended region adds a step there. Compare an edited image's
+    value with the original's on the same ring (≈1 without a seam)."""
+    from scipy import ndimage
+
+    gray = np.asarray(image, np.float32)
+    gray = gray.mean(axis=-1) if gray.ndim == 3 else gray
+    distance = np.where(inside, ndimage.distance_transform_edt(inside), ndimage.distance_transform_edt(~inside))
+    band = distance <= ring
+    gy, gx = np.gradient(gray)
+    return float(np.hypot(gx, gy)[band].mean())
+
+
 def _spectral_peak(profile: np.ndarray, period: int) -> float:
     """How much the gradient profile's spectrum stands out at the harmonics of 1/period.
 

@@ -51,19 +51,21 @@ class ClassGeometries:
             hits[candidates] = shapely.area(shapely.intersection(prepared, boxes[candidates])) / shapely.area(boxes[candidates])
         return hits
 
-    def rasterize(self, l0_xy: tuple[float, float], l0_px: float, size: int) -> np.ndarray:
-        """(size, size) uint8 class map of the window at `l0_xy` whose pixels are `l0_px` level-0 px wide."""
+    def rasterize(self, l0_xy: tuple[float, float], l0_px: float, size: int | tuple[int, int]) -> np.ndarray:
+        """uint8 class map of the window at `l0_xy` whose pixels are `l0_px` level-0 px wide; `size` is the side of a
+        square window or its (width, height)."""
         from rasterio.features import rasterize
         from rasterio.transform import Affine
 
+        width, height = (size, size) if isinstance(size, int) else size
         x0, y0 = l0_xy
-        x1, y1 = x0 + l0_px * size, y0 + l0_px * size
+        x1, y1 = x0 + l0_px * width, y0 + l0_px * height
         found = self.tree.query(box(x0, y0, x1, y1), predicate="intersects")
         if len(found) == 0:
-            return np.zeros((size, size), np.uint8)
+            return np.zeros((height, width), np.uint8)
         window = box(x0, y0, x1, y1)
         if len(found) == 1 and self.parts[found[0]].contains(window):  # deep inside one annotation: no rasterizing
-            return np.full((size, size), self.class_ids[found[0]], np.uint8)
+            return np.full((height, width), self.class_ids[found[0]], np.uint8)
         found = found[np.argsort(self.priority[found], kind="stable")]
         shapes = []
         for i in found:
@@ -71,8 +73,8 @@ class ClassGeometries:
             if not clipped.is_empty:
                 shapes.append((clipped, int(self.class_ids[i])))
         if not shapes:
-            return np.zeros((size, size), np.uint8)
-        return rasterize(shapes, out_shape=(size, size), transform=Affine(l0_px, 0, x0, 0, l0_px, y0), fill=0, dtype="uint8")
+            return np.zeros((height, width), np.uint8)
+        return rasterize(shapes, out_shape=(height, width), transform=Affine(l0_px, 0, x0, 0, l0_px, y0), fill=0, dtype="uint8")
 
 
 def class_fractions(mask: np.ndarray, names: Sequence[str]) -> dict[str, float]:

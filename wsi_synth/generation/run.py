@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
         log(f"plan: {json.dumps(plan)}")
         work = Path(out).with_name(f".{Path(out).name}.work")
         identity = run_fingerprint(bundle, config)
-        resumed = _prepare_work(work, identity, resume=resume, overwrite=overwrite)
+        resumed = prepare_work(work, identity, resume=resume, overwrite=overwrite)
         if resume and not resumed:
             log(f"nothing to resume in {work}: starting from the beginning")
         try:
@@ -76,7 +77,7 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
         except KeyboardInterrupt:
             raise
         except BaseException as exc:
-            _keep_or_remove_work(work, exc, log)
+            keep_or_remove_work(work, exc, log)
             raise
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -216,9 +217,10 @@ def available_memory() -> int | None:
         return None
 
 
-def _keep_or_remove_work(work: Path, exc: BaseException, log) -> None:
-    """After a failed run: keep a work folder that holds a saved state (unless the disk is full), else remove it."""
-    if _has_saved_state(work) and not is_disk_full(exc):
+def keep_or_remove_work(work: Path, exc: BaseException, log, saved: Callable[[Path], bool] | None = None) -> None:
+    """After a failed run: keep a work folder that holds a saved state (`saved(work)`, by default a stage's
+    `state.json`) unless the disk is full, else remove it."""
+    if (saved or _has_saved_state)(work) and not is_disk_full(exc):
         log(f"the work folder {work} holds the state saved so far: fix the cause and re-run with --resume to continue")
     else:
         shutil.rmtree(work, ignore_errors=True)
@@ -249,26 +251,28 @@ def model_sha256(bundle: Bundle) -> str:
     return digest.hexdigest()
 
 
-def _prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool) -> bool:
+def prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool, saved: Callable[[Path], bool] | None = None) -> bool:
     """A fresh work folder, or — with `resume` — the existing one when it was made by the same run (True).
 
-    Without `resume`, an interrupted run's saved state is never discarded silently: `overwrite` discards it.
+    Without `resume`, an interrupted run's saved state (`saved(work)`, by default a stage's `state.json`) is never
+    discarded silently: `overwrite` discards it.
     """
-    saved = work / "run.json"
-    if resume and saved.is_file():
+    has_state = saved or _has_saved_state
+    record = work / "run.json"
+    if resume and record.is_file():
         try:
-            before = json.loads(saved.read_text())
+            before = json.loads(record.read_text())
         except ValueError:
             before = None
         if isinstance(before, dict):
             check_identity({"identity": before}, identity, work)
             return True
-    if not resume and not overwrite and _has_saved_state(work):
+    if not resume and not overwrite and has_state(work):
         raise OutputExistsError(f"an interrupted run left its state in {work}: pass --resume to continue it, or --overwrite to start again")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    write_atomic(saved, identity)
+    write_atomic(record, identity)
     return False
 
 

@@ -14,6 +14,9 @@
   counts so far, and a fingerprint of everything that determines the result. A resume whose fingerprint differs
   is refused, naming what changed; a state saved in memory is loaded into a zarr store (and back) when the
   storage mode changed, since storage does not change the result.
+- Known pixels (inpainting, RePaint-style): with `known`, the pixels outside the region to fill are set, before
+  every step and at the end, to the forward-noised latents of the real image at that step's noise level; crops
+  that own none of the region's pixels are not evaluated.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import shutil
 import zipfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,32 @@ from wsi_synth.jsonfile import write_atomic
 from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_canvases, step_window, windows_for
 
 STATE = "state.json"
+#: The noise stream of known pixels' forward diffusion (independent of the sampler's own noise).
+KNOWN_NOISE_STREAM = 1
+
+
+@dataclass(frozen=True)
+class KnownLatents:
+    """Latents known outside a region (inpainting): `latents` (C, H, W), the clean x₀ of the real image, scaled as
+    the denoiser sees it; `known` (H, W) bool, True where they are kept; `seed` keys their forward noise."""
+
+    latents: np.ndarray
+    known: np.ndarray
+    seed: int
+
+    def apply(self, x: np.ndarray, solver: Solver, j: int) -> None:
+        """Set the known pixels of the state before step j (j = len(solver): the end) to α_j x₀ + σ_j ε, in place."""
+        alpha, sigma = solver.signal_noise(j)
+        forward = np.float32(alpha) * self.latents
+        if sigma:
+            forward += np.float32(sigma) * block_noise(self.seed, j, self.latents.shape, stream=KNOWN_NOISE_STREAM)
+        np.copyto(x, forward, where=self.known[None])
+
+    def fingerprint(self) -> str:
+        """A hash of the known latents and where they are, for a resumed state's identity."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.latents, np.float32))
+        digest.update(np.packbits(self.known).tobytes())
+        return digest.hexdigest()
 
 
 def sample(
@@ -72,14 +101,18 @@ def sample_canvas(
     stats: SampleStats | None = None,
     fingerprint: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
+    known: KnownLatents | None = None,
 ):
     """Sample a (C, H, W) canvas; returns the final latents (numpy, or a zarr array when out of core).
 
     With a `work` folder the state is saved (every step out of core, every `save_every` steps in memory) and
     `resume` continues from it; `fingerprint` adds what else determines the result (model, mask, …) to the
-    sampler's own settings, and a saved state made with other values is refused.
+    sampler's own settings, and a saved state made with other values is refused. `known` (in memory only) keeps
+    the pixels outside a region on the real image's noised latents and samples the region (inpainting).
     """
     config.validate()
+    if known is not None and (out_of_core or client is not None):
+        raise ValueError("known latents (inpainting) are sampled in memory, in this process")
     d = config.planner.crop
     if shape[1] < d or shape[2] < d:
         raise BadArgumentError(f"canvas {shape[2]}×{shape[1]} is smaller than the crop {d}: pad it")
@@ -87,16 +120,22 @@ def sample_canvas(
     windows = windows_for(config, shape[1:])
     stats = stats if stats is not None else SampleStats()
     out_of_core = out_of_core or client is not None
-    identity = _identity(shape, config, labels, condition, fingerprint) if work is not None else {}
+    extra = {**(fingerprint or {}), **({"known_sha256": known.fingerprint()} if known is not None else {})}
+    identity = _identity(shape, config, labels, condition, extra) if work is not None else {}
     current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume, identity=identity, stats=stats)
     if client is not None and labels is not None:
         labels = client.scatter(labels, broadcast=True)
+    active = ~known.known if known is not None else None
+    if known is not None and first == 0:
+        known.apply(current.x, solver, 0)
     for j in range(first, len(solver)):
-        for r in _run_step(denoiser, current, target, windows, j, solver, config, labels, condition, client, workers):
+        for r in _run_step(denoiser, current, target, windows, j, solver, config, labels, condition, client, workers, active):
             stats.crops += r["crops"]
             stats.evaluations += r["evaluations"]
         stats.steps += 1
         current, target = target, current
+        if known is not None:
+            known.apply(current.x, solver, j + 1)
         if work is not None and (out_of_core or (j + 1) % save_every == 0 or j + 1 == len(solver)):
             _save_state(work, j + 1, current, identity, stats, out_of_core=out_of_core)
         if progress:
@@ -139,10 +178,10 @@ def sample_canvases(
 
 
 def _run_step(
-    denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int, client, workers: int
+    denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int, client, workers: int, active=None
 ) -> list[dict]:
     def one(window):
-        return step_window(denoiser, current, target, window, j, solver, config, labels=labels, condition=condition)
+        return step_window(denoiser, current, target, window, j, solver, config, labels=labels, condition=condition, active=active)
 
     if client is not None:
         n = len(windows)

@@ -98,15 +98,17 @@ class Jobs:
         return len(self.crop)
 
 
-def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple[int, int, int, int] | None = None) -> np.ndarray:
-    """Standard normal noise for `window` of a (C, H, W) canvas, the same whichever window asks for it."""
+def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple[int, int, int, int] | None = None, *, stream: int = 0) -> np.ndarray:
+    """Standard normal noise for `window` of a (C, H, W) canvas, the same whichever window asks for it. `stream` > 0
+    draws an independent sequence (e.g. the forward noise of an inpainting's known pixels)."""
     c, h, w = shape
     y0, y1, x0, x1 = window or (0, h, 0, w)
     out = np.empty((c, y1 - y0, x1 - x0), np.float32)
     b = NOISE_BLOCK
     for by in range(y0 // b, -(-y1 // b)):
         for bx in range(x0 // b, -(-x1 // b)):
-            block = np.random.default_rng([seed, step + 1, by, bx]).standard_normal((c, b, b), dtype=np.float32)  # step −1: initial noise
+            key = [seed, step + 1, by, bx] + ([stream] if stream else [])  # step −1: initial noise
+            block = np.random.default_rng(key).standard_normal((c, b, b), dtype=np.float32)
             sy0, sy1 = max(by * b, y0), min((by + 1) * b, y1)
             sx0, sx1 = max(bx * b, x0), min((bx + 1) * b, x1)
             out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[:, sy0 - by * b : sy1 - by * b, sx0 - bx * b : sx1 - bx * b]
@@ -124,14 +126,18 @@ def step_window(
     *,
     labels: np.ndarray | None = None,
     condition: int = 0,
+    active: np.ndarray | None = None,
 ) -> dict:
     """One reverse step for the pixels of `window`: read it with a one-crop halo from `current` (numpy or zarr),
     evaluate the crops that own its pixels, write the solver's update of exactly those pixels into `target`.
 
+    `active` (H, W) bool, when given, marks the pixels whose update matters (inpainting: the rest is replaced after
+    the step): crops that own none of them are not evaluated, and the others' pixels get an update from any ε.
+
     Windows are independent, so they may run in any order, on any thread or cluster worker; the result is the
     same (plans and noise are keyed by position, not by window).
     """
-    work = _prepare_window(current, window, j, config, labels, condition)
+    work = _prepare_window(current, window, j, config, labels, condition, active)
     (results,) = evaluate_parts(
         denoiser, [work.part], t=solver.timesteps[j], batch_size=config.batch_size, d=config.planner.crop, spatial_classes=_spatial_classes(config)
     )
@@ -183,7 +189,9 @@ class _Window:
     part: tuple  # (halo, crops, crop labels, jobs): what `evaluate_parts` needs
 
 
-def _prepare_window(current: Buffers, window: tuple[int, int, int, int], j: int, config: SamplerConfig, labels: np.ndarray | None, condition: int) -> _Window:
+def _prepare_window(
+    current: Buffers, window: tuple[int, int, int, int], j: int, config: SamplerConfig, labels: np.ndarray | None, condition: int, active: np.ndarray | None = None
+) -> _Window:
     _, h, w = current.x.shape
     d = config.planner.crop
     y0, y1, x0, x1 = window
@@ -194,6 +202,8 @@ def _prepare_window(current: Buffers, window: tuple[int, int, int, int], j: int,
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
     crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
     jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition, spatial=config.conditioning == "spatial")
+    if active is not None:
+        jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))
     return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs))
 
 
@@ -201,6 +211,12 @@ def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target:
     c, h, w = current.x.shape
     y0, y1, x0, x1 = work.window
     halo, crops, _, jobs = work.part
+    if len(jobs) == 0:  # no pixel of the window is active: it keeps its state
+        oy, ox = work.origin
+        target.x[:, y0:y1, x0:x1] = halo[:, oy : oy + y1 - y0, ox : ox + x1 - x0]
+        if solver.keeps_x0:
+            target.x0[:, y0:y1, x0:x1] = current.x0[:, y0:y1, x0:x1]
+        return {"crops": 0, "evaluations": 0}
     eps = owned_eps(results, jobs, work.plan, crops, work.labels, work.origin, omega=config.omega, condition=work.condition)
     oy, ox = work.origin
     x_window = halo[:, oy : oy + y1 - y0, ox : ox + x1 - x0]
@@ -210,7 +226,7 @@ def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target:
     target.x[:, y0:y1, x0:x1] = x_next
     if solver.keeps_x0:
         target.x0[:, y0:y1, x0:x1] = x0_next
-    return {"crops": len(crops), "evaluations": len(jobs)}
+    return {"crops": len(np.unique(jobs.crop)), "evaluations": len(jobs)}
 
 
 def crop_views(labels: np.ndarray, crops: np.ndarray, d: int) -> np.ndarray:
@@ -246,6 +262,21 @@ def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, con
     index = np.full((n_crops, k), -1, np.int64)
     index[crop, cls] = np.arange(len(crop))
     return Jobs(crop, cls, index)
+
+
+def keep_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
+    """Only the evaluations of `crops`; every (crop, class) of the others points at evaluation 0, so their pixels
+    get some ε and an update that the caller discards (with no crop kept there are no evaluations at all)."""
+    wanted = np.zeros(len(jobs.index), bool)
+    wanted[crops] = True
+    keep = wanted[jobs.crop]
+    renumber = np.cumsum(keep) - 1
+
+    def remap(index: np.ndarray) -> np.ndarray:
+        out = np.where(index >= 0, renumber[np.maximum(index, 0)], -1)
+        return np.where(wanted[:, None] if index.ndim == 2 else wanted, out, np.where(out >= 0, 0, -1))
+
+    return Jobs(jobs.crop[keep], jobs.condition[keep], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide))
 
 
 def _spatial_jobs(crop_labels: np.ndarray, n_crops: int, *, omega: float) -> Jobs:
