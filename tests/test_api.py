@@ -2,8 +2,8 @@
 documented public surface."""
 
 import importlib
-import keyword
 import inspect
+import keyword
 import pkgutil
 import subprocess
 import sys
