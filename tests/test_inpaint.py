@@ -11,6 +11,7 @@ import tifffile
 import torch
 from shapely.geometry import Point, box, mapping
 
+import wsi_synth
 from cli.main import cli
 from tests.conftest import shared
 from tests.test_generate import _bundled_model
@@ -253,3 +254,13 @@ def test_skipping_crops_leaves_the_update_of_active_pixels_unchanged(conditionin
     counts = [step_window(denoiser, Buffers(x), target, (0, 80, 0, 80), 2, solver, config, labels=labels, active=a) for target, a in ((full, None), (pruned, active))]
     assert np.array_equal(full.x[:, active], pruned.x[:, active])
     assert counts[1]["evaluations"] < counts[0]["evaluations"] and counts[1]["crops"] < counts[0]["crops"]
+
+
+def test_region_class_names_match_the_models_by_name_case_and_spelling():
+    from wsi_synth.generation.inpaint import _model_class
+
+    classes = [{"id": 0, "name": "unknown"}, {"id": 1, "name": "tumour"}, {"id": 2, "name": "Stroma"}]
+    by_name = {c["name"].lower(): c["id"] for c in classes}
+    assert [_model_class(n, by_name, classes, "x") for n in ("Tumor", "TUMOUR", "stroma ", "unknown")] == [1, 1, 2, 0]
+    with pytest.raises(wsi_synth.BadArgumentError, match="one of unknown, tumour, Stroma"):
+        _model_class("necrosis", by_name, classes, "x")

@@ -183,8 +183,15 @@ def _class_map(spec: str | None, names: list[str]):
     return mapped
 
 
+#: British and American spellings of the same class name (QuPath's built-in class is "Tumor").
+SPELLINGS = (("tumour", "tumor"), ("haemorrhage", "hemorrhage"), ("oedema", "edema"))
+
+
 def _model_class(name: str, by_name: dict[str, int], model_classes: list[dict], what: str) -> int:
     key = name.strip().lower()
+    for a, b in SPELLINGS:
+        if key not in by_name:
+            key = key.replace(b, a) if key.replace(b, a) in by_name else key.replace(a, b) if key.replace(a, b) in by_name else key
     if key not in by_name:
         known = ", ".join(c["name"] for c in model_classes)
         hint = "" if what == "--class" else " (or map it with --classes, or pass --class)"
