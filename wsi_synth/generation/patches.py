@@ -82,22 +82,21 @@ def _fit(box: tuple[int, int, int, int], limit: tuple[int, int], factor: int, cr
 
 
 def _merge(boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]]) -> list[tuple[tuple[int, int, int, int], tuple[int, ...]]]:
-    """Union boxes that overlap until none do (a merged box may reach a box neither part reached)."""
-    boxes = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        for a in range(len(boxes)):
-            for b in range(a + 1, len(boxes)):
-                (p, pm), (q, qm) = boxes[a], boxes[b]
-                if p[0] < q[2] and q[0] < p[2] and p[1] < q[3] and q[1] < p[3]:
-                    boxes[a] = ((min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])), tuple(sorted(pm + qm)))
-                    del boxes[b]
-                    changed = True
-                    break
-            if changed:
-                break
-    return boxes
+    """Boxes that overlap (or touch) become their bounding box, until none do: the union's parts' bounds, repeated,
+    since a merged box may reach a box neither part reached (shapely's union keeps thousands of regions fast)."""
+    import shapely
+
+    merged = [b for b, _ in boxes]
+    while True:
+        union = shapely.union_all([shapely.box(*b) for b in merged])
+        parts = [tuple(int(v) for v in g.bounds) for g in getattr(union, "geoms", [union])]
+        if len(parts) == len(merged):
+            break
+        merged = parts
+    inside, holder = shapely.STRtree([shapely.box(*m) for m in merged]).query([shapely.box(*b) for b, _ in boxes], predicate="within")
+    owner = np.empty(len(boxes), np.int64)
+    owner[inside] = holder  # every box lies within exactly one merged box (they are disjoint)
+    return [(m, tuple(i for k in np.nonzero(owner == j)[0] for i in boxes[k][1])) for j, m in enumerate(merged)]
 
 
 def patch_seed(seed: int, patch: Patch) -> int:
