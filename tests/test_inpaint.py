@@ -264,3 +264,19 @@ def test_region_class_names_match_the_models_by_name_case_and_spelling():
     assert [_model_class(n, by_name, classes, "x") for n in ("Tumor", "TUMOUR", "stroma ", "unknown")] == [1, 1, 2, 0]
     with pytest.raises(wsi_synth.BadArgumentError, match="one of unknown, tumour, Stroma"):
         _model_class("necrosis", by_name, classes, "x")
+
+
+def test_patches_merge_regions_whose_contexts_overlap_and_keep_every_region_once():
+    from wsi_synth.generation.patches import Region, plan_patches
+
+    near = [Region(Point(500, 500).buffer(20), 1, "a"), Region(Point(700, 500).buffer(20), 2, "b"), Region(Point(3000, 3000).buffer(20), 2, "c")]
+    patches = plan_patches(near, (5000, 5000), 1.0, factor=4, crop_px=64, margin_l0=32)
+    assert [p.regions for p in patches] == [(0, 1), (2,)]
+    x0, y0, x1, y1 = patches[0].box
+    assert x0 <= 480 - 96 and x1 >= 720 + 96 and all(v % 4 == 0 for v in patches[0].box)  # one crop + the margin around
+    rng = np.random.default_rng(0)
+    many = [Region(Point(x, y).buffer(10), 1, "n") for x, y in rng.uniform(0, 40000, (2000, 2))]
+    patches = plan_patches(many, (40000, 40000), 2.0, factor=4, crop_px=64, margin_l0=32)
+    assert sorted(i for p in patches for i in p.regions) == list(range(2000))
+    boxes = [p.box for p in patches]
+    assert not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for i, a in enumerate(boxes) for b in boxes[i + 1 :])
