@@ -171,6 +171,7 @@ def test_a_model_at_another_resolution_is_resampled_to_level_0(tiny, cmu_slide, 
         ("unclassified", "pass --class"),
         ("no mpp", "--slide-mpp"),
         ("output is the slide", "is the input"),
+        ("class and classes", "not both"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_path, runner):
@@ -190,6 +191,8 @@ def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_p
     elif case == "no mpp":
         slide = shared_slide = cmu_slide.with_name("TCGA-CR-7395-01A-01-TS1.svs")
         assert shared_slide.exists()
+    elif case == "class and classes":
+        extra += ["--classes", "paper5"]
     elif case == "output is the slide":
         out = tmp_path / "slide.tiff"
         tifffile.imwrite(out, np.zeros((600, 600, 3), np.uint8), photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")

@@ -71,6 +71,8 @@ class InpaintConfig:
         from wsi_synth.diffusion.solvers import SOLVERS
         from wsi_synth.io.outputs import FORMATS, annotation_formats
 
+        if self.class_ is not None and self.classes is not None:
+            raise BadArgumentError("pass --class (one class for every region) or --classes (a map of the regions' own classes), not both")
         if self.steps < 1:
             raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
         if self.solver not in SOLVERS:
