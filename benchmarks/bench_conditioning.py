@@ -1,6 +1,6 @@
 """Per-class against spatial conditioning of the image stage, on the same data and budget (issue 13, part 1).
 
-    python benchmarks/bench_conditioning.py [--steps 4000] [--tiles 512] [--work DIR]
+    python benchmarks/bench_conditioning.py [--steps 4000] [--tiles 512] [--schemes per-class spatial] [--shipped] [--work DIR]
 
 1. The bundled model's recipe data (examples/train_default_model.sh: WSSS4LUAD, OCDC, LC25000 at 64 px).
 2. Two copies of the bundled model; in each the image stage is trained again from scratch for `--steps` steps with
@@ -9,6 +9,9 @@
 3. Each generates `--tiles` 64 px tiles (`generate --count`, subtype adenocarcinoma, 20 DPM-Solver++ steps) and is
    measured with `wsi-synth evaluate` (offline features) against the 357 held-out WSSS4LUAD test tiles; the yardstick
    is the same evaluation of real training tiles. Denoiser evaluations per crop come from each run's record.
+
+`--shipped` measures the shipped bundle as it is, too (its image stage untouched), under the key `shipped`; with
+`--work DIR` the trained bundles stay in DIR/model-SCHEME (e.g. to package one as the new default model).
 
 Prints JSON: per scheme, training seconds, evaluations per crop, precision, recall, FID and FID over the yardstick's.
 """
@@ -60,11 +63,28 @@ def measure(real: Path, tiles: Path, report: Path) -> dict:
     return {k: metrics[k] for k in ("precision", "recall", "fid") if k in metrics}
 
 
+def sample_and_measure(model: Path, count: int, test: Path, yardstick: dict, work: Path, name: str) -> dict:
+    """`count` 64 px adenocarcinoma tiles from `model`, measured against the held-out tiles."""
+    tiles = work / f"tiles-{name}"
+    shutil.rmtree(tiles, ignore_errors=True)
+    size = ["--count", str(count), "--size", "64", "--subtype", "adenocarcinoma", "--batch-size", "64"]
+    wsi_synth_cli("generate", "--model", str(model), *size, "--out", str(tiles), "-q")
+    record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
+    metrics = measure(test, tiles / "images", work / f"report-{name}")
+    return {
+        "image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3),
+        **metrics,
+        "fid_over_yardstick": round(metrics["fid"] / yardstick["fid"], 2) if yardstick.get("fid") else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--tiles", type=int, default=512)
     parser.add_argument("--work", default=None)
+    parser.add_argument("--schemes", nargs="+", default=["per-class", "spatial"], choices=["per-class", "spatial"])
+    parser.add_argument("--shipped", action="store_true", help="Also measure the shipped bundle as it is.")
     args = parser.parse_args()
     from wsi_synth.models.bundle import default_model
 
@@ -77,7 +97,9 @@ def main() -> None:
         test, train = real_folders(data, work)
         yardstick = measure(test, train, work / "report-yardstick")
         rows = {}
-        for scheme in ("per-class", "spatial"):
+        if args.shipped:
+            rows["shipped"] = sample_and_measure(default_model(), args.tiles, test, yardstick, work, "shipped")
+        for scheme in args.schemes:
             model = work / f"model-{scheme}"
             shutil.rmtree(model, ignore_errors=True)
             shutil.copytree(default_model(), model)
@@ -102,32 +124,7 @@ def main() -> None:
                 "-q",
             )
             train_seconds = time.perf_counter() - started
-            tiles = work / f"tiles-{scheme}"
-            shutil.rmtree(tiles, ignore_errors=True)
-            wsi_synth_cli(
-                "generate",
-                "--model",
-                str(model),
-                "--count",
-                str(args.tiles),
-                "--size",
-                "64",
-                "--subtype",
-                "adenocarcinoma",
-                "--batch-size",
-                "64",
-                "--out",
-                str(tiles),
-                "-q",
-            )
-            record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
-            metrics = measure(test, tiles / "images", work / f"report-{scheme}")
-            rows[scheme] = {
-                "train_seconds": round(train_seconds, 1),
-                "image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3),
-                **metrics,
-                "fid_over_yardstick": round(metrics["fid"] / yardstick["fid"], 2) if yardstick.get("fid") else None,
-            }
+            rows[scheme] = {"train_seconds": round(train_seconds, 1), **sample_and_measure(model, args.tiles, test, yardstick, work, scheme)}
     print(
         json.dumps(
             {
