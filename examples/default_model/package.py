@@ -158,26 +158,13 @@ def held_out_quality(args, meta: dict) -> dict:
 
 
 def heldout_table(h: dict) -> str:
-    line = "| {} | {:.3f} | {:.3f} | {:.4g} | {} | {} |"
-    y = h["yardstick_real_train"]
+    def row(label: str, m: dict, ratio: str, per_crop) -> str:
+        return f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['fid']:.4g} | {ratio} | {per_crop} |"
+
     rows = [
-        line.format(
-            "previous bundle (per-class)",
-            h["previous"]["precision"],
-            h["previous"]["recall"],
-            h["previous"]["fid"],
-            f"{h['previous']['fid_over_yardstick']}×",
-            h["previous"]["image_evaluations_per_crop"],
-        ),
-        line.format(
-            "**this bundle**",
-            h["this"]["precision"],
-            h["this"]["recall"],
-            h["this"]["fid"],
-            f"**{h['this']['fid_over_yardstick']}×**",
-            h["this"]["image_evaluations_per_crop"],
-        ),
-        line.format("real training tiles (yardstick)", y["precision"], y["recall"], y["fid"], "1×", "—"),
+        row("previous bundle (per-class)", h["previous"], f"{h['previous']['fid_over_yardstick']}×", h["previous"]["image_evaluations_per_crop"]),
+        row("**this bundle**", h["this"], f"**{h['this']['fid_over_yardstick']}×**", h["this"]["image_evaluations_per_crop"]),
+        row("real training tiles (yardstick)", h["yardstick_real_train"], "1×", "—"),
     ]
     return "| tiles | precision | recall | FID | FID / real-vs-real | evaluations per crop |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
 

@@ -252,16 +252,19 @@ def _run(
 
     started = time.perf_counter()
     results, infos = [], []
+    codec = None  # loaded once, and only when a patch is left to sample
     for index, patch in enumerate(patches):
         done = load_patch(work, index) if resumed else None
         if done is None:
-            result, info = inpaint_patch(model, bundle, slide, regions, patch, config)
+            codec = codec or bundle.load_codec(device=config.device)
+            result, info = inpaint_patch(model, bundle, codec, slide, regions, patch, config)
             save_patch(work, index, result, info)
             done = load_patch(work, index)
             log(f"patch {index + 1}/{len(patches)}: {patch.size[0]}×{patch.size[1]} px, {info['evaluations']} denoiser evaluations")
         assert done is not None
         results.append(done[0])
         infos.append(done[1])
+    evaluations = sum(i["evaluations"] for i in infos)
     timings = {"inpaint_s": round(time.perf_counter() - started, 2)}
     started = time.perf_counter()
 
@@ -278,7 +281,7 @@ def _run(
             "classes": bundle.classes,
             "regions": [{"name": r.name, "class": bundle.classes[r.class_id]["name"], "l0_bounds": [round(v, 1) for v in r.geometry.bounds]} for r in regions],
             "patches": infos,
-            "evaluations": sum(i["evaluations"] for i in infos),
+            "evaluations": evaluations,
             "timings": timings,
         }
 
@@ -296,11 +299,12 @@ def _run(
         fmt=config.format,
         annotations=config.annotations,
     )
-    return {**outputs, "patches": len(patches), "evaluations": sum(i["evaluations"] for i in infos), "timings": timings}
+    return {**outputs, "patches": len(patches), "evaluations": evaluations, "timings": timings}
 
 
-def inpaint_patch(model, bundle, slide, regions: list[Region], patch: Patch, config: InpaintConfig):
-    """Sample one patch with its real surroundings kept; returns its level-0 result and what it cost."""
+def inpaint_patch(model, bundle, codec, slide, regions: list[Region], patch: Patch, config: InpaintConfig):
+    """Sample one patch with its real surroundings kept (`codec`: the bundle's, loaded); returns its level-0 result
+    and what it cost."""
     from wsi_synth.generation.decode import DecodedImage, default_decode_batch
     from wsi_synth.models.denoiser import BundleDenoiser
     from wsi_synth.sampling.canvas import KnownLatents, sample_canvas
@@ -309,7 +313,6 @@ def inpaint_patch(model, bundle, slide, regions: list[Region], patch: Patch, con
     scale, factor = slide.scale_for(bundle.mpp), bundle.latent.factor
     x0, y0, _, _ = patch.box
     rgb = slide.read((round(x0 * scale), round(y0 * scale)), patch.size, bundle.mpp)
-    codec = bundle.load_codec(device=config.device)
     latents = encode_rgb(codec, rgb, bundle.latent.scale, factor, config.device)
     codes = region_codes(regions, patch, scale)
     labels, known = latent_labels(codes, factor)

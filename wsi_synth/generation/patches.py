@@ -66,7 +66,7 @@ def plan_patches(regions: list[Region], l0_size: tuple[int, int], scale: float, 
         box = (math.floor(bx0 / scale) - grow, math.floor(by0 / scale) - grow, math.ceil(bx1 / scale) + grow, math.ceil(by1 / scale) + grow)
         boxes.append((_fit(box, limit, factor, crop_px), (i,)))
     merged = _merge(boxes)
-    return [Patch(_fit(box, limit, factor, crop_px), members) for box, members in sorted(merged, key=lambda b: (b[0][1], b[0][0]))]
+    return [Patch(box, members) for box, members in sorted(merged, key=lambda b: (b[0][1], b[0][0]))]  # unions of fitted boxes fit
 
 
 def _fit(box: tuple[int, int, int, int], limit: tuple[int, int], factor: int, crop_px: int) -> tuple[int, int, int, int]:

@@ -187,6 +187,7 @@ class _Window:
     labels: np.ndarray | None  # the halo's class map
     condition: int
     part: tuple  # (halo, crops, crop labels, jobs): what `evaluate_parts` needs
+    evaluated_crops: int  # the crops with evaluations (fewer than planned when `active` drops some)
 
 
 def _prepare_window(
@@ -202,9 +203,11 @@ def _prepare_window(
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
     crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
     jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition, spatial=config.conditioning == "spatial")
+    evaluated = len(crops)
     if active is not None:
-        jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))
-    return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs))
+        needed = np.unique(plan.owner[active[y0:y1, x0:x1]])
+        jobs, evaluated = keep_crops(jobs, needed), len(needed)
+    return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs), evaluated)
 
 
 def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target: Buffers, j: int, solver: Solver, config: SamplerConfig) -> dict:
@@ -226,7 +229,7 @@ def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target:
     target.x[:, y0:y1, x0:x1] = x_next
     if solver.keeps_x0:
         target.x0[:, y0:y1, x0:x1] = x0_next
-    return {"crops": len(np.unique(jobs.crop)), "evaluations": len(jobs)}
+    return {"crops": work.evaluated_crops, "evaluations": len(jobs)}
 
 
 def crop_views(labels: np.ndarray, crops: np.ndarray, d: int) -> np.ndarray:
