@@ -353,6 +353,27 @@ def test_masks_are_upsampled_smoothly_the_same_in_any_band_and_chunk():
     assert (coarse != fine[::2, ::2]).mean() < 0.02
 
 
+def test_mask_stage_speckle_is_smoothed_away_and_spatial_maps_keep_no_unknown_seams():
+    from wsi_synth.generation.masks import mask_classes
+
+    # a sampled one-hot: two half planes (tumour left, stroma right) with noise and single-pixel islands of normal
+    rng = np.random.default_rng(0)
+    truth = np.where(np.arange(48)[None, :] < 24, 1, 2).repeat(48, 0)
+    one_hot = np.where(np.arange(4)[:, None, None] == truth, 1.0, -1.0) + rng.normal(0, 0.6, (4, 48, 48))
+    islands = (rng.random((48, 48)) < 0.03) & (np.arange(48)[None, :] % 24 > 2)
+    one_hot[3][islands] = 3.0
+    raw = one_hot.argmax(0)
+    assert (raw == 3).sum() >= 40  # the speckle is there before cleaning
+
+    spatial = mask_classes(one_hot, min_region=3, sigma=1.0, boundaries=False)
+    assert not (spatial == 3).any() and not (spatial == 0).any()  # islands absorbed; no unknown seam or holes
+    assert (spatial != truth).mean() < 0.01
+    paper = mask_classes(one_hot, min_region=3, sigma=1.0, boundaries=True)  # per-class: the paper's unknown seam stays
+    assert (paper[:, 23:25] == 0).all(axis=1).mean() > 0.9 and not (paper == 3).any()
+    unsmoothed = mask_classes(one_hot, min_region=3, sigma=0, boundaries=False)
+    assert (unsmoothed != truth).mean() > (spatial != truth).mean()
+
+
 def test_the_package_exposes_the_bundled_model_and_readers_without_importing_torch():
     import subprocess
     import sys

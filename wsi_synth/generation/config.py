@@ -52,6 +52,7 @@ class GenerateConfig:
     workers: int = 1  # > 1: a local dask.distributed cluster of this many worker processes
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
+    mask_sigma: float = 1.0  # mask-canvas px: the sampled one-hot is smoothed by this Gaussian before the argmax
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
     annotations: tuple[str, ...] = ("geojson",)  # geojson (QuPath), asap (ASAP XML)

@@ -15,32 +15,63 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth.errors import BadAnnotationError, BadArgumentError
-from wsi_synth.generation.config import Geometry
+from wsi_synth.generation.config import GenerateConfig, Geometry
 from wsi_synth.io.images import read_labels
 from wsi_synth.models.bundle import Bundle
 
 
-def clean_mask(classes: np.ndarray, *, min_region: int) -> np.ndarray:
-    """The paper's cleaning: pixels on a boundary between two classes become unknown; regions thinner than
-    `min_region` px are removed (min-pooling, i.e. an opening per class)."""
+def mask_cleaning(config: GenerateConfig, bundle: Bundle) -> dict:
+    """`mask_classes`' settings for a run; the paper's unknown seams between classes only for a per-class image stage."""
+    return {"min_region": config.min_region, "sigma": config.mask_sigma, "boundaries": bundle.image_conditioning == "per-class"}
+
+
+def mask_classes(one_hot: np.ndarray, *, min_region: int, sigma: float, boundaries: bool) -> np.ndarray:
+    """The class map of the mask stage's sampled one-hot (classes, h, w): each class's channel smoothed with a
+    Gaussian of `sigma` mask px, the largest wins, then `clean_mask`. The smoothing takes off the sampled map's
+    speckle and its stair-step edges, which an image stage that follows the map pixel by pixel would draw as squares."""
+    from scipy import ndimage
+
+    if sigma > 0:
+        one_hot = np.stack([ndimage.gaussian_filter(np.asarray(c, np.float32), sigma, mode="nearest") for c in one_hot])
+    return clean_mask(np.asarray(one_hot).argmax(0).astype(np.uint8), min_region=min_region, boundaries=boundaries)
+
+
+def clean_mask(classes: np.ndarray, *, min_region: int, boundaries: bool = True) -> np.ndarray:
+    """The paper's cleaning (`boundaries`): pixels on a boundary between two classes become unknown; regions
+    thinner than `min_region` px are removed (min-pooling, i.e. an opening per class) and become unknown.
+
+    Without `boundaries` (spatial conditioning, where the image stage draws transitions between classes itself and an
+    unknown seam would be drawn as a gap of the null condition's tissue), unknown is a region like any other and what
+    the opening removes takes the nearest surviving region's class."""
     from scipy import ndimage
 
     out = classes.copy()
+    if boundaries:
+        out[_class_boundaries(classes)] = 0
+    if min_region <= 1:
+        return out
+    structure = np.ones((min_region, min_region), bool)
+    removed = np.zeros(classes.shape, bool)
+    for c in np.unique(out):
+        if c == 0 and boundaries:
+            continue
+        region = out == c
+        removed |= region & ~ndimage.binary_opening(region, structure=structure)
+    if boundaries:
+        out[removed] = 0
+    elif removed.any() and not removed.all():
+        nearest = ndimage.distance_transform_edt(removed, return_distances=False, return_indices=True)
+        out = out[nearest[0], nearest[1]]
+    return out
+
+
+def _class_boundaries(classes: np.ndarray) -> np.ndarray:
     padded = np.pad(classes, 1, mode="edge")
     neighbours = [padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2], padded[1:-1, 2:]]
     boundary = np.zeros(classes.shape, bool)
     for n in neighbours:
         boundary |= (n != classes) & (n != 0) & (classes != 0)
-    out[boundary] = 0
-    if min_region > 1:
-        structure = np.ones((min_region, min_region), bool)
-        for c in np.unique(out):
-            if c == 0:
-                continue
-            region = out == c
-            kept = ndimage.binary_opening(region, structure=structure)
-            out[region & ~kept] = 0
-    return out
+    return boundary
 
 
 def load_mask(path: str | Path, bundle: Bundle, g: Geometry, *, stretch: bool = False) -> np.ndarray:

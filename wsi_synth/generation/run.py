@@ -25,7 +25,7 @@ from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, clean_mask, load_mask, smooth
+from wsi_synth.generation.masks import PixelLabels, load_mask, mask_classes, mask_cleaning, smooth
 from wsi_synth.generation.plan import plan_run
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
@@ -122,7 +122,7 @@ def _run(
                 fingerprint={**identity, "stage": "mask"},
                 **run,
             )
-            msk = clean_mask(np.asarray(one_hot[:]).argmax(0).astype(np.uint8), min_region=config.min_region)
+            msk = mask_classes(np.asarray(one_hot[:]), **mask_cleaning(config, bundle))
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor)

@@ -29,7 +29,7 @@ from wsi_synth import __version__
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, clean_mask, smooth
+from wsi_synth.generation.masks import PixelLabels, mask_classes, mask_cleaning, smooth
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.canvas import check_identity
 from wsi_synth.sampling.sampler import SampleStats
@@ -146,6 +146,7 @@ def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
         "context": config.context,
         "seed": config.seed,
         "min_region": config.min_region,
+        "mask_sigma": config.mask_sigma,
     }
 
 
@@ -203,7 +204,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
         stats=stats["mask"],
     )
-    masks = [clean_mask(o.argmax(0).astype(np.uint8), min_region=config.min_region) for o in one_hots]
+    masks = [mask_classes(o, **mask_cleaning(config, bundle)) for o in one_hots]
     latents = sample_canvases(
         BundleDenoiser(str(model), "image", config.device),
         (bundle.latent.channels, *g.lat),
