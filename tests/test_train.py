@@ -174,6 +174,43 @@ def test_labelled_unlabelled_draw_follows_p_unc(trained, conditioning):
         assert float(masks[labels == 0].abs().sum()) == 0.0
 
 
+def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it_never_binds(trained):
+    data, model, _ = trained
+    abar = training.alphas_cumprod(1000, "scaled_linear")
+    weights = training.min_snr_weights(abar, 5.0)
+    snr = abar / (1 - abar)
+    assert torch.allclose(weights[snr <= 5], torch.ones(int((snr <= 5).sum()))) and bool((weights[snr > 5] < 1).all())
+    assert float(weights[0]) == pytest.approx(5.0 / float(snr[0]))  # the least noisy step, down-weighted the most
+
+    def loss(gamma):
+        config = load_config("tiny", batch_size=8, min_snr_gamma=gamma)
+        torch.manual_seed(0)  # the same initial network for every γ
+        spec = training.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
+        return float(spec.loss(spec.network, 3))
+
+    plain, never_binds, binds = loss(None), loss(float(snr.max()) * 2), loss(1.0)
+    assert never_binds == pytest.approx(plain, rel=1e-5) and binds < plain
+
+
+def test_null_condition_learns_from_every_tile_or_only_the_unlabelled_ones(tmp_path):
+    from types import SimpleNamespace
+
+    index = SimpleNamespace(unlabelled=[("lc", 0), ("lc", 1)], labelled=[("wsss", 0)])
+    assert training.null_pool(index, "unlabelled") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1)]
+    assert training.null_pool(index, "all") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1), ("labelled", "wsss", 0)]
+    assert training.null_pool(SimpleNamespace(unlabelled=[], labelled=[("wsss", 0)]), "unlabelled") == [("labelled", "wsss", 0)]
+    with pytest.raises(Exception, match="null_tiles"):
+        load_config("tiny", null_tiles="labelled")
+    with pytest.raises(Exception, match="min_snr_gamma"):
+        load_config("tiny", min_snr_gamma=-1.0)
+    config = tmp_path / "c.yaml"
+    config.write_text("min_snr_gamma: 5\nnull_tiles: all\n")
+    assert (load_config(config).min_snr_gamma, load_config(config).null_tiles) == (5.0, "all")
+    config.write_text("min_snr_gamma: five\n")
+    with pytest.raises(Exception, match="min_snr_gamma must be null or a finite number"):
+        load_config(config)
+
+
 def test_mask_stage_trains_on_region_maps(trained, tmp_path):
     data, model, _ = trained
     shutil.copytree(model, tmp_path / "m")

@@ -321,6 +321,8 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         z = torch.rot90(z, k, dims=(1, 2))  # the augmentations commute with encoding up to the codec's own error
         return z.flip(2) if flip else z
 
+    pool = null_pool(index, config.null_tiles)
+
     def draw(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = step_rng(config.seed, step, rank)
         latents, masks, labels = [], [], []
@@ -328,7 +330,6 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
             unconditional = rng.random() < config.p_unc
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             if unconditional:
-                pool = [("unlabelled", s, i) for s, i in index.unlabelled] or [("labelled", s, i) for s, i in index.labelled]
                 kind, source, i = pool[int(rng.integers(len(pool)))]
                 latents.append(encode(kind, source, i, k, flip))
                 masks.append(torch.zeros(n_classes - 1 if spatial else 1, lat, lat))
@@ -417,13 +418,28 @@ def _seed(*parts: int | str) -> int:
 def _eps_loss(
     net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch.Tensor, device: str, *, labels: torch.Tensor, extra: torch.Tensor | None = None, rank: int = 0
 ) -> torch.Tensor:
-    """ε-prediction L2 loss at uniformly drawn timesteps."""
+    """ε-prediction L2 loss at uniformly drawn timesteps, min-SNR-γ weighted when the configuration asks."""
     gen = torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, 1, rank))
     noise = torch.randn(x0.shape, generator=gen).to(device)
     t = torch.randint(0, config.num_train_timesteps, (len(x0),), generator=gen).to(device)
     xt = add_noise(x0, noise, t, abar)
     inputs = torch.cat([xt, extra], dim=1) if extra is not None else xt
-    return F.mse_loss(net(inputs, t, class_labels=labels).sample.float(), noise)
+    predicted = net(inputs, t, class_labels=labels).sample.float()
+    if config.min_snr_gamma is None:
+        return F.mse_loss(predicted, noise)
+    return (min_snr_weights(abar.to(device)[t], config.min_snr_gamma) * (predicted - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+
+def null_pool(index, null_tiles: str) -> list[tuple[str, str, int]]:
+    """The (kind, source, i) tiles the image network's null condition learns from (`TrainConfig.null_tiles`)."""
+    unlabelled, labelled = [("unlabelled", s, i) for s, i in index.unlabelled], [("labelled", s, i) for s, i in index.labelled]
+    return unlabelled + labelled if null_tiles == "all" else unlabelled or labelled
+
+
+def min_snr_weights(abar_t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Per-sample weights min(SNR, γ) / SNR of the ε-loss, SNR = ᾱ / (1 − ᾱ) (Hang et al. 2023, eq. 7)."""
+    snr = abar_t / (1 - abar_t)
+    return torch.clamp(snr, max=gamma) / snr
 
 
 def _preview_sample(
