@@ -2,7 +2,7 @@
 
     python benchmarks/bench_conditioning.py [--steps 4000] [--tiles 512] [--schemes per-class spatial] [--shipped] [--work DIR]
 
-1. The bundled model's recipe data (examples/train_default_model.sh: WSSS4LUAD, OCDC, LC25000 at 64 px).
+1. The bundled model's recipe data (examples/default_model/import.sh: WSSS4LUAD, OCDC, LC25000 at 64 px, 1.1 µm/px).
 2. Two copies of the bundled model; in each the image stage is trained again from scratch for `--steps` steps with
    the recipe's configuration, one `--conditioning per-class`, one `--conditioning spatial` (the codec and the mask
    stage are the bundled ones, so only the image stage differs).
@@ -27,16 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RECIPE, RECIPE_IMPORT, SHARED, import_wsss, machine, wsi_synth_cli  # noqa: E402
-
-
-def recipe_data(out: Path) -> None:
-    tm, tiles = SHARED / "tiles_masks", SHARED / "tiles" / "lc25000_224"
-    import_wsss(out)
-    ocdc = ["--masks", str(tm / "ocdc_oscc" / "masks"), "--legend", str(RECIPE / "ocdc.yaml"), "--subtype", "squamous", "--scale", "0.5"]
-    wsi_synth_cli("import", str(tm / "ocdc_oscc" / "images"), *ocdc, *RECIPE_IMPORT, "--out", str(out))
-    for folder, subtype in (("lung_aca", "adenocarcinoma"), ("lung_scc", "squamous")):
-        wsi_synth_cli("import", str(tiles / folder), "--subtype", subtype, *RECIPE_IMPORT, "--out", str(out))
+from common import RECIPE, machine, recipe_data, wsi_synth_cli  # noqa: E402
 
 
 def real_folders(data: Path, work: Path) -> tuple[Path, Path]:

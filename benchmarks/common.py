@@ -86,8 +86,8 @@ def emit(doc: dict) -> None:
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "default_model"
-#: The bundled model's recipe import settings (examples/train_default_model.sh): 64 px tiles at a nominal 0.5 µm/px.
-RECIPE_IMPORT = ("--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"), "-q")
+#: The bundled model's recipe import settings (examples/default_model/import.sh): 64 px tiles at 1.1 µm/px.
+RECIPE_IMPORT = ("--tile", "64", "--mpp", "1.1", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"), "-q")
 
 
 def wsi_synth_cli(*args: str) -> str:
@@ -95,6 +95,14 @@ def wsi_synth_cli(*args: str) -> str:
     import subprocess
 
     return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def recipe_data(out: Path) -> None:
+    """The bundled model's whole training set (examples/default_model/import.sh) in `out`."""
+    import subprocess
+
+    env = {**os.environ, "DATA": str(SHARED), "WORK": str(out.resolve()), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(["bash", str(RECIPE / "import.sh")], cwd=ROOT, env=env, check=True, capture_output=True)
 
 
 def import_wsss(out: Path) -> None:

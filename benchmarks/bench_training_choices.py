@@ -1,0 +1,80 @@
+"""Training-efficiency choices of the image stage, measured on the bundled model's recipe data (issue 13, part 3).
+
+    python benchmarks/bench_training_choices.py [--steps 4000] [--tiles 512] [--work DIR] [--base MODEL] [--variants eps min-snr null-all]
+
+Each variant trains the image stage from scratch for `--steps` steps with the recipe's configuration
+(examples/default_model/train.yaml) plus its own keys, on the recipe's data (examples/default_model/import.sh), with
+the codec and mask stage of `--base` (default: the bundled model), so only the image stage's training differs.
+Each is measured as bench_conditioning.py measures: `--tiles` generated 64 px tiles against the 357 held-out
+WSSS4LUAD test tiles, with real-vs-real as the yardstick.
+
+Variants: `eps` (the plain ε-loss), `min-snr` (min-SNR-5 weighting), `null-all` (the null condition learns from every
+tile, not only the unlabelled ones), `min-snr-null-all` (both).
+
+Prints JSON: per variant, its keys, training seconds, precision, recall, FID and FID over the yardstick's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_conditioning import measure, real_folders, sample_and_measure  # noqa: E402
+from common import RECIPE, machine, recipe_data, wsi_synth_cli  # noqa: E402
+
+VARIANTS = {
+    "eps": {},
+    "min-snr": {"min_snr_gamma": 5.0},
+    "null-all": {"null_tiles": "all"},
+    "min-snr-null-all": {"min_snr_gamma": 5.0, "null_tiles": "all"},
+}
+
+
+def train_variant(data: Path, base: Path, model: Path, keys: dict, steps: int) -> float:
+    """The image stage of a copy of `base`, trained again with the recipe's configuration plus `keys`; seconds."""
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(base, model)
+    config = model.parent / f"{model.name}.yaml"
+    config.write_text(yaml.safe_dump({**yaml.safe_load((RECIPE / "train.yaml").read_text()), **keys}))
+    started = time.perf_counter()
+    every = ["--checkpoint-every", str(steps), "--sample-every", str(steps)]
+    wsi_synth_cli("train", "image", str(data), "--out", str(model), "--config", str(config), "--max-steps", str(steps), *every, "--overwrite", "-q")
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=4000)
+    parser.add_argument("--tiles", type=int, default=512)
+    parser.add_argument("--work", default="bench-out/training-choices")
+    parser.add_argument("--base", default=None, help="Bundle whose codec and mask stage are used (default: the bundled model).")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    from wsi_synth.models.bundle import default_model
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    data = work / "data"
+    if not (data / "dataset.json").is_file():
+        recipe_data(data)
+    test, train = real_folders(data, work)
+    yardstick = measure(test, train, work / "report-yardstick")
+    rows = {}
+    for name in args.variants:
+        seconds = train_variant(data, Path(args.base) if args.base else default_model(), work / f"model-{name}", VARIANTS[name], args.steps)
+        rows[name] = {"keys": VARIANTS[name], "train_seconds": round(seconds, 1), **sample_and_measure(work / f"model-{name}", args.tiles, test, yardstick, work, name)}
+        print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
+    held_out = "357 WSSS4LUAD test-split tiles of the recipe's import (never trained on)"
+    report = {"benchmark": "training-choices", "machine": machine(), "steps": args.steps, "tiles": args.tiles, "held_out": held_out}
+    print(json.dumps({**report, "yardstick_real_train": yardstick, **rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
