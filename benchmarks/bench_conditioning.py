@@ -49,7 +49,7 @@ def real_folders(data: Path, work: Path) -> tuple[Path, Path]:
 
 
 def measure(real: Path, tiles: Path, report: Path) -> dict:
-    wsi_synth_cli("evaluate", str(real), str(tiles), "--size", "64", "--out", str(report), "-q")
+    wsi_synth_cli("evaluate", str(real), str(tiles), "--size", "64", "--out", str(report), "--overwrite", "-q")
     metrics = json.loads((report / "report.json").read_text())["metrics"]
     return {k: metrics[k] for k in ("precision", "recall", "fid") if k in metrics}
 

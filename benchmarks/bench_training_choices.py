@@ -31,9 +31,9 @@ from common import RECIPE, machine, recipe_data, wsi_synth_cli  # noqa: E402
 
 VARIANTS = {
     "eps": {},
-    "min-snr": {"min_snr_gamma": 5.0},
+    "min-snr": {"image": {"min_snr_gamma": 5.0}},
     "null-all": {"null_tiles": "all"},
-    "min-snr-null-all": {"min_snr_gamma": 5.0, "null_tiles": "all"},
+    "min-snr-null-all": {"image": {"min_snr_gamma": 5.0}, "null_tiles": "all"},
 }
 
 
@@ -42,7 +42,9 @@ def train_variant(data: Path, base: Path, model: Path, keys: dict, steps: int) -
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(base, model)
     config = model.parent / f"{model.name}.yaml"
-    config.write_text(yaml.safe_dump({**yaml.safe_load((RECIPE / "train.yaml").read_text()), **keys}))
+    recipe = yaml.safe_load((RECIPE / "train.yaml").read_text())
+    merged = {**recipe, **{k: {**recipe.get(k, {}), **v} if isinstance(v, dict) else v for k, v in keys.items()}}
+    config.write_text(yaml.safe_dump(merged))
     started = time.perf_counter()
     every = ["--checkpoint-every", str(steps), "--sample-every", str(steps)]
     wsi_synth_cli("train", "image", str(data), "--out", str(model), "--config", str(config), "--max-steps", str(steps), *every, "--overwrite", "-q")

@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -183,7 +184,8 @@ def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it
     assert float(weights[0]) == pytest.approx(5.0 / float(snr[0]))  # the least noisy step, down-weighted the most
 
     def loss(gamma):
-        config = load_config("tiny", batch_size=8, min_snr_gamma=gamma)
+        tiny = load_config("tiny")
+        config = replace(tiny, batch_size=8, image=replace(tiny.image, min_snr_gamma=gamma))
         torch.manual_seed(0)  # the same initial network for every γ
         spec = training.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
         return float(spec.loss(spec.network, 3))
@@ -201,13 +203,15 @@ def test_null_condition_learns_from_every_tile_or_only_the_unlabelled_ones(tmp_p
     assert training.null_pool(SimpleNamespace(unlabelled=[], labelled=[("wsss", 0)]), "unlabelled") == [("labelled", "wsss", 0)]
     with pytest.raises(Exception, match="null_tiles"):
         load_config("tiny", null_tiles="labelled")
-    with pytest.raises(Exception, match="min_snr_gamma"):
-        load_config("tiny", min_snr_gamma=-1.0)
     config = tmp_path / "c.yaml"
-    config.write_text("min_snr_gamma: 5\nnull_tiles: all\n")
-    assert (load_config(config).min_snr_gamma, load_config(config).null_tiles) == (5.0, "all")
-    config.write_text("min_snr_gamma: five\n")
-    with pytest.raises(Exception, match="min_snr_gamma must be null or a finite number"):
+    config.write_text("image: {min_snr_gamma: 5}\nnull_tiles: all\n")
+    loaded = load_config(config)
+    assert (loaded.image.min_snr_gamma, loaded.mask.min_snr_gamma, loaded.null_tiles) == (5.0, None, "all")
+    config.write_text("image: {min_snr_gamma: five}\n")
+    with pytest.raises(Exception, match="image.min_snr_gamma must be null or a finite number"):
+        load_config(config)
+    config.write_text("mask: {min_snr_gamma: -1}\n")
+    with pytest.raises(Exception, match="mask.min_snr_gamma must be a positive number"):
         load_config(config)
 
 

@@ -9,7 +9,8 @@
    (precision, recall, FID, and real training tiles against the same held-out tiles as the yardstick), or takes
    those figures from `--heldout`, the JSON of `benchmarks/bench_conditioning.py --shipped` on the same model;
 4. writes MODEL_CARD.md (data, licences, classes, subtypes, settings, measured quality) and the README picture
-   (docs/images/generated_example.jpg: the slide beside its mask overlay).
+   (docs/images/generated_example.jpg: the slide beside its mask overlay). `--scales` (the JSON of
+   source_scale.py) and `--choices` (the JSON of benchmarks/bench_training_choices.py) add their tables to the card.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048)
     parser.add_argument("--heldout", type=Path, default=None, help="bench_conditioning.py --shipped JSON with this model's figures (else measured here).")
     parser.add_argument("--scheme", default="spatial", help="The key of this model's row in --heldout.")
+    parser.add_argument("--scales", type=Path, default=None, help="source_scale.py JSON: each source's measured µm/px.")
+    parser.add_argument("--choices", type=Path, default=None, help="bench_training_choices.py JSON: the training choices measured.")
     args = parser.parse_args()
     meta = json.loads((args.model / "model.json").read_text())
     heldout = held_out_quality(args, meta)
@@ -132,7 +135,8 @@ def main() -> None:
                 picture(image, mask, colors, ROOT / "docs" / "images" / "generated_example.jpg")
     copy_bundle(args.model, args.dest)
     quality["against_held_out_tiles"] = heldout
-    (args.dest / "MODEL_CARD.md").write_text(model_card(meta, quality))
+    measured = {name: json.loads(path.read_text()) for name, path in (("scales", args.scales), ("choices", args.choices)) if path is not None}
+    (args.dest / "MODEL_CARD.md").write_text(model_card(meta, quality, **measured))
     (args.dest / "quality.json").write_text(json.dumps(quality, indent=2))
     size = sum(p.stat().st_size for p in args.dest.rglob("*") if p.is_file())
     print(json.dumps({"dest": str(args.dest), "bytes": size, "quality": quality}, indent=2))
@@ -169,7 +173,38 @@ def heldout_table(h: dict) -> str:
     return "| tiles | precision | recall | FID | FID / real-vs-real | evaluations per crop |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
 
 
-def model_card(meta: dict, quality: dict) -> str:
+def scales_table(scales: dict | None) -> str:
+    """Each source's measured µm/px (source_scale.py) and the scale import.sh applies."""
+    if not scales:
+        return ""
+    rows = [
+        f"| {name} | {v['mpp']} ({v['range'][0]}–{v['range'][1]}) |" if v.get("mpp") else f"| {name} | not measurable: {v['why']} |"
+        for name, v in scales.items()
+        if isinstance(v, dict) and "mpp" in v
+    ]
+    return (
+        "Each source's magnification, measured from its nuclei against MoNuSeg (0.2527 µm/px) and CMU-1 (0.499 µm/px) "
+        "(`python examples/default_model/source_scale.py`):\n\n| source | µm/px (range) |\n|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def choices_table(choices: dict | None) -> str:
+    """The image stage's training choices measured at equal steps (bench_training_choices.py)."""
+    if not choices:
+        return ""
+    rows = [
+        f"| {name} | {json.dumps(v['keys']) if v['keys'] else 'plain ε-loss'} | {v['train_seconds'] / 60:.1f} min | {v['precision']:.3f} | {v['recall']:.3f} | {v['fid_over_yardstick']}× |"
+        for name, v in choices.items()
+        if isinstance(v, dict) and "keys" in v
+    ]
+    return (
+        f"Training choices, each an image stage trained {choices['steps']} steps from scratch on this data with this codec and mask "
+        f"stage, measured as below (`python benchmarks/bench_training_choices.py`):\n\n"
+        "| variant | keys | training | precision | recall | FID / real-vs-real |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def model_card(meta: dict, quality: dict, scales: dict | None = None, choices: dict | None = None) -> str:
     stages = meta["stages"]
     rows = "\n".join(
         f"| {s} | {info['steps']} | {info['config']['batch_size']} | {_networks(s, info['config'])} | {info.get('train_seconds', 0) / 60:.0f} min "
@@ -189,13 +224,14 @@ results; train your own (`wsi-synth train`, README) on your data and GPUs.
 ## Data (public, from the project's shared data; licences as stated by their sources, several unconfirmed)
 | data | use | source | licence |
 |---|---|---|---|
-| WSSS4LUAD validation + test tiles with masks (lung adenocarcinoma) | labelled tiles, region masks | `Hammad-Mir/WSSS4LUAD` (WSSS4LUAD challenge, GDPH + TCGA-LUAD) | unconfirmed, likely research-only |
-| OCDC tiles with tumour masks (oral squamous cell carcinoma), at half size | labelled tiles, region masks | `sarah-antillia/Tensorflow-Image-Segmentation-OCDC` (doi:10.17632/9bsc36jyrt.1) | CC BY 4.0 (unconfirmed) |
-| LC25000 lung adenocarcinoma and squamous cell carcinoma tiles (224 px) | unlabelled tiles | `loser564/Lung-Cancer-Prediction-Model` (Borkowski et al. 2019) | not stated (unconfirmed) |
+| WSSS4LUAD validation + test tiles with masks (lung adenocarcinoma), as they are | labelled tiles, region masks | `Hammad-Mir/WSSS4LUAD` (WSSS4LUAD challenge, GDPH + TCGA-LUAD) | unconfirmed, likely research-only |
+| OCDC tiles with tumour masks (oral squamous cell carcinoma), scaled ×0.44 | labelled tiles, region masks | `sarah-antillia/Tensorflow-Image-Segmentation-OCDC` (doi:10.17632/9bsc36jyrt.1) | CC BY 4.0 (unconfirmed) |
+| LC25000 lung adenocarcinoma and squamous cell carcinoma tiles (224 px), scaled ×0.41 and ×0.35 | unlabelled tiles | `loser564/Lung-Cancer-Prediction-Model` (Borkowski et al. 2019) | not stated (unconfirmed) |
 
-Treat the model as research-only, like its data. The tiles come from different scanners and magnifications; the
-model's nominal {meta["mpp"]} µm/px is a label, not a measurement.
-
+Treat the model as research-only, like its data. Every source is resampled to one magnification, {meta["mpp"]} µm/px
+(`examples/default_model/import.sh`): WSSS4LUAD's as measured, LC25000's 224 px tiles (a downscaled 40× photograph)
+down to it, OCDC's 640 px tiles from their stated 20×.
+{scales_table(scales)}
 ## Classes and subtypes
 - Classes: {", ".join(c["name"] for c in meta["classes"])} (0 = unknown / not annotated). WSSS4LUAD "tumour epithelium"
   and OCDC "tumour" → tumour; WSSS4LUAD stroma → stroma, normal → normal; background and OCDC non-tumour → unknown.
@@ -203,7 +239,7 @@ model's nominal {meta["mpp"]} µm/px is a label, not a measurement.
   layouts are the less varied.
 
 ## Training (`bash examples/train_default_model.sh`, configuration `examples/default_model/train.yaml`)
-Seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, EMA weights.
+Seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, EMA weights{_loss(meta)}.
 
 | stage | steps | batch | network | time | final loss |
 |---|---|---|---|---|---|
@@ -211,6 +247,7 @@ Seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, 
 
 Codec: latent factor {factor}, {meta["latent"]["channels"]} channels, scale {meta["latent"]["scale"]:.4f}.
 
+{choices_table(choices)}
 ## Measured quality (`python examples/default_model/package.py`)
 Against held-out real tiles: 512 generated 64 px adenocarcinoma tiles (`generate --count`, 20 DPM-Solver++ steps),
 measured with `wsi-synth evaluate` (offline features) against the 357 WSSS4LUAD test-split tiles of the recipe's
@@ -246,6 +283,12 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 - 64 px tiles at a nominal 0.5 µm/px give each crop ~32 µm of context: cells and their neighbours, not glands.
 - A better model needs more labelled tiles, larger tiles and more steps (GPU hours), not different code.
 """
+
+
+def _loss(meta: dict) -> str:
+    config = meta["stages"]["image"]["config"]
+    gamma, null = config["image"].get("min_snr_gamma"), config.get("null_tiles", "unlabelled")
+    return (f", min-SNR-{gamma:g} loss weighting" if gamma else "") + (", null condition learnt from every tile" if null == "all" else "")
 
 
 def _means(quality: dict, meta: dict) -> str:

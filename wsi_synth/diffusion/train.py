@@ -357,7 +357,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
 
     def loss(net, step: int) -> torch.Tensor:
         z0, mask, labels = draw(step)
-        return _eps_loss(net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank)
+        return _eps_loss(net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank, gamma=config.image.min_snr_gamma)
 
     def preview(net) -> np.ndarray:
         # 0 = unconditional, then each class over the whole tile, all from the same noise
@@ -396,7 +396,7 @@ def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: s
 
     def loss(net, step: int) -> torch.Tensor:
         x0, labels = draw(step)
-        return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank)
+        return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank, gamma=config.mask.min_snr_gamma)
 
     def preview(net) -> np.ndarray:
         # unconditional, then each subtype, all from the same noise
@@ -416,18 +416,28 @@ def _seed(*parts: int | str) -> int:
 
 
 def _eps_loss(
-    net, x0: torch.Tensor, step: int, config: TrainConfig, abar: torch.Tensor, device: str, *, labels: torch.Tensor, extra: torch.Tensor | None = None, rank: int = 0
+    net,
+    x0: torch.Tensor,
+    step: int,
+    config: TrainConfig,
+    abar: torch.Tensor,
+    device: str,
+    *,
+    labels: torch.Tensor,
+    extra: torch.Tensor | None = None,
+    rank: int = 0,
+    gamma: float | None = None,
 ) -> torch.Tensor:
-    """ε-prediction L2 loss at uniformly drawn timesteps, min-SNR-γ weighted when the configuration asks."""
+    """ε-prediction L2 loss at uniformly drawn timesteps, min-SNR-`gamma` weighted when the stage's network asks."""
     gen = torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, 1, rank))
     noise = torch.randn(x0.shape, generator=gen).to(device)
     t = torch.randint(0, config.num_train_timesteps, (len(x0),), generator=gen).to(device)
     xt = add_noise(x0, noise, t, abar)
     inputs = torch.cat([xt, extra], dim=1) if extra is not None else xt
     predicted = net(inputs, t, class_labels=labels).sample.float()
-    if config.min_snr_gamma is None:
+    if gamma is None:
         return F.mse_loss(predicted, noise)
-    return (min_snr_weights(abar.to(device)[t], config.min_snr_gamma) * (predicted - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    return (min_snr_weights(abar.to(device)[t], gamma) * (predicted - noise).pow(2).mean(dim=(1, 2, 3))).mean()
 
 
 def null_pool(index, null_tiles: str) -> list[tuple[str, str, int]]:

@@ -36,6 +36,9 @@ class UNetConfig:
     attention: bool = False  # attention blocks at the lowest resolution
     norm_num_groups: int = 8
     lr: float = 2e-4
+    #: Min-SNR-γ loss weighting (Hang et al. 2023): each timestep's ε-loss weighted by min(SNR, γ) / SNR, so the
+    #: easy, nearly noise-free steps stop dominating the gradient. None: the plain ε-loss (every bundle before it).
+    min_snr_gamma: float | None = None
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,6 @@ class TrainConfig:
     seed: int = 0
     #: The image network's conditioning: "spatial" (the class map as one-hot channels; measured better, docs/benchmarks.md) or "per-class" (the paper's).
     image_conditioning: str = "spatial"
-    #: Min-SNR-γ loss weighting (Hang et al. 2023): each timestep's ε-loss weighted by min(SNR, γ) / SNR, so the
-    #: easy, nearly noise-free steps stop dominating the gradient. None: the plain ε-loss (every bundle before it).
-    min_snr_gamma: float | None = None
     #: What the image network's null condition learns from: "unlabelled" (the unlabelled tiles when there are any,
     #: else the labelled ones) or "all" (every tile, labelled or not: the null condition is then the data's
     #: marginal, as classifier-free guidance assumes, and not one source's look).
@@ -70,8 +70,10 @@ class TrainConfig:
         """Refuse values training cannot use, naming the key."""
         if self.image_conditioning not in ("per-class", "spatial"):
             raise BadArgumentError(f"image_conditioning must be per-class or spatial, got {self.image_conditioning!r}")
-        if self.min_snr_gamma is not None and not (isinstance(self.min_snr_gamma, (int, float)) and math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
-            raise BadArgumentError(f"min_snr_gamma must be a positive number or null, got {self.min_snr_gamma!r}")
+        for part in ("image", "mask"):
+            gamma = getattr(self, part).min_snr_gamma
+            if gamma is not None and not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
+                raise BadArgumentError(f"{part}.min_snr_gamma must be a positive number or null, got {gamma!r}")
         if self.null_tiles not in ("unlabelled", "all"):
             raise BadArgumentError(f"null_tiles must be unlabelled or all, got {self.null_tiles!r}")
         if not 0 <= self.p_unc <= 1:
@@ -163,7 +165,7 @@ def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
 def _typed(defaults: object, key: str, value: object, where: str) -> object:
     """`value` as the type of the default of `key` (an int is a float; a list of ints a tuple); else a one-line error."""
     default = getattr(defaults, key)
-    if default is None:  # optional numbers (min_snr_gamma): null or a finite number
+    if default is None:  # optional numbers (image.min_snr_gamma): null or a finite number
         ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
         value = float(value) if ok and value is not None else value  # type: ignore[arg-type]
     elif isinstance(default, bool):
