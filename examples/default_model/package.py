@@ -158,7 +158,27 @@ def held_out_quality(args, meta: dict) -> dict:
         test, train = real_folders(args.data, work)
         yardstick = measure(test, train, work / "report-yardstick")
         rows = {name: sample_and_measure(model, 512, test, yardstick, work, name) for name, model in (("previous", args.dest), ("this", args.model))}
+        side_by_side(sorted(test.glob("*.png")), sorted((work / "tiles-this" / "images").glob("*.png")), ROOT / "docs" / "images" / "heldout_vs_generated.jpg")
+    rows["previous"]["bundle"] = previous_summary(args.dest)
     return {"yardstick_real_train": yardstick, **rows}
+
+
+def side_by_side(real: list[Path], generated: list[Path], dest: Path, n: int = 8, zoom: int = 2) -> None:
+    """Held-out real tiles (top row) above generated ones (bottom row), every `len // n`-th of each, at level 0 shown `zoom`×."""
+    rows = [[Image.open(p).convert("RGB") for p in paths[:: max(1, len(paths) // n)][:n]] for paths in (real, generated)]
+    side = rows[0][0].width * zoom
+    sheet = Image.new("RGB", (n * (side + 4) - 4, 2 * side + 4), "white")
+    for r, tiles in enumerate(rows):
+        for c, tile in enumerate(tiles):
+            sheet.paste(tile.resize((side, side), Image.Resampling.NEAREST), (c * (side + 4), r * (side + 4)))
+    sheet.save(dest, quality=92)
+
+
+def previous_summary(bundle: Path) -> str:
+    """What the replaced bundle was: its image conditioning, µm/px and image-stage steps."""
+    meta = json.loads((bundle / "model.json").read_text())
+    image = meta["stages"]["image"]
+    return f"{meta.get('image_conditioning', 'per-class')}, {meta['mpp']} µm/px, {image['steps']} steps"
 
 
 def heldout_table(h: dict) -> str:
@@ -166,7 +186,12 @@ def heldout_table(h: dict) -> str:
         return f"| {label} | {m['precision']:.3f} | {m['recall']:.3f} | {m['fid']:.4g} | {ratio} | {per_crop} |"
 
     rows = [
-        row("previous bundle (per-class)", h["previous"], f"{h['previous']['fid_over_yardstick']}×", h["previous"]["image_evaluations_per_crop"]),
+        row(
+            f"previous bundle ({h['previous'].get('bundle', 'per-class')})",
+            h["previous"],
+            f"{h['previous']['fid_over_yardstick']}×",
+            h["previous"]["image_evaluations_per_crop"],
+        ),
         row("**this bundle**", h["this"], f"**{h['this']['fid_over_yardstick']}×**", h["this"]["image_evaluations_per_crop"]),
         row("real training tiles (yardstick)", h["yardstick_real_train"], "1×", "—"),
     ]
@@ -193,14 +218,14 @@ def choices_table(choices: dict | None) -> str:
     if not choices:
         return ""
     rows = [
-        f"| {name} | {json.dumps(v['keys']) if v['keys'] else 'plain ε-loss'} | {v['train_seconds'] / 60:.1f} min | {v['precision']:.3f} | {v['recall']:.3f} | {v['fid_over_yardstick']}× |"
+        f"| {name} | {json.dumps(v['keys']) if v['keys'] else 'plain ε-loss'} | {v['precision']:.3f} | {v['recall']:.3f} | {v['fid_over_yardstick']}× |"
         for name, v in choices.items()
         if isinstance(v, dict) and "keys" in v
     ]
     return (
         f"Training choices, each an image stage trained {choices['steps']} steps from scratch on this data with this codec and mask "
-        f"stage, measured as below (`python benchmarks/bench_training_choices.py`):\n\n"
-        "| variant | keys | training | precision | recall | FID / real-vs-real |\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+        f"stage (the same cost per step), measured as below (`python benchmarks/bench_training_choices.py`):\n\n"
+        "| variant | keys | precision | recall | FID / real-vs-real |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
 
@@ -268,19 +293,17 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 ```
 
 ## What it does not do
-- Unknown pixels (most of a generated slide: the mask model leaves class boundaries and unannotated tissue
-  unknown) are drawn with the null condition, which learnt mostly from the unlabelled LC25000 tiles. So those
-  areas look like LC25000: purple, with bright gaps.
+- Tiles whose mask is entirely unknown are drawn with the null condition, which learnt from the unlabelled LC25000
+  tiles (now at the same magnification, but another lab's staining): they come out bluer and more purple than the
+  held-out tiles. The mask model makes much unknown ({_unknown(quality, meta)} of a slide): WSSS4LUAD's background
+  and padding and OCDC's non-tumour tissue are unknown in its training masks.
 - Generated tiles are more stained than the held-out mix: mean optical density (H, E)
   {_means(quality, meta)} against {tuple(quality[meta["subtypes"][0]]["hed_mean_real"])} real.
-- Masks carry the mask model's resolution ({meta["region_size"] // meta["region_mask_size"]} px per mask pixel): their borders are smooth
-  (class weights upsampled bilinearly, as in the paper) but no detail is finer than that.
-- Tumour areas are grainier than real tissue.
-- With spatial conditioning the image follows the mask pixel by pixel, so the mask model's small speckles (regions of
-  a few mask pixels that cleaning keeps) show in a large slide as small square patches of another stain. The
-  held-out figures above are better on every measure than the per-class bundle's; the speckle is the mask stage's to
-  fix (a cleaner mask model, or stronger cleaning).
-- 64 px tiles at a nominal 0.5 µm/px give each crop ~32 µm of context: cells and their neighbours, not glands.
+- Masks carry the mask model's resolution ({meta["region_size"] // meta["region_mask_size"]} px per mask pixel): the sampled
+  one-hot is smoothed (a Gaussian of 1 mask px) before the argmax and upsampled bilinearly (as in the paper), so
+  borders are smooth and speckle is gone, but no detail is finer than that.
+- {meta["tile_size"]} px tiles at {meta["mpp"]} µm/px give each crop ~{meta["tile_size"] * meta["mpp"]:.0f} µm of context: a few cells and their
+  neighbours, not whole glands; nuclei are 5–10 px.
 - A better model needs more labelled tiles, larger tiles and more steps (GPU hours), not different code.
 """
 
@@ -289,6 +312,10 @@ def _loss(meta: dict) -> str:
     config = meta["stages"]["image"]["config"]
     gamma, null = config["image"].get("min_snr_gamma"), config.get("null_tiles", "unlabelled")
     return (f", min-SNR-{gamma:g} loss weighting" if gamma else "") + (", null condition learnt from every tile" if null == "all" else "")
+
+
+def _unknown(quality: dict, meta: dict) -> str:
+    return " and ".join(f"{quality[s]['mask_class_fractions']['unknown']:.0%} ({s})" for s in meta["subtypes"])
 
 
 def _means(quality: dict, meta: dict) -> str:
