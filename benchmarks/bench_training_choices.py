@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
-import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_conditioning import measure, real_folders, sample_and_measure  # noqa: E402
-from common import RECIPE, machine, recipe_data, wsi_synth_cli  # noqa: E402
+from bench_conditioning import HELD_OUT, held_out_setup, retrain_image, sample_and_measure  # noqa: E402
+from common import machine  # noqa: E402
 
 VARIANTS = {
     "eps": {},
@@ -35,20 +31,6 @@ VARIANTS = {
     "null-all": {"null_tiles": "all"},
     "min-snr-null-all": {"image": {"min_snr_gamma": 5.0}, "null_tiles": "all"},
 }
-
-
-def train_variant(data: Path, base: Path, model: Path, keys: dict, steps: int) -> float:
-    """The image stage of a copy of `base`, trained again with the recipe's configuration plus `keys`; seconds."""
-    shutil.rmtree(model, ignore_errors=True)
-    shutil.copytree(base, model)
-    config = model.parent / f"{model.name}.yaml"
-    recipe = yaml.safe_load((RECIPE / "train.yaml").read_text())
-    merged = {**recipe, **{k: {**recipe.get(k, {}), **v} if isinstance(v, dict) else v for k, v in keys.items()}}
-    config.write_text(yaml.safe_dump(merged))
-    started = time.perf_counter()
-    every = ["--checkpoint-every", str(steps), "--sample-every", str(steps)]
-    wsi_synth_cli("train", "image", str(data), "--out", str(model), "--config", str(config), "--max-steps", str(steps), *every, "--overwrite", "-q")
-    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -63,18 +45,13 @@ def main() -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = work / "data"
-    if not (data / "dataset.json").is_file():
-        recipe_data(data)
-    test, train = real_folders(data, work)
-    yardstick = measure(test, train, work / "report-yardstick")
+    data, test, yardstick = held_out_setup(work)
     rows = {}
     for name in args.variants:
-        seconds = train_variant(data, Path(args.base) if args.base else default_model(), work / f"model-{name}", VARIANTS[name], args.steps)
+        seconds = retrain_image(data, Path(args.base) if args.base else default_model(), work / f"model-{name}", VARIANTS[name], args.steps)
         rows[name] = {"keys": VARIANTS[name], "train_seconds": round(seconds, 1), **sample_and_measure(work / f"model-{name}", args.tiles, test, yardstick, work, name)}
         print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
-    held_out = "357 WSSS4LUAD test-split tiles of the recipe's import (never trained on)"
-    report = {"benchmark": "training-choices", "machine": machine(), "steps": args.steps, "tiles": args.tiles, "held_out": held_out}
+    report = {"benchmark": "training-choices", "machine": machine(), "steps": args.steps, "tiles": args.tiles, "held_out": HELD_OUT}
     print(json.dumps({**report, "yardstick_real_train": yardstick, **rows}, indent=2))
 
 

@@ -204,7 +204,8 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
         stats=stats["mask"],
     )
-    masks = [mask_classes(o, **mask_cleaning(config, bundle)) for o in one_hots]
+    cleaning = mask_cleaning(config, bundle)
+    masks = [mask_classes(o, **cleaning) for o in one_hots]
     latents = sample_canvases(
         BundleDenoiser(str(model), "image", config.device),
         (bundle.latent.channels, *g.lat),
