@@ -11,6 +11,8 @@
 4. End to end with a tiny bundle trained here on real tiles (f = 4, 16² latent crops): `generate` at two sizes
    with the canvases in a zarr work store (`--max-memory 0`), each in a fresh process: peak RSS (VmHWM),
    seconds per stage, denoiser evaluations, and decode work relative to one plain non-overlapping decode.
+5. `generate --count` with the bundled model (64 px tiles, one crop each): seconds per tile, and per tile and stage
+   the crops the planner plans against the evaluations made (copies of a clamped crop share one).
 Prints JSON.
 """
 
@@ -137,10 +139,36 @@ def end_to_end(sizes: list[int]) -> list[dict]:
     return rows
 
 
+def count_tiles(count: int) -> dict:
+    """`generate --count` with the bundled model: wall seconds, and per tile and stage the planned crops (the
+    shifted-grid planner's copies of a tile-sized crop included) against the evaluations made."""
+    import tempfile
+
+    from common import wsi_synth_cli
+
+    from wsi_synth.generation.config import GenerateConfig, geometry, planner_config
+    from wsi_synth.models.bundle import default_model, open_bundle
+    from wsi_synth.sampling.planners import plan_window
+
+    bundle, config = open_bundle(default_model()), GenerateConfig(width=64, height=64)
+    g = geometry(bundle, config)
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "bench-out") as tmp:
+        with Timer() as t:
+            wsi_synth_cli("generate", "--count", str(count), "--size", "64", "--subtype", "adenocarcinoma", "--batch-size", "64", "--out", f"{tmp}/tiles", "-q")
+        record = json.loads(Path(f"{tmp}/tiles/tiles.json").read_text())["evaluations"]
+    rows = {}
+    for stage, crop, canvas in (("mask", g.msk_crop, g.msk), ("image", g.lat_crop, g.lat)):
+        planner = planner_config(config, crop)
+        planned = sum(len(plan_window(planner, canvas, (0, canvas[0], 0, canvas[1]), seed=0, step=j).crops) for j in range(config.steps))
+        rows[stage] = {"planned_crops_per_tile": planned, "evaluations_per_tile": round(record[stage]["evaluations"] / count, 2)}
+    return {"tiles": count, "seconds_per_tile": round(t.seconds / count, 3), **rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fidelity-seeds", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="Output sizes for the end-to-end runs.")
+    parser.add_argument("--count", type=int, default=128, help="Tiles for the `generate --count` run.")
     args = parser.parse_args()
     emit(
         {
@@ -150,6 +178,7 @@ def main() -> None:
             "gaussian_fidelity": fidelity(args.fidelity_seeds),
             "batching": batching(),
             "end_to_end": end_to_end(args.sizes),
+            "count_tiles": count_tiles(args.count),
         }
     )
 

@@ -429,14 +429,14 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
     )
     assert result.exit_code == 0, result.output
     bundle = open_bundle(model)
-    assert bundle.image_conditioning == "spatial"
+    assert bundle.image_conditioning == "spatial" and bundle.empty_map == "map"
     assert bundle.load_unet("image").config.in_channels == bundle.latent.channels + len(bundle.classes) - 1
-    regions = np.zeros((200, 300), np.uint8)
+    regions = np.zeros((200, 400), np.uint8)  # columns 290-400: no class
     regions[20:180, 30:200], regions[100:190, 220:290] = 1, 2
     from PIL import Image
 
     Image.fromarray(regions).save(tmp_path / "regions.png")
-    args = ["--mask", str(tmp_path / "regions.png"), "--omega", "1"]
+    args = ["--mask", str(tmp_path / "regions.png"), "--omega", "1", "--size", "400"]
     assert _run(runner, model, tmp_path / "s.tiff", *args).exit_code == 0
     record = json.loads((tmp_path / "s.json").read_text())["evaluations"]["image"]
     # one map pass per crop, and its null pass where ω guides a crop that holds a class: at most two per crop
@@ -444,3 +444,10 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
     assert np.array_equal(tifffile.imread(tmp_path / "s.mask.tiff")[100, 100], 1)
     assert _run(runner, model, tmp_path / "t.tiff", *args).exit_code == 0
     assert np.array_equal(tifffile.imread(tmp_path / "s.tiff"), tifffile.imread(tmp_path / "t.tiff"))  # deterministic
+    # a spatial bundle from before `empty_map` learnt an all-unknown map as null: the same passes, another image
+    meta = json.loads((model / "model.json").read_text())
+    del meta["empty_map"]
+    (model / "model.json").write_text(json.dumps(meta))
+    assert _run(runner, model, tmp_path / "u.tiff", *args).exit_code == 0
+    assert json.loads((tmp_path / "u.json").read_text())["evaluations"]["image"] == record
+    assert not np.array_equal(tifffile.imread(tmp_path / "u.tiff")[:, 300:], tifffile.imread(tmp_path / "s.tiff")[:, 300:])

@@ -162,19 +162,25 @@ def _map_denoiser(calls: list):
 
 
 @pytest.mark.parametrize("omega", [0.0, 3.0])
-def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega):
+@pytest.mark.parametrize("empty_map", ["map", "null"])
+def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega, empty_map):
     calls: list = []
     stats = SampleStats()
-    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3)
+    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3, empty_map=empty_map)
     eps = _guided_eps(_map_denoiser(calls), config, _three_class_map(), stats)
     assert all(channels == 2 for _, channels in calls)  # K − 1 one-hot channels
     # top-left crop: one map pass for its classes {0, 1}: class-1 pixels read 1, its unknown pixels 0 (the map's zeros)
     assert (eps[:8, :8] == (1 + omega) * 1 - omega * 10).all() and (eps[8:16, :16] == 0.0).all() and (eps[:8, 8:16] == 0.0).all()
-    assert (eps[16:, :16] == 10.0).all()  # the bottom-left crop holds no class: the null pass
     assert (eps[:, 16:] == (1 + omega) * 2 - omega * 10).all()
-    # one pass per crop (the bottom-left crop holds no class: its pass is the null one), plus the null pass of the
-    # three crops with a class when guided
+    # the bottom-left crop holds no class: one pass of its all-zero map with the map embedding (0), or, for bundles
+    # that learnt an empty map as null, the null pass (10); guidance acts on class pixels, so it needs no null pass
+    assert (eps[16:, :16] == (0.0 if empty_map == "map" else 10.0)).all()
     assert stats.evaluations == 4 + (3 if omega > 0 else 0)
+
+
+def test_an_unknown_empty_map_setting_is_refused():
+    with pytest.raises(BadArgumentError, match="empty_map"):
+        sample(_map_denoiser([]), (1, 32, 32), ABAR, SamplerConfig(conditioning="spatial", classes=3, empty_map="blank"), labels=_three_class_map())
 
 
 def test_bad_sampler_arguments():
@@ -203,12 +209,29 @@ def test_vectorised_sampler_is_bit_identical_to_v0_1_for_the_same_batches(planne
     labels[10:60, 20:90], labels[40:100, 70:130], labels[70:90, 5:40] = 1, 2, 3
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     cases = [(labels, 0, 2.0, 0.5), (labels, 0, 0.0, 0.0), (None, 2, 1.5, 0.0), (None, 0, 0.0, 0.3)]
-    for denoiser in (oracle, _batch_sensitive):
+    # crops clamped at the canvas edge repeat; their copies share one evaluation, so the batches differ from v0.1's there
+    plan = plan_window(planner, (100, 130), (0, 64, 0, 64), seed=3, step=0)
+    repeats = len(np.unique(plan.crops, axis=0)) < len(plan.crops)
+    for denoiser in (oracle,) if repeats else (oracle, _batch_sensitive):
         for lab, condition, omega, eta in cases:
             config = SamplerConfig(planner, steps=3, eta=eta, omega=omega, batch_size=7, window=64, seed=3, solver="ddim")
             now = sample(denoiser, (2, 100, 130), ABAR, config, labels=lab, condition=condition)
             before = legacy_sampler.sample(denoiser, (2, 100, 130), ABAR, config, labels=lab, condition=condition)
             assert np.array_equal(now, before), (denoiser, lab is not None, omega)
+
+
+def test_a_canvas_of_one_crop_is_evaluated_once_per_step_and_sharing_copies_changes_nothing():
+    from tests import legacy_sampler
+
+    oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
+    labels = np.zeros((16, 16), np.uint8)
+    labels[:, 8:] = 1
+    config = SamplerConfig(PlannerConfig("shifted-grid", 16, 2), steps=4, omega=1.0, seed=5, solver="ddim")
+    assert len(plan_window(config.planner, (16, 16), (0, 16, 0, 16), seed=5, step=0).crops) > 1  # the planner repeats the crop
+    stats = SampleStats()
+    now = sample(oracle, (2, 16, 16), ABAR, config, labels=labels, stats=stats)
+    assert stats.crops == 4 and stats.evaluations == 4 * 2  # per step: class 1 (and unknown = null), the null pass once
+    assert np.array_equal(now, legacy_sampler.sample(oracle, (2, 16, 16), ABAR, config, labels=labels))
 
 
 @pytest.mark.parametrize("d, region, canvas", [(16, 64, (300, 260)), (16, 256, (256, 256)), (8, 40, (97, 131))])

@@ -175,6 +175,23 @@ def test_labelled_unlabelled_draw_follows_p_unc(trained, conditioning):
         assert float(masks[labels == 0].abs().sum()) == 0.0
 
 
+def test_spatial_labelled_tiles_take_the_map_embedding_even_with_no_class_annotated(trained, tmp_path):
+    """An all-unknown map is a labelled source's unannotated tissue (embedding 1), not the null condition, which is
+    the unlabelled tiles' look: otherwise such areas of a slide switch look along the crop grid."""
+    data, model, _ = trained
+    blank = tmp_path / "data"
+    shutil.copytree(data, blank)
+    import zarr
+
+    for source in open_dataset(blank).sources:
+        zarr.open_group(str(blank / "sources" / f"{source['id']}.zarr"), mode="r+")["labelled/masks"][:] = 0
+    config = load_config("tiny", batch_size=8, p_unc=0.3, image_conditioning="spatial")
+    spec = training.build_stage("image", open_dataset(blank), open_bundle(model), config, "cpu")
+    draws = [spec.draw(step) for step in range(40)]
+    labels, masks = torch.cat([d[2] for d in draws]), torch.cat([d[1] for d in draws])
+    assert float(masks.abs().sum()) == 0.0 and 0 < int((labels == 1).sum()) < len(labels)  # labelled draws: 1, with an empty map
+
+
 def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it_never_binds(trained):
     data, model, _ = trained
     abar = training.alphas_cumprod(1000, "scaled_linear")

@@ -342,7 +342,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
                 small = torch.rot90(F.adaptive_avg_pool2d(one_hot, lat)[0], k, dims=(1, 2))  # soft edges, as the sampler's smooth maps
                 masks.append(small.flip(2) if flip else small)
                 latents.append(encode("labelled", source, i, k, flip))
-                labels.append(int((mask != 0).any()))
+                labels.append(1)  # an all-unknown map too: unannotated tissue of a labelled source, not the null look
                 continue
             present = [c for c in np.unique(mask) if c != 0]
             weights = np.sqrt([(mask == c).mean() for c in present])  # every class gets turns; big ones more often
@@ -360,7 +360,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         return _eps_loss(net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank, gamma=config.image.min_snr_gamma)
 
     def preview(net) -> np.ndarray:
-        # 0 = unconditional, then each class over the whole tile, all from the same noise
+        # an all-unknown map, then each class over the whole tile, all from the same noise
         maps = [np.full((lat, lat), c, np.uint8) for c in range(n_classes)]
         z = _preview_sample(
             net, "image", (latent.channels, lat, lat), abar, device, seed=config.seed, labels=maps, conditioning=config.image_conditioning, classes=n_classes

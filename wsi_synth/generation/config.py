@@ -137,6 +137,7 @@ def sampler_config(config: GenerateConfig, g: Geometry, stage: str, bundle: Bund
         solver=config.solver,
         conditioning="spatial" if spatial else "per-class",
         classes=len(bundle.classes) if spatial else 0,
+        empty_map=bundle.empty_map,
     )
 
 

@@ -350,4 +350,5 @@ def _sampler_config(bundle, config: InpaintConfig, patch: Patch):
         solver=config.solver,
         conditioning="spatial" if spatial else "per-class",
         classes=len(bundle.classes) if spatial else 0,
+        empty_map=bundle.empty_map,
     )

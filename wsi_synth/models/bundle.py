@@ -108,6 +108,12 @@ class Bundle:
         return str(self.meta.get("image_conditioning", "per-class"))
 
     @property
+    def empty_map(self) -> str:
+        """What a spatially conditioned image network learnt from a labelled tile whose map holds no class: "map" (the
+        map embedding with all-zero channels) or "null" (the null embedding; spatial bundles from before the key)."""
+        return str(self.meta.get("empty_map", "null"))
+
+    @property
     def external_codec(self) -> str | None:
         """A codec used from outside the bundle (a local folder or a hub id), or None when the bundle holds its own."""
         return self.meta.get("stages", {}).get("codec", {}).get("external")
@@ -154,11 +160,16 @@ class Bundle:
         """Record a trained stage's provenance, the schedule it was trained with and the conditioning scheme."""
         if image_conditioning is not None:
             self.meta["image_conditioning"] = image_conditioning
+            if image_conditioning == "spatial":
+                self.meta["empty_map"] = "map"
+            else:
+                self.meta.pop("empty_map", None)
         self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule, "prediction_type": "epsilon"}
         self.meta["conditioning"] = {
             "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
             if self.image_conditioning == "per-class"
-            else "class embedding (0 = null, 1 = map) + the crop's class map as K-1 one-hot input channels (all zeros = null)",
+            else "class embedding (0 = null, 1 = map, for every labelled tile) + the crop's class map as K-1 one-hot input channels"
+            " (all zeros = unannotated with embedding 1, null with embedding 0)",
             "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
         }
         self.meta["stages"][stage] = dict(record)

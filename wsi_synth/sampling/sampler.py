@@ -32,6 +32,7 @@ from wsi_synth.sampling.planners import Plan, PlannerConfig, plan_window
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 NOISE_BLOCK = 64
 CONDITIONING = ("per-class", "spatial")
+EMPTY_MAP = ("map", "null")
 
 
 @dataclass(frozen=True)
@@ -50,12 +51,18 @@ class SamplerConfig:
     #: binary mask) or "spatial" (one pass with the crop's whole class map as one-hot channels, classes 1…K−1).
     conditioning: str = "per-class"
     classes: int = 0  # K, the model's classes with unknown (spatial conditioning needs it)
+    #: Spatial conditioning: the embedding of a crop whose map holds no class. "map" (the map embedding: training
+    #: gives it to every labelled tile, so an all-unknown map is the labelled sources' unannotated tissue) or "null"
+    #: (the null embedding, the unlabelled tiles' look, which spatial bundles of before model.json's `empty_map` learnt).
+    empty_map: str = "map"
 
     def validate(self) -> None:
         """Refuse settings the sampler cannot use, naming the option."""
         self.planner.validate()
         if self.conditioning not in CONDITIONING:
             raise BadArgumentError(f"conditioning must be one of {', '.join(CONDITIONING)}, got {self.conditioning!r}")
+        if self.empty_map not in EMPTY_MAP:
+            raise BadArgumentError(f"empty_map must be one of {', '.join(EMPTY_MAP)}, got {self.empty_map!r}")
         if self.conditioning == "spatial" and self.classes < 2:
             raise BadArgumentError(f"spatial conditioning needs the number of classes (at least 2), got {self.classes}")
         if self.steps < 1 or self.batch_size < 1:
@@ -187,7 +194,7 @@ class _Window:
     labels: np.ndarray | None  # the halo's class map
     condition: int
     part: tuple  # (halo, crops, crop labels, jobs): what `evaluate_parts` needs
-    evaluated_crops: int  # the crops with evaluations (fewer than planned when `active` drops some)
+    evaluated_crops: int  # the distinct crops evaluated (fewer than planned: copies share one; `active` drops some)
 
 
 def _prepare_window(
@@ -202,11 +209,11 @@ def _prepare_window(
     crops = plan.crops - np.array([hy0, hx0])
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
     crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
-    jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition, spatial=config.conditioning == "spatial")
-    evaluated = len(crops)
+    jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition, spatial=config.conditioning == "spatial", empty_map=config.empty_map)
     if active is not None:
-        needed = np.unique(plan.owner[active[y0:y1, x0:x1]])
-        jobs, evaluated = keep_crops(jobs, needed), len(needed)
+        jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))
+    jobs = share_repeated_crops(jobs, crops)
+    evaluated = len(np.unique(crops[jobs.crop], axis=0))
     return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs), evaluated)
 
 
@@ -237,13 +244,13 @@ def crop_views(labels: np.ndarray, crops: np.ndarray, d: int) -> np.ndarray:
     return sliding_window_view(labels, (d, d))[crops[:, 0], crops[:, 1]]
 
 
-def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, condition: int, spatial: bool = False) -> Jobs:
+def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, condition: int, spatial: bool = False, empty_map: str = "map") -> Jobs:
     """Evaluations per crop, crop by crop: each class present (ascending), then the null pass where needed
     (ω > 0, unknown pixels in the crop, or no class at all). Without labels: `condition`, then null if ω > 0.
-    `spatial`: one pass per crop with its class map (condition 1; 0 when it holds no class) for every pixel, then
-    the null pass where ω > 0 guides it."""
+    `spatial`: one pass per crop with its class map (condition 1) for every pixel, then the null pass where ω > 0
+    guides it; a crop that holds no class takes condition 1 too, or with `empty_map="null"` only the null pass."""
     if spatial and crop_labels is not None:
-        return _spatial_jobs(crop_labels, n_crops, omega=omega)
+        return _spatial_jobs(crop_labels, n_crops, omega=omega, empty_map=empty_map)
     if crop_labels is None:
         conditions = [condition, 0] if omega > 0 and condition != 0 else [condition]
         per_crop = len(conditions)
@@ -282,13 +289,37 @@ def keep_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
     return Jobs(jobs.crop[keep], jobs.condition[keep], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide))
 
 
-def _spatial_jobs(crop_labels: np.ndarray, n_crops: int, *, omega: float) -> Jobs:
+def share_repeated_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
+    """One evaluation per distinct (crop position, condition). Planners clamp crops into the canvas, so a canvas of
+    one crop plans 4–6 copies of it (every `generate --count` tile) and canvas edges repeat crops; copies see the
+    same pixels and map, so they share one ε and the output is unchanged."""
+    if len(jobs) == 0:
+        return jobs
+    key = np.stack([crops[jobs.crop, 0], crops[jobs.crop, 1], jobs.condition], 1)
+    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(key):
+        return jobs
+    kept = np.sort(first)
+    number = np.full(len(key), -1, np.int64)
+    number[kept] = np.arange(len(kept))
+    shared = number[first[group.ravel()]]  # each evaluation's replacement: its group's first, renumbered
+
+    def remap(index: np.ndarray) -> np.ndarray:
+        return np.where(index >= 0, shared[np.maximum(index, 0)], -1)
+
+    return Jobs(jobs.crop[kept], jobs.condition[kept], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide))
+
+
+def _spatial_jobs(crop_labels: np.ndarray, n_crops: int, *, omega: float, empty_map: str) -> Jobs:
+    # a crop is drawn with the map embedding (condition 1), or, for bundles that learnt an empty map as null, with
+    # the null one when it holds no class; guidance acts on class pixels only, so only crops with a class need it
     has_class = (crop_labels.reshape(n_crops, -1) > 0).any(1)
+    mapped = has_class if empty_map == "null" else np.ones(n_crops, bool)
     guided = has_class & (omega > 0)
     crop = np.concatenate([np.arange(n_crops), np.nonzero(guided)[0]])
     order = np.argsort(crop, kind="stable")  # crop by crop: the map pass, then its null pass
     crop = crop[order]
-    condition = np.concatenate([has_class.astype(np.int64), np.zeros(int(guided.sum()), np.int64)])[order]
+    condition = np.concatenate([mapped.astype(np.int64), np.zeros(int(guided.sum()), np.int64)])[order]
     position = np.empty_like(order)
     position[order] = np.arange(len(order))
     first = position[:n_crops]
