@@ -82,12 +82,12 @@ def measure(real: Path, tiles: Path, report: Path) -> dict:
     return {k: metrics[k] for k in ("precision", "recall", "fid") if k in metrics}
 
 
-def sample_and_measure(model: Path, count: int, test: Path, yardstick: dict, work: Path, name: str) -> dict:
-    """`count` 64 px adenocarcinoma tiles from `model`, measured against the held-out tiles."""
+def sample_and_measure(model: Path, count: int, test: Path, yardstick: dict, work: Path, name: str, extra: tuple[str, ...] = ()) -> dict:
+    """`count` 64 px adenocarcinoma tiles from `model` (`extra`: more `generate` options), measured against the held-out tiles."""
     tiles = work / f"tiles-{name}"
     shutil.rmtree(tiles, ignore_errors=True)
     size = ["--count", str(count), "--size", "64", "--subtype", "adenocarcinoma", "--batch-size", "64"]
-    wsi_synth_cli("generate", "--model", str(model), *size, "--out", str(tiles), "-q")
+    wsi_synth_cli("generate", "--model", str(model), *size, *extra, "--out", str(tiles), "-q")
     record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
     metrics = measure(test, tiles / "images", work / f"report-{name}")
     return {

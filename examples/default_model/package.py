@@ -178,7 +178,9 @@ def previous_summary(bundle: Path) -> str:
     """What the replaced bundle was: its image conditioning, µm/px and image-stage steps."""
     meta = json.loads((bundle / "model.json").read_text())
     image = meta["stages"]["image"]
-    return f"{meta.get('image_conditioning', 'per-class')}, {meta['mpp']} µm/px, {image['steps']} steps"
+    spatial = meta.get("image_conditioning", "per-class") == "spatial"
+    empty = f", all-unknown crops drawn with the {'map' if meta.get('empty_map') == 'map' else 'null'} embedding" if spatial else ""
+    return f"{meta.get('image_conditioning', 'per-class')}, {meta['mpp']} µm/px, {image['steps']} steps{empty}"
 
 
 def heldout_table(h: dict) -> str:
@@ -293,10 +295,10 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 ```
 
 ## What it does not do
-- Tiles whose mask is entirely unknown are drawn with the null condition, which learnt from the unlabelled LC25000
-  tiles (now at the same magnification, but another lab's staining): they come out bluer and more purple than the
-  held-out tiles. The mask model makes much unknown ({_unknown(quality, meta)} of a slide): WSSS4LUAD's background
-  and padding and OCDC's non-tumour tissue are unknown in its training masks.
+- {_empty_map(meta)} The mask model makes much unknown ({_unknown(quality, meta)} of a slide): WSSS4LUAD's
+  background and OCDC's non-tumour tissue are unknown in its training masks.
+- Classifier-free guidance (`--omega` > 0) makes this model's tiles worse, not sharper: its null condition learnt
+  from LC25000 alone (docs/benchmarks.md). Keep the default `--omega 0`.
 - Generated tiles are more stained than the held-out mix: mean optical density (H, E)
   {_means(quality, meta)} against {tuple(quality[meta["subtypes"][0]]["hed_mean_real"])} real.
 - Masks carry the mask model's resolution ({meta["region_size"] // meta["region_mask_size"]} px per mask pixel): the sampled
@@ -312,6 +314,19 @@ def _loss(meta: dict) -> str:
     config = meta["stages"]["image"]["config"]
     gamma, null = config["image"].get("min_snr_gamma"), config.get("null_tiles", "unlabelled")
     return (f", min-SNR-{gamma:g} loss weighting" if gamma else "") + (", null condition learnt from every tile" if null == "all" else "")
+
+
+def _empty_map(meta: dict) -> str:
+    if meta.get("empty_map", "null") == "map":
+        return (
+            "Crops whose map is entirely unknown are drawn with the map embedding and an all-zero map. No labelled training"
+            " tile was entirely unknown (each holds some class), so such areas are the network's extrapolation from the"
+            " unknown parts of labelled tiles: background, glass and unannotated tissue."
+        )
+    return (
+        "Crops whose map is entirely unknown are drawn with the null condition, which learnt from the unlabelled LC25000"
+        " tiles (another lab's staining): they come out bluer and more purple than the held-out tiles, with square edges."
+    )
 
 
 def _unknown(quality: dict, meta: dict) -> str:
