@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Recipe of wsi-synth's bundled demonstration model: public data from ../shared/data, the project's own
-# commands, a 2-core CPU (about an hour in total); the data is examples/default_model/import.sh. Rerun it to reproduce the bundle:
+# commands, a 2-core CPU (about 100 minutes in total: codec 28, image 51, mask 22); the data is examples/default_model/import.sh. Rerun it to reproduce the bundle:
 #   bash examples/train_default_model.sh            # writes build/default-model
 #   DATA=/path/to/shared/data OUT=my-model bash examples/train_default_model.sh
 set -euo pipefail
@@ -14,6 +14,6 @@ DATA=$DATA WORK=$WORK bash "$HERE/import.sh"
 
 STEPS=(--config "$HERE/train.yaml" --checkpoint-every 1000 --sample-every 4000 -q)
 time wsi-synth train codec "$WORK" --out "$OUT" --max-steps "${CODEC_STEPS:-5000}" "${STEPS[@]}"
-time wsi-synth train image "$WORK" --out "$OUT" --max-steps "${IMAGE_STEPS:-20000}" "${STEPS[@]}"
+time wsi-synth train image "$WORK" --out "$OUT" --max-steps "${IMAGE_STEPS:-40000}" "${STEPS[@]}"
 time wsi-synth train mask "$WORK" --out "$OUT" --max-steps "${MASK_STEPS:-8000}" "${STEPS[@]}"
 wsi-synth info "$OUT"
