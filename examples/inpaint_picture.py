@@ -2,7 +2,8 @@
 
     python examples/inpaint_picture.py [--model MODEL] [--slide SLIDE] [--out docs/images/inpaint_before_after.jpg]
 
-Writes the region as QuPath GeoJSON, runs `wsi-synth inpaint SLIDE regions.geojson --class stroma`, and puts the
+Writes the region as QuPath GeoJSON, inpaints it (`wsi_synth.inpaint`, what `wsi-synth inpaint SLIDE regions.geojson
+--class stroma` runs), and puts the
 slide's crop around the region (the region outlined in green) beside the same crop of the edited slide.
 """
 
@@ -10,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -30,6 +29,8 @@ def main() -> None:
     import tifffile
     from PIL import Image, ImageDraw
 
+    import wsi_synth
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Model bundle (default: the bundled one).")
     parser.add_argument("--slide", type=Path, default=ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs")
@@ -43,9 +44,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         regions, edited = Path(tmp) / "regions.geojson", Path(tmp) / "edited.tiff"
         region_geojson(cx, cy, args.radius, regions)
-        model = ["--model", args.model] if args.model else []
-        command = ["inpaint", str(args.slide), str(regions), "--class", "stroma", *model, "--out", str(edited), "-q"]
-        subprocess.run([sys.executable, "-m", "cli.main", *command], check=True, cwd=ROOT)
+        wsi_synth.inpaint(args.slide, regions, edited, model=args.model, class_="stroma", progress=False)
         after = Image.fromarray(tifffile.imread(edited, level=0)[box[1] : box[1] + side, box[0] : box[0] + side, :3])
     with openslide.OpenSlide(str(args.slide)) as slide:
         before = slide.read_region(box, 0, (side, side)).convert("RGB")

@@ -213,7 +213,7 @@ def _prepare_window(
     if active is not None:
         jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))
     jobs = share_repeated_crops(jobs, crops)
-    evaluated = len(np.unique(crops[jobs.crop], axis=0))
+    evaluated = len(np.unique(jobs.crop))  # copies now all point at their first crop: distinct crops = distinct indices
     return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs), evaluated)
 
 
@@ -295,8 +295,9 @@ def share_repeated_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
     same pixels and map, so they share one ε and the output is unchanged."""
     if len(jobs) == 0:
         return jobs
-    key = np.stack([crops[jobs.crop, 0], crops[jobs.crop, 1], jobs.condition], 1)
-    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    y, x = crops[jobs.crop, 0].astype(np.int64), crops[jobs.crop, 1].astype(np.int64)
+    key = (y * (int(x.max()) + 1) + x) * (int(jobs.condition.max()) + 1) + jobs.condition  # one int per (y, x, condition)
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
     if len(first) == len(key):
         return jobs
     kept = np.sort(first)
