@@ -7,6 +7,7 @@ import json
 import click
 
 from cli.options import SEED, output_format_options, overwrite_option, quiet_option
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS
 
 
 @click.command(
@@ -52,6 +53,13 @@ same --out is refused while the first runs.""",
 @click.option("--eta", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="DDIM η (0 = deterministic; needs --solver ddim).")
 @click.option("--omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Classifier-free guidance of the image stage.")
 @click.option("--mask-omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Guidance of the mask stage.")
+@click.option(
+    "--boundary-roughness",
+    type=click.FloatRange(0, 1),
+    default=BOUNDARY_ROUGHNESS,
+    show_default=True,
+    help="Wander of class contours, calibrated on real annotations (0: smooth contours).",
+)
 @click.option("--planner", type=click.Choice(["shifted-grid", "random-patch", "fixed-grid"]), default="shifted-grid", show_default=True)
 @click.option("--context", type=click.IntRange(0), default=None, help="shifted-grid context margin, latent px (default d/8).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Crops per denoiser call.")
@@ -90,6 +98,7 @@ def command(
     eta,
     omega,
     mask_omega,
+    boundary_roughness,
     planner,
     context,
     batch_size,
@@ -128,6 +137,7 @@ def command(
         eta=eta,
         omega=omega,
         mask_omega=mask_omega,
+        boundary_roughness=boundary_roughness,
         planner=planner,
         context=context,
         batch_size=batch_size,

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS
+
 #: Defaults of the settings a dataset fixes, used when `out` is not a dataset yet (else the dataset's own).
 DATASET_DEFAULTS = {"tile": 512, "mpp": 0.5, "region": 2048, "region_mask": 128}
 
@@ -178,6 +180,7 @@ def generate(
     eta: float = 0.0,
     omega: float = 0.0,
     mask_omega: float = 0.0,
+    boundary_roughness: float = BOUNDARY_ROUGHNESS,
     planner: str = "shifted-grid",
     context: int | None = None,
     batch_size: int = 16,
@@ -217,6 +220,7 @@ def generate(
         eta=eta,
         omega=omega,
         mask_omega=mask_omega,
+        boundary_roughness=boundary_roughness,
         planner=planner,
         context=context,
         batch_size=batch_size,

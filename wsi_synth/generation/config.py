@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS
 from wsi_synth.devices import check_device
 from wsi_synth.diffusion.solvers import SOLVERS
 from wsi_synth.errors import BadArgumentError, BadModelError
@@ -53,6 +54,7 @@ class GenerateConfig:
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
     mask_sigma: float = 1.0  # mask-canvas px: the sampled one-hot is smoothed by this Gaussian before the argmax
+    boundary_roughness: float = BOUNDARY_ROUGHNESS  # wander of class contours (generation.masks.Roughness)
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
     annotations: tuple[str, ...] = ("geojson",)  # geojson (QuPath), asap (ASAP XML)
@@ -66,11 +68,16 @@ class GenerateConfig:
                 f"--size/--height must be at most {MAX_SIDE:,} px, got {self.width:,}×{self.height:,} "
                 f"(a {MAX_SIDE:,}² slide is already {3 * MAX_SIDE**2 / 1e12:.0f} TB of pixels)"
             )
-        for flag, value, top in (("--omega", self.omega, MAX_GUIDANCE), ("--mask-omega", self.mask_omega, MAX_GUIDANCE), ("--max-memory", self.max_memory_gb, None)):
+        for flag, value, top in (
+            ("--omega", self.omega, MAX_GUIDANCE),
+            ("--mask-omega", self.mask_omega, MAX_GUIDANCE),
+            ("--max-memory", self.max_memory_gb, None),
+            ("--boundary-roughness", self.boundary_roughness, 1.0),
+        ):
             if not math.isfinite(value) or value < 0 or (top is not None and value > top):
                 bound = f"0–{top:g}" if top is not None else "a finite number ≥ 0"
                 raise BadArgumentError(
-                    f"{flag} must be {bound}, got {value}" + (" (guidance this strong saturates every pixel)" if top is not None and math.isfinite(value) else "")
+                    f"{flag} must be {bound}, got {value}" + (" (guidance this strong saturates every pixel)" if flag.endswith("omega") and math.isfinite(value) else "")
                 )
         if self.steps < 1:
             raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")

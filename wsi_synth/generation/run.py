@@ -25,7 +25,7 @@ from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, load_mask, mask_classes, mask_cleaning, smooth
+from wsi_synth.generation.masks import PixelLabels, Roughness, load_mask, mask_classes, mask_cleaning, smooth
 from wsi_synth.generation.plan import plan_run
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
@@ -125,7 +125,8 @@ def _run(
             msk = mask_classes(np.asarray(one_hot[:]), **mask_cleaning(config, bundle))
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
-        lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor)
+        rough = Roughness(config.boundary_roughness, config.seed)
+        lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor, roughness=rough)
         log(
             f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
             + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else "")
@@ -145,7 +146,7 @@ def _run(
     started = time.perf_counter()
     codec = bundle.load_codec(device=config.device)
     image = DecodedImage(codec, latents, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device, batch=config.decode_batch or default_decode_batch(config.device))
-    labels = PixelLabels(msk, g.px_per_msk, g.px)
+    labels = PixelLabels(msk, g.px_per_msk, g.px, Roughness(config.boundary_roughness, config.seed))
 
     def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
         timings["decode_write_s"] = round(time.perf_counter() - started, 2)

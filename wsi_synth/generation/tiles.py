@@ -29,7 +29,7 @@ from wsi_synth import __version__
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, mask_classes, mask_cleaning, smooth
+from wsi_synth.generation.masks import PixelLabels, Roughness, mask_classes, mask_cleaning, smooth
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.canvas import check_identity
 from wsi_synth.sampling.sampler import SampleStats
@@ -147,6 +147,7 @@ def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
         "seed": config.seed,
         "min_region": config.min_region,
         "mask_sigma": config.mask_sigma,
+        "boundary_roughness": config.boundary_roughness,
     }
 
 
@@ -211,7 +212,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         (bundle.latent.channels, *g.lat),
         abar,
         [sampler_config(t, g, "image", bundle) for t in tiles],
-        labels=[smooth(m, g.px_per_msk, g.lat, g.factor) for m in masks],
+        labels=[smooth(m, g.px_per_msk, g.lat, g.factor, roughness=Roughness(config.boundary_roughness, t.seed)) for m, t in zip(masks, tiles, strict=True)],
         stats=stats["image"],
     )
     codec = bundle.load_codec(device=config.device)
@@ -220,7 +221,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         image = DecodedImage(
             codec, lat, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device, batch=config.decode_batch or default_decode_batch(config.device)
         )[0 : g.px[0]]
-        labels = PixelLabels(msk, g.px_per_msk, g.px)[0 : g.px[0]]
+        labels = PixelLabels(msk, g.px_per_msk, g.px, Roughness(config.boundary_roughness, tile.seed))[0 : g.px[0]]
         name = f"{index:05d}.png"
         _write_png(out / "images" / name, image)
         _write_png(out / "masks" / name, labels)
