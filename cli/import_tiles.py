@@ -13,11 +13,19 @@ from cli.options import dataset_options, out_option, overwrite_option, quiet_opt
 Examples:
   wsi-synth import wsss/img --masks wsss/mask --legend wsss.yaml --subtype adenocarcinoma --tile 224 --out data/
   wsi-synth import lc25000/lung_scc --subtype squamous --tile 224 --out data/     # unlabelled tiles
+  wsi-synth import --layouts wsss/layout_masks --legend wsss.yaml --subtype adenocarcinoma --out data/
+                                          # label masks without images: region masks for the mask (layout) stage
 legend.yaml maps mask values to class names, e.g. {0: tumour, 1: stroma, 3: unknown}.
 Importing into an existing dataset adds a source; importing the same files twice is a no-op.""",
 )
-@click.argument("images", type=click.Path(exists=True, file_okay=False))
+@click.argument("images", type=click.Path(exists=True, file_okay=False), required=False)
 @out_option("Dataset folder to create or add to.")
+@click.option(
+    "--layouts",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Instead of IMAGES: a folder of label masks without images (tissue layouts), imported as region masks for the mask stage.",
+)
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of label masks, matched to images by file stem.")
 @click.option("--legend", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML/JSON: mask value -> class name.")
 @click.option("--subtype", default=None, help="Subtype of these tiles (the mask model's prompt).")
@@ -34,6 +42,7 @@ def command(
     ctx,
     images,
     out,
+    layouts,
     masks,
     legend,
     subtype,
@@ -51,7 +60,8 @@ def command(
     overwrite,
     quiet,
 ):
-    """Import a folder of tile IMAGES (optionally with masks) into a dataset.
+    """Import a folder of tile IMAGES (optionally with masks) into a dataset, or with --layouts a folder of label
+    masks without images (region masks for the mask stage: windows of --region px overlapping by half).
 
     Into an existing dataset, --tile, --mpp, --region, --region-mask and --classes default to the dataset's own.
     """
@@ -61,6 +71,7 @@ def command(
     s = import_tiles(
         images,
         out,
+        layouts=layouts,
         masks=masks,
         legend=legend,
         subtype=subtype,
@@ -83,7 +94,7 @@ def command(
         return
     c = s.counts
     click.echo(
-        f"{s.source}: {s.images} images -> {c['labelled']} labelled, {c['unlabelled']} unlabelled tiles, {c['regions']} regions"
-        + (f"; {s.too_small} images smaller than a tile skipped" if s.too_small else "")
+        f"{s.source}: {s.images} {'layouts' if layouts else 'images'} -> {c['labelled']} labelled, {c['unlabelled']} unlabelled tiles, {c['regions']} regions"
+        + (f"; {s.too_small} {'layouts smaller than a region' if layouts else 'images smaller than a tile'} skipped" if s.too_small else "")
     )
     click.echo(f"dataset: {s.dataset}  (wsi-synth info {s.dataset})")

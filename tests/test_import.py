@@ -113,3 +113,74 @@ def test_import_errors(tmp_path, runner, extra, message):
     result = runner.invoke(cli, ["import", str(wsss / "img"), *extra, "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "d").exists()
+
+
+def _layouts(folder, shapes):
+    """Palette-free label PNGs: 0 tumour epithelium (left half), 1 stroma (right), 3 background (a square)."""
+    from PIL import Image
+
+    folder.mkdir()
+    for i, (h, w) in enumerate(shapes):
+        m = np.zeros((h, w), np.uint8)
+        m[:, w // 2 :] = 1
+        m[: h // 4, : w // 4] = 3
+        Image.fromarray(m).save(folder / f"layout_{i}.png")
+    return folder
+
+
+def test_layouts_without_images_become_region_masks_beside_imported_tiles(tmp_path, runner):
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: background\n")
+    common = ["--legend", str(legend), "--subtype", "adenocarcinoma", "--tile", "64", "--region", "256", "--region-mask", "32", "--out", str(tmp_path / "d"), "-q"]
+    assert runner.invoke(cli, ["import", str(wsss / "img"), "--masks", str(wsss / "mask"), *common]).exit_code == 0
+    layouts = _layouts(tmp_path / "layouts", [(512, 768), (300, 300), (100, 900)])
+    result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common[2:]])  # the dataset's legend-free settings
+    assert result.exit_code == 2 and "--legend" in result.output
+    result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common])
+    assert result.exit_code == 0, result.output
+    # windows overlap by half: 512×768 px gives 3 × 5 of 256 px, 300² gives one, 100×900 none
+    assert "3 layouts -> 0 labelled, 0 unlabelled tiles, 16 regions; 1 layouts smaller than a region skipped" in result.output
+    ds = open_dataset(tmp_path / "d")
+    layout_source = next(s for s in ds.sources if s["kind"] == "layouts")
+    regions = ds.source_group(layout_source["id"])["regions/masks"][:]
+    assert regions.shape == (16, 32, 32)
+    names = ds.class_names
+    tumour, stroma, background = names.index("tumour epithelium"), names.index("stroma"), names.index("background")
+    first = regions[0]  # layout_0's window at (0, 0): a 128 × 192 px background corner = 16 × 24 mask px, tumour around it
+    assert (first[:16, :24] == background).all() and (first[16:, :] == tumour).all() and (first[:16, 24:] == tumour).all()
+    last_of_first = regions[14]  # window (512, 256): stroma from x = 384, i.e. all of it
+    assert (last_of_first == stroma).all()
+    rows = sorted((r for r in ds.manifest() if r["source"] == layout_source["id"]), key=lambda r: int(r["index"]))
+    assert {r["kind"] for r in rows} == {"regions"} and len(rows) == 16
+    assert len({r["split"] for r in rows[:15]}) == 1  # one layout's windows never straddle train and test
+    again = runner.invoke(cli, ["import", "--layouts", str(layouts), *common])
+    assert again.exit_code == 0 and "nothing to do" in again.output
+
+
+def test_block_majority_keeps_the_dominant_class_where_centre_sampling_aliases():
+    from wsi_synth.data.importer import _block_majority, _centre_samples
+
+    window = np.ones((64, 64), np.uint8)
+    window[4::8, :] = 2  # thin lines through every block's centre row: an eighth of the pixels
+    assert (_block_majority(window, 8, 3) == 1).all()
+    assert (_centre_samples(window, 8) == 2).all()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["IMAGES", "--layouts", "LAYOUTS", "--legend", "LEGEND"], "not both"),
+        (["--legend", "LEGEND"], "not neither"),
+        (["--layouts", "LAYOUTS", "--masks", "LAYOUTS", "--legend", "LEGEND"], "no --masks"),
+        (["--layouts", "LAYOUTS", "--legend", "LEGEND", "--region", "4096"], "choose a smaller --region"),
+    ],
+)
+def test_layout_import_refusals_are_one_line_and_leave_nothing(tmp_path, runner, args, message):
+    layouts = _layouts(tmp_path / "layouts", [(300, 300)])
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour\n1: stroma\n3: background\n")
+    subst = {"IMAGES": str(layouts), "LAYOUTS": str(layouts), "LEGEND": str(legend)}
+    result = runner.invoke(cli, ["import", *[subst.get(a, a) for a in args], "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "d").exists()

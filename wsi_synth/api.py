@@ -84,9 +84,10 @@ def extract(
 
 
 def import_tiles(
-    images: str | Path,
+    images: str | Path | None,
     out: str | Path,
     *,
+    layouts: str | Path | None = None,
     masks: str | Path | None = None,
     legend: str | Path | None = None,
     subtype: str | None = None,
@@ -105,9 +106,16 @@ def import_tiles(
     progress: bool = False,
 ):
     """`wsi-synth import`: a folder of tile images (with `masks` and their `legend`, or unlabelled) into the dataset
-    `out`, as one source. Returns the `ImportSummary`."""
-    from wsi_synth.data.importer import ImportConfig
+    `out`, as one source; or, with `layouts` instead of `images`, a folder of label masks without images (tissue
+    layouts, with their `legend`) as region masks for the mask stage. Returns the `ImportSummary`."""
+    from wsi_synth.data.importer import ImportConfig, import_layouts
     from wsi_synth.data.importer import import_tiles as run
+    from wsi_synth.errors import BadArgumentError
+
+    if (images is None) == (layouts is None):
+        raise BadArgumentError("give either a folder of IMAGES or --layouts (label masks without images), not " + ("both" if images else "neither"))
+    if layouts is not None and (masks is not None or legend is None):
+        raise BadArgumentError("--layouts are label masks themselves: give their --legend, and no --masks")
 
     s = _dataset_settings(out, overwrite, tile=tile, mpp=mpp, region=region, region_mask=region_mask, classes=classes)
     config = ImportConfig(
@@ -124,7 +132,9 @@ def import_tiles(
         seed=seed,
         stretch=stretch,
     )
-    return run(images, out, config, masks=masks, legend=legend, overwrite=overwrite, progress=progress)
+    if layouts is not None:
+        return import_layouts(layouts, out, config, legend=legend, overwrite=overwrite, progress=progress)  # type: ignore[arg-type]
+    return run(images, out, config, masks=masks, legend=legend, overwrite=overwrite, progress=progress)  # type: ignore[arg-type]
 
 
 def train(

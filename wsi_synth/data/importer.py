@@ -5,6 +5,10 @@ are skipped and counted. Masks are matched to images by file stem and turned int
 legend (mask value → class name); a pixel takes the legend value nearest to it, so masks re-saved as JPEG
 (values smeared around 0 and 255) still map cleanly, and the share of inexact pixels is reported.
 Each image file is one split unit (imported tiles rarely say which patient they came from).
+
+`import_layouts` takes label masks without images (annotations of slides that cannot be shared, layouts from other
+tools): they become region masks for the mask (layout) stage only, cut as `region_size` windows overlapping by half
+(layouts are few and large) and downsampled by the majority class of each block, so thin structures do not alias.
 """
 
 from __future__ import annotations
@@ -199,7 +203,7 @@ def _import_source(
                     bar.update()
             for i, (img, x, y) in enumerate(todo["regions"]):
                 window = labels_of[img][y : y + rs, x : x + rs]  # type: ignore[index]
-                small = window[(np.arange(r) * rs) // r + rs // (2 * r)][:, (np.arange(r) * rs) // r + rs // (2 * r)]
+                small = _centre_samples(window, r)
                 writer.write_tile("regions/masks", i, small)
                 rows.append(row("regions", i, img, x, y, class_fractions(small, names)))
                 bar.update()
@@ -220,6 +224,130 @@ def _import_source(
         raise
 
 
+def _centre_samples(window: np.ndarray, r: int) -> np.ndarray:
+    """A region window downsampled to r × r by the label under each block's centre."""
+    rs = window.shape[0]
+    centres = (np.arange(r) * rs) // r + rs // (2 * r)
+    return window[centres][:, centres]
+
+
+def _block_majority(window: np.ndarray, r: int, n_classes: int) -> np.ndarray:
+    """A region window downsampled to r × r by the most frequent class of each block (ties: the lower id)."""
+    edges = (np.arange(r + 1) * window.shape[0]) // r
+    counts = np.stack([np.add.reduceat(np.add.reduceat((window == c).astype(np.int32), edges[:-1], 0), edges[:-1], 1) for c in range(n_classes)])
+    return counts.argmax(0).astype(np.uint8)
+
+
+def import_layouts(
+    layouts: str | Path,
+    out: str | Path,
+    config: ImportConfig = ImportConfig(),
+    *,
+    legend: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ImportSummary:
+    """Import a folder of label masks without images (tissue layouts) into the dataset at `out` as region masks."""
+    if not config.region_size >= config.region_mask_size >= 1:
+        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are downsampled regions")
+    if not (math.isfinite(config.scale) and config.scale > 0 and math.isfinite(config.mpp) and config.mpp > 0):
+        raise BadArgumentError(f"--scale and --mpp must be positive finite numbers, got {config.scale}, {config.mpp}")
+    files = _list_images(Path(layouts), what="layout folder")
+    values, value_names = _legend_arrays(read_legend(legend))
+    class_map = load_class_map(config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped)
+    lut = _legend_lut(values, value_names, class_map)
+    digest = _digest(files, {}, legend)
+    source_id = f"{_source_name(Path(layouts))}-{digest[:8]}"
+    spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
+    with writing_dataset(out, spec, overwrite=overwrite, inputs=[layouts, legend]) as dataset:
+        summary = ImportSummary(str(out), source_id, images=len(files))
+        if dataset.has_source(digest):
+            summary.skipped_existing = True
+            return summary
+        _import_layout_source(dataset, source_id, digest, files, values, lut, class_map, config, summary, Path(layouts), progress=progress)
+    return summary
+
+
+def _import_layout_source(
+    dataset,
+    source_id: str,
+    digest: str,
+    files: list[Path],
+    values: np.ndarray,
+    lut: np.ndarray,
+    class_map: ClassMap,
+    config: ImportConfig,
+    summary,
+    folder: Path,
+    *,
+    progress: bool,
+) -> None:
+    from tqdm import tqdm
+
+    rs, r, stride = config.region_size, config.region_mask_size, max(config.region_size // 2, 1)
+    regions, inexact, pixels, units = [], 0, 0, {}
+    for path in tqdm(files, desc=source_id, unit="layout", disable=not progress, leave=False):
+        own = image_size(path)
+        size = _scaled(own, config.scale)
+        labels, bad = _mask_classes(path, path, own, size, values, lut, stretch=False)
+        inexact, pixels = inexact + bad, pixels + labels.size
+        units[path.name] = set(np.unique(labels).tolist()) - {0}
+        windows = [(x, y) for y in range(0, size[1] - rs + 1, stride) for x in range(0, size[0] - rs + 1, stride)]
+        if not windows:
+            summary.too_small += 1
+        for x, y in windows:
+            small = _block_majority(labels[y : y + rs, x : x + rs], r, len(class_map.names))
+            if (small > 0).mean() >= config.min_annotated:
+                regions.append((path, x, y, small))
+    summary.inexact_mask_pixels = round(inexact / max(pixels, 1), 4)
+    if summary.inexact_mask_pixels > 0.5:
+        raise BadArgumentError(
+            f"{100 * summary.inexact_mask_pixels:.0f}% of the layout pixels are not values of --legend ({', '.join(map(str, values))}): "
+            "are --layouts label masks for this legend (not images, or colour overlays)?"
+        )
+    if not regions:
+        largest = max((_scaled(image_size(f), config.scale) for f in files), key=min)
+        raise BadArgumentError(
+            f"no --region {rs} px window of the {len(files)} layouts has ≥ {config.min_annotated:g} of its pixels annotated "
+            f"(the largest layout is {largest[0]}×{largest[1]} px after --scale {config.scale:g}): choose a smaller --region, or check --legend"
+        )
+    splits = assign_splits(units, config.test_fraction, config.seed)
+    writer = SourceWriter(dataset, source_id, n_labelled=0, n_unlabelled=0, n_regions=len(regions))
+    rows = []
+    try:
+        for i, (path, x, y, small) in enumerate(regions):
+            writer.write_tile("regions/masks", i, small)
+            rows.append(
+                {
+                    "kind": "regions",
+                    "source": source_id,
+                    "index": i,
+                    "x": x,
+                    "y": y,
+                    "level": 0,
+                    "mpp": config.mpp,
+                    "subtype": config.subtype or "",
+                    "split": splits[path.name],
+                    "fractions": json.dumps(class_fractions(small, class_map.names)),
+                }
+            )
+        summary.counts = {"labelled": 0, "unlabelled": 0, "regions": len(regions)}
+        record = {
+            "id": source_id,
+            "kind": "layouts",
+            "name": _source_name(folder),
+            "path": str(folder),
+            "sha256": digest,
+            "subtype": config.subtype,
+            "split": "per-image",
+            "counts": summary.counts,
+        }
+        writer.commit(record, rows)
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def _source_name(folder: Path) -> str:
     """`wsss4luad_test-img` rather than a bare `img`: tile sets often keep images in a generic subfolder."""
     generic = {"img", "imgs", "image", "images", "tiles", "data"}
@@ -227,9 +355,9 @@ def _source_name(folder: Path) -> str:
     return f"{folder.parent.name}-{folder.name}" if folder.name.lower() in generic else folder.name
 
 
-def _list_images(folder: Path) -> list[Path]:
+def _list_images(folder: Path, what: str = "tile folder") -> list[Path]:
     if not folder.is_dir():
-        raise BadDatasetError(f"tile folder not found: {folder}")
+        raise BadDatasetError(f"{what} not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise BadDatasetError(f"no images in {folder} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
