@@ -173,18 +173,7 @@ def _import_source(
     names = class_map.names
 
     def row(kind: str, i: int, img: Path, x: int, y: int, fractions: dict | None) -> dict:
-        return {
-            "kind": kind,
-            "source": source_id,
-            "index": i,
-            "x": x,
-            "y": y,
-            "level": 0,
-            "mpp": config.mpp,
-            "subtype": config.subtype or "",
-            "split": splits[img.name],
-            "fractions": json.dumps(fractions) if fractions is not None else "",
-        }
+        return _manifest_row(kind, source_id, i, x, y, config, splits[img.name], fractions)
 
     try:
         with tqdm(total=sum(map(len, todo.values())), desc=source_id, unit="tile", disable=not progress, leave=False) as bar:
@@ -208,17 +197,7 @@ def _import_source(
                 rows.append(row("regions", i, img, x, y, class_fractions(small, names)))
                 bar.update()
         summary.counts = {k: len(v) for k, v in todo.items()}
-        record = {
-            "id": source_id,
-            "kind": "tiles",
-            "name": _source_name(Path(images)),
-            "path": str(images),
-            "sha256": digest,
-            "subtype": config.subtype,
-            "split": "per-image",
-            "counts": summary.counts,
-        }
-        writer.commit(record, rows)
+        writer.commit(_source_record(source_id, "tiles", Path(images), digest, config, summary.counts), rows)
     except BaseException:
         writer.abort()
         raise
@@ -317,35 +296,32 @@ def _import_layout_source(
     try:
         for i, (path, x, y, small) in enumerate(regions):
             writer.write_tile("regions/masks", i, small)
-            rows.append(
-                {
-                    "kind": "regions",
-                    "source": source_id,
-                    "index": i,
-                    "x": x,
-                    "y": y,
-                    "level": 0,
-                    "mpp": config.mpp,
-                    "subtype": config.subtype or "",
-                    "split": splits[path.name],
-                    "fractions": json.dumps(class_fractions(small, class_map.names)),
-                }
-            )
+            rows.append(_manifest_row("regions", source_id, i, x, y, config, splits[path.name], class_fractions(small, class_map.names)))
         summary.counts = {"labelled": 0, "unlabelled": 0, "regions": len(regions)}
-        record = {
-            "id": source_id,
-            "kind": "layouts",
-            "name": _source_name(folder),
-            "path": str(folder),
-            "sha256": digest,
-            "subtype": config.subtype,
-            "split": "per-image",
-            "counts": summary.counts,
-        }
-        writer.commit(record, rows)
+        writer.commit(_source_record(source_id, "layouts", folder, digest, config, summary.counts), rows)
     except BaseException:
         writer.abort()
         raise
+
+
+def _manifest_row(kind: str, source_id: str, i: int, x: int, y: int, config: ImportConfig, split: str, fractions: dict | None) -> dict:
+    """One manifest.csv row of an imported source (pixels of the scaled image or layout, level 0)."""
+    fields = {"kind": kind, "source": source_id, "index": i, "x": x, "y": y, "level": 0, "mpp": config.mpp, "subtype": config.subtype or ""}
+    return {**fields, "split": split, "fractions": json.dumps(fractions) if fractions is not None else ""}
+
+
+def _source_record(source_id: str, kind: str, folder: Path, digest: str, config: ImportConfig, counts: dict) -> dict:
+    """The source's entry in dataset.json: imported folders are split per file."""
+    return {
+        "id": source_id,
+        "kind": kind,
+        "name": _source_name(folder),
+        "path": str(folder),
+        "sha256": digest,
+        "subtype": config.subtype,
+        "split": "per-image",
+        "counts": counts,
+    }
 
 
 def _source_name(folder: Path) -> str:
