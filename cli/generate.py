@@ -7,6 +7,7 @@ import json
 import click
 
 from cli.options import SEED, output_format_options, overwrite_option, quiet_option
+from cli.progress import ProgressBars
 from wsi_synth.defaults import BOUNDARY_ROUGHNESS
 
 
@@ -123,41 +124,43 @@ def command(
     from wsi_synth.api import generate
 
     log = (lambda m: None) if quiet else (lambda m: click.echo(m, err=True))
-    result = generate(
-        model,
-        out,
-        size=size,
-        height=height,
-        count=count,
-        subtype=subtype,
-        mask=mask_file,
-        stretch=stretch,
-        steps=steps,
-        solver=solver,
-        eta=eta,
-        omega=omega,
-        mask_omega=mask_omega,
-        boundary_roughness=boundary_roughness,
-        planner=planner,
-        context=context,
-        batch_size=batch_size,
-        decode_batch=decode_batch,
-        seed=seed,
-        device=device,
-        tile=int(tile),
-        quality=quality,
-        dry_run=dry_run,
-        resume=resume,
-        save_every=save_every,
-        max_memory=max_memory,
-        workers=workers,
-        scheduler=scheduler,
-        format=fmt,
-        annotations=annotations,
-        overwrite=overwrite,
-        progress=not quiet,
-        log=log,
-    )
+    with ProgressBars() as bars:
+        result = generate(
+            model,
+            out,
+            size=size,
+            height=height,
+            count=count,
+            subtype=subtype,
+            mask=mask_file,
+            stretch=stretch,
+            steps=steps,
+            solver=solver,
+            eta=eta,
+            omega=omega,
+            mask_omega=mask_omega,
+            boundary_roughness=boundary_roughness,
+            planner=planner,
+            context=context,
+            batch_size=batch_size,
+            decode_batch=decode_batch,
+            seed=seed,
+            device=device,
+            tile=int(tile),
+            quality=quality,
+            dry_run=dry_run,
+            resume=resume,
+            save_every=save_every,
+            max_memory=max_memory,
+            workers=workers,
+            scheduler=scheduler,
+            format=fmt,
+            annotations=annotations,
+            overwrite=overwrite,
+            progress=not quiet,
+            log=log,
+            on_progress=None if quiet else bars,
+        )
     click.echo(_plan_text(result) if dry_run and count is None and not as_json else json.dumps(result, indent=2))
 
 

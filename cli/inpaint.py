@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from cli.options import SEED, output_format_options, overwrite_option, quiet_option
+from cli.progress import ProgressBars
 
 
 @click.command(
@@ -77,31 +78,33 @@ def command(
     """
     from wsi_synth.api import inpaint
 
-    result = inpaint(
-        slide,
-        regions,
-        out,
-        model=model,
-        class_=class_,
-        classes=classes,
-        omega=omega,
-        steps=steps,
-        solver=solver,
-        seed=seed,
-        margin=margin,
-        batch_size=batch_size,
-        decode_batch=decode_batch,
-        device=device,
-        slide_mpp=slide_mpp,
-        max_area=max_area,
-        tile=int(tile),
-        quality=quality,
-        format=fmt,
-        annotations=annotations,
-        resume=resume,
-        overwrite=overwrite,
-        progress=not quiet,
-        log=None if quiet else click.echo,
-    )
+    with ProgressBars() as bars:
+        result = inpaint(
+            slide,
+            regions,
+            out,
+            model=model,
+            class_=class_,
+            classes=classes,
+            omega=omega,
+            steps=steps,
+            solver=solver,
+            seed=seed,
+            margin=margin,
+            batch_size=batch_size,
+            decode_batch=decode_batch,
+            device=device,
+            slide_mpp=slide_mpp,
+            max_area=max_area,
+            tile=int(tile),
+            quality=quality,
+            format=fmt,
+            annotations=annotations,
+            resume=resume,
+            overwrite=overwrite,
+            progress=not quiet,
+            log=None if quiet else click.echo,
+            on_progress=None if quiet else bars,
+        )
     written = [result[k] for k in ("image", "mask", "geojson", "asap", "record") if k in result]
     click.echo(f"inpainted {result['patches']} patch(es), {result['evaluations']} denoiser evaluations: {', '.join(written)}")

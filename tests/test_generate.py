@@ -451,3 +451,41 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
     assert _run(runner, model, tmp_path / "u.tiff", *args).exit_code == 0
     assert json.loads((tmp_path / "u.json").read_text())["evaluations"]["image"] == record
     assert not np.array_equal(tifffile.imread(tmp_path / "u.tiff")[:, 300:], tifffile.imread(tmp_path / "s.tiff")[:, 300:])
+
+
+def test_progress_reports_every_step_of_each_stage_with_evaluations_and_an_eta(bundle, tmp_path):
+    import wsi_synth
+
+    reports: list = []
+    record = wsi_synth.generate(bundle, tmp_path / "p.tiff", size=200, subtype="adenocarcinoma", steps=4, on_progress=reports.append)
+    by_task: dict = {}
+    for r in reports:
+        by_task.setdefault(r.task, []).append(r)
+    assert list(by_task) == ["mask stage", "image stage"]
+    for task, stage in (("mask stage", "mask"), ("image stage", "image")):
+        got = by_task[task]
+        assert [r.done for r in got] == [1, 2, 3, 4] and {r.total for r in got} == {4} and {r.unit for r in got} == {"step"}
+        evaluations = [r.evaluations for r in got]
+        assert evaluations == sorted(evaluations) and evaluations[-1] == record["evaluations"][stage]["evaluations"] > 0
+        assert got[-1].eta_s == 0 and all(r.eta_s is not None and r.eta_s >= 0 for r in got)
+
+
+def test_a_resumed_run_reports_progress_from_where_it_resumed(bundle, tmp_path, monkeypatch):
+    import wsi_synth
+
+    out = tmp_path / "r.tiff"
+    with monkeypatch.context() as m:
+        _interrupt_image_stage_at(m, 3)
+        with pytest.raises(KeyboardInterrupt):
+            wsi_synth.generate(bundle, out, size=200, subtype="adenocarcinoma", steps=6, save_every=2)
+    reports: list = []
+    wsi_synth.generate(bundle, out, size=200, subtype="adenocarcinoma", steps=6, save_every=2, resume=True, on_progress=reports.append)
+    image = [r.done for r in reports if r.task == "image stage"]
+    assert image[0] > 1 and image[-1] == 6  # continues from the saved state, reported as such
+
+
+def test_cli_shows_a_bar_per_stage_and_names_the_output_not_its_temporary(bundle, tmp_path, runner):
+    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "200", "--subtype", "adenocarcinoma", "--steps", "3", "--out", str(tmp_path / "b.tiff")])
+    assert result.exit_code == 0, result.output
+    assert "mask stage: 100%" in result.output and "image stage: 100%" in result.output and "3/3" in result.output
+    assert ".set-" not in result.output

@@ -28,6 +28,7 @@ _LAZY = {
     "default_model": "wsi_synth.models.bundle",
     "open_dataset": "wsi_synth.data.store",
     "describe": "wsi_synth.info",
+    "Progress": "wsi_synth.progress",
     **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate")},
 }
 
@@ -40,6 +41,7 @@ __all__ = [
     "OutputBusyError",
     "OutputExistsError",
     "OutputWriteError",
+    "Progress",
     "WsiSynthError",
     "__version__",
     "default_model",

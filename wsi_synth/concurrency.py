@@ -45,3 +45,17 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     finally:
         stop.set()
         worker.join()
+
+
+_IMPORT_LOCK = threading.RLock()
+
+
+def import_names(module: str, *names: str) -> tuple:
+    """`from module import names`, under one process-wide lock. diffusers resolves its public names lazily on first
+    access; two threads doing that at once (two `wsi_synth.generate` calls in one process) can see a half-initialised
+    module and fail with "cannot import name 'DDPMScheduler' from 'diffusers'"."""
+    import importlib
+
+    with _IMPORT_LOCK:
+        loaded = importlib.import_module(module)
+        return tuple(getattr(loaded, name) for name in names)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import torch
 
+from wsi_synth.concurrency import import_names
+
 
 def alphas_cumprod(num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear") -> torch.Tensor:
     """ᾱ_t for t = 0 … T−1 of a diffusers beta schedule (`linear` or `scaled_linear`), float64."""
-    from diffusers import DDPMScheduler
+    (DDPMScheduler,) = import_names("diffusers", "DDPMScheduler")
 
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule).alphas_cumprod.clone()
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from wsi_synth.concurrency import import_names
 from wsi_synth.diffusion.schedule import ddim_timesteps
 from wsi_synth.errors import BadArgumentError
 
@@ -112,7 +113,7 @@ def make_solver(name: str, abar: torch.Tensor, steps: int) -> Solver:
 
 def dpm_scheduler(abar: torch.Tensor):
     """diffusers' DPM-Solver++(2M) scheduler for the schedule ᾱ (the reference our table mirrors)."""
-    from diffusers import DPMSolverMultistepScheduler
+    (DPMSolverMultistepScheduler,) = import_names("diffusers", "DPMSolverMultistepScheduler")
 
     abar64 = abar.double()
     betas = (1 - abar64 / torch.cat([torch.ones(1, dtype=torch.float64), abar64[:-1]])).numpy()

@@ -39,6 +39,7 @@ from wsi_synth.generation.patches import (
     save_patch,
     to_level0,
 )
+from wsi_synth.progress import ProgressCallback, TaskClock
 
 #: Settings that do not change the result (how the work runs, or how it is stored), left out of the fingerprint.
 NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "format", "annotations")
@@ -104,9 +105,11 @@ def inpaint(
     resume: bool = False,
     progress: bool = True,
     log=print,
+    on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Regenerate the regions of `regions_path` in the slide `slide_path` with the bundle `model`; write the edited
-    slide, its label map, annotations and record beside `out` (see `io.outputs`). Returns the record."""
+    slide, its label map, annotations and record beside `out` (see `io.outputs`). Returns the record. `on_progress`
+    receives a `Progress` report after every solver step of each patch."""
     from wsi_synth.generation.run import keep_or_remove_work, model_sha256, prepare_work
     from wsi_synth.io.atomic import check_not_inputs, check_output
     from wsi_synth.io.outputs import OutputPaths, claim_outputs
@@ -139,7 +142,9 @@ def inpaint(
                 log(f"nothing to resume in {work}: starting from the beginning")
             log(f"{len(regions)} region(s) in {len(patches)} patch(es) at {bundle.mpp:g} µm/px ({scale:.3g} level-0 px per model px)")
             try:
-                result = _run(model, bundle, slide, regions, patches, out, work, config, resumed=resumed, overwrite=overwrite, progress=progress, log=log)
+                result = _run(
+                    model, bundle, slide, regions, patches, out, work, config, resumed=resumed, overwrite=overwrite, progress=progress, log=log, on_progress=on_progress
+                )
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:
@@ -246,7 +251,20 @@ def _fingerprint(bundle, slide_path, regions_path, config: InpaintConfig, model_
 
 
 def _run(
-    model, bundle, slide, regions: list[Region], patches: list[Patch], out, work: Path, config: InpaintConfig, *, resumed: bool, overwrite: bool, progress: bool, log
+    model,
+    bundle,
+    slide,
+    regions: list[Region],
+    patches: list[Patch],
+    out,
+    work: Path,
+    config: InpaintConfig,
+    *,
+    resumed: bool,
+    overwrite: bool,
+    progress: bool,
+    log,
+    on_progress: ProgressCallback | None = None,
 ) -> dict:
     from wsi_synth.io.outputs import write_slide_outputs
 
@@ -257,7 +275,8 @@ def _run(
         done = load_patch(work, index) if resumed else None
         if done is None:
             codec = codec or bundle.load_codec(device=config.device)
-            result, info = inpaint_patch(model, bundle, codec, slide, regions, patch, config)
+            task = f"inpaint patch {index + 1}/{len(patches)}"
+            result, info = inpaint_patch(model, bundle, codec, slide, regions, patch, config, on_progress=on_progress, task=task)
             save_patch(work, index, result, info)
             done = load_patch(work, index)
             log(f"patch {index + 1}/{len(patches)}: {patch.size[0]}×{patch.size[1]} px, {info['evaluations']} denoiser evaluations")
@@ -302,9 +321,11 @@ def _run(
     return {**outputs, "patches": len(patches), "evaluations": evaluations, "timings": timings}
 
 
-def inpaint_patch(model, bundle, codec, slide, regions: list[Region], patch: Patch, config: InpaintConfig):
+def inpaint_patch(
+    model, bundle, codec, slide, regions: list[Region], patch: Patch, config: InpaintConfig, *, on_progress: ProgressCallback | None = None, task: str = "inpaint"
+):
     """Sample one patch with its real surroundings kept (`codec`: the bundle's, loaded); returns its level-0 result
-    and what it cost."""
+    and what it cost. Each solver step is reported to `on_progress` as `task`."""
     from wsi_synth.generation.decode import DecodedImage, default_decode_batch
     from wsi_synth.models.denoiser import BundleDenoiser
     from wsi_synth.sampling.canvas import KnownLatents, sample_canvas
@@ -326,6 +347,7 @@ def inpaint_patch(model, bundle, codec, slide, regions: list[Region], patch: Pat
         labels=labels,
         known=KnownLatents(latents, known, sampler.seed),
         stats=stats,
+        progress=TaskClock(task, "step", on_progress, lambda: stats.evaluations),
     )
     crop = bundle.tile_size // factor
     batch = config.decode_batch or default_decode_batch(config.device)

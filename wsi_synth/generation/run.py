@@ -31,6 +31,7 @@ from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
 from wsi_synth.models.denoiser import BundleDenoiser
+from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.sampling.canvas import check_identity, sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
 
@@ -38,13 +39,24 @@ from wsi_synth.sampling.sampler import SampleStats
 NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler", "format", "annotations")
 
 
-def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True, log=print) -> dict:
+def generate(
+    model: str | Path,
+    out: str | Path,
+    config: GenerateConfig,
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    on_progress: ProgressCallback | None = None,
+) -> dict:
     """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out` (or the
     set of `config.format` and `config.annotations`, see `io.outputs`).
 
     The output set is claimed for the run (a second run on the same `out` fails at once) and renamed into place
     together at the end. Everything that can be checked is checked before the work folder is made; when a run
     fails, its work folder is removed unless it holds a saved state worth resuming (never after a full disk).
+    `on_progress` receives a `Progress` report after every solver step of each stage.
     """
     from wsi_synth.io.atomic import check_not_inputs, check_output
     from wsi_synth.io.outputs import OutputPaths, claim_outputs
@@ -72,7 +84,21 @@ def generate(model: str | Path, out: str | Path, config: GenerateConfig, *, over
             log(f"nothing to resume in {work}: starting from the beginning")
         try:
             result = _run(
-                model, bundle, out, config, g, plan, work, identity, user_mask, out_of_core=out_of_core, resumed=resumed, overwrite=overwrite, progress=progress, log=log
+                model,
+                bundle,
+                out,
+                config,
+                g,
+                plan,
+                work,
+                identity,
+                user_mask,
+                out_of_core=out_of_core,
+                resumed=resumed,
+                overwrite=overwrite,
+                progress=progress,
+                log=log,
+                on_progress=on_progress,
             )
         except KeyboardInterrupt:
             raise
@@ -99,6 +125,7 @@ def _run(
     overwrite: bool,
     progress: bool,
     log,
+    on_progress: ProgressCallback | None = None,
 ) -> dict:
     from wsi_synth.io.outputs import write_slide_outputs
 
@@ -120,6 +147,7 @@ def _run(
                 condition=1 + bundle.subtypes.index(config.subtype),
                 stats=stats["mask"],
                 fingerprint={**identity, "stage": "mask"},
+                progress=TaskClock("mask stage", "step", on_progress, lambda: stats["mask"].evaluations),
                 **run,
             )
             msk = mask_classes(np.asarray(one_hot[:]), **mask_cleaning(config, bundle))
@@ -140,6 +168,7 @@ def _run(
             labels=lat_labels,
             stats=stats["image"],
             fingerprint={**identity, "stage": "image"},
+            progress=TaskClock("image stage", "step", on_progress, lambda: stats["image"].evaluations),
             **run,
         )
         timings["image_s"] = round(time.perf_counter() - started, 2)

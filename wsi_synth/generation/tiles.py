@@ -31,6 +31,7 @@ from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, 
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
 from wsi_synth.generation.masks import PixelLabels, Roughness, mask_classes, mask_cleaning, smooth
 from wsi_synth.models.bundle import Bundle, open_bundle
+from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.sampling.canvas import check_identity
 from wsi_synth.sampling.sampler import SampleStats
 
@@ -58,8 +59,8 @@ def generate_tiles(
     group: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    progress: bool = True,
     log=print,
+    on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Write `count` tiles of `config.width` × `config.height` px with their masks into the folder `out` (see the
     module docstring). `group` tiles are sampled together; `config.subtype` None draws each tile's subtype."""
@@ -74,11 +75,11 @@ def generate_tiles(
             log(f"resuming: {done} of {count} tiles are written")
         started = time.perf_counter()
         stats = {"mask": SampleStats(), "image": SampleStats()}
+        clock = TaskClock("tiles", "tile", on_progress, lambda: stats["mask"].evaluations + stats["image"].evaluations)
         for first in range(done, count, group):
             indices = list(range(first, min(first + group, count)))
             _write_group(out, bundle, model, config, g, indices, stats)
-            if progress:
-                log(f"tiles {indices[-1] + 1}/{count}")
+            clock(indices[-1] + 1, count)
         record = {
             "model": str(Path(model).resolve()),
             "wsi_synth": __version__,

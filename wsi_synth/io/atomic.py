@@ -53,6 +53,15 @@ def human_size(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
+def output_name(path: str | Path) -> str:
+    """The name a person knows an output by: a temporary `.NAME.set-PID` or `.NAME.partial-PID` is shown as NAME."""
+    import re
+
+    name = Path(path).name
+    match = re.fullmatch(r"\.(.+)\.(?:set|partial)-\d+", name)
+    return match.group(1) if match else name
+
+
 @contextmanager
 def output_set(paths: list[Path], *, overwrite: bool = False) -> Iterator[list[Path]]:
     """Temporary paths for a set of outputs, renamed into place together when the block completes.

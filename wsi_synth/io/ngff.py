@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_synth.io.atomic import output_name
 from wsi_synth.io.pyramid import LevelInfo, LevelStream, halve_labels, halve_rgb, rarity_priority
 
 #: The label image's name under `labels/` (NGFF allows several; ours is the tissue class map).
@@ -44,8 +45,8 @@ def write_ngff(
         check_pyramid_args(labels, 2, mpp, tile)
     path = Path(path)
     root = zarr.open_group(str(path), mode="w-", zarr_format=2)
-    name = path.name.split(".")[0]
-    levels, _ = _write_levels(root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=path.name)
+    name = output_name(path).split(".")[0]
+    levels, _ = _write_levels(root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=output_name(path))
     channels = [
         {"label": c, "color": color, "window": {"start": 0, "end": 255, "min": 0, "max": 255}, "active": True, "coefficient": 1.0, "family": "linear", "inverted": False}
         for c, color in zip("RGB", ("FF0000", "00FF00", "0000FF"), strict=True)
@@ -74,7 +75,7 @@ def write_ngff(
         halve=lambda band: halve_labels(band, priority),
         spool_dir=path.parent,
         progress=False,
-        name=f"{path.name}-labels",
+        name=f"{output_name(path)} labels",
         capture_max=capture_max,
     )
     _write_multiscales(label_group, label_levels, mpp=mpp, channel_axis=False, name=LABEL_NAME, metadata={"method": "2x2 mode, ties to the rarer class"})

@@ -26,7 +26,7 @@ import numpy as np
 from wsi_synth import __version__
 from wsi_synth.concurrency import prefetch
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.io.atomic import atomic_output
+from wsi_synth.io.atomic import atomic_output, output_name
 
 Halve = Callable[[np.ndarray], np.ndarray]
 #: Compressed size over raw size of an H&E image in Blosc-zstd (OME-Zarr), an upper estimate for disk checks.
@@ -177,7 +177,7 @@ def _write_pyramid(
     height, width = source.shape[:2]
     with (
         atomic_output(path, overwrite=overwrite, need_bytes=need_bytes) as tmp,
-        LevelStream(source, tile, halve, spool_dir=Path(tmp).parent, capture_max=capture_max, progress=progress, name=Path(path).name) as stream,
+        LevelStream(source, tile, halve, spool_dir=Path(tmp).parent, capture_max=capture_max, progress=progress, name=output_name(path)) as stream,
         tifffile.TiffWriter(tmp, bigtiff=True, ome=ome is not None) as tw,
     ):
         for k, (w, h), bands in stream:

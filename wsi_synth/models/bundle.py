@@ -20,6 +20,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsi_synth.concurrency import import_names
 from wsi_synth.errors import BadModelError
 from wsi_synth.jsonfile import read_versioned, write_atomic
 
@@ -199,7 +200,7 @@ class Bundle:
 
     def load_codec(self, *, device: str = "cpu"):
         """The codec (a diffusers AutoencoderKL) on `device`, in eval mode."""
-        from diffusers import AutoencoderKL
+        (AutoencoderKL,) = import_names("diffusers", "AutoencoderKL")
 
         external = self.meta.get("stages", {}).get("codec", {}).get("external")
         self.require("codec")

@@ -9,13 +9,14 @@
 
 from __future__ import annotations
 
+from wsi_synth.concurrency import import_names
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.models.config import CodecConfig, UNetConfig
 
 
 def build_codec(config: CodecConfig):
     """A diffusers AutoencoderKL from a CodecConfig."""
-    from diffusers import AutoencoderKL
+    (AutoencoderKL,) = import_names("diffusers", "AutoencoderKL")
 
     n = len(config.block_out_channels)
     return AutoencoderKL(
@@ -33,7 +34,7 @@ def build_codec(config: CodecConfig):
 
 def build_unet(config: UNetConfig, *, in_channels: int, out_channels: int, num_class_embeds: int, sample_size: int):
     """A diffusers UNet2DModel from a UNetConfig, with the conditioning input channels of its stage."""
-    from diffusers import UNet2DModel
+    (UNet2DModel,) = import_names("diffusers", "UNet2DModel")
 
     n = len(config.block_out_channels)
     down = ["DownBlock2D"] * n
