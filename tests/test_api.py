@@ -5,6 +5,7 @@ import importlib
 import inspect
 import keyword
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -103,3 +104,25 @@ def test_every_public_module_class_and_function_has_a_docstring():
         if not doc or (inspect.isclass(obj) and doc.startswith(obj.__name__ + "(")):  # a dataclass's generated signature
             undocumented.append(name)
     assert not undocumented, undocumented
+
+
+@pytest.mark.parametrize(
+    "call, fragment",
+    [
+        (lambda w, t: w.generate(None, t / "a.tiff", size=128.5), "generate(size=128.5): size must be a whole number"),
+        (lambda w, t: w.generate(None, t / "a.tiff", size="big"), "size must be a whole number, got str"),
+        (lambda w, t: w.generate(None, t / "a.tiff", size=64, steps="4"), "steps must be a whole number"),
+        (lambda w, t: w.generate(None, t / "t", size=64.7, count=2), "size must be a whole number"),
+        (lambda w, t: w.generate(None, None, size=64), "out must be a string or a path, got NoneType"),
+        (lambda w, t: w.generate(None, t / "a.tiff", size=64, omega="3"), "omega must be a number"),
+        (lambda w, t: w.generate(None, t / "a.tiff", size=64, tiles=2), "unexpected keyword argument 'tiles'"),
+        (lambda w, t: w.import_tiles(t, t / "d", tile=64.0), "tile must be a whole number or None"),
+        (lambda w, t: w.train("image", t, t / "m", max_steps="10"), "max_steps must be a whole number or None"),
+    ],
+)
+def test_api_arguments_of_the_wrong_type_are_one_error_naming_the_parameter_before_any_work(tmp_path, call, fragment):
+    import wsi_synth
+
+    with pytest.raises(wsi_synth.BadArgumentError, match=re.escape(fragment)):
+        call(wsi_synth, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made: no half-made folder, no work store

@@ -180,6 +180,24 @@ def test_an_output_is_never_one_of_the_inputs(model, tmp_path, runner):
     assert _files(tmp_path) == before
 
 
+@pytest.mark.parametrize("command", ["generate", "count", "inpaint"])
+def test_no_output_lands_inside_the_model_bundle_even_with_overwrite(model, tmp_path, runner, cmu_slide, command):
+    bundle = tmp_path / "m"
+    shutil.copytree(model, bundle)
+    before = _files(bundle)
+    out = bundle / ("tiles" if command == "count" else "model.tiff")  # its record would be m/model.json, the bundle's own
+    if command == "generate":
+        result = _generate(runner, bundle, out, "--overwrite")
+    elif command == "count":
+        result = _generate(runner, bundle, out, "--count", 2, "--overwrite")
+    else:
+        region = tmp_path / "r.geojson"
+        region.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [300, 100], [300, 300], [100, 100]]]}}))
+        result = _invoke(runner, "inpaint", cmu_slide, region, "--model", bundle, "--class", "stroma", "--steps", 2, "--out", out, "--overwrite", "-q")
+    _refused(result, "inside", str(bundle))
+    assert _files(bundle) == before
+
+
 def test_a_second_training_of_the_same_stage_is_refused_at_once(model, tmp_path, runner):
     from wsi_synth.io.atomic import claim
 

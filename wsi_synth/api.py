@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from wsi_synth.arguments import checked
 from wsi_synth.defaults import BOUNDARY_ROUGHNESS
 from wsi_synth.progress import ProgressCallback
 
@@ -34,6 +35,7 @@ def _dataset_settings(out: str | Path, overwrite: bool, **given: Any) -> dict:
     return {k: v if v is not None else (existing[names[k]] if existing else DATASET_DEFAULTS.get(k)) for k, v in given.items()}
 
 
+@checked
 def extract(
     slides: str | Path,
     annotations: str | Path,
@@ -84,6 +86,7 @@ def extract(
     return run(slides, annotations, out, config, overwrite=overwrite, progress=progress)
 
 
+@checked
 def import_tiles(
     images: str | Path | None,
     out: str | Path,
@@ -138,6 +141,7 @@ def import_tiles(
     return run(images, out, config, masks=masks, legend=legend, overwrite=overwrite, progress=progress)  # type: ignore[arg-type]
 
 
+@checked
 def train(
     stage: str,
     data: str | Path,
@@ -176,6 +180,7 @@ def train(
     return run(stage, data, out, settings, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress)
 
 
+@checked
 def generate(
     model: str | Path | None,
     out: str | Path,
@@ -265,6 +270,7 @@ def generate(
     return run(model, out, config, overwrite=overwrite, resume=resume, progress=progress, log=say, on_progress=on_progress)
 
 
+@checked
 def inpaint(
     slide: str | Path,
     regions: str | Path,
@@ -323,6 +329,7 @@ def inpaint(
     return run(_model(model), slide, regions, out, config, overwrite=overwrite, resume=resume, progress=progress, log=say, on_progress=on_progress)
 
 
+@checked
 def pyramid(
     image: str | Path,
     out: str | Path,
@@ -357,6 +364,7 @@ def pyramid(
         )
 
 
+@checked
 def evaluate(
     real: str | Path,
     synthetic: str | Path,

@@ -64,11 +64,12 @@ def generate_tiles(
 ) -> dict:
     """Write `count` tiles of `config.width` × `config.height` px with their masks into the folder `out` (see the
     module docstring). `group` tiles are sampled together; `config.subtype` None draws each tile's subtype."""
-    from wsi_synth.io.atomic import claim
+    from wsi_synth.io.atomic import check_apart, claim
 
     group = group or GROUP
     bundle, g = _check(model, config, count, group)
     out = Path(out)
+    check_apart(out, [model])
     with claim(out, "the tile folder", create_folder=True):
         done = _prepare_folder(out, bundle, config, count, overwrite=overwrite, resume=resume)
         if done:

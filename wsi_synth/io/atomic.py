@@ -209,11 +209,14 @@ def check_apart(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
 
 
 def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
-    """Refuse output files that are input files (the same file by any path): replacing one would destroy an
-    input the run reads, e.g. `--mask s.mask.tiff --out s.tiff` or `pyramid s.tiff --out s.tiff`."""
+    """Refuse output files that are input files (the same file by any path) or lie inside an input folder: replacing
+    one would destroy an input the run reads, e.g. `--mask s.mask.tiff --out s.tiff`, `pyramid s.tiff --out s.tiff`,
+    or `--model m --out m/model.tiff`, whose record `m/model.json` is the bundle's own."""
     sources = [Path(i) for i in inputs if i is not None and Path(i).exists()]
     for out in outputs:
         out = Path(out)
         for source in sources:
             if out.exists() and os.path.samefile(out, source) or out.resolve() == source.resolve():
                 raise BadArgumentError(f"the output {out} is the input {source}: choose another --out (nothing was changed)")
+            if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
+                raise BadArgumentError(f"the output {out} lies inside the input folder {source}: choose an --out outside it (nothing was changed)")
