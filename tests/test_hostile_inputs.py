@@ -684,3 +684,49 @@ def test_evaluate_warns_when_k_is_as_large_as_the_sample(tmp_path, runner):
     real = _one_tile_folder(tmp_path)
     result = _invoke(runner, "evaluate", real, real, "--out", tmp_path / "report", "--size", 32, "--k", 20, "-q")
     _refused(result, "--k 20", "2 tiles")
+
+
+def _names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+def test_output_sets_of_one_stem_never_mix_their_sidecars(model, tmp_path, runner):
+    assert _generate(runner, model, tmp_path / "a.tiff", "--annotations", "geojson,asap").exit_code == 0
+    (tmp_path / "a.txt").write_text("the user's own notes")  # same stem, not named by the record: never touched
+    before = _files(tmp_path)
+    # another format of the same stem shares a.json and a.geojson: refused at the start, nothing changed
+    _refused(_generate(runner, model, tmp_path / "a.ome.zarr"), "a.geojson exists", "--overwrite")
+    assert _files(tmp_path) == before
+    # replacing the set removes what the old record names and the new set does not write again
+    result = _generate(runner, model, tmp_path / "a.ome.zarr", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert _names(tmp_path) == {"a.ome.zarr", "a.geojson", "a.json", "a.txt"}
+    assert json.loads((tmp_path / "a.json").read_text())["outputs"]["format"] == "ome-zarr"
+    # the same format with fewer annotations: the old ASAP file goes too
+    assert _generate(runner, model, tmp_path / "b.tiff", "--annotations", "geojson,asap").exit_code == 0
+    assert _generate(runner, model, tmp_path / "b.tiff", "--overwrite").exit_code == 0
+    assert {n for n in _names(tmp_path) if n.startswith("b.")} == {"b.tiff", "b.mask.tiff", "b.geojson", "b.json"}
+
+
+def test_pyramid_sets_are_replaced_whole_and_never_remove_their_input(tmp_path, runner):
+    import tifffile
+
+    rgb = np.full((300, 400, 3), 180, np.uint8)
+    tifffile.imwrite(tmp_path / "in.tif", rgb)
+    assert _invoke(runner, "pyramid", tmp_path / "in.tif", "--mpp", 0.5, "--out", tmp_path / "p.tiff", "-q").exit_code == 0
+    assert json.loads((tmp_path / "p.json").read_text())["command"] == "pyramid"
+    result = _invoke(runner, "pyramid", tmp_path / "in.tif", "--mpp", 0.5, "--out", tmp_path / "p.ome.tiff", "--overwrite", "-q")
+    assert result.exit_code == 0, result.output
+    assert {n for n in _names(tmp_path) if n.startswith("p.")} == {"p.ome.tiff", "p.json"}
+    # a set whose record names the input as its image: replacing that set would delete the input, so it is refused
+    assert _invoke(runner, "pyramid", tmp_path / "p.ome.tiff", "--mpp", 0.5, "--out", tmp_path / "q.tiff", "-q").exit_code == 0
+    _refused(_invoke(runner, "pyramid", tmp_path / "q.tiff", "--mpp", 0.5, "--out", tmp_path / "q.ome.tiff", "--overwrite", "-q"), "is the input")
+    assert (tmp_path / "q.tiff").is_file()
+
+
+def test_runs_on_two_formats_of_one_stem_exclude_each_other(model, tmp_path, runner):
+    from wsi_synth.io.outputs import claim_outputs
+
+    with claim_outputs(tmp_path / "c.tiff"):
+        _refused(_generate(runner, model, tmp_path / "c.ome.zarr"), "another run")
+    assert not _names(tmp_path)

@@ -189,7 +189,7 @@ def test_cli_pyramid_ome_zarr_with_both_annotation_formats(tmp_path, runner):
     out = tmp_path / "s.ome.zarr"
     result = runner.invoke(cli, [*args, "--out", str(out), "--annotations", "geojson,asap"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("s.")} == {"s.ome.zarr", "s.geojson", "s.xml"}
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("s.")} == {"s.ome.zarr", "s.geojson", "s.xml", "s.json"}
     info = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).output)
     assert info["kind"] == "ome-zarr" and info["mpp"] == 0.5 and info["levels"][0] == [3, 600, 1000]
     assert info["labels"]["tissue"]["classes"] == {"0": "unknown", "1": "tumour", "2": "stroma"}

@@ -350,7 +350,8 @@ def pyramid(
     from wsi_synth.io.outputs import OutputPaths, annotation_formats, claim_outputs, open_image_lazily, write_slide_outputs
 
     kinds = annotation_formats(annotations)
-    check_not_inputs(OutputPaths.beside(out, format, kinds).all(), [image, labels, legend])
+    paths = OutputPaths.beside(out, format, kinds)
+    check_not_inputs([*paths.all(), *(paths.replaced() if overwrite else [])], [image, labels, legend])
     classes = _legend_classes(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
     pixels = open_image_lazily(image)
     if pixels.ndim == 3 and pixels.shape[2] == 4:
@@ -358,9 +359,24 @@ def pyramid(
     if pixels.dtype == "uint16":  # 16-bit scans: scaled to 8 bits, not clipped
         pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
     label_map = open_image_lazily(labels, labels=True) if labels else None
+    from wsi_synth import __version__
+
+    record = {"command": "pyramid", "wsi_synth": __version__, "image": str(Path(image).resolve()), "mpp": mpp}
+    record |= {"labels": str(Path(labels).resolve()) if labels else None, "legend": str(Path(legend).resolve()) if legend else None}
     with claim_outputs(out):  # one run per output set
         return write_slide_outputs(
-            pixels, label_map, out, mpp=mpp, classes=classes, tile=tile, quality=quality, overwrite=overwrite, progress=progress, fmt=format, annotations=kinds
+            pixels,
+            label_map,
+            out,
+            mpp=mpp,
+            classes=classes,
+            tile=tile,
+            quality=quality,
+            overwrite=overwrite,
+            progress=progress,
+            fmt=format,
+            annotations=kinds,
+            record=record,
         )
 
 

@@ -124,7 +124,10 @@ def inpaint(
     if config.steps > bundle.schedule.num_train_timesteps:
         raise BadArgumentError(f"--steps {config.steps} is more than the {bundle.schedule.num_train_timesteps} noise levels the model was trained on")
     paths = OutputPaths.beside(out, config.format, config.annotations)
-    check_not_inputs(paths.all(), [slide_path, regions_path, model, config.classes if config.classes and Path(config.classes).exists() else None])
+    check_not_inputs(
+        [*paths.all(), *(paths.replaced() if overwrite else [])],
+        [slide_path, regions_path, model, config.classes if config.classes and Path(config.classes).exists() else None],
+    )
     with open_slide(slide_path, mpp=config.slide_mpp) as slide:
         regions = load_regions(regions_path, slide, bundle.classes, config)
         scale = slide.scale_for(bundle.mpp)

@@ -187,6 +187,13 @@ def _replace(tmp: Path, path: Path) -> None:
     _remove(aside)
 
 
+def remove_output(path: Path) -> None:
+    """Remove an output file, or a Zarr store; any other folder is left alone (it is not ours to delete)."""
+    if path.is_dir() and not _is_zarr_store(path):
+        return
+    _remove(path)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)

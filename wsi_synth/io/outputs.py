@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.io.atomic import atomic_output, claim, output_set
+from wsi_synth.io.atomic import atomic_output, claim, output_set, remove_output
 from wsi_synth.io.geojson import mask_to_geojson
 from wsi_synth.io.pyramid import write_label_pyramid, write_slide_pyramid
 
@@ -84,10 +84,27 @@ class OutputPaths:
         """The paths of the set that will be written, in order."""
         return [p for p in (self.image, self.mask, self.geojson, self.asap, self.record) if p is not None]
 
+    def replaced(self) -> list[Path]:
+        """Files of the earlier set that this set's record (`s.json`) names and this set will not write again: another
+        format's image and mask (`s.tiff` when writing `s.ome.zarr`), annotations not asked for this time. Replacing
+        the set removes them, so no file is left beside a record and annotations of another slide. A file the record
+        does not name is never touched."""
+        try:
+            outputs = json.loads(self.record.read_text()).get("outputs")
+        except (OSError, ValueError, AttributeError):
+            return []
+        if not isinstance(outputs, dict):
+            return []
+        mine = {p.resolve() for p in self.all()}
+        named = [self.record.with_name(Path(v).name) for k in ("image", "mask", "geojson", "asap") if isinstance(v := outputs.get(k), str) and v]
+        return [p for p in named if p.exists() and p.resolve() not in mine]
+
 
 def claim_outputs(out: str | Path):
-    """Hold the output set beside `out` for one run (a context manager): a second run on it fails at once."""
-    return claim(Path(out), "the output set of")
+    """Hold the output set beside `out` for one run (a context manager): a second run on it fails at once. The claim is
+    on the set's stem (its record, `s.json`): `s.tiff` and `s.ome.zarr` share the record and annotations, so two
+    runs on them exclude each other too."""
+    return claim(OutputPaths.beside(out).record, "the output set of")
 
 
 def write_slide_outputs(
@@ -113,6 +130,7 @@ def write_slide_outputs(
     callable, asked for the document after the other outputs are written (so it can hold their timings).
     """
     paths = OutputPaths.beside(out, fmt, annotation_formats(annotations))
+    stale = paths.replaced() if overwrite else []
     if labels is not None and tuple(labels.shape[:2]) != tuple(image.shape[:2]):
         raise BadArgumentError(f"the label map is {labels.shape[1]}×{labels.shape[0]} px but the image is {image.shape[1]}×{image.shape[0]} px")
     if labels is not None and (len(labels.shape) != 2 or np.dtype(labels.dtype) != np.uint8):
@@ -155,6 +173,8 @@ def write_slide_outputs(
         if record is not None:
             _write_json(tmp[paths.record], {**(record() if callable(record) else record), "outputs": result}, overwrite=True)
             result["record"] = str(paths.record)
+    for path in stale:  # the new set is in place: the old set's files it does not replace go
+        remove_output(path)
     return result
 
 
