@@ -489,3 +489,14 @@ def test_cli_shows_a_bar_per_stage_and_names_the_output_not_its_temporary(bundle
     assert result.exit_code == 0, result.output
     assert "mask stage: 100%" in result.output and "image stage: 100%" in result.output and "3/3" in result.output
     assert ".set-" not in result.output
+
+
+@pytest.mark.parametrize("omega", [0.0, 1.0])
+def test_the_plan_estimates_the_evaluations_a_run_makes(bundle, tmp_path, omega):
+    import wsi_synth
+
+    kwargs = {"size": 512, "subtype": "adenocarcinoma", "steps": 3, "omega": omega}
+    plan = wsi_synth.generate(bundle, tmp_path / "e.tiff", dry_run=True, **kwargs)
+    record = wsi_synth.generate(bundle, tmp_path / "e.tiff", **kwargs)
+    made = record["evaluations"]["image"]["evaluations"]
+    assert 0.8 < plan["stages"]["image"]["evaluations_estimate"] / made < 1.25  # was 2× for spatial bundles

@@ -18,8 +18,9 @@ from wsi_synth.generation.config import GenerateConfig, Geometry, check_bundle, 
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
 
-#: Denoiser evaluations per image crop when the class map is not known yet: one per class present plus the
-#: null pass for unknown pixels; measured 1.4–2.9 on real masks (docs/benchmarks.md).
+#: Denoiser evaluations per image crop of a per-class bundle when the class map is not known yet: one per class
+#: present plus the null pass for unknown pixels; measured 1.4–2.9 on real masks (docs/benchmarks.md). A spatial
+#: bundle makes exactly one pass per crop (two with guidance).
 EVALUATIONS_PER_CROP = 2.0
 #: Decode work relative to one non-overlapping decode: (2d / (2d − d/8))².
 DECODE_OVERLAP = (16 / 15) ** 2
@@ -56,7 +57,7 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         "crops_per_step": crops,
         "crops_exact": exact,
         "n0": minimum_crops(g.lat, g.lat_crop),
-        "evaluations_estimate": int(crops * EVALUATIONS_PER_CROP * steps),
+        "evaluations_estimate": int(crops * image_passes(bundle, config) * steps),
     }
     plan = {
         "output_px": [config.width, config.height],
@@ -69,6 +70,13 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
     if project:
         plan["projection"] = projection(bundle, config, g, plan)
     return plan
+
+
+def image_passes(bundle: Bundle, config: GenerateConfig) -> float:
+    """Denoiser evaluations per image crop: known for spatial conditioning, estimated for per-class."""
+    if bundle.image_conditioning == "spatial":
+        return 2.0 if config.omega > 0 else 1.0
+    return EVALUATIONS_PER_CROP
 
 
 def canvas_bytes(bundle: Bundle, g: Geometry, config: GenerateConfig) -> int:
