@@ -46,6 +46,27 @@ def test_a_two_worker_dask_cluster_gives_the_same_canvas(tmp_path):
     assert np.array_equal(reference, np.asarray(out[:]))
 
 
+def test_a_cluster_run_survives_losing_its_workers_one_after_another(tmp_path):
+    import os
+    import signal
+    import threading
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
+    labels = np.kron(np.random.default_rng(5).integers(0, 3, (8, 6)), np.ones((16, 16), int)).astype(np.uint8)
+    reference = sample(ORACLE, SHAPE, ABAR, _config(window=0), labels=labels)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        victims = dict(zip((2, 4), client.run(os.getpid).values(), strict=True))
+
+        def kill_a_worker_during_the_next_step(step, total):
+            if step in victims:  # SIGKILL while the next step's window tasks run: no goodbye, the nanny starts a fresh worker
+                threading.Timer(0.05, os.kill, (victims[step], signal.SIGKILL)).start()
+
+        out = sample_canvas(ORACLE, SHAPE, ABAR, _config(window=32), work=tmp_path / "w", client=client, labels=labels, progress=kill_a_worker_during_the_next_step)
+        assert not set(victims.values()) & set(client.run(os.getpid).values())  # both original workers really died
+    # nothing the tasks need lived only in the dead workers' memory: the same canvas as one process makes
+    assert np.array_equal(reference, np.asarray(out[:]))
+
+
 def _interrupted_at(step_to_stop: int):
     def stop(step, total):
         if step == step_to_stop:

@@ -500,3 +500,29 @@ def test_the_plan_estimates_the_evaluations_a_run_makes(bundle, tmp_path, omega)
     record = wsi_synth.generate(bundle, tmp_path / "e.tiff", **kwargs)
     made = record["evaluations"]["image"]["evaluations"]
     assert 0.8 < plan["stages"]["image"]["evaluations_estimate"] / made < 1.25  # was 2× for spatial bundles
+
+
+def test_generate_on_a_local_cluster_survives_a_killed_worker_and_records_where_its_state_lived(bundle, tmp_path):
+    import os
+    import signal
+
+    psutil = pytest.importorskip("psutil")
+    pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
+    import wsi_synth
+
+    kwargs = {"size": 512, "subtype": "adenocarcinoma", "steps": 4}
+    reference = wsi_synth.generate(bundle, tmp_path / "one.tiff", **kwargs)
+    killed = []
+
+    def kill_a_worker(report):
+        if report.task == "image stage" and report.done == 2 and not killed:
+            workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]  # the run's dask workers
+            victim = workers[-1]
+            killed.append(victim.pid)
+            os.kill(victim.pid, signal.SIGKILL)
+
+    record = wsi_synth.generate(bundle, tmp_path / "two.tiff", workers=2, on_progress=kill_a_worker, **kwargs)
+    assert killed and (not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE)
+    assert json.loads((tmp_path / "two.json").read_text())["out_of_core"] is True  # the cluster's state lived in the work store
+    assert record["evaluations"]["image"]["steps"] == reference["evaluations"]["image"]["steps"]
+    assert np.array_equal(tifffile.imread(tmp_path / "one.tiff"), tifffile.imread(tmp_path / "two.tiff"))

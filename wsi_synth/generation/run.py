@@ -23,6 +23,7 @@ import numpy as np
 from wsi_synth import __version__
 from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
+from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
 from wsi_synth.generation.masks import PixelLabels, Roughness, load_mask, mask_classes, mask_cleaning, smooth
@@ -104,6 +105,12 @@ def generate(
             raise
         except BaseException as exc:
             keep_or_remove_work(work, exc, log)
+            if (config.scheduler or config.workers > 1) and cluster_lost(exc):
+                where = f"at {config.scheduler}" if config.scheduler else f"of {config.workers} local workers"
+                raise ClusterLostError(
+                    f"the dask cluster {where} was lost during the run ({type(exc).__name__}); the state saved so far is in {work}: "
+                    "start the cluster again and re-run with --resume"
+                ) from exc
             raise
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -132,7 +139,8 @@ def _run(
     abar = bundle.schedule.alphas_cumprod()
     timings: dict[str, float] = {}
     stats = {"mask": SampleStats(), "image": SampleStats()}
-    with _scheduler(config) as client:
+    with Cluster(workers=config.workers, scheduler=config.scheduler) as client:
+        out_of_core = out_of_core or client is not None  # a cluster's tasks share the canvas through the zarr work store
         run = {"out_of_core": out_of_core, "client": client, "resume": resumed, "save_every": config.save_every}
         started = time.perf_counter()
         if user_mask is not None:
@@ -304,34 +312,3 @@ def prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool, s
     work.mkdir(parents=True)
     write_atomic(record, identity)
     return False
-
-
-class _scheduler:
-    """None (this process), a local dask.distributed cluster (`workers` > 1), or a client of `scheduler`."""
-
-    def __init__(self, config: GenerateConfig) -> None:
-        self.config, self.client, self.cluster = config, None, None
-
-    def __enter__(self):
-        if self.config.scheduler or self.config.workers > 1:
-            try:
-                from distributed import Client, LocalCluster
-            except ImportError as exc:
-                raise BadArgumentError("--workers/--scheduler need dask.distributed: pip install 'wsi-synth[distributed]'") from exc
-            if self.config.scheduler:
-                try:
-                    self.client = Client(self.config.scheduler, timeout="30s")
-                except (OSError, TimeoutError, ValueError) as exc:
-                    raise BadArgumentError(
-                        f"--scheduler {self.config.scheduler}: cannot connect ({str(exc).splitlines()[0]}); start it with `dask scheduler`, or drop --scheduler"
-                    ) from exc
-            else:
-                self.cluster = LocalCluster(n_workers=self.config.workers, threads_per_worker=1, processes=True, dashboard_address=None)
-                self.client = Client(self.cluster)
-        return self.client
-
-    def __exit__(self, *exc) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()

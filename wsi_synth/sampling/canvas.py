@@ -123,8 +123,9 @@ def sample_canvas(
     extra = {**(fingerprint or {}), **({"known_sha256": known.fingerprint()} if known is not None else {})}
     identity = _identity(shape, config, labels, condition, extra) if work is not None else {}
     current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume, identity=identity, stats=stats)
-    if client is not None and labels is not None:
-        labels = client.scatter(labels, broadcast=True)
+    if client is not None and labels is not None and work is not None:
+        # in the shared work folder, not scattered into workers' memory: a lost worker's tasks are recomputed anywhere
+        labels = StoredLabels.save(labels, work / "labels.npy")
     active = ~known.known if known is not None else None
     if known is not None and first == 0:
         known.apply(current.x, solver, 0)
@@ -141,6 +142,45 @@ def sample_canvas(
         if progress:
             progress(j + 1, len(solver))
     return current.x
+
+
+class StoredLabels:
+    """A class map in an `.npy` file, memory-mapped on first use: what a cluster task reads (`labels[y0:y1, x0:x1]`)
+    instead of data held in some worker's memory. It pickles as its path, so every task stays recomputable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._array: np.ndarray | None = None
+
+    @classmethod
+    def save(cls, labels: np.ndarray, path: Path) -> StoredLabels:
+        """Write `labels` to `path` atomically (a rerun writes the same bytes) and return its handle."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(labels))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return cls(path)
+
+    def _open(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.load(self.path, mmap_mode="r")
+        return self._array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._open().shape
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.asarray(self._open()[key])
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path, self._array = state["path"], None
 
 
 def sample_canvases(
