@@ -526,3 +526,88 @@ def test_generate_on_a_local_cluster_survives_a_killed_worker_and_records_where_
     assert json.loads((tmp_path / "two.json").read_text())["out_of_core"] is True  # the cluster's state lived in the work store
     assert record["evaluations"]["image"]["steps"] == reference["evaluations"]["image"]["steps"]
     assert np.array_equal(tifffile.imread(tmp_path / "one.tiff"), tifffile.imread(tmp_path / "two.tiff"))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_cluster(port: int, log_dir: Path):
+    """A real `dask scheduler` and one `dask worker` on loopback, as separate processes."""
+    import subprocess
+    import sys
+    import time
+
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=open(log_dir / "s.log", "w"))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_dir / "w.log", "w"),
+    )
+    from distributed import Client
+
+    for _ in range(120):  # until the worker has joined (bounded: 60 s)
+        try:
+            with Client(f"tcp://127.0.0.1:{port}", timeout="2s") as c:
+                if c.scheduler_info()["workers"]:
+                    return scheduler, worker
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError("the test cluster did not start")
+
+
+def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bundle, tmp_path, runner):
+    import signal
+
+    pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
+    import wsi_synth
+
+    kwargs = {"size": 256, "subtype": "adenocarcinoma", "steps": 4}
+    reference = wsi_synth.generate(bundle, tmp_path / "ref.tiff", **kwargs)
+    port = _free_port()
+    scheduler, worker = _start_cluster(port, tmp_path)
+    out = tmp_path / "c.tiff"
+
+    def kill_the_scheduler(report):
+        if report.task == "image stage" and report.done == 2:
+            scheduler.send_signal(signal.SIGKILL)
+
+    try:
+        with pytest.raises(wsi_synth.WsiSynthError) as lost:
+            wsi_synth.generate(bundle, out, scheduler=f"tcp://127.0.0.1:{port}", on_progress=kill_the_scheduler, **kwargs)
+    finally:
+        scheduler.kill()
+        worker.kill()
+        worker.wait()
+    assert type(lost.value).__name__ == "ClusterLostError" and "resume=True" in str(lost.value) and "\n" not in str(lost.value)
+    assert (tmp_path / ".c.tiff.work").is_dir() and not out.exists()
+    scheduler, worker = _start_cluster(port, tmp_path)
+    try:
+        result = runner.invoke(
+            cli,
+            ["generate", "--model", str(bundle), "--size", "256", "--subtype", "adenocarcinoma", "--steps", "4", "--out", str(out), "-q"]
+            + ["--scheduler", f"tcp://127.0.0.1:{port}", "--resume"],
+        )
+    finally:
+        scheduler.kill()
+        worker.kill()
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(tifffile.imread(out), tifffile.imread(tmp_path / "ref.tiff"))
+    assert reference["evaluations"]["image"]["steps"] == 4
+
+
+def test_a_scheduler_address_where_nothing_listens_is_refused_at_once(bundle, tmp_path, runner):
+    pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
+    port = _free_port()
+    for address, fragment in ((f"tcp://127.0.0.1:{port}", "nothing listens there"), ("127.0.0.1", "not a scheduler address")):
+        result = runner.invoke(
+            cli, ["generate", "--model", str(bundle), "--size", "64", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--scheduler", address]
+        )
+        assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x.tiff").exists()
