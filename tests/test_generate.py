@@ -611,3 +611,15 @@ def test_a_scheduler_address_where_nothing_listens_is_refused_at_once(bundle, tm
         )
         assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.tiff").exists()
+
+
+def test_evaluate_reads_what_generate_writes_a_count_folder_and_an_ome_zarr(bundle, tmp_path, runner):
+    common = ["--model", str(bundle), "--subtype", "adenocarcinoma", "--steps", "2", "-q"]
+    assert runner.invoke(cli, ["generate", *common, "--size", "64", "--count", "12", "--out", str(tmp_path / "tiles")]).exit_code == 0
+    assert runner.invoke(cli, ["generate", *common, "--size", "512", "--out", str(tmp_path / "s.ome.zarr")]).exit_code == 0
+    result = runner.invoke(cli, ["evaluate", str(tmp_path / "tiles"), str(tmp_path / "s.ome.zarr"), "--out", str(tmp_path / "r"), "--tile", "128", "--size", "64", "-q"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["inputs"]["real"]["tiles"] == 12 and report["inputs"]["synthetic"]["tiles"] == 16  # 4 × 4 tiles of 128 px
+    refused = runner.invoke(cli, ["evaluate", str(tmp_path / "tiles"), str(tmp_path / "s.ome.zarr"), "--out", str(tmp_path / "tiles"), "-q"])
+    assert refused.exit_code == 2 and "inside the input folder" in refused.output

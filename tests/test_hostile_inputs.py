@@ -730,3 +730,18 @@ def test_runs_on_two_formats_of_one_stem_exclude_each_other(model, tmp_path, run
     with claim_outputs(tmp_path / "c.tiff"):
         _refused(_generate(runner, model, tmp_path / "c.ome.zarr"), "another run")
     assert not _names(tmp_path)
+
+
+@pytest.mark.parametrize("setting, fragment", [({"quality": 0}, "--quality must be 1–100"), ({"tile": 300}, "--tile must be a multiple of 16")])
+def test_write_settings_are_refused_before_any_sampling(model, tmp_path, setting, fragment):
+    import wsi_synth
+
+    with pytest.raises(wsi_synth.BadArgumentError) as refused:
+        wsi_synth.generate(model, tmp_path / "s.tiff", size=64, subtype="adenocarcinoma", **setting)
+    assert fragment.replace("--", "") in str(refused.value)
+    assert not any(tmp_path.iterdir())  # refused before the work folder, not after the sampling
+
+
+def test_an_ome_tiff_named_like_a_tiff_gets_a_mask_named_like_it(model, tmp_path, runner):
+    assert _generate(runner, model, tmp_path / "o.tiff", "--format", "ome-tiff").exit_code == 0
+    assert _names(tmp_path) == {"o.tiff", "o.mask.tiff", "o.geojson", "o.json"}

@@ -1,4 +1,5 @@
-"""Tiles to evaluate, from a folder of images, a wsi-synth dataset, or pyramidal TIFFs (slides).
+"""Tiles to evaluate, from a folder of images, a wsi-synth dataset, pyramidal TIFFs or OME-Zarr images (slides), or
+a `generate --count` folder (its `images/`): everything `generate` writes can be evaluated.
 
 Slides are cut into `tile` px tiles at level 0 ("tiled") or read whole and resized to one tile
 ("resized"), as in the paper. Every tile is resized to `size` px so a batch is one array.
@@ -47,7 +48,11 @@ def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile:
         raise BadArgumentError(f"evaluation input not found: {path}")
     if path.is_dir() and (path / "dataset.json").is_file():
         return TileSource(path, "dataset", _dataset_items(path, split, max_tiles), size, mode, tile)
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES)
+    if _is_zarr_image(path):
+        return TileSource(path, "slides", (path,), size, mode, tile)
+    if path.is_dir() and (path / "images").is_dir() and (path / "manifest.csv").is_file():  # a `generate --count` folder
+        path = path / "images"
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES or _is_zarr_image(p))
     if not files:
         raise BadArgumentError(f"{path}: no images, slides or dataset.json found")
     if all(_is_slide(p, tile) for p in files):
@@ -56,9 +61,62 @@ def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile:
     return TileSource(path, "images", images[:max_tiles] if max_tiles else images, size, mode, tile)
 
 
+def _is_zarr_image(path: Path) -> bool:
+    """An OME-Zarr image (`generate --format ome-zarr`): a folder with multiscales metadata."""
+    import json
+
+    try:
+        return path.is_dir() and "multiscales" in json.loads((path / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+class _ZarrSlide:
+    """Level 0 of an OME-Zarr RGB image with the two reads evaluation needs (level-0 regions and a thumbnail)."""
+
+    def __init__(self, path: Path) -> None:
+        import json
+
+        import zarr
+
+        meta = json.loads((path / ".zattrs").read_text())["multiscales"][0]
+        names = [a["name"] for a in meta["axes"]]
+        root = zarr.open_group(str(path), mode="r")
+        self._levels = [root[d["path"]] for d in meta["datasets"]]
+        self._channel_first = names[0] == "c"
+        h, w = self._levels[0].shape[1:] if self._channel_first else self._levels[0].shape[:2]
+        self.dimensions = (int(w), int(h))
+
+    def _rgb(self, array, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+        if self._channel_first:
+            return np.moveaxis(np.asarray(array[:3, y0:y1, x0:x1]), 0, 2)
+        return np.asarray(array[y0:y1, x0:x1, :3])
+
+    def read_level0(self, location: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
+        (x, y), (w, h) = location, size
+        return self._rgb(self._levels[0], y, y + h, x, x + w)
+
+    def thumbnail_rgb(self, size: int) -> np.ndarray:
+        smallest = self._levels[-1]
+        h, w = smallest.shape[1:] if self._channel_first else smallest.shape[:2]
+        image = Image.fromarray(self._rgb(smallest, 0, h, 0, w))
+        image.thumbnail((size, size))
+        return np.asarray(image)
+
+    def __enter__(self) -> _ZarrSlide:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def _open_any(path: Path):
+    return _ZarrSlide(path) if _is_zarr_image(path) else open_slide(path, need_mpp=False)
+
+
 def _is_slide(path: Path, tile: int) -> bool:
-    """A file counts as a slide when it is a slide format, a tiled TIFF, or more than two tiles across."""
-    if path.suffix.lower() in SLIDE_SUFFIXES - {".tif", ".tiff"}:
+    """A file counts as a slide when it is a slide format, a tiled TIFF, an OME-Zarr image, or more than two tiles across."""
+    if _is_zarr_image(path) or path.suffix.lower() in SLIDE_SUFFIXES - {".tif", ".tiff"}:
         return True
     try:
         import tifffile
@@ -83,7 +141,7 @@ def _dataset_items(path: Path, split: str | None, max_tiles: int | None) -> tupl
 
 
 def _grid_count(slide: Path, tile: int) -> int:
-    with open_slide(slide, need_mpp=False) as s:
+    with _open_any(slide) as s:
         w, h = s.dimensions
     return (w // tile) * (h // tile)
 
@@ -123,7 +181,7 @@ def _iter_tiles(source: TileSource) -> Iterator[np.ndarray]:
 def _slide_tiles(source: TileSource) -> Iterator[np.ndarray]:
     """Slides read as `extract` reads them (`wsi_synth.slide`): white outside the scanned area, damage refused."""
     for path in source.items:
-        with open_slide(path, need_mpp=False) as s:
+        with _open_any(path) as s:
             w, h = s.dimensions
             if source.mode == "resized":
                 yield _resized(s.thumbnail_rgb(source.size), source.size)
@@ -141,7 +199,7 @@ def _resized(tile: np.ndarray, size: int) -> np.ndarray:
 
 def read_centre(slide: Path, side: int) -> np.ndarray:
     """A `side`² region from the middle of a slide's level 0 (for the seam score)."""
-    with open_slide(slide, need_mpp=False) as s:
+    with _open_any(slide) as s:
         w, h = s.dimensions
         side_w, side_h = min(side, w), min(side, h)
         return s.read_level0(((w - side_w) // 2, (h - side_h) // 2), (side_w, side_h))

@@ -76,7 +76,8 @@ def gaussian_frechet(mu1: np.ndarray, s1: np.ndarray, mu2: np.ndarray, s2: np.nd
             warnings.simplefilter("ignore")
             covmean = linalg.sqrtm((s1 + offset) @ (s2 + offset))
     covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    distance = float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+    return max(distance, 0.0)  # a distance: rounding of the matrix square root can leave -1e-10 for identical sets
 
 
 def authenticity(train: np.ndarray, fake: np.ndarray) -> float:

@@ -13,6 +13,7 @@ from wsi_synth.devices import check_device
 from wsi_synth.diffusion.solvers import SOLVERS
 from wsi_synth.errors import BadArgumentError, BadModelError
 from wsi_synth.io.outputs import FORMATS, annotation_formats
+from wsi_synth.io.pyramid import check_write_settings
 from wsi_synth.models.bundle import Bundle
 from wsi_synth.sampling.planners import PlannerConfig
 from wsi_synth.sampling.sampler import SamplerConfig
@@ -92,6 +93,7 @@ class GenerateConfig:
         if self.format is not None and self.format not in FORMATS:
             raise BadArgumentError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         annotation_formats(self.annotations)
+        check_write_settings(tile=self.tile, quality=self.quality)
         check_device(self.device)
 
 

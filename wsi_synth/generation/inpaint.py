@@ -71,6 +71,7 @@ class InpaintConfig:
         from wsi_synth.devices import check_device
         from wsi_synth.diffusion.solvers import SOLVERS
         from wsi_synth.io.outputs import FORMATS, annotation_formats
+        from wsi_synth.io.pyramid import check_write_settings
 
         if self.class_ is not None and self.classes is not None:
             raise BadArgumentError("pass --class (one class for every region) or --classes (a map of the regions' own classes), not both")
@@ -88,8 +89,7 @@ class InpaintConfig:
             raise BadArgumentError(f"--max-area must be a positive number of megapixels, got {self.max_area_mp}")
         if self.format is not None and self.format not in FORMATS:
             raise BadArgumentError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if not 1 <= self.quality <= 100:
-            raise BadArgumentError(f"--quality must be 1–100, got {self.quality}")
+        check_write_settings(tile=self.tile, quality=self.quality)
         annotation_formats(self.annotations)
         check_device(self.device)
 
@@ -132,6 +132,11 @@ def inpaint(
         regions = load_regions(regions_path, slide, bundle.classes, config)
         scale = slide.scale_for(bundle.mpp)
         factor = bundle.latent.factor
+        if config.margin > min(slide.dimensions) / 2:
+            raise BadArgumentError(
+                f"--margin {config.margin} level-0 px is more than half the slide's shorter side ({min(slide.dimensions):,} px): the blend would "
+                "regenerate the whole slide; a margin of a few hundred px hides the seam"
+            )
         patches = plan_patches(regions, slide.dimensions, scale, factor=factor, crop_px=bundle.tile_size, margin_l0=config.margin)
         check_areas(patches, regions, scale, config)
         with claim_outputs(out):
@@ -217,7 +222,7 @@ def check_areas(patches: list[Patch], regions: list[Region], scale: float, confi
         if area > config.max_area_mp:
             names = ", ".join(f"{regions[i].name} at {_l0_corner(regions[i])}" for i in patch.regions[:3])
             raise BadArgumentError(
-                f"the region(s) {names} need a {round(w * scale):,}×{round(h * scale):,} px patch ({area:.0f} megapixels with context), "
+                f"the region(s) {names} need a {round(w * scale):,}×{round(h * scale):,} px patch ({area:.3g} megapixels with context), "
                 f"more than --max-area {config.max_area_mp:g}: split the region, or raise --max-area"
             )
 

@@ -70,7 +70,9 @@ class OutputPaths:
         lower = image.name.lower()
         suffix = next((s for s in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), "")
         stem = image.name[: len(image.name) - len(suffix)] if suffix and len(suffix) < len(image.name) else image.name
-        mask = None if fmt == "ome-zarr" else image.with_name(f"{stem}.mask.ome.tiff" if fmt == "ome-tiff" else f"{stem}.mask.tiff")
+        # the mask mirrors the image's own name: o.ome.tiff → o.mask.ome.tiff, but an OME-TIFF named o.tiff → o.mask.tiff
+        mask_suffix = image.name[len(stem) :] if suffix and stem != image.name else ".ome.tiff" if fmt == "ome-tiff" else ".tiff"
+        mask = None if fmt == "ome-zarr" else image.with_name(f"{stem}.mask{mask_suffix}")
         return cls(
             image,
             mask,

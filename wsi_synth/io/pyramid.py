@@ -67,8 +67,7 @@ def write_slide_pyramid(
     """Write an (H, W, 3) uint8 array (numpy, zarr or dask) as a JPEG pyramidal BigTIFF at `path`: Aperio-style
     (OpenSlide), or with `ome` an OME-TIFF (levels in SubIFDs, OME-XML physical sizes)."""
     check_pyramid_args(image, 3, mpp, tile)
-    if not 1 <= quality <= 100:
-        raise BadArgumentError(f"quality must be 1–100, got {quality}")
+    check_write_settings(tile=tile, quality=quality)
     height, width = image.shape[:2]
     mag = app_mag if app_mag is not None else round(10.0 / mpp, 2)
     page = dict(photometric="rgb", subsampling=(1, 1), compression="jpeg", compressionargs={"level": quality})
@@ -132,10 +131,18 @@ def check_pyramid_args(array, ndim: int, mpp: float, tile: int) -> None:
         raise BadArgumentError(f"image must be {want}, got shape {shape} dtype {array.dtype}")
     if min(shape[:2]) < 1:
         raise BadArgumentError(f"image must be at least 1×1 px, got {shape[1]}×{shape[0]}")
-    if tile % 16 or not 16 <= tile <= 4096:
-        raise BadArgumentError(f"tile must be a multiple of 16 in 16–4096 (256 or 512 for viewers), got {tile}")
+    check_write_settings(tile=tile)
     if not (math.isfinite(mpp) and mpp > 0):
         raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {mpp}")
+
+
+def check_write_settings(*, tile: int, quality: int = 90) -> None:
+    """Refuse a tile size or JPEG quality no pyramid can be written with: called where a run's settings enter, so a
+    bad value fails before the sampling, not after it."""
+    if tile % 16 or not 16 <= tile <= 4096:
+        raise BadArgumentError(f"--tile must be a multiple of 16 in 16–4096 (256 or 512 for viewers), got {tile}")
+    if not 1 <= quality <= 100:
+        raise BadArgumentError(f"--quality must be 1–100, got {quality}")
 
 
 def slide_output_bytes(width: int, height: int, *, lossless: bool = False) -> int:
