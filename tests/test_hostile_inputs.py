@@ -745,3 +745,16 @@ def test_write_settings_are_refused_before_any_sampling(model, tmp_path, setting
 def test_an_ome_tiff_named_like_a_tiff_gets_a_mask_named_like_it(model, tmp_path, runner):
     assert _generate(runner, model, tmp_path / "o.tiff", "--format", "ome-tiff").exit_code == 0
     assert _names(tmp_path) == {"o.tiff", "o.mask.tiff", "o.geojson", "o.json"}
+
+
+def test_a_new_run_removes_the_temporaries_a_killed_run_of_the_same_set_left(model, tmp_path, runner):
+    stale_files = [".s.tiff.set-99999", ".s.mask.tiff.partial-12", ".s.geojson.set-7"]
+    stale_folders = [".s.tiff.levels-k3j_x", ".s.ome.zarr.set-5"]
+    others = [".s.v2.tiff.set-1", ".sx.tiff.partial-3", "notes.txt"]  # other sets' and the user's: never touched
+    for name in stale_files + others:
+        (tmp_path / name).write_text("left by a killed run")
+    for name in stale_folders:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "level-1.raw").write_bytes(b"\0" * 64)
+    assert _generate(runner, model, tmp_path / "s.tiff").exit_code == 0
+    assert {p.name for p in tmp_path.iterdir()} == {"s.tiff", "s.mask.tiff", "s.geojson", "s.json", *others}

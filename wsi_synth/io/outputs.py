@@ -4,9 +4,13 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
-from collections.abc import Callable, Sequence
+import re
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +106,38 @@ class OutputPaths:
         return [p for p in named if p.exists() and p.resolve() not in mine]
 
 
-def claim_outputs(out: str | Path):
+@contextmanager
+def claim_outputs(out: str | Path) -> Iterator[Path]:
     """Hold the output set beside `out` for one run (a context manager): a second run on it fails at once. The claim is
     on the set's stem (its record, `s.json`): `s.tiff` and `s.ome.zarr` share the record and annotations, so two
-    runs on them exclude each other too."""
-    return claim(OutputPaths.beside(out).record, "the output set of")
+    runs on them exclude each other too. Once held, temporaries that a killed run of this set left are removed."""
+    record = OutputPaths.beside(out).record
+    with claim(record, "the output set of") as lock:
+        remove_stale_temporaries(record)
+        yield lock
+
+
+#: The names a set of stem S can hold: every image format, its mask, annotations and record.
+SET_SUFFIXES = (".tiff", ".tif", ".ome.tiff", ".ome.tif", ".ome.zarr", ".zarr", ".mask.tiff", ".mask.tif", ".mask.ome.tiff", ".mask.ome.tif", ".geojson", ".xml", ".json")
+#: Temporaries of a set's files: `output_set`'s `.NAME.set-PID`, `atomic_output`'s `.NAME.partial-PID`, and the
+#: pyramid writer's level spools `.NAME.levels-*` (an OME-Zarr's labels: `.NAME labels.levels-*`).
+_TEMPORARY = re.compile(r"\.(?P<name>.+?)(?: labels)?\.(?:set-\d+|partial-\d+|levels-[^/]+)")
+
+
+def remove_stale_temporaries(record: Path) -> list[Path]:
+    """Remove the temporaries of the set whose record is `record` (call only while holding its claim: then no live
+    run is writing them). Names of other sets are matched exactly and never touched. Returns what was removed."""
+    stem = record.name[: -len(".json")]
+    removed = []
+    for path in record.parent.glob(f".{glob.escape(stem)}.*"):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and match["name"] in {stem + suffix for suffix in SET_SUFFIXES}:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_slide_outputs(
