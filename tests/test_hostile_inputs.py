@@ -383,6 +383,34 @@ def test_a_model_folder_missing_a_network_names_the_folder(model, tmp_path, runn
     assert "hub" not in message.lower() and "connect" not in message.lower()
 
 
+@pytest.mark.parametrize(
+    "damage, fragments",
+    [
+        ("one more class in model.json", ("image_unet/config.json has in_channels", "different trainings")),
+        ("another latent factor in model.json", ("codec/config.json has downsampling factor", "different trainings")),
+        ("one more subtype in model.json", ("mask_unet/config.json has num_class_embeds", "different trainings")),
+        ("truncated image weights", ("image network's weights are unreadable", "truncated")),
+    ],
+)
+def test_a_bundle_whose_files_disagree_is_refused_when_opened_not_after_sampling(model, tmp_path, runner, damage, fragments):
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    meta = json.loads((broken / "model.json").read_text())
+    if damage.startswith("one more class"):
+        meta["classes"].append({"id": len(meta["classes"]), "name": "necrosis", "color": [0, 0, 0]})
+    elif damage.startswith("another latent"):
+        meta["latent"]["factor"] *= 2
+    elif damage.startswith("one more subtype"):
+        meta["subtypes"] = [*meta["subtypes"], "mesothelioma"]
+    else:
+        weights = next((broken / "image_unet").glob("*.safetensors"))
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    (broken / "model.json").write_text(json.dumps(meta))
+    result = _generate(runner, broken, tmp_path / "s.tiff")
+    _refused(result, *fragments)
+    assert not (tmp_path / ".s.tiff.work").exists() and not (tmp_path / "s.tiff").exists()
+
+
 # --- train ------------------------------------------------------------------------------------------------------
 
 

@@ -197,6 +197,36 @@ class Bundle:
                 f"model bundle {self.root} lists a {stage} stage but {folder} is missing or incomplete "
                 f"(needs config.json and weights): copy the whole bundle folder again, or retrain the {stage} stage"
             )
+        for path in weights:
+            if path.suffix == ".safetensors":
+                _check_safetensors(path, stage)
+        self._check_network(stage, folder)
+
+    def _check_network(self, stage: str, folder: Path) -> None:
+        """The network's config agrees with model.json (latent channels and factor, classes, subtypes, conditioning):
+        a bundle assembled from different trainings is refused when opened, not after the sampling."""
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise BadModelError(
+                f"model bundle {self.root}: {folder.name}/config.json is unreadable ({exc}): copy the bundle again, or retrain the {stage} stage"
+            ) from exc
+        n = len(self.classes)
+        if stage == "codec":
+            expected = {"latent_channels": self.latent.channels, "downsampling factor": self.latent.factor}
+            config = {**config, "downsampling factor": 2 ** (len(config.get("block_out_channels", [0])) - 1)}
+        elif stage == "image":
+            spatial = self.image_conditioning == "spatial"
+            expected = {"in_channels": self.latent.channels + (n - 1 if spatial else 1), "out_channels": self.latent.channels, "num_class_embeds": 2 if spatial else n}
+        else:
+            expected = {"in_channels": n, "out_channels": n, "num_class_embeds": len(self.subtypes) + 1}
+        for key, want in expected.items():
+            if config.get(key) != want:
+                raise BadModelError(
+                    f"model bundle {self.root}: {folder.name}/config.json has {key} {config.get(key)} where model.json ({n} classes, "
+                    f"{len(self.subtypes)} subtypes, {self.latent.channels}-channel latents at f = {self.latent.factor}) needs {want}: "
+                    f"its files come from different trainings; copy the whole bundle again, or retrain the {stage} stage"
+                )
 
     def load_codec(self, *, device: str = "cpu"):
         """The codec (a diffusers AutoencoderKL) on `device`, in eval mode."""
@@ -213,7 +243,7 @@ class Bundle:
 
     def load_unet(self, stage: str, *, device: str = "cpu"):
         """The `stage` UNet (a diffusers UNet2DModel) on `device`, in eval mode."""
-        from diffusers import UNet2DModel
+        (UNet2DModel,) = import_names("diffusers", "UNet2DModel")
 
         self.require(stage)
         self.check_files(stage)
@@ -324,3 +354,23 @@ def _check_meta(meta: dict, path: Path) -> None:
     for key, ok in checks.items():
         if key in meta and not ok(meta[key]):
             raise BadModelError(f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was edited by hand; copy the bundle again")
+
+
+def _check_safetensors(path: Path, stage: str) -> None:
+    """A safetensors file holds its whole header and every tensor it declares (a truncated copy is refused by name)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(header_len)) if 8 + header_len <= size else None
+    except (OSError, ValueError) as exc:
+        header = None
+        reason = str(exc)
+    else:
+        reason = "its header is damaged"
+    if header is not None:
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_len + end <= size:
+            return
+        reason = f"it is truncated ({size:,} of {8 + header_len + end:,} bytes)"
+    raise BadModelError(f"{path}: the {stage} network's weights are unreadable ({reason}): copy the bundle again, or retrain the {stage} stage")
