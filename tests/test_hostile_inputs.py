@@ -689,6 +689,48 @@ def test_info_of_a_dataset_with_a_broken_manifest(tmp_path, runner):
     _refused(_invoke(runner, "info", data), "manifest.csv")
 
 
+@pytest.mark.parametrize("damage", ["manifest points past the arrays", "source store gone"])
+def test_a_damaged_dataset_is_named_by_info_train_and_tile_dataset(tmp_path, runner, damage):
+    from wsi_synth import BadDatasetError
+    from wsi_synth.data import TileDataset
+
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour\n1: stroma\n2: normal\n3: unknown\n")
+    data = tmp_path / "data"
+    args = ("import", wsss / "img", "--masks", wsss / "mask", "--legend", legend, "--tile", 64, "--region", 128, "--region-mask", 16)
+    assert _invoke(runner, *args, "--out", data, "-q").exit_code == 0
+    source = json.loads((data / "dataset.json").read_text())["sources"][0]["id"]
+    if damage == "source store gone":
+        shutil.rmtree(data / "sources" / f"{source}.zarr")
+        fragment = "store"
+    else:
+        lines = (data / "manifest.csv").read_text().splitlines()
+        head = lines[0].split(",")
+        row = lines[1].split(",")
+        row[head.index("index")] = "99999"
+        (data / "manifest.csv").write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+        fragment = "99999"
+    _refused(_invoke(runner, "info", data), source, fragment)
+    _refused(_invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--max-steps", 1, "-q"), source, fragment)
+    with pytest.raises(BadDatasetError, match=fragment):
+        TileDataset(data)
+
+
+def test_tile_datasets_of_different_tile_sizes_do_not_concatenate(tmp_path, runner):
+    from wsi_synth.data import TileDataset
+
+    folder = _one_tile_folder(tmp_path)
+    for tile in (64, 32):
+        assert _invoke(runner, "import", folder, "--tile", tile, "--out", tmp_path / f"d{tile}", "-q").exit_code == 0
+    import wsi_synth
+
+    same = TileDataset(tmp_path / "d64", kinds=("unlabelled",)) + TileDataset(tmp_path / "d64", kinds=("unlabelled",))
+    assert len(same) == 2 * len(TileDataset(tmp_path / "d64", kinds=("unlabelled",)))
+    with pytest.raises(wsi_synth.BadArgumentError, match="64 px tiles .* and 32 px"):
+        TileDataset(tmp_path / "d64", kinds=("unlabelled",)) + TileDataset(tmp_path / "d32", kinds=("unlabelled",))
+
+
 @pytest.mark.parametrize("case, fragments", [("truncated", ["truncated"]), ("bomb", ["pixels"])])
 def test_evaluate_refuses_broken_inputs(tmp_path, runner, case, fragments):
     real = _one_tile_folder(tmp_path)

@@ -16,7 +16,9 @@ def describe(path: str | Path) -> dict:
     if path.is_dir() and (path / "dataset.json").is_file():
         from wsi_synth.data.store import open_dataset
 
-        return {"kind": "dataset", **open_dataset(path).summary()}
+        dataset = open_dataset(path)
+        dataset.check()
+        return {"kind": "dataset", **dataset.summary()}
     if path.is_dir() and (path / "model.json").is_file():
         from wsi_synth.models.bundle import open_bundle
 

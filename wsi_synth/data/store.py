@@ -124,6 +124,33 @@ class Dataset:
         _register_codecs()
         return zarr.open_group(str(self.root / "sources" / f"{source_id}.zarr"), mode="r")
 
+    def check(self, rows: list[dict] | None = None) -> None:
+        """Every source the manifest names has its store, and each of its arrays holds every tile the manifest points
+        at, at the dataset's tile and region sizes; else a one-line error naming the source and the fix."""
+        rows = self.manifest() if rows is None else rows
+        needed: dict[tuple[str, str], int] = {}
+        for r in rows:
+            key = (r["source"], r["kind"])
+            needed[key] = max(needed.get(key, -1), int(r["index"]))
+        fix = "re-run the extract or import that made it (or remove the dataset and import again)"
+        for source in sorted({source for source, _ in needed}):
+            folder = self.root / "sources" / f"{source}.zarr"
+            if not folder.is_dir():
+                raise BadDatasetError(f"dataset {self.root}: source {source} is in the manifest but its store {folder} is missing: {fix}")
+            try:
+                group = self.source_group(source)
+                arrays = {name: group[name].shape for name in ("labelled/images", "labelled/masks", "unlabelled/images", "regions/masks")}
+            except Exception as exc:  # noqa: BLE001 - any zarr failure means a damaged store; say which
+                raise BadDatasetError(f"dataset {self.root}: the store of source {source} is damaged ({type(exc).__name__}: {exc}): {fix}") from exc
+            for kind, name in (("labelled", "labelled/images"), ("labelled", "labelled/masks"), ("unlabelled", "unlabelled/images"), ("regions", "regions/masks")):
+                last = needed.get((source, kind), -1)
+                side = self.region_mask_size if kind == "regions" else self.tile_size
+                if last >= arrays[name][0] or (arrays[name][0] and tuple(arrays[name][1:3]) != (side, side)):
+                    raise BadDatasetError(
+                        f"dataset {self.root}: source {source}'s {name} holds {arrays[name][0]} of {side} px but the manifest points at "
+                        f"item {last} (tiles of {arrays[name][1] if len(arrays[name]) > 1 else '?'} px): {fix}"
+                    )
+
     def manifest(self) -> list[dict]:
         """Every row of manifest.csv (one per tile or region); a damaged manifest is refused."""
         path = self.root / "manifest.csv"

@@ -39,13 +39,25 @@ class TileDataset(_TorchDataset):
         self.dataset = open_dataset(path)
         self.classes = self.dataset.class_names
         self.tile_size = self.dataset.tile_size
-        self.items = [(r["kind"], r["source"], int(r["index"])) for r in self.dataset.manifest() if r["kind"] in kinds and (split is None or r["split"] == split)]
+        rows = self.dataset.manifest()
+        self.dataset.check(rows)
+        self.items = [(r["kind"], r["source"], int(r["index"])) for r in rows if r["kind"] in kinds and (split is None or r["split"] == split)]
         self.transform = transform
         self._groups: dict = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def __add__(self, other):
+        """Concatenate (torch's `ConcatDataset`), refusing datasets whose tiles or classes differ: batches of mixed
+        sizes would fail in the DataLoader, and mixed class ids would mean different tissues."""
+        if isinstance(other, TileDataset) and (other.tile_size, other.classes) != (self.tile_size, self.classes):
+            raise BadArgumentError(
+                f"cannot concatenate TileDatasets of {self.tile_size} px tiles with classes {self.classes} and {other.tile_size} px with {other.classes}: "
+                "import both into one dataset (the second takes the first's settings), or resize in a transform"
+            )
+        return super().__add__(other)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         kind, source, index = self.items[i]

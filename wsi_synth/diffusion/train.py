@@ -79,6 +79,7 @@ def train(
         raise BadArgumentError("--resume continues the stage and --overwrite starts it again: pass one of them")
     check_device(device)
     dataset = open_dataset(data)
+    dataset.check()  # a damaged source is named now, not met as a zarr error after minutes of training
     check_apart(out, [data])
     if Path(out).exists() and not Path(out).is_dir():
         raise BadModelError(f"--out {out} is a file, not a model bundle folder: choose another --out")
