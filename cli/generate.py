@@ -81,6 +81,13 @@ same --out is refused while the first runs.""",
     help="GB of canvases to hold in memory; beyond it they live in a zarr work store beside the output.",
 )
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="N > 1: start a local dask cluster of N worker processes.")
+@click.option(
+    "--threads",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="torch threads (0: one per core; with --workers, cores / N per worker). On a busy machine, fewer is often much faster.",
+)
 @click.option("--scheduler", default=None, help="tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).")
 @output_format_options
 @overwrite_option
@@ -114,6 +121,7 @@ def command(
     save_every,
     max_memory,
     workers,
+    threads,
     scheduler,
     fmt,
     annotations,
@@ -153,6 +161,7 @@ def command(
             save_every=save_every,
             max_memory=max_memory,
             workers=workers,
+            threads=threads,
             scheduler=scheduler,
             format=fmt,
             annotations=annotations,

@@ -623,3 +623,20 @@ def test_evaluate_reads_what_generate_writes_a_count_folder_and_an_ome_zarr(bund
     assert report["inputs"]["real"]["tiles"] == 12 and report["inputs"]["synthetic"]["tiles"] == 16  # 4 × 4 tiles of 128 px
     refused = runner.invoke(cli, ["evaluate", str(tmp_path / "tiles"), str(tmp_path / "s.ome.zarr"), "--out", str(tmp_path / "tiles"), "-q"])
     assert refused.exit_code == 2 and "inside the input folder" in refused.output
+
+
+def test_threads_sets_torchs_threads_for_the_run(bundle, tmp_path, runner):
+    import torch
+
+    import wsi_synth
+
+    before = torch.get_num_threads()
+    try:
+        wsi_synth.generate(bundle, tmp_path / "t.tiff", size=64, subtype="adenocarcinoma", steps=2, threads=1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    refused = runner.invoke(
+        cli, ["generate", "--model", str(bundle), "--size", "64", "--subtype", "adenocarcinoma", "--threads", "-1", "--out", str(tmp_path / "u.tiff")]
+    )
+    assert refused.exit_code == 2 and "--threads" in refused.output

@@ -8,6 +8,7 @@ Losing the scheduler ends the run with one line; the state saved in the work fol
 
 from __future__ import annotations
 
+import os
 import socket
 from urllib.parse import urlsplit
 
@@ -24,8 +25,8 @@ class ClusterLostError(WsiSynthError):
 class Cluster:
     """A context manager yielding the dask client of a run's settings, or None to run in this process."""
 
-    def __init__(self, *, workers: int, scheduler: str | None) -> None:
-        self.workers, self.scheduler = workers, scheduler
+    def __init__(self, *, workers: int, scheduler: str | None, threads: int = 0) -> None:
+        self.workers, self.scheduler, self.threads = workers, scheduler, threads
         self.client, self.local = None, None
 
     def __enter__(self):
@@ -44,7 +45,10 @@ class Cluster:
                     f"--scheduler {self.scheduler}: cannot connect ({str(exc).splitlines()[0]}); start it with `dask scheduler`, or drop --scheduler"
                 ) from exc
         else:
-            self.local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None)
+            # each worker process gets its share of the cores: N processes of one-per-core torch threads oversubscribe
+            per_worker = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+            env = {"OMP_NUM_THREADS": str(per_worker), "MKL_NUM_THREADS": str(per_worker)}
+            self.local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
             self.client = Client(self.local)
         return self.client
 
@@ -56,6 +60,15 @@ class Cluster:
                     closing.close(timeout=5)  # type: ignore[attr-defined]
                 except Exception:  # noqa: BLE001 - nothing left to save; the run's own error is the one to report
                     pass
+
+
+def use_threads(threads: int) -> None:
+    """Set torch's intra-op threads for this process (0 leaves torch's default, one per core). On a machine other work
+    also uses, fewer threads than cores is often much faster: the threads then wait on each other less."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def probe(address: str) -> None:

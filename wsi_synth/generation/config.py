@@ -52,6 +52,7 @@ class GenerateConfig:
     save_every: int = 5
     max_memory_gb: float = 8.0  # canvases larger than this live in a zarr work store beside the output
     workers: int = 1  # > 1: a local dask.distributed cluster of this many worker processes
+    threads: int = 0  # torch threads of this process (0: torch's default, one per core); local workers get cores / workers
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
     mask_sigma: float = 1.0  # mask-canvas px: the sampled one-hot is smoothed by this Gaussian before the argmax
@@ -88,6 +89,8 @@ class GenerateConfig:
             raise BadArgumentError(f"--eta {self.eta} needs --solver ddim ({self.solver} is deterministic)")
         if not 0 <= self.seed < 2**32:
             raise BadArgumentError(f"--seed must be in 0–{2**32 - 1}, got {self.seed}")
+        if self.threads < 0:
+            raise BadArgumentError(f"--threads must be ≥ 0 (0 = one per core), got {self.threads}")
         if self.decode_batch < 0:
             raise BadArgumentError(f"--decode-batch must be ≥ 0 (0 = sized to the device), got {self.decode_batch}")
         if self.format is not None and self.format not in FORMATS:

@@ -23,7 +23,7 @@ import numpy as np
 from wsi_synth import __version__
 from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
-from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost
+from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost, use_threads
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
 from wsi_synth.generation.masks import PixelLabels, Roughness, load_mask, mask_classes, mask_cleaning, smooth
@@ -37,7 +37,20 @@ from wsi_synth.sampling.canvas import check_identity, sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
 
 #: Settings that do not change the result, left out of the fingerprint: how the work is run, not what it makes.
-NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "save_every", "max_memory_gb", "workers", "scheduler", "format", "annotations")
+NOT_IN_FINGERPRINT = (
+    "batch_size",
+    "decode_batch",
+    "device",
+    "tile",
+    "quality",
+    "save_every",
+    "max_memory_gb",
+    "workers",
+    "threads",
+    "scheduler",
+    "format",
+    "annotations",
+)
 
 
 def generate(
@@ -63,6 +76,7 @@ def generate(
     from wsi_synth.io.outputs import OutputPaths, claim_outputs
 
     config.validate()
+    use_threads(config.threads)
     bundle = open_bundle(model)
     check_bundle(bundle, config)
     for stage in ("codec", "image") + (("mask",) if config.mask is None else ()):
@@ -139,7 +153,7 @@ def _run(
     abar = bundle.schedule.alphas_cumprod()
     timings: dict[str, float] = {}
     stats = {"mask": SampleStats(), "image": SampleStats()}
-    with Cluster(workers=config.workers, scheduler=config.scheduler) as client:
+    with Cluster(workers=config.workers, scheduler=config.scheduler, threads=config.threads) as client:
         out_of_core = out_of_core or client is not None  # a cluster's tasks share the canvas through the zarr work store
         run = {"out_of_core": out_of_core, "client": client, "resume": resumed, "save_every": config.save_every}
         started = time.perf_counter()
