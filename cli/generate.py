@@ -183,9 +183,10 @@ def _plan_text(plan: dict) -> str:
         about = "" if s.get("crops_exact", True) else "~"
         lines.append(
             f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} crops/step "
-            f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations"
+            f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations, {s['windows']} window(s)"
         )
     lines.append(f"  memory (canvases): {plan['memory_bytes'] / 1e9:.2f} GB")
+    lines += [f"  note: {note}" for note in plan.get("notes", [])]
     p = plan.get("projection")
     if p:
         lines.append(f"projected on {p['device']}: {_duration(p['total_s'])} in all")

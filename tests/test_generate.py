@@ -640,3 +640,33 @@ def test_threads_sets_torchs_threads_for_the_run(bundle, tmp_path, runner):
         cli, ["generate", "--model", str(bundle), "--size", "64", "--subtype", "adenocarcinoma", "--threads", "-1", "--out", str(tmp_path / "u.tiff")]
     )
     assert refused.exit_code == 2 and "--threads" in refused.output
+
+
+def test_two_threads_can_generate_at_once_in_a_fresh_process(bundle, tmp_path):
+    import subprocess
+    import sys
+
+    script = f"""
+import threading, wsi_synth
+errors = []
+def run(name):
+    try:
+        wsi_synth.generate({str(bundle)!r}, {str(tmp_path)!r} + "/" + name + ".tiff", size=64, subtype="adenocarcinoma", steps=2)
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(errors)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+    assert (tmp_path / "a.tiff").is_file() and (tmp_path / "b.tiff").is_file()
+
+
+def test_the_plan_says_when_workers_outnumber_the_windows(bundle, tmp_path, runner):
+    args = ["generate", "--model", str(bundle), "--subtype", "adenocarcinoma", "--out", str(tmp_path / "w.tiff"), "--dry-run", "--workers", "4"]
+    small = runner.invoke(cli, [*args, "--size", "256"])
+    assert small.exit_code == 0 and "1 window(s)" in small.output and "at most 1 of the 4 workers have work" in small.output
+    large = runner.invoke(cli, [*args, "--size", "4096"])
+    assert large.exit_code == 0 and "note:" not in large.output

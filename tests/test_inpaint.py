@@ -168,6 +168,8 @@ def test_a_model_at_another_resolution_is_resampled_to_level_0(tiny, cmu_slide, 
         ("unknown class", "not a class of the model"),
         ("unmapped name", "(or map it with --classes"),
         ("too large", "--max-area"),
+        ("too large for a small limit", "megapixels with context), more than --max-area 0.01"),
+        ("margin wider than the slide", "--margin 100000 level-0 px is more than half"),
         ("unclassified", "pass --class"),
         ("no mpp", "--slide-mpp"),
         ("output is the slide", "is the input"),
@@ -185,6 +187,10 @@ def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_p
         regions, extra = _regions(tmp_path / "r.geojson", names=("Lymphocytes",), centres=((1100, 1500),)), []
     elif case == "too large":
         extra += ["--max-area", "0.1"]
+    elif case == "too large for a small limit":
+        extra += ["--max-area", "0.01"]
+    elif case == "margin wider than the slide":
+        extra += ["--margin", "100000"]
     elif case == "unclassified":
         regions.write_text(json.dumps({"type": "Feature", "geometry": mapping(box(100, 100, 200, 200)), "properties": {}}))
         extra = []
@@ -201,6 +207,7 @@ def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_p
     result = runner.invoke(cli, ["inpaint", str(slide), str(regions), "--model", str(tiny), *extra, "--steps", "1", "--out", str(out), "-q"])
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and expected in result.output and len(result.output.strip().splitlines()) == 1
+    assert "(0 megapixels" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, nothing lost
 
 

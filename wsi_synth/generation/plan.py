@@ -17,6 +17,7 @@ from wsi_synth.diffusion.solvers import make_solver
 from wsi_synth.generation.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
+from wsi_synth.sampling.sampler import windows_for
 
 #: Denoiser evaluations per image crop of a per-class bundle when the class map is not known yet: one per class
 #: present plus the null pass for unknown pixels; measured 1.4–2.9 on real masks (docs/benchmarks.md). A spatial
@@ -49,6 +50,7 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
             "crops_exact": exact,
             "n0": minimum_crops(g.msk, g.msk_crop),
             "evaluations": crops * passes * steps,
+            "windows": len(windows_for(sampler_config(config, g, "mask", bundle), g.msk)),
         }
     crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
     stages["image"] = {
@@ -58,6 +60,7 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         "crops_exact": exact,
         "n0": minimum_crops(g.lat, g.lat_crop),
         "evaluations_estimate": int(crops * image_passes(bundle, config) * steps),
+        "windows": len(windows_for(sampler_config(config, g, "image", bundle), g.lat)),
     }
     plan = {
         "output_px": [config.width, config.height],
@@ -67,6 +70,13 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         "stages": stages,
         "memory_bytes": canvas_bytes(bundle, g, config),
     }
+    windows = stages["image"]["windows"]
+    if config.workers > 1 and windows < config.workers:
+        # windows are 16 crops a side: smaller ones would evaluate every crop that straddles their edges twice
+        plan["notes"] = [
+            f"the image stage is {windows} window(s) of 16 crops a side at this size, so at most {windows} of the "
+            f"{config.workers} workers have work; a cluster pays off from about {2 * 16 * g.lat_crop * g.factor:,} px a side"
+        ]
     if project:
         plan["projection"] = projection(bundle, config, g, plan)
     return plan

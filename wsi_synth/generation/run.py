@@ -92,6 +92,8 @@ def generate(
         check_resources(plan, config, Path(out), out_of_core=out_of_core)
         user_mask = load_mask(config.mask, bundle, g, stretch=config.stretch) if config.mask is not None else None
         log(f"plan: {json.dumps(plan)}")
+        for note in plan.get("notes", []):
+            log(f"note: {note}")
         work = Path(out).with_name(f".{Path(out).name}.work")
         identity = run_fingerprint(bundle, config)
         resumed = prepare_work(work, identity, resume=resume, overwrite=overwrite)
