@@ -10,13 +10,13 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from wsi_synth.errors import BadArgumentError
+from wsi_synth.errors import BadArgumentError, OutputBusyError
 from wsi_synth.io.atomic import atomic_output, claim, output_set, remove_output
 from wsi_synth.io.geojson import mask_to_geojson
 from wsi_synth.io.pyramid import write_label_pyramid, write_slide_pyramid
@@ -112,7 +112,14 @@ def claim_outputs(out: str | Path) -> Iterator[Path]:
     on the set's stem (its record, `s.json`): `s.tiff` and `s.ome.zarr` share the record and annotations, so two
     runs on them exclude each other too. Once held, temporaries that a killed run of this set left are removed."""
     record = OutputPaths.beside(out).record
-    with claim(record, "the output set of") as lock:
+    with ExitStack() as stack:
+        try:
+            lock = stack.enter_context(claim(record, "the output set of"))
+        except OutputBusyError:
+            raise OutputBusyError(
+                f"another run is writing {out} or another output set named {record.name[: -len('.json')]}.* (they share {record.name}): "
+                "wait for it to finish, or choose another --out"
+            ) from None
         remove_stale_temporaries(record)
         yield lock
 

@@ -211,6 +211,8 @@ class Bundle:
             raise BadModelError(
                 f"model bundle {self.root}: {folder.name}/config.json is unreadable ({exc}): copy the bundle again, or retrain the {stage} stage"
             ) from exc
+        if not {"latent", "classes"} <= set(self.meta):
+            return  # a bundle being assembled (or written by hand) states nothing yet to check the network against
         n = len(self.classes)
         if stage == "codec":
             expected = {"latent_channels": self.latent.channels, "downsampling factor": self.latent.factor}

@@ -171,6 +171,7 @@ class StoredLabels:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The class map's (height, width)."""
         return self._open().shape
 
     def __getitem__(self, key) -> np.ndarray:
