@@ -23,6 +23,8 @@ class ProgressBars:
             self._task = report.task
         self._bar.set_postfix_str(f"{report.evaluations:,} evaluations", refresh=False)
         self._bar.update(report.done - self._bar.n)
+        if report.done >= report.total:  # finished: the next bar (the writer's) takes its own line, not a nested one
+            self.close()
 
     def close(self) -> None:
         if self._bar is not None:
