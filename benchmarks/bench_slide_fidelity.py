@@ -76,20 +76,22 @@ def main() -> None:
             out = slides / subtype / f"s{seed}.tiff"
             out.parent.mkdir(parents=True, exist_ok=True)
             wsi_synth_cli("generate", "--model", model, "--size", str(args.size), "--subtype", subtype, "--seed", str(seed), "--out", str(out), "-q")
-    combined = slides / "all"
+    generated = sorted(p for p in slides.glob("*/s*.tiff") if not p.name.endswith(".mask.tiff"))  # listed before copying
+    combined = work / "slides-all"
+    shutil.rmtree(combined, ignore_errors=True)
     combined.mkdir()
-    for path in slides.glob("*/s*.tiff"):
-        if not path.name.endswith(".mask.tiff"):
-            shutil.copy(path, combined / f"{path.parent.name}-{path.name}")
+    for path in generated:
+        shutil.copy(path, combined / f"{path.parent.name}-{path.name}")
     doc: dict = {"benchmark": "slide_fidelity", "machine": machine(), "model": model, "size": args.size, "seeds": args.seeds}
     doc["held_out_tiles"], doc["yardstick_train_tiles"] = n_test, n_train
     doc["yardstick"] = yardstick
     doc["slides"] = {"all": measure(held_out, combined, work / "report-all", "--tile", "64")}
     for subtype in subtypes:
-        only = slides / f"only-{subtype}"
+        only = work / f"slides-{subtype}"
+        shutil.rmtree(only, ignore_errors=True)
         only.mkdir()
-        for path in (slides / subtype).glob("s*.tiff"):
-            if not path.name.endswith(".mask.tiff"):
+        for path in generated:
+            if path.parent.name == subtype:
                 shutil.copy(path, only / path.name)
         doc["slides"][subtype] = measure(held_out, only, work / f"report-{subtype}", "--tile", "64")
     for row in doc["slides"].values():
