@@ -348,12 +348,13 @@ def pyramid(
 ) -> dict:
     """`wsi-synth pyramid`: an existing image (and its label map `labels`, named by `legend`) as a viewer-ready
     pyramid in `format`, with the label pyramid and `annotations`. Returns what was written."""
+    from wsi_synth import __version__
     from wsi_synth.io.atomic import check_not_inputs
     from wsi_synth.io.outputs import OutputPaths, annotation_formats, claim_outputs, open_image_lazily, write_slide_outputs
 
     kinds = annotation_formats(annotations)
     paths = OutputPaths.beside(out, format, kinds)
-    check_not_inputs([*paths.all(), *(paths.replaced() if overwrite else [])], [image, labels, legend])
+    check_not_inputs(paths.touched(overwrite=overwrite), [image, labels, legend])
     classes = _legend_classes(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
     pixels = open_image_lazily(image)
     if pixels.ndim == 3 and pixels.shape[2] == 4:
@@ -361,8 +362,6 @@ def pyramid(
     if pixels.dtype == "uint16":  # 16-bit scans: scaled to 8 bits, not clipped
         pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
     label_map = open_image_lazily(labels, labels=True) if labels else None
-    from wsi_synth import __version__
-
     record = {"command": "pyramid", "wsi_synth": __version__, "image": str(Path(image).resolve()), "mpp": mpp}
     record |= {"labels": str(Path(labels).resolve()) if labels else None, "legend": str(Path(legend).resolve()) if legend else None}
     with claim_outputs(out):  # one run per output set

@@ -1,7 +1,7 @@
 """Defaults shared by the CLI, the API and the run configurations, importable without numpy or torch (so `--help`
 stays instant). One definition each: the configs, the click options and the API signatures all read them here."""
 
-#: Class contours' wander (class probability), calibrated on the WSSS4LUAD layouts: passed through the 8 px mask grid
-#: and refined with it, their straight-boundary share is 0.84 % (0.92 % as drawn); 0 gives smooth contours
-#: (4.2 %). docs/benchmarks.md, "Class boundaries".
+#: Class contours' wander (class probability), calibrated on the WSSS4LUAD masks: passed through the 8 px mask grid
+#: and refined with it, their straight-boundary share is 0.96 % (0.91 % as drawn); 0 gives smooth contours
+#: (4.4 %). docs/benchmarks.md, "Class boundaries".
 BOUNDARY_ROUGHNESS = 0.1

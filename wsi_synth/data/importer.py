@@ -77,19 +77,12 @@ def import_tiles(
 ) -> ImportSummary:
     """Import a folder of tiles (and optionally their masks) into the dataset at `out`."""
 
-    if config.tile_size < 16 or not (math.isfinite(config.scale) and config.scale > 0):
-        raise BadArgumentError(f"--tile must be at least 16 and --scale positive, got {config.tile_size}, {config.scale}")
-    if not (math.isfinite(config.mpp) and config.mpp > 0):
-        raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {config.mpp}")
-    if not config.region_size >= config.region_mask_size >= 1:
-        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are downsampled regions")
+    _check_settings(config)
     image_files = _list_images(Path(images))
     mask_files = _match_masks(image_files, Path(masks)) if masks else {}
     if masks and legend is None:
         raise BadArgumentError("--masks needs --legend (a YAML/JSON map from mask value to class name)")
-    values, value_names = _legend_arrays(read_legend(legend)) if legend else (np.zeros(0, int), [])
-    class_map = load_class_map(config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped)
-    lut = _legend_lut(values, value_names, class_map)
+    values, lut, class_map = _legend_classes(legend, config)
     digest = _digest(image_files, mask_files, legend)
     source_id = f"{_source_name(Path(images))}-{digest[:8]}"
     spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
@@ -100,6 +93,23 @@ def import_tiles(
             return summary
         _import_source(dataset, source_id, digest, image_files, mask_files, values, lut, class_map, config, summary, Path(images), progress=progress)
     return summary
+
+
+def _check_settings(config: ImportConfig) -> None:
+    """Refuse tile, scale, MPP and region settings no dataset can be made with."""
+    if config.tile_size < 16 or not (math.isfinite(config.scale) and config.scale > 0):
+        raise BadArgumentError(f"--tile must be at least 16 and --scale positive, got {config.tile_size}, {config.scale}")
+    if not (math.isfinite(config.mpp) and config.mpp > 0):
+        raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {config.mpp}")
+    if not config.region_size >= config.region_mask_size >= 1:
+        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are downsampled regions")
+
+
+def _legend_classes(legend: str | Path | None, config: ImportConfig) -> tuple[np.ndarray, np.ndarray, ClassMap]:
+    """The legend's mask values, the class id of each (its lookup table) and the class map they make (no legend: none)."""
+    values, value_names = _legend_arrays(read_legend(legend)) if legend else (np.zeros(0, int), [])
+    class_map = load_class_map(config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped)
+    return values, _legend_lut(values, value_names, class_map), class_map
 
 
 def _import_source(
@@ -227,14 +237,9 @@ def import_layouts(
     progress: bool = True,
 ) -> ImportSummary:
     """Import a folder of label masks without images (tissue layouts) into the dataset at `out` as region masks."""
-    if not config.region_size >= config.region_mask_size >= 1:
-        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are downsampled regions")
-    if not (math.isfinite(config.scale) and config.scale > 0 and math.isfinite(config.mpp) and config.mpp > 0):
-        raise BadArgumentError(f"--scale and --mpp must be positive finite numbers, got {config.scale}, {config.mpp}")
+    _check_settings(config)
     files = _list_images(Path(layouts), what="layout folder")
-    values, value_names = _legend_arrays(read_legend(legend))
-    class_map = load_class_map(config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped)
-    lut = _legend_lut(values, value_names, class_map)
+    values, lut, class_map = _legend_classes(legend, config)
     digest = _digest(files, {}, legend)
     source_id = f"{_source_name(Path(layouts))}-{digest[:8]}"
     spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
@@ -256,7 +261,7 @@ def _import_layout_source(
     lut: np.ndarray,
     class_map: ClassMap,
     config: ImportConfig,
-    summary,
+    summary: ImportSummary,
     folder: Path,
     *,
     progress: bool,

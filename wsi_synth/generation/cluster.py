@@ -90,9 +90,8 @@ def cluster_lost(exc: BaseException) -> bool:
     """Whether `exc` says the cluster itself went away (not an error raised inside a task, which dask re-raises as is)."""
     if isinstance(exc, WsiSynthError):
         return False
-    names = {type(e).__name__ for e in _chain(exc)}
-    modules = {type(e).__module__.split(".")[0] for e in _chain(exc)}
-    return "distributed" in modules or bool(names & {"CancelledError", "FutureCancelledError", "CommClosedError", "StreamClosedError"})
+    lost = {"CancelledError", "FutureCancelledError", "CommClosedError", "StreamClosedError"}
+    return any(type(e).__module__.split(".")[0] == "distributed" or type(e).__name__ in lost for e in _chain(exc))
 
 
 def _chain(exc: BaseException):

@@ -125,7 +125,7 @@ def inpaint(
         raise BadArgumentError(f"--steps {config.steps} is more than the {bundle.schedule.num_train_timesteps} noise levels the model was trained on")
     paths = OutputPaths.beside(out, config.format, config.annotations)
     check_not_inputs(
-        [*paths.all(), *(paths.replaced() if overwrite else [])],
+        paths.touched(overwrite=overwrite),
         [slide_path, regions_path, model, config.classes if config.classes and Path(config.classes).exists() else None],
     )
     with open_slide(slide_path, mpp=config.slide_mpp) as slide:

@@ -83,7 +83,7 @@ def generate(
         bundle.check_files(stage)
     g = geometry(bundle, config)
     paths = OutputPaths.beside(out, config.format, config.annotations)
-    check_not_inputs([*paths.all(), *(paths.replaced() if overwrite else [])], [config.mask, model])
+    check_not_inputs(paths.touched(overwrite=overwrite), [config.mask, model])
     with claim_outputs(out):
         for p in paths.all():
             check_output(p, overwrite=overwrite)

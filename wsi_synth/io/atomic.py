@@ -79,7 +79,7 @@ def output_set(paths: list[Path], *, overwrite: bool = False) -> Iterator[list[P
                 _replace(tmp, path)
     except BaseException:
         for tmp in temps:
-            _remove(tmp)
+            remove_path(tmp)
         raise
 
 
@@ -144,12 +144,12 @@ def atomic_output(path: str | Path, *, overwrite: bool = False, need_bytes: int 
         yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        _remove(tmp)
+        remove_path(tmp)
         if is_disk_full(exc):
             raise OutputWriteError(f"disk full while writing {path}; the partial file was removed") from exc
         raise OutputWriteError(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
-        _remove(tmp)
+        remove_path(tmp)
         raise
 
 
@@ -184,17 +184,18 @@ def _replace(tmp: Path, path: Path) -> None:
     except BaseException:
         os.replace(aside, path)
         raise
-    _remove(aside)
+    remove_path(aside)
 
 
 def remove_output(path: Path) -> None:
     """Remove an output file, or a Zarr store; any other folder is left alone (it is not ours to delete)."""
     if path.is_dir() and not _is_zarr_store(path):
         return
-    _remove(path)
+    remove_path(path)
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder (temporaries: no check of what the folder holds)."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:

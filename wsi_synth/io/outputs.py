@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_synth.errors import BadArgumentError, OutputBusyError
-from wsi_synth.io.atomic import atomic_output, claim, output_set, remove_output
+from wsi_synth.io.atomic import atomic_output, claim, output_set, remove_output, remove_path
 from wsi_synth.io.geojson import mask_to_geojson
 from wsi_synth.io.pyramid import write_label_pyramid, write_slide_pyramid
 
@@ -105,6 +104,10 @@ class OutputPaths:
         named = [self.record.with_name(Path(v).name) for k in ("image", "mask", "geojson", "asap") if isinstance(v := outputs.get(k), str) and v]
         return [p for p in named if p.exists() and p.resolve() not in mine]
 
+    def touched(self, *, overwrite: bool) -> list[Path]:
+        """Every file writing this set changes: its own, and with `overwrite` the old set's files it removes."""
+        return [*self.all(), *(self.replaced() if overwrite else [])]
+
 
 @contextmanager
 def claim_outputs(out: str | Path) -> Iterator[Path]:
@@ -139,10 +142,7 @@ def remove_stale_temporaries(record: Path) -> list[Path]:
     for path in record.parent.glob(f".{glob.escape(stem)}.*"):
         match = _TEMPORARY.fullmatch(path.name)
         if match and match["name"] in {stem + suffix for suffix in SET_SUFFIXES}:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            remove_path(path)
             removed.append(path)
     return removed
 

@@ -36,7 +36,7 @@ import torch
 
 from wsi_synth.diffusion.solvers import Solver, make_solver
 from wsi_synth.errors import BadArgumentError
-from wsi_synth.io.atomic import is_disk_full
+from wsi_synth.io.atomic import atomic_output, is_disk_full
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_canvases, step_window, windows_for
 
@@ -156,12 +156,10 @@ class StoredLabels:
     def save(cls, labels: np.ndarray, path: Path) -> StoredLabels:
         """Write `labels` to `path` atomically (a rerun writes the same bytes) and return its handle."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-        with open(tmp, "wb") as fh:
+        with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(labels))
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
         return cls(path)
 
     def _open(self) -> np.ndarray:
