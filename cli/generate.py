@@ -8,7 +8,7 @@ import click
 
 from cli.options import SEED, output_format_options, overwrite_option, quiet_option
 from cli.progress import ProgressBars
-from wsi_synth.defaults import BOUNDARY_ROUGHNESS
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS, LAYOUT_STRENGTH
 
 
 @click.command(
@@ -61,6 +61,13 @@ same --out is refused while the first runs.""",
     show_default=True,
     help="Wander of class contours, calibrated on real annotations (0: smooth contours).",
 )
+@click.option(
+    "--layout-strength",
+    type=click.FloatRange(0, 1),
+    default=LAYOUT_STRENGTH,
+    show_default=True,
+    help="Models with a layout stage: how far the mask stage departs from the slide-scale layout (0: the layout as drawn, 1: ignore it).",
+)
 @click.option("--planner", type=click.Choice(["shifted-grid", "random-patch", "fixed-grid"]), default="shifted-grid", show_default=True)
 @click.option("--context", type=click.IntRange(0), default=None, help="shifted-grid context margin, latent px (default d/8).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Crops per denoiser call.")
@@ -107,6 +114,7 @@ def command(
     omega,
     mask_omega,
     boundary_roughness,
+    layout_strength,
     planner,
     context,
     batch_size,
@@ -148,6 +156,7 @@ def command(
             omega=omega,
             mask_omega=mask_omega,
             boundary_roughness=boundary_roughness,
+            layout_strength=layout_strength,
             planner=planner,
             context=context,
             batch_size=batch_size,

@@ -1,4 +1,4 @@
-"""`wsi-synth train codec|image|mask`: the diffusion stages (and a small codec) on a dataset."""
+"""`wsi-synth train codec|image|mask|layout`: the diffusion stages (and a small codec) on a dataset."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ Examples:
   wsi-synth train codec data/ --out model/ --config tiny --max-steps 2000
   wsi-synth train image data/ --out model/ --codec sd2-vae/ --config paper --device cuda
   wsi-synth train mask data/ --out model/ --resume
+  wsi-synth train layout layouts/ --out model/     # layouts/: import --layouts … --region 2048
 Presets: tiny (tests, CPU demos), paper (the paper's sizes); or a YAML file with the same keys.
 Stages accumulate in one bundle; --resume continues exactly where a checkpoint left off.""",
 )
-@click.argument("stage", type=click.Choice(["codec", "image", "mask"]))
+@click.argument("stage", type=click.Choice(["codec", "image", "mask", "layout"]))
 @click.argument("data", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Model bundle folder (created or added to).")
 @click.option("--config", default="tiny", show_default=True, help="Preset (tiny, paper) or YAML file.")
@@ -41,7 +42,10 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 @click.option("--overwrite", is_flag=True, help="Train this stage again from the start (its network, checkpoint and previews are replaced; other stages are kept).")
 @quiet_option
 def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, conditioning, device, codec, resume, overwrite, quiet):
-    """Train STAGE (codec, image or mask) on the dataset DATA."""
+    """Train STAGE (codec, image, mask or layout) on the dataset DATA.
+
+    The layout stage learns tissue layout at slide scale from a dataset of larger regions (for instance `import
+    --layouts … --region 2048 --region-mask 32`); generate samples it first and starts the mask stage from it."""
     from wsi_synth.api import train
 
     result = train(

@@ -16,4 +16,6 @@ STEPS=(--config "$HERE/train.yaml" --checkpoint-every 1000 --sample-every 4000 -
 time wsi-synth train codec "$WORK" --out "$OUT" --max-steps "${CODEC_STEPS:-5000}" "${STEPS[@]}"
 time wsi-synth train image "$WORK" --out "$OUT" --max-steps "${IMAGE_STEPS:-40000}" "${STEPS[@]}"
 time wsi-synth train mask "$WORK" --out "$OUT" --max-steps "${MASK_STEPS:-8000}" "${STEPS[@]}"
+# the layout stage: tissue layout at slide scale (2048 px regions at 64 px per layout px), from the layouts alone
+time wsi-synth train layout "$WORK-layouts" --out "$OUT" --max-steps "${LAYOUT_STEPS:-3000}" "${STEPS[@]}"
 wsi-synth info "$OUT"

@@ -138,3 +138,48 @@ def test_canvases_sampled_together_are_those_sampled_alone(solver):
     alone = [sample(by_class, shape, ABAR, c, labels=lab) for c, lab in zip(configs, labels, strict=True)]
     assert all(np.array_equal(a, b) for a, b in zip(together, alone, strict=True))
     assert not np.array_equal(together[0], together[1])
+
+
+def _start(x0: np.ndarray, strength: float):
+    from wsi_synth.sampling.canvas import StartCanvas
+
+    return StartCanvas(lambda y0, y1: x0[:, y0:y1], strength, f"test:{strength}")
+
+
+@pytest.mark.parametrize("solver", ["ddim", "dpm-solver++"])
+def test_a_canvas_started_part_way_keeps_more_of_its_start_the_lower_the_strength(solver):
+    """SDEdit: a field sampled from another seed, noised part-way and denoised, stays near it at a low strength and
+    forgets it at a high one; the canvas keeps the variance sampling from noise gives, whatever the strength."""
+    from dataclasses import replace
+
+    config = replace(_config(), solver=solver, eta=0.0, steps=10)
+    x0 = sample(ORACLE, SHAPE, ABAR, replace(config, seed=99))
+    reference = sample(ORACLE, SHAPE, ABAR, config)
+    distances = []
+    for strength in (0.2, 0.5, 0.9):
+        out = sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, strength))
+        distances.append(float(np.mean((out - x0) ** 2)))
+        assert float(np.var(out)) == pytest.approx(float(np.var(reference)), rel=0.1)
+    unrelated = float(np.mean((reference - x0) ** 2))
+    assert distances[0] < 0.25 * unrelated and distances[0] < distances[1] < distances[2] <= 1.1 * unrelated
+
+
+def test_a_started_canvas_is_the_same_in_any_storage_and_window_and_resumes(tmp_path):
+    from dataclasses import replace
+
+    from wsi_synth.errors import BadArgumentError
+    from wsi_synth.sampling.sampler import SampleStats
+
+    config = replace(_config(), solver="dpm-solver++", eta=0.0, steps=8)
+    x0 = sample(ORACLE, SHAPE, ABAR, replace(config, seed=5))
+    stats = SampleStats()
+    reference = sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.5), stats=stats)
+    assert stats.steps == 4  # the last half of the steps only
+    on_disk = sample_canvas(ORACLE, SHAPE, ABAR, replace(config, window=32), start=_start(x0, 0.5), work=tmp_path / "a", out_of_core=True)
+    assert np.array_equal(reference, np.asarray(on_disk[:]))
+    with pytest.raises(KeyboardInterrupt):
+        sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.5), work=tmp_path / "b", save_every=1, progress=_interrupted_at(2))
+    with pytest.raises(BadArgumentError, match="start_strength"):
+        sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.6), work=tmp_path / "b", resume=True)
+    resumed = sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.5), work=tmp_path / "b", resume=True)
+    assert np.array_equal(reference, resumed)

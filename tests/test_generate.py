@@ -670,3 +670,69 @@ def test_the_plan_says_when_workers_outnumber_the_windows(bundle, tmp_path, runn
     assert small.exit_code == 0 and "1 window(s)" in small.output and "at most 1 of the 4 workers have work" in small.output
     large = runner.invoke(cli, [*args, "--size", "4096"])
     assert large.exit_code == 0 and "note:" not in large.output
+
+
+@pytest.fixture(scope="module")
+def layout_bundle(bundle, tmp_path_factory):
+    """The module's bundle with a layout stage trained a few steps on synthetic 700 px layouts (256 px regions)."""
+    from tests.test_train import layout_dataset
+    from wsi_synth.diffusion import train as training
+    from wsi_synth.models.config import load_config
+
+    tmp = tmp_path_factory.mktemp("layout")
+    shutil.copytree(bundle, tmp / "model")
+    config = load_config("tiny", max_steps=6, batch_size=2, checkpoint_every=6, sample_every=6)
+    training.train("layout", layout_dataset(tmp), tmp / "model", config, progress=False)
+    return tmp / "model"
+
+
+def _halves_layout(monkeypatch):
+    """The layout stage draws tumour (1) on the left half and stroma (2) on the right: a layout whose every pixel is known."""
+    import wsi_synth.generation.run as run
+
+    sample_stage = run._sample_stage
+
+    def stage(model, bundle, config, g, abar, name, *args, **kwargs):
+        out = sample_stage(model, bundle, config, g, abar, name, *args, **kwargs)
+        if name == "layout":
+            out = np.full_like(out, -1.0)
+            out[1, :, : out.shape[2] // 2] = out[2, :, out.shape[2] // 2 :] = 1.0
+        return out
+
+    monkeypatch.setattr(run, "_sample_stage", stage)
+
+
+def test_the_layout_stage_places_the_classes_and_the_mask_stage_refines_them(layout_bundle, tmp_path, monkeypatch):
+    from wsi_synth.api import generate
+
+    _halves_layout(monkeypatch)
+    size = 256  # the layout canvas (16 px of 16 output px) is one crop: the halves split the output in the middle
+    agreement, records = {}, {}
+    for i, strength in enumerate((0.0, 0.25, 1.0)):
+        records[strength] = generate(layout_bundle, tmp_path / f"s{i}.tiff", size=size, subtype="adenocarcinoma", steps=4, layout_strength=strength)
+        mask = tifffile.imread(tmp_path / f"s{i}.mask.tiff")
+        agreement[strength] = float((mask == np.where(np.arange(size) < size // 2, 1, 2)[None]).mean())
+    assert agreement[0.0] > 0.99  # the layout as drawn, its one boundary a contour
+    assert agreement[0.25] > 0.8 and agreement[1.0] < 0.6  # refined from the layout / the layout ignored
+    evaluations = {s: r["evaluations"] for s, r in records.items()}
+    assert evaluations[0.0]["mask"]["steps"] == 0 and evaluations[0.25]["mask"]["steps"] == 1 and "layout" not in evaluations[1.0]
+    assert evaluations[0.25]["layout"]["steps"] == 4 and records[0.25]["timings"]["layout_s"] > 0
+
+
+def test_a_slide_with_a_layout_stage_is_the_same_for_any_batch_and_resumes(layout_bundle, tmp_path, runner, monkeypatch):
+    first = _run(runner, layout_bundle, tmp_path / "a.tiff", "--layout-strength", "0.5")
+    second = _run(runner, layout_bundle, tmp_path / "b.tiff", "--layout-strength", "0.5", "--batch-size", "3")
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    a, b = (tifffile.imread(tmp_path / f"{n}.tiff").astype(int) for n in "ab")
+    assert (a == b).mean() > 0.99 and np.abs(a - b).max() <= 16  # batched kernels' rounding, as without a layout
+    assert np.array_equal(tifffile.imread(tmp_path / "a.mask.tiff"), tifffile.imread(tmp_path / "b.mask.tiff"))
+    _interrupt_image_stage_at(monkeypatch, 2)
+    assert _run(runner, layout_bundle, tmp_path / "c.tiff", "--layout-strength", "0.5").exit_code != 0
+    monkeypatch.undo()
+    resumed = _run(runner, layout_bundle, tmp_path / "c.tiff", "--layout-strength", "0.5", "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert np.array_equal(tifffile.imread(tmp_path / "a.tiff"), tifffile.imread(tmp_path / "c.tiff"))
+    plan = json.loads(_run(runner, layout_bundle, tmp_path / "d.tiff", "--layout-strength", "0.5", "--dry-run", "--json").output)
+    assert plan["stages"]["layout"]["crop"] == 16 and plan["stages"]["mask"]["steps"] == 2 and plan["stages"]["image"]["crop"] == 16
+    bad = _run(runner, layout_bundle, tmp_path / "e.tiff", "--layout-strength", "1.5")
+    assert bad.exit_code == 2 and "--layout-strength" in bad.output

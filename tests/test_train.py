@@ -309,3 +309,59 @@ def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, tmp_path):
     stage = json.loads((tmp_path / "m" / "model.json").read_text())["stages"]["image"]
     assert stage["world_size"] == 2 and stage["steps"] == 4
     assert open_bundle(tmp_path / "m").load_unet("image") is not None
+
+
+def layout_dataset(tmp, *, region: int = 256, region_mask: int = 16, legend: str = "0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n"):
+    """Three 700 px layouts without images (tumour left, stroma right) imported as `region` px regions."""
+    from wsi_synth.data.importer import ImportConfig, import_layouts
+
+    folder = tmp / "layouts"
+    folder.mkdir(exist_ok=True)
+    for i in range(3):
+        m = np.ones((700, 700), np.uint8)
+        m[:, : 300 + 50 * i] = 0
+        Image.fromarray(m).save(folder / f"layout_{i}.png")
+    (tmp / "layout_legend.yaml").write_text(legend)
+    config = ImportConfig(tile_size=64, subtype="adenocarcinoma", region_size=region, region_mask_size=region_mask, test_fraction=0)
+    data = tmp / f"layouts-{region}"
+    import_layouts(folder, data, config, legend=tmp / "layout_legend.yaml", progress=False)
+    return data
+
+
+def test_the_layout_stage_adds_to_a_bundle_with_its_own_geometry(trained, tmp_path, runner):
+    data, model, _ = trained
+    bundle_dir = tmp_path / "m"
+    shutil.copytree(model, bundle_dir)
+    layouts = layout_dataset(tmp_path)
+    result = runner.invoke(cli, ["train", "layout", str(layouts), "--out", str(bundle_dir), "--max-steps", "3", "--batch-size", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    bundle = open_bundle(bundle_dir)
+    assert bundle.layout_geometry == (256, 16) and bundle.region_size == 64  # the mask stage's geometry is kept
+    assert bundle.layout_condition("adenocarcinoma") == 1 and (bundle_dir / "layout_unet" / "config.json").is_file()
+    assert bundle.has("codec") and bundle.load_unet("layout").config.in_channels == len(bundle.classes)
+    # refused: a bundle with no stage yet, regions no larger than the mask stage's, another class scheme
+    (tmp_path / "other").mkdir()
+    for out, layout_data, message in [
+        (tmp_path / "fresh", layouts, "train the codec, image and mask stages first"),
+        (bundle_dir, layout_dataset(tmp_path, region=64), "not larger than the mask stage's"),
+        (bundle_dir, layout_dataset(tmp_path / "other", legend="0: tumour\n1: stroma\n"), "same --classes"),
+    ]:
+        result = runner.invoke(cli, ["train", "layout", str(layout_data), "--out", str(out), "--max-steps", "1", "-q", "--overwrite"])
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+    assert open_bundle(bundle_dir).layout_geometry == (256, 16)
+
+
+def test_stages_trained_at_once_into_one_bundle_keep_both_records(trained, tmp_path):
+    """Two trainings (two processes, each holding the bundle as it was when it started) write their records one after
+    the other: the second merges into what the first wrote instead of replacing it."""
+    from wsi_synth.models.bundle import ScheduleSpec
+
+    _, model, _ = trained
+    shutil.copytree(model, tmp_path / "m")
+    first, second = open_bundle(tmp_path / "m"), open_bundle(tmp_path / "m")
+    for bundle, stage in ((first, "mask"), (second, "image")):
+        bundle.record_stage(stage, {"steps": 1}, schedule=ScheduleSpec(1000, "scaled_linear"), image_conditioning="spatial" if stage == "image" else None)
+        bundle.write_stage(stage)
+    merged = open_bundle(tmp_path / "m")
+    assert set(merged.meta["stages"]) == {"codec", "mask", "image"} and merged.image_conditioning == "spatial"
+    assert merged.meta["latent"] == open_bundle(model).meta["latent"]

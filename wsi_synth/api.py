@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_synth.arguments import checked
-from wsi_synth.defaults import BOUNDARY_ROUGHNESS
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS, LAYOUT_STRENGTH
 from wsi_synth.progress import ProgressCallback
 
 #: Defaults of the settings a dataset fixes, used when `out` is not a dataset yet (else the dataset's own).
@@ -161,7 +161,8 @@ def train(
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict:
-    """`wsi-synth train`: train `stage` ("codec", "image" or "mask") on the dataset `data` into the bundle `out`.
+    """`wsi-synth train`: train `stage` ("codec", "image", "mask" or "layout") on the dataset `data` into the bundle
+    `out` (the layout stage on a dataset of larger regions, e.g. `import --layouts … --region 2048`).
     `config` is a preset (tiny, paper) or a YAML file; the other settings override it (`conditioning`: the image
     stage's "per-class" or "spatial" conditioning). Returns the stage's record."""
     from wsi_synth.diffusion.train import train as run
@@ -197,6 +198,7 @@ def generate(
     omega: float = 0.0,
     mask_omega: float = 0.0,
     boundary_roughness: float = BOUNDARY_ROUGHNESS,
+    layout_strength: float = LAYOUT_STRENGTH,
     planner: str = "shifted-grid",
     context: int | None = None,
     batch_size: int = 16,
@@ -224,7 +226,9 @@ def generate(
     default from the name) with `annotations` ("geojson", "asap" or "geojson,asap"). With `count`, `out` is a folder
     of that many tiles with masks (see `generation.tiles`). With `dry_run`, returns the plan and writes nothing.
     `on_progress(wsi_synth.Progress)` is called after every solver step of each stage (every group of tiles with
-    `count`), with the evaluations so far and an ETA. Returns the run's record."""
+    `count`), with the evaluations so far and an ETA. A bundle with a layout stage draws the slide's layout first and
+    starts the mask stage from it; `layout_strength` (0–1) is how far the mask stage departs from it (1: ignored).
+    Returns the run's record."""
     from wsi_synth.generation import GenerateConfig, make_plan
     from wsi_synth.generation import generate as run
     from wsi_synth.io.outputs import annotation_formats
@@ -240,6 +244,7 @@ def generate(
         omega=omega,
         mask_omega=mask_omega,
         boundary_roughness=boundary_roughness,
+        layout_strength=layout_strength,
         planner=planner,
         context=context,
         batch_size=batch_size,

@@ -5,3 +5,7 @@ stays instant). One definition each: the configs, the click options and the API 
 #: and refined with it, their straight-boundary share is 0.96 % (0.91 % as drawn); 0 gives smooth contours
 #: (4.4 %). docs/benchmarks.md, "Class boundaries".
 BOUNDARY_ROUGHNESS = 0.1
+#: How far the mask stage departs from the layout stage's slide-scale layout (SDEdit strength: the share of the mask
+#: stage's steps run from the noised layout; 1 ignores the layout, 0 keeps it as it is). Chosen by measurement on
+#: the bundled model: docs/benchmarks.md, "Layout stage".
+LAYOUT_STRENGTH = 0.5

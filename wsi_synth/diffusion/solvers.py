@@ -100,15 +100,19 @@ def _ddim_scalars(abar_t: torch.Tensor, abar_prev: torch.Tensor, eta: float) -> 
     return {k: np.float32(v.item()) for k, v in values.items()}
 
 
-def make_solver(name: str, abar: torch.Tensor, steps: int) -> Solver:
-    """The solver `name` for a schedule ᾱ (training timesteps) and a number of steps."""
+def make_solver(name: str, abar: torch.Tensor, steps: int, start: int = 0) -> Solver:
+    """The solver `name` for a schedule ᾱ (training timesteps) and a number of steps; from `start` on, the remaining
+    steps only (a canvas started part-way, diffusers' img2img `strength`: the first of them is first order, like
+    diffusers' scheduler without history)."""
     if name not in SOLVERS:
         raise BadArgumentError(f"--solver must be one of {', '.join(SOLVERS)}, got {name!r}")
     if steps < 1:
         raise BadArgumentError(f"--steps must be at least 1, got {steps}")
+    if not 0 <= start < steps:
+        raise BadArgumentError(f"the first step must be in 0–{steps - 1}, got {start}")
     if name == "ddim":
-        return Solver(name, tuple(ddim_timesteps(len(abar), steps)), abar)
-    return _dpm_solver_pp(abar, steps)
+        return Solver(name, tuple(ddim_timesteps(len(abar), steps))[start:], abar)
+    return _dpm_solver_pp(abar, steps, start)
 
 
 def dpm_scheduler(abar: torch.Tensor):
@@ -129,19 +133,19 @@ def dpm_scheduler(abar: torch.Tensor):
     )
 
 
-def _dpm_solver_pp(abar: torch.Tensor, steps: int) -> Solver:
+def _dpm_solver_pp(abar: torch.Tensor, steps: int, start: int = 0) -> Solver:
     scheduler = dpm_scheduler(abar)
     scheduler.set_timesteps(steps)
     sigmas = [float(s) for s in scheduler.sigmas]  # σ = √((1−ᾱ)/ᾱ) at each timestep, then 0 after the last step
     n = len(scheduler.timesteps)
     alpha_sigma, coefficients = [], []
-    for j in range(n):
+    for j in range(start, n):
         alpha_s, sigma_s = _alpha_sigma(sigmas[j])
         alpha_t, sigma_t = _alpha_sigma(sigmas[j + 1])
         h = _lam(alpha_t, sigma_t) - _lam(alpha_s, sigma_s)
         a, phi = (sigma_t / sigma_s), -alpha_t * math.expm1(-h)  # x_prev = (σ_t/σ_s) x + α_t (1 − e^{−h}) D
         # diffusers' order choice for 2M: first order at the first step (no history) and at the last (final σ = 0)
-        first_order = j == 0 or j == n - 1
+        first_order = j == start or j == n - 1
         if first_order:
             coefficients.append((a, phi, 0.0))
         else:
@@ -149,7 +153,7 @@ def _dpm_solver_pp(abar: torch.Tensor, steps: int) -> Solver:
             r = (_lam(alpha_s, sigma_s) - _lam(alpha_p, sigma_p)) / h  # D = x̂₀ + (x̂₀ − x̂₀_prev) / (2r)
             coefficients.append((a, phi * (1 + 0.5 / r), -phi * 0.5 / r))
         alpha_sigma.append((alpha_s, sigma_s))
-    return Solver("dpm-solver++", tuple(int(t) for t in scheduler.timesteps), abar, tuple(alpha_sigma), tuple(coefficients))
+    return Solver("dpm-solver++", tuple(int(t) for t in scheduler.timesteps)[start:], abar, tuple(alpha_sigma), tuple(coefficients))
 
 
 def _alpha_sigma(sigma: float) -> tuple[float, float]:

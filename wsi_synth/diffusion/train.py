@@ -28,7 +28,7 @@ from wsi_synth.devices import check_device
 from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import check_apart, claim
-from wsi_synth.models.bundle import FOLDERS, BadModelError, Bundle, LatentSpec, ScheduleSpec, open_bundle
+from wsi_synth.models.bundle import FOLDERS, STAGES, BadModelError, Bundle, LatentSpec, ScheduleSpec, open_bundle
 from wsi_synth.models.config import TrainConfig
 from wsi_synth.models.denoiser import autocast
 from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
@@ -62,7 +62,9 @@ def train(
     overwrite: bool = False,
     progress: bool = True,
 ) -> dict:
-    """Train one stage (`codec`, `image` or `mask`) on a dataset into the bundle at `out`.
+    """Train one stage (`codec`, `image`, `mask` or `layout`) on a dataset into the bundle at `out`. The layout stage
+    is a mask-stage network on another dataset's coarser regions (tissue layouts at slide scale), added to a bundle
+    whose other stages bound it to a class scheme; `generate` samples it first and starts the mask stage from it.
 
     `overwrite` replaces that stage (its network, checkpoint and previews), never the bundle's other stages
     or other files; retraining the codec under an image stage trained on its latents is refused.
@@ -70,8 +72,8 @@ def train(
     Started by `torchrun --nproc_per_node N`, the UNet stages train data-parallel (DDP; NCCL on GPUs, gloo
     on CPU): `batch_size` is per process, each rank draws its own batch, rank 0 writes everything.
     """
-    if stage not in ("codec", "image", "mask"):
-        raise BadArgumentError(f"stage must be codec, image or mask, got {stage!r}")
+    if stage not in STAGES:
+        raise BadArgumentError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     rank, world, device = _init_distributed(device)
     if world > 1 and stage == "codec":
         raise BadArgumentError("train codec runs on one process (it is small): start it without torchrun")
@@ -110,7 +112,7 @@ def _train_claimed(
     # rank 0 writes the stage: it claims it first, so a second `train STAGE` on this bundle stops at once
     with claim(Path(out) / FOLDERS[stage], f"the {stage} stage of") if rank == 0 else contextlib.nullcontext():
         bundle = open_bundle(out, create=True)
-        _bind_bundle_to_dataset(bundle, dataset)
+        _bind_bundle_to_dataset(bundle, dataset, stage)
         if overwrite and rank == 0:
             _discard_stage(bundle, stage)
         if rank == 0 and not (bundle.root / "model.json").is_file():
@@ -172,10 +174,13 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     return torch.distributed.get_rank(), world, device
 
 
-def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset) -> None:
+def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str) -> None:
     """A bundle serves one class scheme and subtype list: refuse a dataset that disagrees."""
     classes = dataset.classes
     subtypes = dataset.subtypes
+    if stage == "layout":
+        _bind_layout_data(bundle, dataset)
+        return
     if bundle.has_data():
         mine = [c["name"] for c in bundle.classes]
         if mine != [c["name"] for c in classes]:
@@ -189,6 +194,25 @@ def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset) -> None:
     )
 
 
+def _bind_layout_data(bundle: Bundle, dataset: Dataset) -> None:
+    """The layout stage adds to a bundle bound to a class scheme: same classes, subtypes among the bundle's (a layout
+    data set may hold some of them only), regions larger than the mask stage's."""
+    if not bundle.has_data():
+        raise BadModelError(f"{bundle.root} has no stage yet: train the codec, image and mask stages first; the layout stage adds to them")
+    mine, theirs = [c["name"] for c in bundle.classes], [c["name"] for c in dataset.classes]
+    if mine != theirs:
+        raise BadModelError(f"{bundle.root} was trained with classes {mine}, the layout dataset has {theirs}: import it with the same --classes")
+    foreign = sorted(set(dataset.subtypes) - set(bundle.subtypes))
+    if foreign:
+        raise BadModelError(f"the layout dataset's subtypes {foreign} are not the model's ({', '.join(bundle.subtypes)})")
+    if dataset.region_size <= bundle.region_size:
+        raise BadArgumentError(
+            f"the layout dataset's regions ({dataset.region_size} px) are not larger than the mask stage's ({bundle.region_size} px): "
+            "import the layouts with a larger --region (e.g. 2048) for the layout stage"
+        )
+    bundle.adopt_layout_data(region_size=dataset.region_size, region_mask_size=dataset.region_mask_size, subtypes=dataset.subtypes)
+
+
 def _dataset_hash(dataset: Dataset) -> str:
     return hashlib.sha256((dataset.root / "dataset.json").read_bytes()).hexdigest()
 
@@ -196,7 +220,7 @@ def _dataset_hash(dataset: Dataset) -> str:
 def build_stage(stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, *, rank: int = 0) -> StageSpec:
     """The stage's network (initialised from the seed, not the global RNG, so every rank starts equal)
     and its data/loss/preview; `rank` selects this process's share of each step's draws."""
-    build = {"codec": _codec_stage, "image": _image_stage, "mask": _mask_stage}[stage]
+    build = {"codec": _codec_stage, "image": _image_stage, "mask": _mask_stage, "layout": _layout_stage}[stage]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(_seed(config.seed, stage))
         try:
@@ -375,14 +399,15 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
 # --- mask denoiser --------------------------------------------------------------------------------------
 
 
-def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0, *, name: str = "mask") -> StageSpec:
     index, reader = TileIndex.build(dataset), TileReader(dataset)
-    require(index.regions, "region masks", dataset, "extract regions (--region/--region-mask) or import masks")
+    require(index.regions, "region masks", dataset, "extract regions (--region/--region-mask) or import masks (or --layouts)")
     subtypes = bundle.subtypes
     size = dataset.region_mask_size
-    check_fits(config.mask, size, "the region mask size")
+    network = getattr(config, name)
+    check_fits(network, size, "the region mask size")
     n_classes = len(dataset.classes)
-    net = build_unet(config.mask, in_channels=n_classes, out_channels=n_classes, num_class_embeds=len(subtypes) + 1, sample_size=size)
+    net = build_unet(network, in_channels=n_classes, out_channels=n_classes, num_class_embeds=len(subtypes) + 1, sample_size=size)
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
 
     def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -397,16 +422,21 @@ def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: s
 
     def loss(net, step: int) -> torch.Tensor:
         x0, labels = draw(step)
-        return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank, gamma=config.mask.min_snr_gamma)
+        return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank, gamma=network.min_snr_gamma)
 
     def preview(net) -> np.ndarray:
         # unconditional, then each subtype, all from the same noise
-        x = _preview_sample(net, "mask", (n_classes, size, size), abar, device, seed=config.seed, conditions=list(range(len(subtypes) + 1))).to(device)
+        x = _preview_sample(net, name, (n_classes, size, size), abar, device, seed=config.seed, conditions=list(range(len(subtypes) + 1))).to(device)
         colors = torch.tensor([c["color"] for c in dataset.classes], dtype=torch.float32, device=device)
         rgb = colors[x.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
         return _grid(rgb, rows=1)
 
-    return StageSpec("mask", net, config.mask.lr, loss, preview, lambda net: {}, draw)
+    return StageSpec(name, net, network.lr, loss, preview, lambda net: {}, draw)
+
+
+def _layout_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+    """The mask stage's network and loss on the layout dataset's regions, with the layout network's settings."""
+    return _mask_stage(dataset, bundle, config, device, rank, name="layout")
 
 
 # --- shared pieces --------------------------------------------------------------------------------------
@@ -643,6 +673,6 @@ def _finish(
         schedule=ScheduleSpec(config.num_train_timesteps, config.beta_schedule),
         image_conditioning=config.image_conditioning if spec.name == "image" else None,
     )
-    bundle.write_meta()
+    bundle.write_stage(spec.name)
     rate = steps_run * config.batch_size * world / max(seconds, 1e-9)
     return {"stage": spec.name, "steps": len(losses), "initial_loss": head, "final_loss": tail, "samples_per_s": round(rate, 2), **extra}

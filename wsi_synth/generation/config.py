@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wsi_synth.defaults import BOUNDARY_ROUGHNESS
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS, LAYOUT_STRENGTH
 from wsi_synth.devices import check_device
 from wsi_synth.diffusion.solvers import SOLVERS
 from wsi_synth.errors import BadArgumentError, BadModelError
@@ -57,6 +57,7 @@ class GenerateConfig:
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
     mask_sigma: float = 1.0  # mask-canvas px: the sampled one-hot is smoothed by this Gaussian before the argmax
     boundary_roughness: float = BOUNDARY_ROUGHNESS  # wander of class contours (generation.masks.Roughness)
+    layout_strength: float = LAYOUT_STRENGTH  # how far the mask stage departs from the layout stage (1: ignores it)
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
     annotations: tuple[str, ...] = ("geojson",)  # geojson (QuPath), asap (ASAP XML)
@@ -75,6 +76,7 @@ class GenerateConfig:
             ("--mask-omega", self.mask_omega, MAX_GUIDANCE),
             ("--max-memory", self.max_memory_gb, None),
             ("--boundary-roughness", self.boundary_roughness, 1.0),
+            ("--layout-strength", self.layout_strength, 1.0),
         ):
             if not math.isfinite(value) or value < 0 or (top is not None and value > top):
                 bound = f"0–{top:g}" if top is not None else "a finite number ≥ 0"
@@ -102,7 +104,8 @@ class GenerateConfig:
 
 @dataclass(frozen=True)
 class Geometry:
-    """The canvases of a run: output, latent and mask sizes (height, width), the codec factor and crop sizes."""
+    """The canvases of a run: output, latent and mask sizes (height, width), the codec factor and crop sizes; the
+    layout canvas (`lay`, None without a layout stage) is coarser than the mask canvas."""
 
     px: tuple[int, int]
     lat: tuple[int, int]
@@ -111,6 +114,9 @@ class Geometry:
     lat_crop: int
     msk_crop: int
     px_per_msk: float
+    lay: tuple[int, int] | None = None
+    lay_crop: int = 0
+    px_per_lay: float = 0.0
 
 
 def geometry(bundle: Bundle, config: GenerateConfig) -> Geometry:
@@ -122,7 +128,18 @@ def geometry(bundle: Bundle, config: GenerateConfig) -> Geometry:
     h, w = config.height, config.width
     lat = (max(math.ceil(h / factor), lat_crop), max(math.ceil(w / factor), lat_crop))
     msk = (max(math.ceil(h / px_per_msk), msk_crop), max(math.ceil(w / px_per_msk), msk_crop))
-    return Geometry((h, w), lat, msk, factor, lat_crop, msk_crop, px_per_msk)
+    if not uses_layout(bundle, config):
+        return Geometry((h, w), lat, msk, factor, lat_crop, msk_crop, px_per_msk)
+    region, lay_crop = bundle.layout_geometry  # type: ignore[misc]
+    px_per_lay = region / lay_crop
+    # the layout canvas covers the mask canvas (which may be larger than the output: at least one crop)
+    lay = tuple(max(math.ceil(m * px_per_msk / px_per_lay), lay_crop) for m in msk)
+    return Geometry((h, w), lat, msk, factor, lat_crop, msk_crop, px_per_msk, lay, lay_crop, px_per_lay)  # type: ignore[arg-type]
+
+
+def uses_layout(bundle: Bundle, config: GenerateConfig) -> bool:
+    """Whether the run samples the layout stage: the bundle has one, the mask stage runs, and it is not ignored."""
+    return bundle.layout_geometry is not None and config.mask is None and config.layout_strength < 1
 
 
 def planner_config(config: GenerateConfig, crop: int) -> PlannerConfig:
@@ -134,18 +151,18 @@ def planner_config(config: GenerateConfig, crop: int) -> PlannerConfig:
 
 
 def sampler_config(config: GenerateConfig, g: Geometry, stage: str, bundle: Bundle) -> SamplerConfig:
-    """The sampler settings of the mask or image stage (the image stage draws from seed + 1, conditioned the way the
-    bundle's image network was trained)."""
-    crop = g.msk_crop if stage == "mask" else g.lat_crop
+    """The sampler settings of the layout, mask or image stage (the image stage draws from seed + 1, the layout stage
+    from seed + 2; the image stage is conditioned the way the bundle's image network was trained)."""
+    crop = {"mask": g.msk_crop, "layout": g.lay_crop}.get(stage, g.lat_crop)
     spatial = stage == "image" and bundle.image_conditioning == "spatial"
     return SamplerConfig(
         planner_config(config, crop),
         steps=config.steps,
         eta=config.eta,
-        omega=config.mask_omega if stage == "mask" else config.omega,
+        omega=config.omega if stage == "image" else config.mask_omega,
         batch_size=config.batch_size,
         window=window_size(crop),
-        seed=config.seed + 1 if stage == "image" else config.seed,
+        seed=config.seed + {"mask": 0, "image": 1, "layout": 2}[stage],
         solver=config.solver,
         conditioning="spatial" if spatial else "per-class",
         classes=len(bundle.classes) if spatial else 0,

@@ -271,6 +271,21 @@ def _field_vote(band, settled, ids, field, rows: tuple, cols: tuple, roughness: 
     return out
 
 
+def layout_start(layout: np.ndarray, px_per_layout: float, g: Geometry, classes: int, strength: float):
+    """The mask stage's start from a layout (the layout stage's class map, `px_per_layout` output px per pixel): its
+    smoothly upsampled one-hot on the mask canvas, in the mask network's [−1, 1], noised to `strength` (SDEdit)."""
+    import hashlib
+
+    from wsi_synth.sampling.canvas import StartCanvas
+
+    def rows(y0: int, y1: int) -> np.ndarray:
+        labels = smooth(layout, px_per_layout, g.msk, g.px_per_msk, rows=(y0, y1))
+        return (np.arange(classes, dtype=np.uint8)[:, None, None] == labels[None]).astype(np.float32) * 2 - 1
+
+    digest = hashlib.sha256(np.ascontiguousarray(layout)).hexdigest()
+    return StartCanvas(rows, strength, f"{digest}:{px_per_layout}")
+
+
 class PixelLabels:
     """The mask-canvas class map seen at output resolution (smoothly upsampled), row band by row band (never
     materialised)."""

@@ -14,8 +14,9 @@ import torch
 
 from wsi_synth.diffusion.schedule import alphas_cumprod
 from wsi_synth.diffusion.solvers import make_solver
-from wsi_synth.generation.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config
+from wsi_synth.generation.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config, uses_layout
 from wsi_synth.models.bundle import Bundle, open_bundle
+from wsi_synth.sampling.canvas import start_step
 from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
 from wsi_synth.sampling.sampler import windows_for
 
@@ -40,18 +41,11 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
     """`make_plan` for a bundle already opened and checked, and its geometry."""
     steps = len(make_solver(config.solver, bundle.schedule.alphas_cumprod(), config.steps))
     stages = {}
-    if config.mask is None:
-        crops, exact = estimate_crops_per_step(planner_config(config, g.msk_crop), g.msk)
-        passes = 2 if config.mask_omega > 0 else 1
-        stages["mask"] = {
-            "canvas": list(g.msk),
-            "crop": g.msk_crop,
-            "crops_per_step": crops,
-            "crops_exact": exact,
-            "n0": minimum_crops(g.msk, g.msk_crop),
-            "evaluations": crops * passes * steps,
-            "windows": len(windows_for(sampler_config(config, g, "mask", bundle), g.msk)),
-        }
+    if uses_layout(bundle, config):
+        stages["layout"] = _class_map_stage(bundle, config, g, "layout", steps)
+    if config.mask is None and not (uses_layout(bundle, config) and config.layout_strength == 0):
+        skipped = start_step(steps, config.layout_strength) if uses_layout(bundle, config) else 0
+        stages["mask"] = _class_map_stage(bundle, config, g, "mask", steps - skipped)
     crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
     stages["image"] = {
         "canvas": list(g.lat),
@@ -82,6 +76,23 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
     return plan
 
 
+def _class_map_stage(bundle: Bundle, config: GenerateConfig, g: Geometry, stage: str, steps: int) -> dict:
+    """The plan of the layout or mask stage: `steps` steps over its canvas, one pass per crop (two with guidance)."""
+    canvas, crop = (g.lay, g.lay_crop) if stage == "layout" else (g.msk, g.msk_crop)
+    crops, exact = estimate_crops_per_step(planner_config(config, crop), canvas)
+    passes = 2 if config.mask_omega > 0 else 1
+    return {
+        "canvas": list(canvas),
+        "crop": crop,
+        "steps": steps,
+        "crops_per_step": crops,
+        "crops_exact": exact,
+        "n0": minimum_crops(canvas, crop),
+        "evaluations": crops * passes * steps,
+        "windows": len(windows_for(sampler_config(config, g, stage, bundle), canvas)),
+    }
+
+
 def image_passes(bundle: Bundle, config: GenerateConfig) -> float:
     """Denoiser evaluations per image crop: known for spatial conditioning, estimated for per-class."""
     if bundle.image_conditioning == "spatial":
@@ -102,11 +113,12 @@ def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) 
     channels = bundle.latent.channels
     out: dict = {"device": config.device}
     for stage, info in plan["stages"].items():
-        shape = (len(bundle.classes), g.msk_crop, g.msk_crop) if stage == "mask" else (channels, g.lat_crop, g.lat_crop)
+        crop = {"mask": g.msk_crop, "layout": g.lay_crop}.get(stage)
+        shape = (len(bundle.classes), crop, crop) if crop else (channels, g.lat_crop, g.lat_crop)
         denoiser = BundleDenoiser(str(bundle.root), stage, config.device)
         per_call = calibrate(denoiser, shape, config.batch_size, with_mask=stage == "image")
         evaluations = info.get("evaluations", info.get("evaluations_estimate"))
-        crops = info["crops_per_step"] * plan["steps"]
+        crops = info["crops_per_step"] * info.get("steps", plan["steps"])
         host = host_seconds_per_crop(shape, sampler_config(config, g, stage, bundle), labelled=stage == "image")
         out[stage] = {
             "denoiser_s": round(evaluations / config.batch_size * per_call, 1),

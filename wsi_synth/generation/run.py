@@ -24,9 +24,9 @@ from wsi_synth import __version__
 from wsi_synth.data.store import sha256_file
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost, use_threads
-from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
+from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config, uses_layout
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, Roughness, load_mask, mask_classes, mask_cleaning, smooth
+from wsi_synth.generation.masks import PixelLabels, Roughness, layout_start, load_mask, mask_classes, mask_cleaning, smooth
 from wsi_synth.generation.plan import plan_run
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
@@ -132,6 +132,44 @@ def generate(
     return result
 
 
+def _sample_mask(model, bundle: Bundle, config: GenerateConfig, g, abar, work: Path, identity: dict, stats: dict, run: dict, timings: dict, on_progress):
+    """The class map on the mask canvas: the mask stage, started from the layout stage's layout where the bundle has
+    one (or that layout alone at --layout-strength 0)."""
+    start = None
+    if uses_layout(bundle, config):
+        started = time.perf_counter()
+        layout = _sample_stage(model, bundle, config, g, abar, "layout", work, identity, stats, run, on_progress)
+        layout = mask_classes(layout, **mask_cleaning(config, bundle))
+        timings["layout_s"] = round(time.perf_counter() - started, 2)
+        if config.layout_strength == 0:
+            return smooth(layout, g.px_per_lay, g.msk, g.px_per_msk)
+        start = layout_start(layout, g.px_per_lay, g, len(bundle.classes), config.layout_strength)
+    one_hot = _sample_stage(model, bundle, config, g, abar, "mask", work, identity, stats, run, on_progress, start=start)
+    return mask_classes(one_hot, **mask_cleaning(config, bundle))
+
+
+def _sample_stage(
+    model, bundle: Bundle, config: GenerateConfig, g, abar, stage: str, work: Path, identity: dict, stats: dict, run: dict, on_progress, start=None
+) -> np.ndarray:
+    """The one-hot canvas of the layout or mask stage, prompted with the subtype."""
+    canvas = g.lay if stage == "layout" else g.msk
+    condition = bundle.layout_condition(config.subtype) if stage == "layout" else 1 + bundle.subtypes.index(config.subtype)
+    one_hot = sample_canvas(
+        BundleDenoiser(str(model), stage, config.device),
+        (len(bundle.classes), *canvas),
+        abar=abar,
+        config=sampler_config(config, g, stage, bundle),
+        work=work / stage,
+        condition=condition,
+        stats=stats[stage],
+        fingerprint={**identity, "stage": stage},
+        progress=TaskClock(f"{stage} stage", "step", on_progress, lambda: stats[stage].evaluations),
+        start=start,
+        **run,
+    )
+    return np.asarray(one_hot[:])
+
+
 def _run(
     model,
     bundle: Bundle,
@@ -155,6 +193,8 @@ def _run(
     abar = bundle.schedule.alphas_cumprod()
     timings: dict[str, float] = {}
     stats = {"mask": SampleStats(), "image": SampleStats()}
+    if uses_layout(bundle, config):
+        stats["layout"] = SampleStats()
     with Cluster(workers=config.workers, scheduler=config.scheduler, threads=config.threads) as client:
         out_of_core = out_of_core or client is not None  # a cluster's tasks share the canvas through the zarr work store
         run = {"out_of_core": out_of_core, "client": client, "resume": resumed, "save_every": config.save_every}
@@ -162,19 +202,7 @@ def _run(
         if user_mask is not None:
             msk = user_mask
         else:
-            one_hot = sample_canvas(
-                BundleDenoiser(str(model), "mask", config.device),
-                (len(bundle.classes), *g.msk),
-                abar=abar,
-                config=sampler_config(config, g, "mask", bundle),
-                work=work / "mask",
-                condition=1 + bundle.subtypes.index(config.subtype),
-                stats=stats["mask"],
-                fingerprint={**identity, "stage": "mask"},
-                progress=TaskClock("mask stage", "step", on_progress, lambda: stats["mask"].evaluations),
-                **run,
-            )
-            msk = mask_classes(np.asarray(one_hot[:]), **mask_cleaning(config, bundle))
+            msk = _sample_mask(model, bundle, config, g, abar, work, identity, stats, run, timings, on_progress)
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         rough = Roughness(config.boundary_roughness, config.seed)
@@ -294,7 +322,7 @@ def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
 def model_sha256(bundle: Bundle) -> str:
     """One hash over model.json and every file of its networks (and an external codec's folder, or its hub id)."""
     digest = hashlib.sha256((bundle.root / "model.json").read_bytes())
-    folders = [bundle.root / FOLDERS[s] for s in ("codec", "image", "mask")]
+    folders = [bundle.root / FOLDERS[s] for s in ("codec", "image", "mask", "layout") if s != "layout" or bundle.has("layout")]
     external = bundle.external_codec
     if external:
         folders.append(Path(external)) if Path(external).is_dir() else digest.update(external.encode())

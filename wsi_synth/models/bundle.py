@@ -26,8 +26,8 @@ from wsi_synth.jsonfile import read_versioned, write_atomic
 
 FORMAT = "wsi-synth-model"
 VERSION = 1
-STAGES = ("codec", "image", "mask")
-FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet"}
+STAGES = ("codec", "image", "mask", "layout")
+FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet", "layout": "layout_unet"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,19 @@ class Bundle:
         return int(self._required("region_mask_size", "codec"))
 
     @property
+    def layout_geometry(self) -> tuple[int, int] | None:
+        """The layout stage's (region px, layout crop px): its crops see `region` px of slide at region / crop px per
+        layout pixel. None without a layout stage."""
+        v = self.meta.get("layout")
+        return (int(v["region_size"]), int(v["region_mask_size"])) if self.has("layout") and v else None
+
+    def layout_condition(self, subtype: str) -> int:
+        """The layout network's condition for `subtype`: its embedding where the layout data had that subtype, else
+        the null condition (the layout of all its data)."""
+        known = self.meta.get("layout", {}).get("subtypes", [])
+        return 1 + self.subtypes.index(subtype) if subtype in known else 0
+
+    @property
     def image_conditioning(self) -> str:
         """How the image network takes its condition: "per-class" (the paper's: a class and its binary mask) or
         "spatial" (the crop's class map as one-hot channels). Bundles from before the choice are per-class."""
@@ -137,6 +150,11 @@ class Bundle:
             classes=list(classes), subtypes=list(subtypes), tile_size=int(tile_size), mpp=float(mpp), region_size=int(region_size), region_mask_size=int(region_mask_size)
         )
 
+    def adopt_layout_data(self, *, region_size: int, region_mask_size: int, subtypes: list[str]) -> None:
+        """Record the geometry of the layout stage's regions (its own, coarser than the mask stage's) and the subtypes
+        its data has (for the others it draws its unconditional layout)."""
+        self.meta["layout"] = {"region_size": int(region_size), "region_mask_size": int(region_mask_size), "subtypes": list(subtypes)}
+
     def has_data(self) -> bool:
         """Whether a stage has already bound the bundle to a class scheme (see `adopt_data`)."""
         return self.meta.get("classes") is not None
@@ -166,14 +184,32 @@ class Bundle:
             else:
                 self.meta.pop("empty_map", None)
         self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule, "prediction_type": "epsilon"}
+        self._describe_conditioning()
+        self.meta["stages"][stage] = dict(record)
+
+    def _describe_conditioning(self) -> None:
         self.meta["conditioning"] = {
             "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
             if self.image_conditioning == "per-class"
             else "class embedding (0 = null, 1 = map, for every labelled tile) + the crop's class map as K-1 one-hot input channels"
             " (all zeros = unannotated with embedding 1, null with embedding 0)",
             "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
+            "layout": "as the mask stage, on coarser regions (model.json's layout geometry); generate starts the mask stage from it",
         }
-        self.meta["stages"][stage] = dict(record)
+
+    def write_stage(self, stage: str) -> None:
+        """Write model.json with `stage`'s record merged into the file as it is now, under a lock: stages trained at
+        the same time into one bundle (another process, another GPU) each keep their record."""
+        import fcntl
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".model.json.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            path = self.root / "model.json"
+            if path.is_file():
+                self.meta = _merged(read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError), self.meta, stage)
+                self._describe_conditioning()
+            self.write_meta()
 
     def has(self, stage: str) -> bool:
         """Whether `stage` has been trained into this bundle."""
@@ -313,6 +349,24 @@ def _is_hub_id(source: str) -> bool:
     return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/"))
 
 
+#: The model.json keys a stage's training sets (beside its record and the schedule every stage writes).
+STAGE_KEYS = {"codec": ("latent",), "image": ("latent", "image_conditioning", "empty_map"), "mask": (), "layout": ("layout",)}
+
+
+def _merged(disk: dict, mine: dict, stage: str) -> dict:
+    """model.json as on disk, with `stage`'s record and the keys it owns from `mine`; keys absent on disk (the data
+    binding of a first stage) are taken from `mine` too."""
+    merged = dict(disk)
+    for key, value in mine.items():
+        if key not in merged or key in STAGE_KEYS[stage] or key == "schedule":
+            merged[key] = value
+    for key in STAGE_KEYS[stage]:
+        if key not in mine:
+            merged.pop(key, None)
+    merged["stages"] = {**disk.get("stages", {}), stage: mine["stages"][stage]}
+    return merged
+
+
 def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
     """Open the model bundle at `root` (or create an empty one), checking model.json's format, version and shape."""
     root = Path(root)
@@ -352,6 +406,7 @@ def _check_meta(meta: dict, path: Path) -> None:
         "region_size": positive_int,
         "region_mask_size": positive_int,
         "mpp": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+        "layout": lambda v: isinstance(v, dict) and positive_int(v.get("region_size")) and positive_int(v.get("region_mask_size")),
     }
     for key, ok in checks.items():
         if key in meta and not ok(meta[key]):

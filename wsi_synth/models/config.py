@@ -48,6 +48,8 @@ class TrainConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     image: UNetConfig = field(default_factory=UNetConfig)
     mask: UNetConfig = field(default_factory=UNetConfig)
+    #: The layout stage: a mask-stage network on a layout dataset's coarser regions.
+    layout: UNetConfig = field(default_factory=UNetConfig)
     batch_size: int = 8
     max_steps: int = 1000
     warmup_steps: int = 50
@@ -70,7 +72,7 @@ class TrainConfig:
         """Refuse values training cannot use, naming the key."""
         if self.image_conditioning not in ("per-class", "spatial"):
             raise BadArgumentError(f"image_conditioning must be per-class or spatial, got {self.image_conditioning!r}")
-        for part in ("image", "mask"):
+        for part in ("image", "mask", "layout"):
             gamma = getattr(self, part).min_snr_gamma
             if gamma is not None and not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
                 raise BadArgumentError(f"{part}.min_snr_gamma must be a positive number or null, got {gamma!r}")
@@ -85,7 +87,7 @@ class TrainConfig:
             raise BadArgumentError(f"seed must be in 0–{2**32 - 1}, got {self.seed}")
         if self.warmup_steps < 0 or not 0 <= self.ema_decay < 1 or not self.grad_clip > 0:
             raise BadArgumentError(f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got {self.warmup_steps}, {self.ema_decay}, {self.grad_clip}")
-        for part in ("codec", "image", "mask"):
+        for part in ("codec", "image", "mask", "layout"):
             if not getattr(self, part).lr > 0:
                 raise BadArgumentError(f"{part}.lr must be positive, got {getattr(self, part).lr}")
 
@@ -101,6 +103,7 @@ PRESETS = {
         codec=CodecConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
         image=UNetConfig(block_out_channels=(256, 512, 768, 768), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
         mask=UNetConfig(block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
+        layout=UNetConfig(block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
         batch_size=32,
         max_steps=200_000,
         warmup_steps=1000,
@@ -112,7 +115,7 @@ PRESETS = {
 
 
 def load_config(spec: str | Path | None, **overrides) -> TrainConfig:
-    """A preset name, a YAML file (keys as in TrainConfig, nested for codec/image/mask), or the tiny preset."""
+    """A preset name, a YAML file (keys as in TrainConfig, nested for codec/image/mask/layout), or the tiny preset."""
     if spec is None or str(spec) in PRESETS:
         config = PRESETS[str(spec or "tiny")]
     else:
@@ -142,7 +145,7 @@ def _from_yaml(path: Path) -> TrainConfig:
 
 def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
     """A TrainConfig from a YAML/JSON document, with its nested network sections; unknown keys are refused."""
-    nested = {"codec": CodecConfig, "image": UNetConfig, "mask": UNetConfig}
+    nested = {"codec": CodecConfig, "image": UNetConfig, "mask": UNetConfig, "layout": UNetConfig}
     known = {f.name for f in fields(TrainConfig)}
     kwargs = {}
     for key, value in doc.items():

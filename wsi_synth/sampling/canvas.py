@@ -69,6 +69,39 @@ class KnownLatents:
         return digest.hexdigest()
 
 
+def start_step(steps: int, strength: float) -> int:
+    """The step a canvas started part-way begins at: diffusers' img2img runs the last ⌊steps × strength⌋ steps; here
+    at least one."""
+    return steps - min(max(int(steps * strength), 1), steps)
+
+
+@dataclass(frozen=True)
+class StartCanvas:
+    """A clean canvas x₀ to start sampling from instead of noise (SDEdit, Meng et al. 2022; diffusers' img2img):
+    it is noised to the level `strength` of the way (1 = pure noise, x₀ forgotten) with the canvas's own initial
+    noise, and only the remaining `strength` share of the steps is run. `rows(y0, y1)` gives x₀'s rows (C, y1 − y0,
+    W), so a canvas of any size is never held whole; `fingerprint` names x₀ for a resumed state's identity."""
+
+    rows: Callable[[int, int], np.ndarray]
+    strength: float
+    fingerprint: str
+
+    def first_step(self, steps: int) -> int:
+        """The step sampling starts at (`start_step`)."""
+        return start_step(steps, self.strength)
+
+    def apply(self, x, solver: Solver, windows) -> None:
+        """x (the fresh canvas: its noise ε) becomes α x₀ + σ ε at the solver's first step, window by window (the
+        work store's shards), in place; x₀'s rows are made once per row of windows."""
+        alpha, sigma = solver.signal_noise(0)
+        rows, made = None, None
+        for y0, y1, x0, x1 in windows:
+            if made != (y0, y1):
+                rows, made = self.rows(y0, y1), (y0, y1)
+            window = (slice(None), slice(y0, y1), slice(x0, x1))
+            x[window] = np.float32(alpha) * rows[:, :, x0:x1] + np.float32(sigma) * np.asarray(x[window])
+
+
 def sample(
     denoiser: Denoiser,
     shape: tuple[int, int, int],
@@ -102,13 +135,15 @@ def sample_canvas(
     fingerprint: dict | None = None,
     progress: Callable[[int, int], None] | None = None,
     known: KnownLatents | None = None,
+    start: StartCanvas | None = None,
 ):
     """Sample a (C, H, W) canvas; returns the final latents (numpy, or a zarr array when out of core).
 
     With a `work` folder the state is saved (every step out of core, every `save_every` steps in memory) and
     `resume` continues from it; `fingerprint` adds what else determines the result (model, mask, …) to the
     sampler's own settings, and a saved state made with other values is refused. `known` (in memory only) keeps
-    the pixels outside a region on the real image's noised latents and samples the region (inpainting).
+    the pixels outside a region on the real image's noised latents and samples the region (inpainting); `start`
+    starts from a given canvas part-way instead of from noise (`StartCanvas`).
     """
     config.validate()
     if known is not None and (out_of_core or client is not None):
@@ -116,17 +151,21 @@ def sample_canvas(
     d = config.planner.crop
     if shape[1] < d or shape[2] < d:
         raise BadArgumentError(f"canvas {shape[2]}×{shape[1]} is smaller than the crop {d}: pad it")
-    solver = make_solver(config.solver, abar, config.steps)
+    solver = make_solver(config.solver, abar, config.steps, start.first_step(config.steps) if start is not None else 0)
     windows = windows_for(config, shape[1:])
     stats = stats if stats is not None else SampleStats()
     out_of_core = out_of_core or client is not None
     extra = {**(fingerprint or {}), **({"known_sha256": known.fingerprint()} if known is not None else {})}
+    if start is not None:
+        extra.update(start_sha256=start.fingerprint, start_strength=start.strength)
     identity = _identity(shape, config, labels, condition, extra) if work is not None else {}
     current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume, identity=identity, stats=stats)
     if client is not None and labels is not None and work is not None:
         # in the shared work folder, not scattered into workers' memory: a lost worker's tasks are recomputed anywhere
         labels = StoredLabels.save(labels, work / "labels.npy")
     active = ~known.known if known is not None else None
+    if start is not None and first == 0:
+        start.apply(current.x, solver, windows)
     if known is not None and first == 0:
         known.apply(current.x, solver, 0)
     for j in range(first, len(solver)):
