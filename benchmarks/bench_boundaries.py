@@ -61,30 +61,21 @@ def real_through_grid(masks: list[np.ndarray]) -> dict:
     return out
 
 
-def generated_canvases(model: str | None, size: int, seeds: list[int]) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """The cleaned mask canvas of `generate --size SIZE --subtype S --seed N`, for every subtype and seed."""
+def generated_canvases(model: str | None, size: int, seeds: list[int], subtypes: list[str] | None = None, **settings) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """The cleaned mask canvas of `generate --size SIZE --subtype S --seed N` (layout stage included where the model
+    has one; `settings` are more GenerateConfig fields), for each of `subtypes` (default: all) and seed."""
     from wsi_synth.api import _model
-    from wsi_synth.generation.config import GenerateConfig, geometry, sampler_config
-    from wsi_synth.generation.masks import mask_classes, mask_cleaning
+    from wsi_synth.generation.config import GenerateConfig, geometry
+    from wsi_synth.generation.run import sample_class_map
     from wsi_synth.models.bundle import open_bundle
-    from wsi_synth.models.denoiser import BundleDenoiser
-    from wsi_synth.sampling.canvas import sample_canvas
 
     path = _model(model)
     bundle = open_bundle(path)
     out: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for subtype in bundle.subtypes:
+    for subtype in subtypes or bundle.subtypes:
         for seed in seeds:
-            config = GenerateConfig(width=size, height=size, subtype=subtype, seed=seed)
-            g = geometry(bundle, config)
-            one_hot = sample_canvas(
-                BundleDenoiser(str(path), "mask", config.device),
-                (len(bundle.classes), *g.msk),
-                bundle.schedule.alphas_cumprod(),
-                sampler_config(config, g, "mask", bundle),
-                condition=1 + bundle.subtypes.index(subtype),
-            )
-            out.setdefault(subtype, []).append((seed, mask_classes(np.asarray(one_hot), **mask_cleaning(config, bundle))))
+            config = GenerateConfig(width=size, height=size, subtype=subtype, seed=seed, **settings)
+            out.setdefault(subtype, []).append((seed, sample_class_map(path, bundle, config, geometry(bundle, config))))
     return out
 
 

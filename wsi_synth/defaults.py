@@ -8,4 +8,4 @@ BOUNDARY_ROUGHNESS = 0.1
 #: How far the mask stage departs from the layout stage's slide-scale layout (SDEdit strength: the share of the mask
 #: stage's steps run from the noised layout; 1 ignores the layout, 0 keeps it as it is). Chosen by measurement on
 #: the bundled model: docs/benchmarks.md, "Layout stage".
-LAYOUT_STRENGTH = 0.5
+LAYOUT_STRENGTH = 0.75

@@ -2,7 +2,7 @@
 
     python examples/default_model/package.py build/default-model build/default-data [--dest wsi_synth/default_model]
 
-1. copies model.json and the three network folders (not checkpoints or previews) into the package;
+1. copies model.json and the network folders (not checkpoints or previews) into the package;
 2. generates a 2048² slide with it and compares the colour statistics of its tiles with real held-out tiles in
    H&E optical-density space (skimage's rgb2hed: per-tile mean haematoxylin and eosin);
 3. measures it and the bundle it replaces with `wsi-synth evaluate` against the held-out WSSS4LUAD test tiles
@@ -10,7 +10,8 @@
    those figures from `--heldout`, the JSON of `benchmarks/bench_conditioning.py --shipped` on the same model;
 4. writes MODEL_CARD.md (data, licences, classes, subtypes, settings, measured quality) and the README picture
    (docs/images/generated_example.jpg: the slide beside its mask overlay). `--scales` (the JSON of
-   source_scale.py) and `--choices` (the JSON of benchmarks/bench_training_choices.py) add their tables to the card.
+   source_scale.py), `--choices` (the JSON of benchmarks/bench_training_choices.py), `--slides` (the JSON of
+   benchmarks/bench_slide_fidelity.py) and `--layout` (the JSON of benchmarks/bench_layout.py) add their tables.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def copy_bundle(src: Path, dest: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     shutil.copy(src / "model.json", dest / "model.json")
-    for folder in ("codec", "image_unet", "mask_unet"):
-        shutil.copytree(src / folder, dest / folder)
+    for folder in ("codec", "image_unet", "mask_unet", "layout_unet"):
+        if folder != "layout_unet" or (src / folder).is_dir():
+            shutil.copytree(src / folder, dest / folder)
 
 
 def hed_means(tiles: np.ndarray) -> np.ndarray:
@@ -101,6 +103,8 @@ def main() -> None:
     parser.add_argument("--scheme", default="spatial", help="The key of this model's row in --heldout.")
     parser.add_argument("--scales", type=Path, default=None, help="source_scale.py JSON: each source's measured µm/px.")
     parser.add_argument("--choices", type=Path, default=None, help="bench_training_choices.py JSON: the training choices measured.")
+    parser.add_argument("--slides", type=Path, default=None, help="bench_slide_fidelity.py JSON: tiles of generated slides against held-out tiles.")
+    parser.add_argument("--layout", type=Path, default=None, help="bench_layout.py JSON: layout structure, real against generated.")
     args = parser.parse_args()
     meta = json.loads((args.model / "model.json").read_text())
     heldout = held_out_quality(args, meta)
@@ -135,7 +139,8 @@ def main() -> None:
                 picture(image, mask, colors, ROOT / "docs" / "images" / "generated_example.jpg")
     copy_bundle(args.model, args.dest)
     quality["against_held_out_tiles"] = heldout
-    measured = {name: json.loads(path.read_text()) for name, path in (("scales", args.scales), ("choices", args.choices)) if path is not None}
+    sources = (("scales", args.scales), ("choices", args.choices), ("slides", args.slides), ("layout", args.layout))
+    measured = {name: json.loads(path.read_text()) for name, path in sources if path is not None}
     (args.dest / "MODEL_CARD.md").write_text(model_card(meta, quality, **measured))
     (args.dest / "quality.json").write_text(json.dumps(quality, indent=2))
     size = sum(p.stat().st_size for p in args.dest.rglob("*") if p.is_file())
@@ -231,7 +236,46 @@ def choices_table(choices: dict | None) -> str:
     )
 
 
-def model_card(meta: dict, quality: dict, scales: dict | None = None, choices: dict | None = None) -> str:
+def slides_table(slides: dict | None) -> str:
+    """Tiles cut from generated slides against the held-out tiles (bench_slide_fidelity.py)."""
+    if not slides:
+        return ""
+    y = slides["yardstick"]
+    rows = [f"| real training tiles (yardstick) | {y['precision']:.3f} | {y['recall']:.3f} | {y['fid']:.4g} | 1× |"]
+    rows += [
+        f"| {name} ({row['tiles']} tiles) | {row['precision']:.3f} | {row['recall']:.3f} | {row['fid']:.4g} | {row['fid_over_yardstick']}× |"
+        for name, row in slides["slides"].items()
+    ]
+    return (
+        f"Where users look: 64 px tiles cut from generated {slides['size']}² *slides* (default settings, seeds "
+        f"{', '.join(map(str, slides['seeds']))}; `python benchmarks/bench_slide_fidelity.py`) against the "
+        f"{slides['held_out_tiles']} held-out tiles of every source of the recipe's test split:\n\n"
+        "| slides | precision | recall | FID | FID / real-vs-real |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def layout_table(layout: dict | None) -> str:
+    """Layout structure of generated adenocarcinoma class maps against the real layouts (bench_layout.py)."""
+    if not layout:
+        return ""
+    lags = list(layout["real_layouts"]["same_class_at_px"])
+
+    def row(label: str, d: dict) -> str:
+        same = " | ".join(f"{d['same_class_at_px'][k]:.2f}" for k in lags)
+        props = ", ".join(f"{k} {v:.2f}" for k, v in d["proportions"].items() if v)
+        return f"| {label} | {props} | {same} | {100 * d['straight_share']:.2f} % |"
+
+    rows = [row(f"real layouts ({layout['real_layouts']['count']})", layout["real_layouts"])]
+    rows += [row(f"generated, --layout-strength {s}", d) for s, d in layout["generated"].items()]
+    header = " | ".join(f"same class at {k} px" for k in lags)
+    return (
+        f"Layout at slide scale (`python benchmarks/bench_layout.py`: adenocarcinoma class maps of {layout['size']}², "
+        "at 1.1 µm/px, against the 22 real WSSS4LUAD layouts):\n\n"
+        f"| class maps | proportions | {header} | straight boundary |\n|---|---|{'---|' * len(lags)}---|\n" + "\n".join(rows) + "\n"
+    )
+
+
+def model_card(meta: dict, quality: dict, scales: dict | None = None, choices: dict | None = None, slides: dict | None = None, layout: dict | None = None) -> str:
     stages = meta["stages"]
     rows = "\n".join(
         f"| {s} | {info['steps']} | {info['config']['batch_size']} | {_networks(s, info['config'])} | {info.get('train_seconds', 0) / 60:.0f} min "
@@ -254,6 +298,7 @@ results; train your own (`wsi-synth train`, README) on your data and GPUs.
 | WSSS4LUAD validation + test tiles with masks (lung adenocarcinoma), as they are | labelled tiles, region masks | `Hammad-Mir/WSSS4LUAD` (WSSS4LUAD challenge, GDPH + TCGA-LUAD) | unconfirmed, likely research-only |
 | OCDC tiles with tumour masks (oral squamous cell carcinoma), scaled ×0.44 | labelled tiles, region masks | `sarah-antillia/Tensorflow-Image-Segmentation-OCDC` (doi:10.17632/9bsc36jyrt.1) | CC BY 4.0 (unconfirmed) |
 | LC25000 lung adenocarcinoma and squamous cell carcinoma tiles (224 px), scaled ×0.41 and ×0.35 | unlabelled tiles | `loser564/Lung-Cancer-Prediction-Model` (Borkowski et al. 2019) | not stated (unconfirmed) |
+| WSSS4LUAD large layout masks without images (22, 1.4–6.3 mm of lung adenocarcinoma) | region masks (mask stage), 2048 px regions (layout stage) | `Hammad-Mir/WSSS4LUAD` | unconfirmed, likely research-only |
 
 Treat the model as research-only, like its data. Every source is resampled to one magnification, {meta["mpp"]} µm/px
 (`examples/default_model/import.sh`): WSSS4LUAD's as measured, LC25000's 224 px tiles (a downscaled 40× photograph)
@@ -261,9 +306,9 @@ down to it, OCDC's 640 px tiles from their stated 20×.
 {scales_table(scales)}
 ## Classes and subtypes
 - Classes: {", ".join(c["name"] for c in meta["classes"])} (0 = unknown / not annotated). WSSS4LUAD "tumour epithelium"
-  and OCDC "tumour" → tumour; WSSS4LUAD stroma → stroma, normal → normal; background and OCDC non-tumour → unknown.
+  and OCDC "tumour" → tumour; WSSS4LUAD stroma → stroma, normal → normal{_background(meta)}; OCDC non-tumour → unknown.
 - Subtypes (the mask model's prompt): {", ".join(meta["subtypes"])}. Squamous has few region masks (OCDC only), so its
-  layouts are the less varied.
+  layouts are the less varied.{_layout_stage(meta)}
 
 ## Training (`bash examples/train_default_model.sh`, configuration `examples/default_model/train.yaml`)
 Seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, EMA weights{_loss(meta)}.
@@ -272,7 +317,7 @@ Seed 0, p_unc 0.5, T = 1000 scaled-linear, AdamW with warm-up and cosine decay, 
 |---|---|---|---|---|---|
 {rows}
 
-Codec: latent factor {factor}, {meta["latent"]["channels"]} channels, scale {meta["latent"]["scale"]:.4f}.
+Codec: latent factor {factor}, {meta["latent"]["channels"]} channels, scale {meta["latent"]["scale"]:.4f}.{_carried(meta)}
 
 {choices_table(choices)}
 ## Measured quality (`python examples/default_model/package.py`)
@@ -283,6 +328,8 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 
 {heldout_table(quality["against_held_out_tiles"])}
 
+{slides_table(slides)}
+{layout_table(layout)}
 - Codec reconstruction PSNR on {quality["held_out_tiles"]} held-out tiles (test split, every source):
   **{quality["codec_psnr_test_db"]} dB**. For scale, bicubic down- and up-sampling of the same tiles gives
   {quality[f"bicubic_x{factor}_psnr_db"]} dB at ×{factor} and {quality[f"bicubic_x{factor // 2}_psnr_db"]} dB at ×{factor // 2}.
@@ -295,8 +342,7 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 ```
 
 ## What it does not do
-- {_empty_map(meta)} The mask model makes much unknown ({_unknown(quality, meta)} of a slide): WSSS4LUAD's
-  background and OCDC's non-tumour tissue are unknown in its training masks.
+- {_empty_map(meta)} Unknown is {_unknown(quality, meta)} of a slide{_unknown_why(meta)}.
 - Classifier-free guidance (`--omega` > 0) makes this model's tiles worse, not sharper: its null condition learnt
   from LC25000 alone (docs/benchmarks.md). Keep the default `--omega 0`.
 - Generated tiles are more stained than the held-out mix: mean optical density (H, E)
@@ -328,6 +374,34 @@ def _empty_map(meta: dict) -> str:
         "Crops whose map is entirely unknown are drawn with the null condition, which learnt from the unlabelled LC25000"
         " tiles (another lab's staining): they come out bluer and more purple than the held-out tiles, with square edges."
     )
+
+
+def _carried(meta: dict) -> str:
+    notes = [f"{stage}: {info['carried_over']}" for stage, info in meta["stages"].items() if info.get("carried_over")]
+    return "".join(f"\nCarried over, not retrained, in this build ({note}); the recipe trains it again." for note in notes)
+
+
+def _background(meta: dict) -> str:
+    names = [c["name"] for c in meta["classes"]]
+    return ", background (glass, lumen, alveolar space) → background" if "background" in names else "; background → unknown"
+
+
+def _layout_stage(meta: dict) -> str:
+    if "layout" not in meta.get("stages", {}):
+        return ""
+    lay = meta["layout"]
+    return (
+        f"\n- Layout stage: the mask network trained on {lay['region_size']} px regions of the WSSS4LUAD layouts at "
+        f"{lay['region_size'] // lay['region_mask_size']} px per layout pixel ({lay['region_size'] * meta['mpp'] / 1000:.1f} mm "
+        f"per crop), subtypes {', '.join(lay['subtypes'])}; the other subtypes take its unconditional layout (that is, "
+        "adenocarcinoma's). `generate` samples it first and starts the mask stage from it (`--layout-strength`)."
+    )
+
+
+def _unknown_why(meta: dict) -> str:
+    if "background" in [c["name"] for c in meta["classes"]]:
+        return ": OCDC's non-tumour tissue (stroma, glass) is unknown in its masks, so squamous slides draw it there"
+    return ": WSSS4LUAD's background and OCDC's non-tumour tissue are unknown in its training masks"
 
 
 def _unknown(quality: dict, meta: dict) -> str:

@@ -271,16 +271,25 @@ def _field_vote(band, settled, ids, field, rows: tuple, cols: tuple, roughness: 
     return out
 
 
-def layout_start(layout: np.ndarray, px_per_layout: float, g: Geometry, classes: int, strength: float):
-    """The mask stage's start from a layout (the layout stage's class map, `px_per_layout` output px per pixel): its
-    smoothly upsampled one-hot on the mask canvas, in the mask network's [−1, 1], noised to `strength` (SDEdit)."""
+def layout_start(layout: np.ndarray, px_per_layout: float, g: Geometry, strength: float):
+    """The mask stage's start from a layout: the layout stage's sampled one-hot (classes, h, w; `px_per_layout`
+    output px per pixel), bilinearly upsampled onto the mask canvas as it is, not as labels, so that where the
+    layout mixes classes (tumour nests with lumens, at its coarse scale) the mask stage draws the mixture's fine
+    structure; noised to `strength` (SDEdit)."""
     import hashlib
 
     from wsi_synth.sampling.canvas import StartCanvas
 
+    layout = np.clip(np.asarray(layout, np.float32), -1, 1)
+    height, width = layout.shape[1:]
+    x_lo, x_hi, fx = _bilinear_axis(0, g.msk[1], g.px_per_msk, px_per_layout, width)
+
     def rows(y0: int, y1: int) -> np.ndarray:
-        labels = smooth(layout, px_per_layout, g.msk, g.px_per_msk, rows=(y0, y1))
-        return (np.arange(classes, dtype=np.uint8)[:, None, None] == labels[None]).astype(np.float32) * 2 - 1
+        y_lo, y_hi, fy = _bilinear_axis(y0, y1, g.px_per_msk, px_per_layout, height)
+        top, bottom = layout[:, y_lo], layout[:, y_hi]
+        top = top[:, :, x_lo] * (1 - fx) + top[:, :, x_hi] * fx
+        bottom = bottom[:, :, x_lo] * (1 - fx) + bottom[:, :, x_hi] * fx
+        return (top * (1 - fy[:, None]) + bottom * fy[:, None]).astype(np.float32)
 
     digest = hashlib.sha256(np.ascontiguousarray(layout)).hexdigest()
     return StartCanvas(rows, strength, f"{digest}:{px_per_layout}")

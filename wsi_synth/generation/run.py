@@ -132,24 +132,39 @@ def generate(
     return result
 
 
-def _sample_mask(model, bundle: Bundle, config: GenerateConfig, g, abar, work: Path, identity: dict, stats: dict, run: dict, timings: dict, on_progress):
-    """The class map on the mask canvas: the mask stage, started from the layout stage's layout where the bundle has
-    one (or that layout alone at --layout-strength 0)."""
+def sample_class_map(
+    model,
+    bundle: Bundle,
+    config: GenerateConfig,
+    g,
+    *,
+    work: Path | None = None,
+    identity: dict | None = None,
+    stats: dict | None = None,
+    run: dict | None = None,
+    timings: dict | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """The cleaned class map on the mask canvas: the mask stage, started from the layout stage's layout where the
+    bundle has one (or that layout alone at --layout-strength 0)."""
+    stats = stats if stats is not None else {"mask": SampleStats(), "layout": SampleStats()}
+    run = run if run is not None else {}
+    timings = timings if timings is not None else {}
+    abar = bundle.schedule.alphas_cumprod()
     start = None
     if uses_layout(bundle, config):
         started = time.perf_counter()
-        layout = _sample_stage(model, bundle, config, g, abar, "layout", work, identity, stats, run, on_progress)
-        layout = mask_classes(layout, **mask_cleaning(config, bundle))
+        layout = _sample_stage(model, bundle, config, g, abar, "layout", work, identity or {}, stats, run, on_progress)
         timings["layout_s"] = round(time.perf_counter() - started, 2)
         if config.layout_strength == 0:
-            return smooth(layout, g.px_per_lay, g.msk, g.px_per_msk)
-        start = layout_start(layout, g.px_per_lay, g, len(bundle.classes), config.layout_strength)
-    one_hot = _sample_stage(model, bundle, config, g, abar, "mask", work, identity, stats, run, on_progress, start=start)
+            return smooth(mask_classes(layout, **mask_cleaning(config, bundle)), g.px_per_lay, g.msk, g.px_per_msk)
+        start = layout_start(layout, g.px_per_lay, g, config.layout_strength)
+    one_hot = _sample_stage(model, bundle, config, g, abar, "mask", work, identity or {}, stats, run, on_progress, start=start)
     return mask_classes(one_hot, **mask_cleaning(config, bundle))
 
 
 def _sample_stage(
-    model, bundle: Bundle, config: GenerateConfig, g, abar, stage: str, work: Path, identity: dict, stats: dict, run: dict, on_progress, start=None
+    model, bundle: Bundle, config: GenerateConfig, g, abar, stage: str, work: Path | None, identity: dict, stats: dict, run: dict, on_progress, start=None
 ) -> np.ndarray:
     """The one-hot canvas of the layout or mask stage, prompted with the subtype."""
     canvas = g.lay if stage == "layout" else g.msk
@@ -159,7 +174,7 @@ def _sample_stage(
         (len(bundle.classes), *canvas),
         abar=abar,
         config=sampler_config(config, g, stage, bundle),
-        work=work / stage,
+        work=work / stage if work is not None else None,
         condition=condition,
         stats=stats[stage],
         fingerprint={**identity, "stage": stage},
@@ -202,7 +217,7 @@ def _run(
         if user_mask is not None:
             msk = user_mask
         else:
-            msk = _sample_mask(model, bundle, config, g, abar, work, identity, stats, run, timings, on_progress)
+            msk = sample_class_map(model, bundle, config, g, work=work, identity=identity, stats=stats, run=run, timings=timings, on_progress=on_progress)
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         rough = Roughness(config.boundary_roughness, config.seed)
