@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Recipe of wsi-synth's bundled demonstration model: public data from ../shared/data, the project's own
-# commands, a 2-core CPU (about 100 minutes in total: codec 28, image 51, mask 22); the data is examples/default_model/import.sh. Rerun it to reproduce the bundle:
+# commands, a 2-core CPU (about two hours, one stage after another: codec 28, image 51, mask 22, layout ~10 min);
+# the data is examples/default_model/import.sh. Rerun it to reproduce the bundle:
 #   bash examples/train_default_model.sh            # writes build/default-model
 #   DATA=/path/to/shared/data OUT=my-model bash examples/train_default_model.sh
+# Stages after the codec may also run at the same time, one core each (OMP_NUM_THREADS=1): image, and mask then
+# layout, into the same --out (each merges its record into model.json); the 0.2 bundle was built so, in 95 min.
+# An interrupted stage continues with the same command and --resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}

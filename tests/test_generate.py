@@ -269,6 +269,9 @@ def test_bundled_model_is_small_documented_and_its_codec_reconstructs_real_tiles
     assert "demonstration model" in (bundled / "MODEL_CARD.md").read_text()
     bundle = open_bundle(bundled)
     assert bundle.subtypes == ["adenocarcinoma", "squamous"]
+    # slide-scale layout and glass: a layout stage on larger regions than the mask stage's, and background a class
+    assert bundle.layout_geometry is not None and bundle.layout_geometry[0] > bundle.region_size
+    assert "background" in [c["name"] for c in bundle.classes]
     wsss = shared("tiles_masks", "wsss4luad_test", "img")
     tiles = np.stack([np.asarray(Image.open(p).convert("RGB"))[:64, :64] for p in sorted(wsss.glob("*.png"))[:16]])
     x = torch.from_numpy(tiles).permute(0, 3, 1, 2).float() / 127.5 - 1
