@@ -330,6 +330,11 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 
 {slides_table(slides)}
 {layout_table(layout)}
+A generated 4096² adenocarcinoma slide (thumbnail, mask, a real section for its layout; level 0 beside real tissue
+at the same scale; `examples/default_model/slide_picture.py`):
+
+![A generated 4096² slide beside real tissue](../../docs/images/slide_4096.jpg)
+
 - Codec reconstruction PSNR on {quality["held_out_tiles"]} held-out tiles (test split, every source):
   **{quality["codec_psnr_test_db"]} dB**. For scale, bicubic down- and up-sampling of the same tiles gives
   {quality[f"bicubic_x{factor}_psnr_db"]} dB at ×{factor} and {quality[f"bicubic_x{factor // 2}_psnr_db"]} dB at ×{factor // 2}.
