@@ -354,8 +354,8 @@ STAGE_KEYS = {"codec": ("latent",), "image": ("latent", "image_conditioning", "e
 
 
 def _merged(disk: dict, mine: dict, stage: str) -> dict:
-    """model.json as on disk, with `stage`'s record and the keys it owns from `mine`; keys absent on disk (the data
-    binding of a first stage) are taken from `mine` too."""
+    """model.json as on disk, with `stage`'s record and the keys it owns from `mine`; keys and stages absent on disk
+    (the data binding of a first stage, an external codec) are taken from `mine` too."""
     merged = dict(disk)
     for key, value in mine.items():
         if key not in merged or key in STAGE_KEYS[stage] or key == "schedule":
@@ -363,7 +363,10 @@ def _merged(disk: dict, mine: dict, stage: str) -> dict:
     for key in STAGE_KEYS[stage]:
         if key not in mine:
             merged.pop(key, None)
-    merged["stages"] = {**disk.get("stages", {}), stage: mine["stages"][stage]}
+    # stages absent on disk (an external codec this run recorded) and an external codec this run chose come from `mine`
+    theirs = disk.get("stages", {})
+    ours = {k: v for k, v in mine["stages"].items() if k == stage or k not in theirs or v.get("external")}
+    merged["stages"] = {**theirs, **ours}
     return merged
 
 
