@@ -176,11 +176,11 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
 
 def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str) -> None:
     """A bundle serves one class scheme and subtype list: refuse a dataset that disagrees."""
-    classes = dataset.classes
-    subtypes = dataset.subtypes
     if stage == "layout":
         _bind_layout_data(bundle, dataset)
         return
+    classes = dataset.classes
+    subtypes = dataset.subtypes
     if bundle.has_data():
         mine = [c["name"] for c in bundle.classes]
         if mine != [c["name"] for c in classes]:

@@ -41,10 +41,11 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
     """`make_plan` for a bundle already opened and checked, and its geometry."""
     steps = len(make_solver(config.solver, bundle.schedule.alphas_cumprod(), config.steps))
     stages = {}
-    if uses_layout(bundle, config):
+    layout = uses_layout(bundle, config)
+    if layout:
         stages["layout"] = _class_map_stage(bundle, config, g, "layout", steps)
-    if config.mask is None and not (uses_layout(bundle, config) and config.layout_strength == 0):
-        skipped = start_step(steps, config.layout_strength) if uses_layout(bundle, config) else 0
+    if config.mask is None and not (layout and config.layout_strength == 0):  # strength 0: the layout is the map
+        skipped = start_step(steps, config.layout_strength) if layout else 0
         stages["mask"] = _class_map_stage(bundle, config, g, "mask", steps - skipped)
     crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
     stages["image"] = {
