@@ -59,7 +59,7 @@ def fidelity(seeds: int) -> list[dict]:
     for name, m in (("fixed-grid", 0), ("random-patch", 0), ("shifted-grid", 0), ("shifted-grid", 2), ("shifted-grid", 4)):
         planner = PlannerConfig(name, 16, m, region=128)
         stats = SampleStats()
-        x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(planner, steps=50, batch_size=256, seed=s), stats=stats)[0] for s in range(seeds)])
+        x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(planner, steps=50, batch_size=256, seed=s, solver="ddim"), stats=stats)[0] for s in range(seeds)])
         f = field_statistics(x, 16)
         rows.append(
             {

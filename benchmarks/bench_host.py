@@ -74,7 +74,7 @@ def host_per_crop(run, steps: int) -> dict:
 
 def compare(d: int, side: int, omega: float, steps: int) -> dict:
     labels = class_map(side)
-    config = SamplerConfig(PlannerConfig("shifted-grid", d, d // 8), steps=steps, omega=omega, batch_size=16, window=16 * d, seed=0)
+    config = SamplerConfig(PlannerConfig("shifted-grid", d, d // 8), steps=steps, omega=omega, batch_size=16, window=16 * d, seed=0, solver="ddim")
     shape = (4, side, side)
     legacy = host_per_crop(lambda den, stats: legacy_sampler.sample(den, shape, ABAR, config, labels=labels, stats=stats), steps)
     now = host_per_crop(lambda den, stats: sample(den, shape, ABAR, config, labels=labels, stats=stats), steps)

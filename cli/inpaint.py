@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from cli.options import SEED, output_format_options, overwrite_option, quiet_option
+from cli.options import quiet_option, renamed_option, spec_options, take_renamed
 from cli.progress import ProgressBars
+from wsi_synth.options import INPAINT, TIFF_TILE
 
 
 @click.command(
@@ -21,55 +22,10 @@ An interrupted run continues with --resume (finished patches are kept).""",
 )
 @click.argument("slide", type=click.Path(exists=True))
 @click.argument("regions", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(writable=True), help="Output: edited.tiff, edited.ome.tiff or edited.ome.zarr.")
-@click.option(
-    "--model", "-m", "model", type=click.Path(exists=True, file_okay=False), default=None, help="Model bundle folder (default: the bundled demonstration model)."
-)
-@click.option("--class", "class_", default=None, help="Regenerate every region as this model class ('unknown': the null condition). Default: each region's own class.")
-@click.option("--classes", default=None, help="Map the regions' class names to the model's: a built-in map (paper5) or a YAML/JSON file, as in extract.")
-@click.option("--omega", type=click.FloatRange(0), default=0.0, show_default=True, help="Classifier-free guidance.")
-@click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="Solver steps.")
-@click.option("--solver", type=click.Choice(["dpm-solver++", "ddim"]), default="dpm-solver++", show_default=True)
-@click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--margin", type=click.IntRange(0), default=32, show_default=True, help="Level-0 px over which new pixels fade into the original outside each region.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=16, show_default=True, help="Crops per denoiser call.")
-@click.option("--decode-batch", type=click.IntRange(0, 1024), default=0, show_default=True, help="Tiles per codec call (0: 4 on CPU, 16 on GPU).")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None, help="Level-0 µm/px for a slide whose metadata lacks it.")
-@click.option(
-    "--max-area", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True, help="Most level-0 megapixels of one region's box with its context."
-)
-@click.option("--tile", type=click.Choice(["256", "512"]), default="512", show_default=True, help="TIFF tile size.")
-@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG quality (the kept pixels are re-encoded once).")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run: keep the patches it finished.")
-@output_format_options
-@overwrite_option
+@spec_options(INPAINT)
+@renamed_option("--tile", TIFF_TILE)
 @quiet_option
-def command(
-    slide,
-    regions,
-    out,
-    model,
-    class_,
-    classes,
-    omega,
-    steps,
-    solver,
-    seed,
-    margin,
-    batch_size,
-    decode_batch,
-    device,
-    slide_mpp,
-    max_area,
-    tile,
-    quality,
-    resume,
-    fmt,
-    annotations,
-    overwrite,
-    quiet,
-):
+def command(slide: str, regions: str, quiet: bool, **options):
     """Regenerate the REGIONS of a real SLIDE with the model and keep the rest of it.
 
     SLIDE is anything extract reads (OpenSlide formats). REGIONS is an annotation file (QuPath GeoJSON, Aperio or
@@ -78,33 +34,8 @@ def command(
     """
     from wsi_synth.api import inpaint
 
+    options = take_renamed(options, "--tile", TIFF_TILE)
     with ProgressBars() as bars:
-        result = inpaint(
-            slide,
-            regions,
-            out,
-            model=model,
-            class_=class_,
-            classes=classes,
-            omega=omega,
-            steps=steps,
-            solver=solver,
-            seed=seed,
-            margin=margin,
-            batch_size=batch_size,
-            decode_batch=decode_batch,
-            device=device,
-            slide_mpp=slide_mpp,
-            max_area=max_area,
-            tile=int(tile),
-            quality=quality,
-            format=fmt,
-            annotations=annotations,
-            resume=resume,
-            overwrite=overwrite,
-            progress=not quiet,
-            log=None if quiet else click.echo,
-            on_progress=None if quiet else bars,
-        )
+        result = inpaint(slide, regions, **options, progress=not quiet, log=None if quiet else click.echo, on_progress=None if quiet else bars)
     written = [result[k] for k in ("image", "mask", "geojson", "asap", "record") if k in result]
     click.echo(f"inpainted {result['patches']} patch(es), {result['evaluations']} denoiser evaluations: {', '.join(written)}")

@@ -1,19 +1,67 @@
-"""Option factories shared by several commands, so a flag means the same everywhere."""
+"""Click options made from the library's option specs (`wsi_synth.options`), and the factories of the commands
+whose options are not specs yet, so a flag means the same everywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
 import click
+
+from wsi_synth.options import MAX_SEED, OVERWRITE, Option
+
+
+def click_option(option: Option) -> Callable:
+    """The click option of a spec: its flag, type, range, default and help."""
+    names = [option.flag] + ([option.short] if option.short else [])
+    if option.kind == "bool":
+        return click.option(*names, option.name, is_flag=True, default=option.default, help=option.help)
+    show = option.default is not None
+    return click.option(*names, option.name, type=_click_type(option), default=option.default, required=option.required, show_default=show, help=option.help)
+
+
+def _click_type(option: Option) -> Any:
+    bounds = {"min": option.low, "max": option.high, "min_open": option.low_open, "max_open": option.high_open}
+    kinds = {
+        "int": lambda: click.IntRange(**bounds) if option.low is not None or option.high is not None else int,
+        "float": lambda: click.FloatRange(**bounds) if option.low is not None or option.high is not None else float,
+        "choice": lambda: click.Choice(option.choices or ()),
+        "str": lambda: str,
+        "path": lambda: click.Path(exists=option.exists, dir_okay=False),
+        "folder": lambda: click.Path(exists=option.exists, file_okay=False),
+        "output": lambda: click.Path(writable=True),
+    }
+    return kinds[option.kind]()
+
+
+def spec_options(options: Iterable[Option]) -> Callable:
+    """Decorate a command with the click options of `options`, listed in --help in that order."""
+
+    def decorate(f: Callable) -> Callable:
+        for option in reversed(tuple(options)):
+            f = click_option(option)(f)
+        return f
+
+    return decorate
+
+
+def renamed_option(old: str, new: Option) -> Callable:
+    """A hidden `old` flag that still works for a renamed option; `take_renamed` moves its value and warns."""
+    return click.option(old, "renamed_" + new.name, type=_click_type(new), default=None, hidden=True)
+
+
+def take_renamed(options: dict, old: str, new: Option) -> dict:
+    """`options` with a value given under the hidden `old` flag moved to `new` (unless `new` was given too)."""
+    value = options.pop("renamed_" + new.name)
+    if value is not None:
+        click.echo(f"warning: {old} is now {new.flag}; {old} will be removed in 0.3", err=True)
+        if options[new.name] == new.default:
+            options[new.name] = value
+    return options
 
 
 def out_option(help_text: str):
     return click.option("--out", "-o", required=True, type=click.Path(file_okay=True, dir_okay=True, writable=True), help=help_text)
-
-
-overwrite_option = click.option("--overwrite", is_flag=True, help="Replace an existing output instead of refusing.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
-quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch generators accept
-seed_option = click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (split, tile sampling).")
 
 
 def tile_options(f):
@@ -52,19 +100,8 @@ def dataset_options(ctx: click.Context) -> tuple:
     return tuple(None if ctx.get_parameter_source(k) in defaulted else ctx.params[k] for k in DATASET_OPTIONS)
 
 
-def output_format_options(f):
-    """`--format` and `--annotations`: what `generate` and `pyramid` write beside the image."""
-    from wsi_synth.io.outputs import FORMATS
-
-    f = click.option(
-        "--annotations", default="geojson", show_default=True, help="Annotation files beside the image: geojson (QuPath), asap (ASAP XML), or both: geojson,asap."
-    )(f)
-    return click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(FORMATS),
-        default=None,
-        help="tiff: Aperio-style (OpenSlide, QuPath, ASAP); ome-tiff: OME-XML, levels in SubIFDs (Bio-Formats, OMERO); "
-        "ome-zarr: NGFF v0.4 folder with labels (napari, vizarr, QuPath). Default: from the --out name "
-        "(.ome.zarr, .ome.tiff), else tiff.",
-    )(f)
+overwrite_option = click_option(OVERWRITE)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+SEED = click.IntRange(0, MAX_SEED)
+seed_option = click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (split, tile sampling).")

@@ -27,8 +27,8 @@ COMMANDS = {
     "evaluate": "evaluate",
 }
 #: CLI parameters whose Python name differs from the flag for a reason (or that only the CLI has).
-CLI_ONLY = {"quiet", "as_json"}
-RENAMED = {"tile_size": "tile", "region_size": "region", "region_mask_size": "region_mask", "subtypes_csv": "subtypes", "mask_file": "mask", "fmt": "format"}
+CLI_ONLY = {"quiet", "as_json", "renamed_tiff_tile"}  # renamed_*: the hidden old spelling of a renamed flag
+RENAMED = {"tile_size": "tile", "region_size": "region", "region_mask_size": "region_mask", "subtypes_csv": "subtypes"}
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
@@ -69,7 +69,7 @@ def test_errors_name_parameters_in_python_and_flags_on_the_command_line(tmp_path
 def test_a_notebook_drives_the_same_functions_as_the_cli(tmp_path):
     image = tissue_like(300, 400)
     tifffile.imwrite(tmp_path / "img.tif", image)
-    result = wsi_synth.pyramid(tmp_path / "img.tif", tmp_path / "s.ome.zarr", mpp=0.25, tile=256)
+    result = wsi_synth.pyramid(tmp_path / "img.tif", tmp_path / "s.ome.zarr", mpp=0.25, tiff_tile=256)
     assert result["format"] == "ome-zarr"
     described = wsi_synth.describe(tmp_path / "s.ome.zarr")
     assert described["mpp"] == 0.25 and described["levels"][0] == [3, 300, 400]

@@ -13,7 +13,9 @@ SHAPE = (2, 128, 96)
 
 
 def _config(planner="shifted-grid", window=64):
-    return SamplerConfig(PlannerConfig(planner, 16, 2 if planner == "shifted-grid" else 0, region=32), steps=6, eta=0.7, batch_size=16, window=window, seed=11)
+    return SamplerConfig(
+        PlannerConfig(planner, 16, 2 if planner == "shifted-grid" else 0, region=32), steps=6, eta=0.7, batch_size=16, window=window, seed=11, solver="ddim"
+    )
 
 
 @pytest.mark.parametrize("planner", ["shifted-grid", "random-patch"])

@@ -43,7 +43,7 @@ def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
             "adenocarcinoma",
             "--steps",
             "3",
-            "--tile",
+            "--tiff-tile",
             "256",
             "--out",
             str(out),

@@ -211,7 +211,7 @@ def test_cli_pyramid_and_info(tmp_path, runner):
         str(tmp_path / "legend.yaml"),
         "--mpp",
         "0.5",
-        "--tile",
+        "--tiff-tile",
         "256",
         "--out",
         str(out),

@@ -60,7 +60,7 @@ def test_crop_counts_relative_to_the_minimum():
 
 def _gaussian_stats(planner: PlannerConfig, seeds=range(3), size=128, length=2.0):
     oracle = GaussianFieldDenoiser(16, length, ABAR)
-    samples = [sample(oracle, (1, size, size), ABAR, SamplerConfig(planner, steps=50, batch_size=64, seed=s))[0] for s in seeds]
+    samples = [sample(oracle, (1, size, size), ABAR, SamplerConfig(planner, steps=50, batch_size=64, seed=s, solver="ddim"))[0] for s in seeds]
     f = field_statistics(np.stack(samples), 16)  # across = pairs (15|16), (31|32), … straddling the fixed grid's edges
     return f["variance"], f["lag1"], f["across_edges"], f["inside"], oracle
 
@@ -85,9 +85,12 @@ def test_gaussian_field_fidelity_and_seams():
 def test_same_seed_same_canvas_for_any_window_and_batch_size():
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     for planner in (PlannerConfig("shifted-grid", 16, 2), PlannerConfig("random-patch", 16, 0, region=64)):
-        runs = [sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, batch_size=b, window=win, seed=4)) for b, win in [(1, 0), (64, 64), (7, 128)]]
+        runs = [
+            sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, batch_size=b, window=win, seed=4, solver="ddim"))
+            for b, win in [(1, 0), (64, 64), (7, 128)]
+        ]
         assert all(np.array_equal(runs[0], r) for r in runs[1:])
-        other = sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, seed=5))
+        other = sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, seed=5, solver="ddim"))
         assert not np.array_equal(runs[0], other)
 
 

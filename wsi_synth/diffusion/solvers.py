@@ -24,8 +24,7 @@ import torch
 from wsi_synth.concurrency import import_names
 from wsi_synth.diffusion.schedule import ddim_timesteps
 from wsi_synth.errors import BadArgumentError
-
-SOLVERS = ("ddim", "dpm-solver++")
+from wsi_synth.options import SOLVERS
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from wsi_synth.defaults import BOUNDARY_ROUGHNESS, LAYOUT_STRENGTH
 from wsi_synth.devices import check_device
-from wsi_synth.diffusion.solvers import SOLVERS
 from wsi_synth.errors import BadArgumentError, BadModelError
-from wsi_synth.io.outputs import FORMATS, annotation_formats
-from wsi_synth.io.pyramid import check_write_settings
+from wsi_synth.io.outputs import annotation_formats
 from wsi_synth.models.bundle import Bundle
+from wsi_synth.options import GENERATE, by_name, check_options, check_sampling
 from wsi_synth.sampling.planners import PlannerConfig
 from wsi_synth.sampling.sampler import SamplerConfig
 
-#: Chosen by measurement (docs/benchmarks.md, "Fewer steps"): DPM-Solver++(2M) at 20 steps matches or beats
-#: 50 DDIM steps on the Gaussian oracle and on the bundled model, at 2.5× fewer denoiser evaluations.
-DEFAULT_SOLVER = "dpm-solver++"
-DEFAULT_STEPS = 20
-#: Largest side accepted: 10× the 100,000 px slides the pipeline is measured at (docs/benchmarks.md).
-MAX_SIDE = 1_000_000
-#: Classifier-free guidance beyond this only saturates: the paper uses ω ≤ 3; 20 already gives flat colour.
-MAX_GUIDANCE = 20.0
+_G = by_name(GENERATE)  # each field's default is its option's (wsi_synth.options)
 
 
 @dataclass(frozen=True)
@@ -35,70 +26,38 @@ class GenerateConfig:
     width: int
     height: int
     subtype: str | None = None
-    steps: int = DEFAULT_STEPS
-    solver: str = DEFAULT_SOLVER
-    eta: float = 0.0
-    omega: float = 0.0
-    mask_omega: float = 0.0
-    planner: str = "shifted-grid"
-    context: int | None = None  # latent px; None = d/8
-    batch_size: int = 16
-    decode_batch: int = 0  # tiles per codec call; 0 = sized to the device
-    seed: int = 0
-    device: str = "cpu"
+    steps: int = _G["steps"].default
+    solver: str = _G["solver"].default
+    eta: float = _G["eta"].default
+    omega: float = _G["omega"].default
+    mask_omega: float = _G["mask_omega"].default
+    planner: str = _G["planner"].default
+    context: int | None = _G["context"].default  # latent px; None = d/8
+    batch_size: int = _G["batch_size"].default
+    decode_batch: int = _G["decode_batch"].default  # tiles per codec call; 0 = sized to the device
+    seed: int = _G["seed"].default
+    device: str = _G["device"].default
     mask: str | None = None
-    tile: int = 512
-    quality: int = 90
-    save_every: int = 5
-    max_memory_gb: float = 8.0  # canvases larger than this live in a zarr work store beside the output
-    workers: int = 1  # > 1: a local dask.distributed cluster of this many worker processes
-    threads: int = 0  # torch threads of this process (0: torch's default, one per core); local workers get cores / workers
+    tiff_tile: int = _G["tiff_tile"].default
+    quality: int = _G["quality"].default
+    save_every: int = _G["save_every"].default
+    max_memory_gb: float = _G["max_memory"].default  # canvases larger than this live in a zarr work store
+    workers: int = _G["workers"].default  # > 1: a local dask.distributed cluster of this many worker processes
+    threads: int = _G["threads"].default  # torch threads of this process (0: one per core); local workers get cores / workers
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
     mask_sigma: float = 1.0  # mask-canvas px: the sampled one-hot is smoothed by this Gaussian before the argmax
-    boundary_roughness: float = BOUNDARY_ROUGHNESS  # wander of class contours (generation.masks.Roughness)
-    layout_strength: float = LAYOUT_STRENGTH  # how far the mask stage departs from the layout stage (1: ignores it)
+    boundary_roughness: float = _G["boundary_roughness"].default  # wander of class contours (generation.masks.Roughness)
+    layout_strength: float = _G["layout_strength"].default  # how far the mask stage departs from the layout (1: ignores it)
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
-    annotations: tuple[str, ...] = ("geojson",)  # geojson (QuPath), asap (ASAP XML)
+    annotations: tuple[str, ...] = tuple(_G["annotations"].default.split(","))  # geojson (QuPath), asap (ASAP XML)
 
     def validate(self) -> None:
         """Refuse values no run can use, with a line naming the option and its range."""
-        if self.width < 1 or self.height < 1:
-            raise BadArgumentError(f"--size must be at least 1 px, got {self.width}×{self.height}")
-        if max(self.width, self.height) > MAX_SIDE:
-            raise BadArgumentError(
-                f"--size/--height must be at most {MAX_SIDE:,} px, got {self.width:,}×{self.height:,} "
-                f"(a {MAX_SIDE:,}² slide is already {3 * MAX_SIDE**2 / 1e12:.0f} TB of pixels)"
-            )
-        for flag, value, top in (
-            ("--omega", self.omega, MAX_GUIDANCE),
-            ("--mask-omega", self.mask_omega, MAX_GUIDANCE),
-            ("--max-memory", self.max_memory_gb, None),
-            ("--boundary-roughness", self.boundary_roughness, 1.0),
-            ("--layout-strength", self.layout_strength, 1.0),
-        ):
-            if not math.isfinite(value) or value < 0 or (top is not None and value > top):
-                bound = f"0–{top:g}" if top is not None else "a finite number ≥ 0"
-                raise BadArgumentError(
-                    f"{flag} must be {bound}, got {value}" + (" (guidance this strong saturates every pixel)" if flag.endswith("omega") and math.isfinite(value) else "")
-                )
-        if self.steps < 1:
-            raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
-        if self.solver not in SOLVERS:
-            raise BadArgumentError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if self.eta > 0 and self.solver != "ddim":
-            raise BadArgumentError(f"--eta {self.eta} needs --solver ddim ({self.solver} is deterministic)")
-        if not 0 <= self.seed < 2**32:
-            raise BadArgumentError(f"--seed must be in 0–{2**32 - 1}, got {self.seed}")
-        if self.threads < 0:
-            raise BadArgumentError(f"--threads must be ≥ 0 (0 = one per core), got {self.threads}")
-        if self.decode_batch < 0:
-            raise BadArgumentError(f"--decode-batch must be ≥ 0 (0 = sized to the device), got {self.decode_batch}")
-        if self.format is not None and self.format not in FORMATS:
-            raise BadArgumentError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        check_options(self, GENERATE)
+        check_sampling(self)
         annotation_formats(self.annotations)
-        check_write_settings(tile=self.tile, quality=self.quality)
         check_device(self.device)
 
 

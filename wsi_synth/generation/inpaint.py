@@ -15,7 +15,6 @@ pyramid with the slide's size and MPP (the paper's Appendix D as a tool).
 
 from __future__ import annotations
 
-import math
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +22,6 @@ from pathlib import Path
 
 from wsi_synth import __version__
 from wsi_synth.errors import BadAnnotationError, BadArgumentError
-from wsi_synth.generation.config import DEFAULT_SOLVER, DEFAULT_STEPS, MAX_GUIDANCE
 from wsi_synth.generation.patches import (
     EditedSlide,
     Patch,
@@ -39,10 +37,13 @@ from wsi_synth.generation.patches import (
     save_patch,
     to_level0,
 )
+from wsi_synth.options import INPAINT, by_name, check_options, check_sampling
 from wsi_synth.progress import ProgressCallback, TaskClock
 
+_I = by_name(INPAINT)  # each field's default is its option's (wsi_synth.options)
+
 #: Settings that do not change the result (how the work runs, or how it is stored), left out of the fingerprint.
-NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tile", "quality", "format", "annotations")
+NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tiff_tile", "quality", "format", "annotations")
 
 
 @dataclass(frozen=True)
@@ -51,45 +52,30 @@ class InpaintConfig:
 
     class_: str | None = None
     classes: str | None = None
-    steps: int = DEFAULT_STEPS
-    solver: str = DEFAULT_SOLVER
-    omega: float = 0.0
-    seed: int = 0
-    margin: int = 32  # level-0 px of feathering outside each region
-    batch_size: int = 16
-    decode_batch: int = 0
-    device: str = "cpu"
+    steps: int = _I["steps"].default
+    solver: str = _I["solver"].default
+    omega: float = _I["omega"].default
+    seed: int = _I["seed"].default
+    margin: int = _I["margin"].default  # level-0 px of feathering outside each region
+    batch_size: int = _I["batch_size"].default
+    decode_batch: int = _I["decode_batch"].default
+    device: str = _I["device"].default
     slide_mpp: float | None = None
-    max_area_mp: float = 64.0  # level-0 megapixels of one patch (a region's box with its context)
-    tile: int = 512
-    quality: int = 95  # the kept pixels are re-encoded once: 95 keeps them ≥ 40 dB from the original
+    max_area_mp: float = _I["max_area"].default  # level-0 megapixels of one patch (a region's box with its context)
+    tiff_tile: int = _I["tiff_tile"].default
+    quality: int = _I["quality"].default  # the kept pixels are re-encoded once: 95 keeps them ≥ 40 dB from the original
     format: str | None = None
-    annotations: tuple[str, ...] = ("geojson",)
+    annotations: tuple[str, ...] = tuple(_I["annotations"].default.split(","))
 
     def validate(self) -> None:
         """Refuse values no run can use, naming the option."""
         from wsi_synth.devices import check_device
-        from wsi_synth.diffusion.solvers import SOLVERS
-        from wsi_synth.io.outputs import FORMATS, annotation_formats
-        from wsi_synth.io.pyramid import check_write_settings
+        from wsi_synth.io.outputs import annotation_formats
 
         if self.class_ is not None and self.classes is not None:
             raise BadArgumentError("pass --class (one class for every region) or --classes (a map of the regions' own classes), not both")
-        if self.steps < 1:
-            raise BadArgumentError(f"--steps must be at least 1, got {self.steps}")
-        if self.solver not in SOLVERS:
-            raise BadArgumentError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if not (math.isfinite(self.omega) and 0 <= self.omega <= MAX_GUIDANCE):
-            raise BadArgumentError(f"--omega must be 0–{MAX_GUIDANCE:g}, got {self.omega}")
-        if not 0 <= self.seed < 2**32:
-            raise BadArgumentError(f"--seed must be in 0–{2**32 - 1}, got {self.seed}")
-        if self.margin < 0:
-            raise BadArgumentError(f"--margin must be ≥ 0 level-0 px, got {self.margin}")
-        if not (math.isfinite(self.max_area_mp) and self.max_area_mp > 0):
-            raise BadArgumentError(f"--max-area must be a positive number of megapixels, got {self.max_area_mp}")
-        if self.format is not None and self.format not in FORMATS:
-            raise BadArgumentError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        check_write_settings(tile=self.tile, quality=self.quality)
+        check_options(self, INPAINT)
+        check_sampling(self)
         annotation_formats(self.annotations)
         check_device(self.device)
 
@@ -318,7 +304,7 @@ def _run(
         out,
         mpp=slide.mpp,
         classes=bundle.classes,
-        tile=config.tile,
+        tile=config.tiff_tile,
         quality=config.quality,
         overwrite=overwrite,
         progress=progress,

@@ -191,8 +191,8 @@ def write_bytes_per_second(config: GenerateConfig) -> float:
     import imagecodecs
 
     rng = np.random.default_rng(0)  # tissue-like: smooth stain variation plus cell-scale texture
-    smooth = np.repeat(np.repeat(rng.normal(0, 30, (config.tile // 16, config.tile // 16, 3)), 16, 0), 16, 1)
-    tile = np.clip(150 + smooth + rng.normal(0, 25, (config.tile, config.tile, 3)), 0, 255).astype(np.uint8)
+    smooth = np.repeat(np.repeat(rng.normal(0, 30, (config.tiff_tile // 16, config.tiff_tile // 16, 3)), 16, 0), 16, 1)
+    tile = np.clip(150 + smooth + rng.normal(0, 25, (config.tiff_tile, config.tiff_tile, 3)), 0, 255).astype(np.uint8)
     imagecodecs.jpeg_encode(tile, level=config.quality)
     started = time.perf_counter()
     for _ in range(8):

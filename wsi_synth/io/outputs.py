@@ -19,13 +19,13 @@ from wsi_synth.errors import BadArgumentError, OutputBusyError
 from wsi_synth.io.atomic import atomic_output, claim, output_set, remove_output, remove_path
 from wsi_synth.io.geojson import mask_to_geojson
 from wsi_synth.io.pyramid import write_label_pyramid, write_slide_pyramid
+from wsi_synth.options import FORMATS
 
 #: The annotations are traced from the first label level with sides ≤ this: exact at that level, small enough
 #: for QuPath to load instantly (a 100,000² slide gives a 3,125² map, i.e. 32 level-0 px per map pixel).
 GEOJSON_MAX_SIDE = 4096
 #: Image formats: Aperio-style TIFF (OpenSlide, QuPath, ASAP), OME-TIFF (Bio-Formats, QuPath, OMERO), OME-Zarr
 #: (NGFF v0.4: napari, vizarr/Viv, QuPath, OMERO).
-FORMATS = ("tiff", "ome-tiff", "ome-zarr")
 #: Annotation formats: QuPath GeoJSON and ASAP XML.
 ANNOTATION_FORMATS = ("geojson", "asap")
 

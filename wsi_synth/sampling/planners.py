@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsi_synth.errors import BadArgumentError
-
-PLANNERS = ("shifted-grid", "random-patch", "fixed-grid")
+from wsi_synth.options import PLANNERS
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from wsi_synth.concurrency import prefetch
-from wsi_synth.diffusion.solvers import SOLVERS, Solver
+from wsi_synth.diffusion.solvers import Solver
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.options import DEFAULT_SOLVER, DEFAULT_STEPS, check_sampling
 from wsi_synth.sampling.planners import Plan, PlannerConfig, plan_window
 
 #: (latents (B,C,d,d), t (B,), labels (B,), masks (B,1,d,d) or None) → ε (B,C,d,d)
@@ -40,13 +41,13 @@ class SamplerConfig:
     """Settings of the sampler: planner, steps, solver, guidance, batch, window and seed."""
 
     planner: PlannerConfig = field(default_factory=PlannerConfig)
-    steps: int = 50
+    steps: int = DEFAULT_STEPS
     eta: float = 0.0
     omega: float = 0.0
     batch_size: int = 16
     window: int = 0  # latent px per planning window (chunk); 0 = whole canvas
     seed: int = 0
-    solver: str = "ddim"
+    solver: str = DEFAULT_SOLVER
     #: How the image denoiser is conditioned: "per-class" (the paper: one pass per class present, with that class's
     #: binary mask) or "spatial" (one pass with the crop's whole class map as one-hot channels, classes 1…K−1).
     conditioning: str = "per-class"
@@ -65,14 +66,7 @@ class SamplerConfig:
             raise BadArgumentError(f"empty_map must be one of {', '.join(EMPTY_MAP)}, got {self.empty_map!r}")
         if self.conditioning == "spatial" and self.classes < 2:
             raise BadArgumentError(f"spatial conditioning needs the number of classes (at least 2), got {self.classes}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise BadArgumentError(f"--steps and --batch-size must be at least 1, got {self.steps}, {self.batch_size}")
-        if self.omega < 0 or not 0 <= self.eta <= 1:
-            raise BadArgumentError(f"--omega must be ≥ 0 and --eta in [0, 1], got {self.omega}, {self.eta}")
-        if self.solver not in SOLVERS:
-            raise BadArgumentError(f"--solver must be one of {', '.join(SOLVERS)}, got {self.solver!r}")
-        if self.eta > 0 and self.solver != "ddim":
-            raise BadArgumentError(f"--eta {self.eta} needs --solver ddim ({self.solver} is deterministic)")
+        check_sampling(self)
 
 
 @dataclass
