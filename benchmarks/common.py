@@ -94,7 +94,7 @@ def wsi_synth_cli(*args: str) -> str:
     """Run a wsi-synth command in a subprocess (as a user would); its stdout."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return subprocess.run([sys.executable, "-m", "wsi_synth_cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
 
 
 def recipe_data(out: Path) -> None:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import overwrite_option, quiet_option, seed_option
+from .options import overwrite_option, quiet_option, seed_option
 
 
 @click.command(

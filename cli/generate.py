@@ -6,9 +6,10 @@ import json
 
 import click
 
-from cli.options import quiet_option, renamed_option, spec_options, take_renamed
-from cli.progress import ProgressBars
 from wsi_synth.options import GENERATE, TIFF_TILE
+
+from .options import quiet_option, renamed_option, spec_options, take_renamed
+from .progress import ProgressBars
 
 
 @click.command(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from cli.options import dataset_options, out_option, overwrite_option, quiet_option, seed_option, tile_options
+from .options import dataset_options, out_option, overwrite_option, quiet_option, seed_option, tile_options
 
 
 @click.command(

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import json_option
+from .options import json_option
 
 
 @click.command(

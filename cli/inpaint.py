@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from cli.options import quiet_option, renamed_option, spec_options, take_renamed
-from cli.progress import ProgressBars
 from wsi_synth.options import INPAINT, TIFF_TILE
+
+from .options import quiet_option, renamed_option, spec_options, take_renamed
+from .progress import ProgressBars
 
 
 @click.command(

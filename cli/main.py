@@ -76,7 +76,7 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from cli import evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train
+    from . import evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train
 
     for module in (extract, import_tiles, train, generate, inpaint, info, pyramid, evaluate):
         cli.add_command(module.command)

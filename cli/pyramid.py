@@ -6,8 +6,9 @@ import json
 
 import click
 
-from cli.options import quiet_option, renamed_option, spec_options, take_renamed
 from wsi_synth.options import PYRAMID, TIFF_TILE
+
+from .options import quiet_option, renamed_option, spec_options, take_renamed
 
 
 @click.command(

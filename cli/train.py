@@ -6,7 +6,7 @@ import json
 
 import click
 
-from cli.options import SEED, quiet_option
+from .options import SEED, quiet_option
 
 
 @click.command(

@@ -8,13 +8,14 @@ import pkgutil
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from wsi_synth_cli.main import cli
 
 import wsi_synth
-from cli.main import cli
 from tests.test_io_pyramid import tissue_like
 
 COMMANDS = {
@@ -126,3 +127,15 @@ def test_api_arguments_of_the_wrong_type_are_one_error_naming_the_parameter_befo
     with pytest.raises(wsi_synth.BadArgumentError, match=re.escape(fragment)):
         call(wsi_synth, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made: no half-made folder, no work store
+
+
+def test_every_package_folder_is_installed_and_the_cli_under_its_own_name():
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {".".join(p.parent.relative_to(root).parts) for p in (root / "wsi_synth").rglob("__init__.py")}
+    assert folders <= set(setuptools["packages"]), f"add to pyproject.toml's packages: {sorted(folders - set(setuptools['packages']))}"
+    assert setuptools["package-dir"] == {"wsi_synth_cli": "cli"} and "cli" not in setuptools["packages"]
+    import wsi_synth_cli.main
+
+    assert Path(wsi_synth_cli.main.__file__).parent.name == "cli"  # the folder, installed under the package's name

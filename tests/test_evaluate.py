@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import shared
 
 

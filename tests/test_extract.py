@@ -4,8 +4,8 @@ import shutil
 import numpy as np
 import pytest
 import shapely
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import shared
 from wsi_synth.annotations import load_annotations
 from wsi_synth.data import open_dataset

@@ -8,8 +8,8 @@ import pytest
 import shapely
 import tifffile
 from shapely.geometry import shape
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import shared
 from tests.test_train import tiny_bundle
 from wsi_synth.io.geojson import geojson_to_mask

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import shared
 from tests.test_train import _eight_tiles, tiny_bundle
 from wsi_synth.diffusion import train as training

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import shared
 from wsi_synth.data import open_dataset
 

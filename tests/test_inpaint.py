@@ -10,9 +10,9 @@ import pytest
 import tifffile
 import torch
 from shapely.geometry import Point, box, mapping
+from wsi_synth_cli.main import cli
 
 import wsi_synth
-from cli.main import cli
 from tests.conftest import shared
 from tests.test_generate import _bundled_model
 from wsi_synth.evaluation.metrics import boundary_gradient_energy

@@ -10,8 +10,8 @@ import shapely
 import tifffile
 from PIL import Image
 from shapely.geometry import shape
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import bioformats_tool
 from wsi_synth.errors import OutputExistsError, OutputWriteError
 from wsi_synth.io import geojson_to_mask, mask_to_geojson, write_label_pyramid, write_slide_pyramid

@@ -10,8 +10,8 @@ import shapely
 import tifffile
 from PIL import Image
 from shapely.geometry import Polygon, box
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import bioformats_tool
 from tests.test_io_pyramid import psnr, tissue_like
 from wsi_synth.annotations import load_annotations

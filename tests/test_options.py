@@ -13,9 +13,9 @@ import click
 import numpy as np
 import pytest
 import tifffile
+from wsi_synth_cli.main import cli
 
 import wsi_synth
-from cli.main import cli
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.generation.config import GenerateConfig
 from wsi_synth.generation.inpaint import InpaintConfig

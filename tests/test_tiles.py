@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.test_train import tiny_bundle
 from wsi_synth.generation.tiles import tile_seed
 

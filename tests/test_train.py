@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from wsi_synth_cli.main import cli
 
-from cli.main import cli
 from tests.conftest import shared
 from wsi_synth.data import open_dataset
 from wsi_synth.diffusion import train as training
@@ -292,7 +292,7 @@ def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, tmp_path):
         "--master_port",
         str(port),
         "-m",
-        "cli.main",
+        "wsi_synth_cli.main",
         "train",
         "image",
         str(data),
