@@ -206,7 +206,7 @@ def _batch_sensitive(z, t, labels, masks):
 
 @pytest.mark.parametrize("planner", PLANNERS[:2] + PLANNERS[3:], ids=lambda p: f"{p.name}-m{p.context}")
 def test_vectorised_sampler_is_bit_identical_to_v0_1_for_the_same_batches(planner):
-    from tests import legacy_sampler
+    from benchmarks.perf import legacy_sampler
 
     labels = np.zeros((100, 130), np.uint8)
     labels[10:60, 20:90], labels[40:100, 70:130], labels[70:90, 5:40] = 1, 2, 3
@@ -224,7 +224,7 @@ def test_vectorised_sampler_is_bit_identical_to_v0_1_for_the_same_batches(planne
 
 
 def test_a_canvas_of_one_crop_is_evaluated_once_per_step_and_sharing_copies_changes_nothing():
-    from tests import legacy_sampler
+    from benchmarks.perf import legacy_sampler
 
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     labels = np.zeros((16, 16), np.uint8)
@@ -239,7 +239,7 @@ def test_a_canvas_of_one_crop_is_evaluated_once_per_step_and_sharing_copies_chan
 
 @pytest.mark.parametrize("d, region, canvas", [(16, 64, (300, 260)), (16, 256, (256, 256)), (8, 40, (97, 131))])
 def test_random_patch_plans_are_those_of_the_pixel_by_pixel_walk(d, region, canvas):
-    from tests import legacy_sampler
+    from benchmarks.perf import legacy_sampler
 
     planner = PlannerConfig("random-patch", d, 0, region=region)
     for seed in range(3):

@@ -7,11 +7,11 @@
    H&E optical-density space (skimage's rgb2hed: per-tile mean haematoxylin and eosin);
 3. measures it and the bundle it replaces with `wsi-synth evaluate` against the held-out WSSS4LUAD test tiles
    (precision, recall, FID, and real training tiles against the same held-out tiles as the yardstick), or takes
-   those figures from `--heldout`, the JSON of `benchmarks/bench_conditioning.py --shipped` on the same model;
+   those figures from `--heldout`, the JSON of `benchmarks/quality/bench_conditioning.py --shipped` on the same model;
 4. writes MODEL_CARD.md (data, licences, classes, subtypes, settings, measured quality) and the README picture
    (docs/images/generated_example.jpg: the slide beside its mask overlay). `--scales` (the JSON of
-   source_scale.py), `--choices` (the JSON of benchmarks/bench_training_choices.py), `--slides` (the JSON of
-   benchmarks/bench_slide_fidelity.py) and `--layout` (the JSON of benchmarks/bench_layout.py) add their tables.
+   source_scale.py), `--choices` (the JSON of benchmarks/quality/bench_training_choices.py), `--slides` (the JSON of
+   benchmarks/quality/bench_slide_fidelity.py) and `--layout` (the JSON of benchmarks/quality/bench_layout.py) add their tables.
 """
 
 from __future__ import annotations
@@ -153,16 +153,15 @@ def held_out_quality(args, meta: dict) -> dict:
     if args.heldout is not None:
         doc = json.loads(args.heldout.read_text())
         return {"yardstick_real_train": doc["yardstick_real_train"], "previous": doc["shipped"], "this": doc[args.scheme], "source": str(args.heldout)}
-    import sys
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_conditioning import measure, real_folders, sample_and_measure
+    from wsi_synth.evaluation import heldout
 
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
         work = Path(tmp)
-        test, train = real_folders(args.data, work)
-        yardstick = measure(test, train, work / "report-yardstick")
-        rows = {name: sample_and_measure(model, 512, test, yardstick, work, name) for name, model in (("previous", args.dest), ("this", args.model))}
+        test, train = work / "real-test", work / "real-train"
+        for split, folder in (("test", test), ("train", train)):
+            heldout.export_split(args.data, split, folder, source_prefix="wsss4luad")
+        yardstick = heldout.measure(test, train, work / "report-yardstick")
+        rows = {name: heldout.tiles_quality(model, 512, test, yardstick, work, name) for name, model in (("previous", args.dest), ("this", args.model))}
         side_by_side(sorted(test.glob("*.png")), sorted((work / "tiles-this" / "images").glob("*.png")), ROOT / "docs" / "images" / "heldout_vs_generated.jpg")
     rows["previous"]["bundle"] = previous_summary(args.dest)
     return {"yardstick_real_train": yardstick, **rows}
@@ -231,7 +230,7 @@ def choices_table(choices: dict | None) -> str:
     ]
     return (
         f"Training choices, each an image stage trained {choices['steps']} steps from scratch on this data with this codec and mask "
-        f"stage (the same cost per step), measured as below (`python benchmarks/bench_training_choices.py`):\n\n"
+        f"stage (the same cost per step), measured as below (`python -m benchmarks.quality.bench_training_choices`):\n\n"
         "| variant | keys | precision | recall | FID / real-vs-real |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
 
@@ -248,7 +247,7 @@ def slides_table(slides: dict | None) -> str:
     ]
     return (
         f"Where users look: 64 px tiles cut from generated {slides['size']}² *slides* (default settings, seeds "
-        f"{', '.join(map(str, slides['seeds']))}; `python benchmarks/bench_slide_fidelity.py`) against the "
+        f"{', '.join(map(str, slides['seeds']))}; `python -m benchmarks.quality.bench_slide_fidelity`) against the "
         f"{slides['held_out_tiles']} held-out tiles of every source of the recipe's test split:\n\n"
         "| slides | precision | recall | FID | FID / real-vs-real |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
@@ -269,7 +268,7 @@ def layout_table(layout: dict | None) -> str:
     rows += [row(f"generated, --layout-strength {s}", d) for s, d in layout["generated"].items()]
     header = " | ".join(f"same class at {k} px" for k in lags)
     return (
-        f"Layout at slide scale (`python benchmarks/bench_layout.py`: adenocarcinoma class maps of {layout['size']}², "
+        f"Layout at slide scale (`python -m benchmarks.quality.bench_layout`: adenocarcinoma class maps of {layout['size']}², "
         "at 1.1 µm/px, against the 22 real WSSS4LUAD layouts):\n\n"
         f"| class maps | proportions | {header} | straight boundary |\n|---|---|{'---|' * len(lags)}---|\n" + "\n".join(rows) + "\n"
     )

@@ -401,7 +401,7 @@ def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, crea
 
 def _inner_chunks(channels: int, window: tuple[int, int]) -> tuple[int, int, int]:
     """Inner chunks of up to 256 px that tile the window exactly: a halo read then touches a few uncompressed inner
-    chunks of each neighbour (benchmarks/bench_host.py, 64² crops: window + halo 15 ms against v0.1's 78 ms with
+    chunks of each neighbour (benchmarks/perf/bench_host.py, 64² crops: window + halo 15 ms against v0.1's 78 ms with
     compressed window chunks; 64 px inner chunks pay zarr's per-chunk overhead hundreds of times)."""
     return (channels, *(max(c for c in range(1, min(256, w) + 1) if w % c == 0) for w in window))
 

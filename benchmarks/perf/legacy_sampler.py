@@ -1,7 +1,7 @@
 """Today's (v0.1.0) sampler and planners, frozen as the reference for bit-identity tests and the host-overhead benchmark.
 
 Not used by the library. `tests/test_sampling_vectorised.py` checks that the vectorised sampler gives bit-identical
-canvases for the same batch shapes, and `benchmarks/bench_host.py` measures the host time of both in one run.
+canvases for the same batch shapes, and `benchmarks/perf/bench_host.py` measures the host time of both in one run.
 """
 
 # ruff: noqa

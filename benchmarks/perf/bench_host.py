@@ -1,6 +1,6 @@
 """Host time per crop of the sampler (everything but the network), today's code vs v0.1.0, with a null denoiser.
 
-    python benchmarks/bench_host.py [--json] [--steps 2]
+    python -m benchmarks.perf.bench_host [--json] [--steps 2]
 
 A null denoiser (returns its input: no network, no allocation) makes the sampler's own work — planning,
 gathering crops and masks, batching, indexing results, the solver update — the whole of the wall time.
@@ -21,16 +21,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, machine  # noqa: E402
-
-from tests import legacy_sampler  # noqa: E402
-from wsi_synth.diffusion.schedule import alphas_cumprod  # noqa: E402
-from wsi_synth.sampling.canvas import sample, sample_canvas  # noqa: E402
-from wsi_synth.sampling.planners import PlannerConfig  # noqa: E402
-from wsi_synth.sampling.sampler import SamplerConfig, SampleStats  # noqa: E402
+from benchmarks.common import ROOT, emit, machine
+from benchmarks.perf import legacy_sampler
+from wsi_synth.diffusion.schedule import alphas_cumprod
+from wsi_synth.sampling.canvas import sample, sample_canvas
+from wsi_synth.sampling.planners import PlannerConfig
+from wsi_synth.sampling.sampler import SamplerConfig, SampleStats
 
 ABAR = alphas_cumprod(1000, "scaled_linear")
 

@@ -1,6 +1,6 @@
 """OME-Zarr and OME-TIFF writing against the Aperio-style TIFF writer: speed, peak memory and size, one run.
 
-    python benchmarks/bench_ome.py [--sizes 16384 32768] [--tile 512]
+    python -m benchmarks.perf.bench_ome [--sizes 16384 32768] [--tile 512]
 
 Prints JSON. Each (size, format) is written by a fresh subprocess through `write_slide_outputs` (image, label map
 and GeoJSON, as `generate` writes them) from lazily generated dask arrays (real CMU-1 texture mirrored, and a
@@ -19,17 +19,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, machine  # noqa: E402
+from benchmarks.common import ROOT, emit, machine
 
 NAMES = {"tiff": "s.tiff", "ome-tiff": "s.ome.tiff", "ome-zarr": "s.ome.zarr"}
 
 
 def write_once(size: int, fmt: str, tile: int, folder: Path) -> dict:
     code = f"""
-import sys, json; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+import sys, json; sys.path.insert(0, {str(ROOT)!r})
 import dask.array as da, numpy as np
-from common import base_tissue, lazy_tissue, peak_rss_mb, Timer
+from benchmarks.common import base_tissue, lazy_tissue, peak_rss_mb, Timer
 from wsi_synth.io.outputs import write_slide_outputs
 base, _ = base_tissue()
 image = lazy_tissue({size}, {size}, base)

@@ -1,6 +1,6 @@
 """Sampler cost and fidelity: crops per step vs the minimum N0, the Gaussian-field fidelity table, batching.
 
-    python benchmarks/bench_generate.py [--fidelity-seeds 3]
+    python -m benchmarks.perf.bench_generate [--fidelity-seeds 3]
 
 1. Planner only: crops per step relative to N0 = ⌈H/d⌉·⌈W/d⌉ at 2048, 8192 and 100,000 px (f = 8, d = 64
    latent px, i.e. 512 px crops).
@@ -26,14 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, emit, machine  # noqa: E402
-
-from wsi_synth.diffusion.schedule import alphas_cumprod  # noqa: E402
-from wsi_synth.sampling.canvas import sample  # noqa: E402
-from wsi_synth.sampling.gaussian import GaussianFieldDenoiser, field_statistics  # noqa: E402
-from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_crops  # noqa: E402
-from wsi_synth.sampling.sampler import SamplerConfig, SampleStats  # noqa: E402
+from benchmarks.common import Timer, emit, machine
+from wsi_synth.diffusion.schedule import alphas_cumprod
+from wsi_synth.sampling.canvas import sample
+from wsi_synth.sampling.gaussian import GaussianFieldDenoiser, field_statistics
+from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_crops
+from wsi_synth.sampling.sampler import SamplerConfig, SampleStats
 
 
 def planner_costs() -> list[dict]:
@@ -119,13 +117,12 @@ def end_to_end(sizes: list[int]) -> list[dict]:
     import subprocess
     import tempfile
 
-    from bench_train import make_dataset
-
+    from benchmarks.perf.bench_train import make_dataset
     from wsi_synth.diffusion.train import train
     from wsi_synth.models.config import load_config
 
     rows = []
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "bench-out") as tmp:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2] / "bench-out") as tmp:
         folder = Path(tmp)
         data = make_dataset(folder, 64, 256, 32)
         config = load_config("tiny", max_steps=20, batch_size=8, checkpoint_every=10**9, sample_every=10**9)
@@ -144,15 +141,14 @@ def count_tiles(count: int) -> dict:
     shifted-grid planner's copies of a tile-sized crop included) against the evaluations made."""
     import tempfile
 
-    from common import wsi_synth_cli
-
+    from benchmarks.common import wsi_synth_cli
     from wsi_synth.generation.config import GenerateConfig, geometry, planner_config
     from wsi_synth.models.bundle import default_model, open_bundle
     from wsi_synth.sampling.planners import plan_window
 
     bundle, config = open_bundle(default_model()), GenerateConfig(width=64, height=64)
     g = geometry(bundle, config)
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "bench-out") as tmp:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2] / "bench-out") as tmp:
         with Timer() as t:
             wsi_synth_cli("generate", "--count", str(count), "--size", "64", "--subtype", "adenocarcinoma", "--batch-size", "64", "--out", f"{tmp}/tiles", "-q")
         record = json.loads(Path(f"{tmp}/tiles/tiles.json").read_text())["evaluations"]

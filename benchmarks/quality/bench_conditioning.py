@@ -1,6 +1,6 @@
 """Per-class against spatial conditioning of the image stage, on the same data and budget (issue 13, part 1).
 
-    python benchmarks/bench_conditioning.py [--steps 4000] [--tiles 512] [--schemes per-class spatial] [--shipped] [--work DIR]
+    python -m benchmarks.quality.bench_conditioning [--steps 4000] [--tiles 512] [--schemes per-class spatial] [--shipped] [--work DIR]
 
 1. The bundled model's recipe data (examples/default_model/import.sh: WSSS4LUAD, OCDC, LC25000 at 64 px, 1.1 µm/px).
 2. Two copies of the bundled model; in each the image stage is trained again from scratch for `--steps` steps with
@@ -21,32 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RECIPE, machine, recipe_data, wsi_synth_cli  # noqa: E402
-
-
-def real_folders(data: Path, work: Path) -> tuple[Path, Path]:
-    """The WSSS4LUAD test tiles (held out) and training tiles as PNG folders."""
-    from PIL import Image
-
-    from wsi_synth.data import TileDataset
-
-    folders = {}
-    for split in ("test", "train"):
-        folder = work / f"real-{split}"
-        folder.mkdir(exist_ok=True)
-        dataset = TileDataset(data, split=split)
-        rows = [i for i, (_, source, _) in enumerate(dataset.items) if source.startswith("wsss4luad")]
-        for n, i in enumerate(rows):
-            Image.fromarray(dataset[i][0].permute(1, 2, 0).numpy()).save(folder / f"{n:05d}.png")
-        folders[split] = folder
-    return folders["test"], folders["train"]
-
+from benchmarks.common import RECIPE, machine, recipe_data, wsi_synth_cli
+from wsi_synth.evaluation import heldout
 
 HELD_OUT = "357 WSSS4LUAD test-split tiles of the recipe's import (never trained on)"
 
@@ -56,8 +36,10 @@ def held_out_setup(work: Path) -> tuple[Path, Path, dict]:
     data = work / "data"
     if not (data / "dataset.json").is_file():
         recipe_data(data)
-    test, train = real_folders(data, work)
-    return data, test, measure(test, train, work / "report-yardstick")
+    test, train = work / "real-test", work / "real-train"
+    for split, folder in (("test", test), ("train", train)):
+        heldout.export_split(data, split, folder, source_prefix="wsss4luad")
+    return data, test, heldout.measure(test, train, work / "report-yardstick")
 
 
 def retrain_image(data: Path, base: Path, model: Path, keys: dict, steps: int) -> float:
@@ -76,27 +58,6 @@ def retrain_image(data: Path, base: Path, model: Path, keys: dict, steps: int) -
     return time.perf_counter() - started
 
 
-def measure(real: Path, tiles: Path, report: Path) -> dict:
-    wsi_synth_cli("evaluate", str(real), str(tiles), "--size", "64", "--out", str(report), "--overwrite", "-q")
-    metrics = json.loads((report / "report.json").read_text())["metrics"]
-    return {k: metrics[k] for k in ("precision", "recall", "fid") if k in metrics}
-
-
-def sample_and_measure(model: Path, count: int, test: Path, yardstick: dict, work: Path, name: str, extra: tuple[str, ...] = ()) -> dict:
-    """`count` 64 px adenocarcinoma tiles from `model` (`extra`: more `generate` options), measured against the held-out tiles."""
-    tiles = work / f"tiles-{name}"
-    shutil.rmtree(tiles, ignore_errors=True)
-    size = ["--count", str(count), "--size", "64", "--subtype", "adenocarcinoma", "--batch-size", "64"]
-    wsi_synth_cli("generate", "--model", str(model), *size, *extra, "--out", str(tiles), "-q")
-    record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
-    metrics = measure(test, tiles / "images", work / f"report-{name}")
-    return {
-        "image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3),
-        **metrics,
-        "fid_over_yardstick": round(metrics["fid"] / yardstick["fid"], 2) if yardstick.get("fid") else None,
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4000)
@@ -113,11 +74,11 @@ def main() -> None:
         data, test, yardstick = held_out_setup(work)
         rows = {}
         if args.shipped:
-            rows["shipped"] = sample_and_measure(default_model(), args.tiles, test, yardstick, work, "shipped")
+            rows["shipped"] = heldout.tiles_quality(default_model(), args.tiles, test, yardstick, work, "shipped")
         for scheme in args.schemes:
             model = work / f"model-{scheme}"
             seconds = retrain_image(data, default_model(), model, {"image_conditioning": scheme}, args.steps)
-            rows[scheme] = {"train_seconds": round(seconds, 1), **sample_and_measure(model, args.tiles, test, yardstick, work, scheme)}
+            rows[scheme] = {"train_seconds": round(seconds, 1), **heldout.tiles_quality(model, args.tiles, test, yardstick, work, scheme)}
     print(
         json.dumps(
             {

@@ -1,6 +1,6 @@
 """`inpaint`: its cost follows the region's area, not the slide's, and the rest of the slide streams at the writer's speed.
 
-    python benchmarks/bench_inpaint.py [--radii 64 128 256 512] [--steps 10] [--slide-size 40000] [--model M]
+    python -m benchmarks.perf.bench_inpaint [--radii 64 128 256 512] [--steps 10] [--slide-size 40000] [--model M]
 
 1. Cost vs region area: one round region of each radius in CMU-1-Small-Region (real H&E, 2220 × 2967 px), inpainted
    by the model (default: the bundled one) through the CLI; the sampling-and-decode time (`timings.inpaint_s` of the
@@ -23,10 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, emit, machine  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
+from benchmarks.common import ROOT, SHARED, emit, machine
 
 
 def circle(path: Path, centre: tuple[int, int], radius: int, name: str = "stroma") -> Path:
@@ -38,8 +35,8 @@ def circle(path: Path, centre: tuple[int, int], radius: int, name: str = "stroma
 
 
 def in_process(code: str) -> dict:
-    """Run `code` in a fresh Python (benchmarks/ on its path); the JSON object it prints last."""
-    prelude = f"import sys, json; sys.path.insert(0, {str(HERE)!r})\nfrom common import peak_rss_mb, Timer\n"
+    """Run `code` in a fresh Python (the repository on its path); the JSON object it prints last."""
+    prelude = f"import sys, json; sys.path.insert(0, {str(ROOT)!r})\nfrom benchmarks.common import peak_rss_mb, Timer\n"
     out = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -81,7 +78,7 @@ def area_scaling(radii: list[int], steps: int, model: str | None, folder: Path) 
 def streaming(size: int, steps: int, model: str | None, folder: Path) -> dict:
     big = folder / "big.tiff"
     made = in_process(f"""
-from common import base_tissue, lazy_tissue
+from benchmarks.common import base_tissue, lazy_tissue
 from wsi_synth.io import write_slide_pyramid
 base, _ = base_tissue()
 with Timer() as t:
@@ -90,7 +87,7 @@ print(json.dumps({{"seconds": round(t.seconds, 1)}}))
 """)
     writer = in_process(f"""
 import dask.array as da, numpy as np
-from common import base_tissue, lazy_tissue
+from benchmarks.common import base_tissue, lazy_tissue
 from wsi_synth.io.outputs import write_slide_outputs
 base, _ = base_tissue()
 image = lazy_tissue({size}, {size}, base)
@@ -128,7 +125,7 @@ def main() -> None:
     if not (SHARED / "slides" / "CMU-1-Small-Region.svs").exists():
         raise SystemExit(f"needs CMU-1-Small-Region.svs in {SHARED / 'slides'} (../shared/data)")
     doc: dict = {"benchmark": "inpaint", "machine": machine(), "steps": args.steps, "model": args.model or "bundled demonstration model"}
-    with tempfile.TemporaryDirectory(dir=HERE.parent / "bench-out" if (HERE.parent / "bench-out").is_dir() else None) as tmp:
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None) as tmp:
         if args.skip != "area":
             doc["area_scaling"] = area_scaling(args.radii, args.steps, args.model, Path(tmp))
         if args.skip != "streaming":

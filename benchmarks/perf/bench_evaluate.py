@@ -1,6 +1,6 @@
 """Evaluation cost on CPU: feature throughput, and metric time for 10,000 vs 10,000 tiles.
 
-    python benchmarks/bench_evaluate.py [--n 10000] [--dim 512] [--feature-tiles 512] [--size 256]
+    python -m benchmarks.perf.bench_evaluate [--n 10000] [--dim 512] [--feature-tiles 512] [--size 256]
 
 Features: the offline extractor on real H&E tiles (LC25000 from ../shared/data, resized to --size).
 Metrics: on random feature matrices of the offline extractor's width (512-d), so only the metric code is
@@ -11,13 +11,10 @@ timed: improved precision/recall (k = 3), FID, authenticity, C_T (20 cells), all
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, Timer, emit, machine, peak_rss_mb  # noqa: E402
+from benchmarks.common import SHARED, Timer, emit, machine, peak_rss_mb
 
 
 def feature_rate(n_tiles: int, size: int) -> dict:

@@ -1,7 +1,7 @@
 """Which solver, how many steps: DDIM-50 against DPM-Solver++(2M) at fewer steps, on the exact Gaussian oracle and
 on the bundled model against held-out real tiles.
 
-    python benchmarks/bench_solvers.py [--size 2048] [--seeds 0 1] [--configs ddim:50 dpm-solver++:20 ...] [--skip-model]
+    python -m benchmarks.quality.bench_solvers [--size 2048] [--seeds 0 1] [--configs ddim:50 dpm-solver++:20 ...] [--skip-model]
 
 1. Gaussian oracle (d = 16, 128² canvases, ℓ = 2 px, 3 seeds): variance and correlations at lags 1 and 4 against
    the target, for shifted-grid (the default) and random-patch.
@@ -17,22 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, emit, machine  # noqa: E402
-
-from wsi_synth.diffusion.schedule import alphas_cumprod  # noqa: E402
-from wsi_synth.sampling.canvas import sample  # noqa: E402
-from wsi_synth.sampling.gaussian import GaussianFieldDenoiser, field_statistics  # noqa: E402
-from wsi_synth.sampling.planners import PlannerConfig  # noqa: E402
-from wsi_synth.sampling.sampler import SamplerConfig, SampleStats  # noqa: E402
+from benchmarks.common import ROOT, SHARED, emit, machine
+from wsi_synth.diffusion.schedule import alphas_cumprod
+from wsi_synth.sampling.canvas import sample
+from wsi_synth.sampling.gaussian import GaussianFieldDenoiser, field_statistics
+from wsi_synth.sampling.planners import PlannerConfig
+from wsi_synth.sampling.sampler import SamplerConfig, SampleStats
 
 CONFIGS = ["ddim:50", "ddim:20", "dpm-solver++:10", "dpm-solver++:15", "dpm-solver++:20", "dpm-solver++:25"]
 

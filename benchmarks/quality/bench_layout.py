@@ -1,6 +1,6 @@
 """Does a generated slide's layout have the structure of a real one? Class proportions and how far regions reach.
 
-    python benchmarks/bench_layout.py [--model M] [--size 4096] [--seeds 0 1] [--strengths 0 0.25 0.5 0.75 1]
+    python -m benchmarks.quality.bench_layout [--model M] [--size 4096] [--seeds 0 1] [--strengths 0 0.25 0.5 0.75 1]
         [--picture docs/images/layout_stage.jpg]
 
 For the 22 real WSSS4LUAD tissue layouts (pathologist-drawn, 1.4–6.3 mm, the layout stage's training data) and for
@@ -18,19 +18,16 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_boundaries import generated_canvases  # noqa: E402
-from common import SHARED, emit, machine  # noqa: E402
-
-from wsi_synth.evaluation.boundaries import boundary_stats  # noqa: E402
-from wsi_synth.generation.masks import PixelLabels, Roughness  # noqa: E402
+from benchmarks.common import SHARED, emit, machine
+from benchmarks.quality.bench_boundaries import generated_canvases
+from wsi_synth.evaluation.boundaries import boundary_stats
+from wsi_synth.generation.masks import PixelLabels, Roughness
 
 LAGS = (64, 256, 1024)
 #: WSSS4LUAD's legend (0 tumour epithelium, 1 stroma, 2 normal, 3 background) as the recipe's class ids.

@@ -1,6 +1,6 @@
 """Pyramid write throughput against libvips on the same pixels, and peak memory when streaming.
 
-    python benchmarks/bench_pyramid.py [--sizes 8192 16384 32768] [--tile 512] [--quality 90]
+    python -m benchmarks.perf.bench_pyramid [--sizes 8192 16384 32768] [--tile 512] [--quality 90]
 
 Prints JSON. Throughput is MB/s of raw level-0 RGB (width × height × 3), whole pyramid included, both
 writers given the same in-memory array. The memory figure comes from a fresh subprocess that streams a
@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, base_tissue, emit, machine, tissue  # noqa: E402
+from benchmarks.common import ROOT, Timer, base_tissue, emit, machine, tissue
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -64,8 +63,8 @@ def compare(size: int, tile: int, quality: int, base: np.ndarray, folder: Path) 
 def streamed_peak(size: int, tile: int, folder: Path) -> dict:
     """Run in a subprocess so the peak RSS is this write's alone."""
     code = f"""
-import sys, json; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-from common import base_tissue, lazy_tissue, peak_rss_mb, Timer
+import sys, json; sys.path.insert(0, {str(ROOT)!r})
+from benchmarks.common import base_tissue, lazy_tissue, peak_rss_mb, Timer
 from wsi_synth.io import write_slide_pyramid
 base, _ = base_tissue()
 before = peak_rss_mb()
@@ -87,7 +86,7 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--memory-size", type=int, default=32768)
-    parser.add_argument("--dir", default=str(Path(__file__).resolve().parents[1] / "bench-out"), help="Scratch folder (default: bench-out/ in the repo).")
+    parser.add_argument("--dir", default=str(Path(__file__).resolve().parents[2] / "bench-out"), help="Scratch folder (default: bench-out/ in the repo).")
     args = parser.parse_args()
     base, content = base_tissue()
     Path(args.dir).mkdir(exist_ok=True)

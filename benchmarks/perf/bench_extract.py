@@ -1,6 +1,6 @@
 """Extraction throughput against a plain openslide `read_region` loop, and peak memory on a 40,000² slide.
 
-    python benchmarks/bench_extract.py [--size 40000] [--tile 512] [--unlabelled 600]
+    python -m benchmarks.perf.bench_extract [--size 40000] [--tile 512] [--unlabelled 600]
 
 Writes a tiled, pyramidal TIFF of real H&E texture (mirrored CMU-1) with `Aperio …|MPP = 0.5`, annotates
 a few large polygons, then in one run: a plain loop of `read_region` over exactly the tile coordinates
@@ -19,8 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Timer, base_tissue, emit, lazy_tissue, machine  # noqa: E402
+from benchmarks.common import Timer, base_tissue, emit, lazy_tissue, machine
 
 PEAK = "max(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:')) / 1024"
 
@@ -99,7 +98,7 @@ def main() -> None:
     parser.add_argument("--unlabelled", type=int, default=600)
     parser.add_argument(
         "--dir",
-        default=str(Path(__file__).resolve().parents[1] / "bench-out"),
+        default=str(Path(__file__).resolve().parents[2] / "bench-out"),
         help="Scratch folder (default: bench-out/ in the repo; some machines' /tmp creates files 20× slower).",
     )
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """Does synthetic data help a segmentation network? The paper's protocol (Sec. 5.3) at a scale a CPU can run.
 
-    python benchmarks/bench_downstream.py [--quick] [--json] [--model M] [--work DIR]
+    python -m benchmarks.quality.bench_downstream [--quick] [--json] [--model M] [--work DIR]
 
 1. Real data: the WSSS4LUAD tiles with masks, imported exactly as the bundled model's recipe imports them
    (examples/train_default_model.sh: 64 px at a nominal 0.5 µm/px, the model's classes). Their `train` split is the
@@ -32,8 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RECIPE, RECIPE_IMPORT, SHARED, import_wsss, machine, wsi_synth_cli  # noqa: E402
+from benchmarks.common import RECIPE, RECIPE_IMPORT, SHARED, import_wsss, machine, wsi_synth_cli
 
 TISSUE = ("tumour", "stroma", "normal")  # the macro Dice comparable across class schemes
 PAPER = {"source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1", "real": 0.614, "real_plus_synthetic": 0.710}

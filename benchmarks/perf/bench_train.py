@@ -1,6 +1,6 @@
 """Training throughput (samples/s) per stage, tiny and paper-size configurations, on this machine's CPU.
 
-    python benchmarks/bench_train.py [--device cpu] [--tiny-steps 30] [--paper-steps 3]
+    python -m benchmarks.perf.bench_train [--device cpu] [--tiny-steps 30] [--paper-steps 3]
 
 Datasets are imported from ../shared/data (WSSS4LUAD tiles with masks): 64 px tiles for `tiny`,
 512 px tiles with 128 px region masks for `paper`. The paper-size codec is trained here only to time it
@@ -11,13 +11,11 @@ Figures include data loading and the first, slower steps. Prints JSON.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, Timer, emit, machine  # noqa: E402
+from benchmarks.common import SHARED, Timer, emit, machine
 
 
 def make_dataset(folder: Path, tile: int, region: int, region_mask: int) -> Path:
@@ -59,7 +57,7 @@ def main() -> None:
     parser.add_argument("--tiny-steps", type=int, default=30)
     parser.add_argument("--paper-steps", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[1] / "bench-out") as tmp:
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2] / "bench-out") as tmp:
         folder = Path(tmp)
         results = {
             "tiny (64 px tiles, 16² latents, 32² masks)": run("tiny", make_dataset(folder, 64, 256, 32), folder / "m_tiny", args.tiny_steps, 8, args.device),

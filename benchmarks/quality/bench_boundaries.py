@@ -1,6 +1,6 @@
 """Do generated class boundaries look drawn or stepped? The straight-boundary share of masks, real against generated.
 
-    python benchmarks/bench_boundaries.py [--model M] [--size 2048] [--seeds 0 1]
+    python -m benchmarks.quality.bench_boundaries [--model M] [--size 2048] [--seeds 0 1]
 
 The share of a mask's class-boundary length that lies in horizontal or vertical straight runs of ≥ 16 px
 (`wsi_synth.evaluation.boundaries`), for:
@@ -15,19 +15,15 @@ Prints JSON. The mask stage costs about 15 s per slide on 2 CPU cores; no image 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED, emit, machine  # noqa: E402
-
-from wsi_synth.defaults import BOUNDARY_ROUGHNESS  # noqa: E402
-from wsi_synth.evaluation.boundaries import BoundaryStats, boundary_stats  # noqa: E402
-from wsi_synth.generation.masks import Roughness, smooth  # noqa: E402
+from benchmarks.common import SHARED, emit, machine
+from wsi_synth.defaults import BOUNDARY_ROUGHNESS
+from wsi_synth.evaluation.boundaries import BoundaryStats, boundary_stats
+from wsi_synth.generation.masks import Roughness, smooth
 
 GRID = 8  # output px per mask-canvas px of the bundled model's geometry
 

@@ -1,6 +1,6 @@
 """`wsi-synth generate` with the bundled default model, as a new user runs it: wall time per size, peak memory, work.
 
-    python benchmarks/bench_default_model.py [--sizes 2048 4096] [--subtype squamous] [--baseline /path/to/v0.1-checkout]
+    python -m benchmarks.perf.bench_default_model [--sizes 2048 4096] [--subtype squamous] [--baseline /path/to/v0.1-checkout]
 
 Each size runs the console script in its own process (no --model: the bundled model), with the defaults a user gets.
 With --baseline (a checkout of an earlier commit, e.g. `git worktree add ../baseline 4b59e82`), the same sizes also run
@@ -20,9 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import emit, machine
-
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.common import ROOT, emit, machine
 
 
 def run(size: int, subtype: str, folder: Path, *, extra: tuple[str, ...] = (), baseline: Path | None = None, name: str = "defaults") -> dict:

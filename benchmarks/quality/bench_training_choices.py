@@ -1,6 +1,6 @@
 """Training-efficiency choices of the image stage, measured on the bundled model's recipe data (issue 13, part 3).
 
-    python benchmarks/bench_training_choices.py [--steps 4000] [--tiles 512] [--work DIR] [--base MODEL] [--variants eps min-snr null-all]
+    python -m benchmarks.quality.bench_training_choices [--steps 4000] [--tiles 512] [--work DIR] [--base MODEL] [--variants eps min-snr null-all]
 
 Each variant trains the image stage from scratch for `--steps` steps with the recipe's configuration
 (examples/default_model/train.yaml) plus its own keys, on the recipe's data (examples/default_model/import.sh), with
@@ -21,9 +21,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_conditioning import HELD_OUT, held_out_setup, retrain_image, sample_and_measure  # noqa: E402
-from common import machine  # noqa: E402
+from benchmarks.common import machine
+from benchmarks.quality.bench_conditioning import HELD_OUT, held_out_setup, retrain_image
+from wsi_synth.evaluation import heldout
 
 VARIANTS = {
     "eps": {},
@@ -49,7 +49,11 @@ def main() -> None:
     rows = {}
     for name in args.variants:
         seconds = retrain_image(data, Path(args.base) if args.base else default_model(), work / f"model-{name}", VARIANTS[name], args.steps)
-        rows[name] = {"keys": VARIANTS[name], "train_seconds": round(seconds, 1), **sample_and_measure(work / f"model-{name}", args.tiles, test, yardstick, work, name)}
+        rows[name] = {
+            "keys": VARIANTS[name],
+            "train_seconds": round(seconds, 1),
+            **heldout.tiles_quality(work / f"model-{name}", args.tiles, test, yardstick, work, name),
+        }
         print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
     report = {"benchmark": "training-choices", "machine": machine(), "steps": args.steps, "tiles": args.tiles, "held_out": HELD_OUT}
     print(json.dumps({**report, "yardstick_real_train": yardstick, **rows}, indent=2))

@@ -1,6 +1,6 @@
 """Scale rehearsal: the real `generate` path end to end at gigapixel size with a minimal bundle.
 
-    python benchmarks/bench_scale.py --size 100000 --out bench-out/scale [--steps N] [--json]
+    python -m benchmarks.perf.bench_scale --size 100000 --out bench-out/scale [--steps N] [--json]
 
 The bundle is built here from the real diffusers classes with a few channels and random weights, with the
 interfaces of a trained one: an f = 8 `AutoencoderKL` (4 channels, one resnet per decoder block, no mid-block
@@ -26,9 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import emit, machine  # noqa: E402
+from benchmarks.common import ROOT, emit, machine
 
 CLASSES = [
     {"id": 0, "name": "unknown", "color": [128, 128, 128]},

@@ -1,0 +1,1 @@
+"""Performance benchmarks: wall time, throughput and peak memory of each part of the pipeline."""

@@ -1,0 +1,110 @@
+"""Held-out quality of a model: what it generates against real tiles it never trained on, with real-vs-real in the
+same feature space as the yardstick. `evaluate` does the measuring; this module lays out the inputs (a dataset's
+split as a folder of tiles) and the runs (generated tiles, generated slides) so that the model release
+(`examples/default_model/package.py`) and the model studies (`benchmarks/quality`) measure the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: The model's own tile: generated slides are cut into tiles of this size at level 0, and tiles compared at it.
+TILE = 64
+
+
+def export_split(
+    data: str | Path,
+    split: str,
+    folder: str | Path,
+    *,
+    kinds: Sequence[str] = ("labelled",),
+    source_prefix: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> int:
+    """The `split` tiles of the dataset `data` as PNGs in `folder` (replaced): of `kinds`, of the sources whose id
+    starts with `source_prefix` (all when None), a seeded sample of `limit` (all when None). Returns how many."""
+    from PIL import Image
+
+    from wsi_synth.data import TileDataset
+
+    folder = Path(folder)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    dataset = TileDataset(data, split=split, kinds=tuple(kinds))
+    rows = [i for i, (_, source, _) in enumerate(dataset.items) if source_prefix is None or source.startswith(source_prefix)]
+    if limit is not None:
+        rows = sorted(rows[int(k)] for k in np.random.default_rng(seed).permutation(len(rows))[:limit])
+    for n, i in enumerate(rows):
+        Image.fromarray(dataset[i][0].permute(1, 2, 0).numpy()).save(folder / f"{n:05d}.png")
+    return len(rows)
+
+
+def measure(real: str | Path, synthetic: str | Path, report: str | Path, *, slide_tile: int | None = None) -> dict:
+    """Precision, recall and FID of `synthetic` (a folder of tiles, or of slides cut into `slide_tile` px tiles at
+    level 0) against `real`, at the model's tile size, with offline features; and how many synthetic tiles."""
+    from wsi_synth.api import evaluate
+
+    settings: dict[str, Any] = {"size": TILE, "overwrite": True}
+    if slide_tile is not None:
+        settings["tile"] = slide_tile
+    doc = evaluate(real, synthetic, report, **settings)
+    return {**{k: doc["metrics"][k] for k in ("precision", "recall", "fid") if k in doc["metrics"]}, "tiles": doc["inputs"]["synthetic"]["tiles"]}
+
+
+def over_yardstick(metrics: dict, yardstick: dict) -> dict:
+    """`metrics` with FID as a multiple of the yardstick's (real training tiles against the same held-out tiles)."""
+    fid = yardstick.get("fid")
+    return {**metrics, "fid_over_yardstick": round(metrics["fid"] / fid, 2) if fid else None}
+
+
+def tiles_quality(
+    model: str | Path, count: int, real: str | Path, yardstick: dict, work: str | Path, name: str, *, subtype: str = "adenocarcinoma", **settings: Any
+) -> dict:
+    """`count` generated tiles of the model's tile size (`generate --count`, `settings` as `generate` takes them)
+    against the held-out `real` tiles; with the image stage's denoiser evaluations per crop."""
+    from wsi_synth.api import generate
+
+    tiles = Path(work) / f"tiles-{name}"
+    shutil.rmtree(tiles, ignore_errors=True)
+    generate(model, tiles, count=count, size=TILE, subtype=subtype, **{"batch_size": 64, **settings})
+    record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
+    metrics = measure(real, tiles / "images", Path(work) / f"report-{name}")
+    return {"image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3), **over_yardstick(metrics, yardstick)}
+
+
+def slides_quality(
+    model: str | Path, size: int, seeds: Sequence[int], real: str | Path, yardstick: dict, work: str | Path, *, subtypes: Sequence[str] | None = None
+) -> dict:
+    """One `size`² slide per subtype and seed (default settings), cut into the model's tiles at level 0, against the
+    held-out `real` tiles: all slides together (`all`) and each subtype's alone."""
+    from wsi_synth.api import generate
+    from wsi_synth.models.bundle import open_bundle
+
+    work = Path(work)
+    subtypes = list(subtypes) if subtypes is not None else list(open_bundle(model).subtypes)
+    slides = work / "slides"
+    shutil.rmtree(slides, ignore_errors=True)
+    made: dict[str, list[Path]] = {}
+    for subtype in subtypes:
+        for seed in seeds:
+            out = slides / subtype / f"s{seed}.tiff"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            generate(model, out, size=size, subtype=subtype, seed=seed)
+            made.setdefault(subtype, []).append(out)
+    groups = {"all": [p for paths in made.values() for p in paths], **made}
+    rows = {}
+    for group, paths in groups.items():
+        folder = work / f"slides-{group}"  # the slide images only: evaluate reads every slide in the folder
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for path in paths:
+            shutil.copy(path, folder / f"{path.parent.name}-{path.name}")
+        rows[group] = over_yardstick(measure(real, folder, work / f"report-{group}", slide_tile=TILE), yardstick)
+    return rows
