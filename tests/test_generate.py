@@ -165,7 +165,7 @@ def test_dry_run_needs_no_weights_and_reports_costs(bundle, tmp_path, runner):
     "args, message",
     [
         (["--subtype", "lung"], "not one the model knows"),
-        (["--size", "0"], "at least 1 px"),
+        (["--size", "0"], "Invalid value for '--size'"),
         (["--planner", "fixed-grid", "--context", "4"], None),
         (["--eta", "0.5"], "needs --solver ddim"),
         (["--solver", "ddim", "--eta", "0.5", "--decode-batch", "3"], None),
