@@ -456,11 +456,16 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
     assert not np.array_equal(tifffile.imread(tmp_path / "u.tiff")[:, 300:], tifffile.imread(tmp_path / "s.tiff")[:, 300:])
 
 
-def test_progress_reports_every_step_of_each_stage_with_evaluations_and_an_eta(bundle, tmp_path):
+def test_progress_reports_every_step_of_each_stage_with_evaluations_and_an_eta(bundle, tmp_path, capsys, caplog):
+    import logging
+
     import wsi_synth
 
     reports: list = []
-    record = wsi_synth.generate(bundle, tmp_path / "p.tiff", size=200, subtype="adenocarcinoma", steps=4, on_progress=reports.append)
+    with caplog.at_level(logging.INFO, logger="wsi_synth"):
+        record = wsi_synth.generate(bundle, tmp_path / "p.tiff", size=200, subtype="adenocarcinoma", steps=4, on_progress=reports.append)
+    assert capsys.readouterr().out == "", "the library never prints"
+    assert any(r.name.startswith("wsi_synth.") and r.getMessage().startswith("plan: ") for r in caplog.records), "it logs"
     by_task: dict = {}
     for r in reports:
         by_task.setdefault(r.task, []).append(r)

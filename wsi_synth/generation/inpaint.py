@@ -15,8 +15,10 @@ pyramid with the slide's size and MPP (the paper's Appendix D as a tool).
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -39,6 +41,8 @@ from wsi_synth.generation.patches import (
 )
 from wsi_synth.options import INPAINT, by_name, check_options, check_sampling
 from wsi_synth.progress import ProgressCallback, TaskClock
+
+logger = logging.getLogger(__name__)
 
 _I = by_name(INPAINT)  # each field's default is its option's (wsi_synth.options)
 
@@ -90,12 +94,13 @@ def inpaint(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Regenerate the regions of `regions_path` in the slide `slide_path` with the bundle `model`; write the edited
     slide, its label map, annotations and record beside `out` (see `io.outputs`). Returns the record. `on_progress`
     receives a `Progress` report after every solver step of each patch."""
+    log = log or logger.info  # a library logs; the CLI passes its own stderr writer
     from wsi_synth.generation.run import keep_or_remove_work, model_sha256, prepare_work
     from wsi_synth.io.atomic import check_not_inputs, check_output
     from wsi_synth.io.outputs import OutputPaths, claim_outputs

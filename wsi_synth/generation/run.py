@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -35,6 +36,8 @@ from wsi_synth.models.denoiser import BundleDenoiser
 from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.sampling.canvas import check_identity, sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
+
+logger = logging.getLogger(__name__)
 
 #: Settings that do not change the result, left out of the fingerprint: how the work is run, not what it makes.
 NOT_IN_FINGERPRINT = (
@@ -61,7 +64,7 @@ def generate(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = True,
-    log=print,
+    log: Callable[[str], None] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Generate a synthetic slide and its mask; write s.tiff, s.mask.tiff, s.geojson, s.json beside `out` (or the
@@ -72,6 +75,7 @@ def generate(
     fails, its work folder is removed unless it holds a saved state worth resuming (never after a full disk).
     `on_progress` receives a `Progress` report after every solver step of each stage.
     """
+    log = log or logger.info  # a library logs; the CLI passes its own stderr writer
     from wsi_synth.io.atomic import check_not_inputs, check_output
     from wsi_synth.io.outputs import OutputPaths, claim_outputs
 

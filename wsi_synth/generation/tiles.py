@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -34,6 +36,8 @@ from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.sampling.canvas import check_identity
 from wsi_synth.sampling.sampler import SampleStats
+
+logger = logging.getLogger(__name__)
 
 #: Largest tile side of a `--count` run: beyond it, a tile is a slide (`generate` without `--count`).
 MAX_TILE = 4096
@@ -59,11 +63,12 @@ def generate_tiles(
     group: int | None = None,
     overwrite: bool = False,
     resume: bool = False,
-    log=print,
+    log: Callable[[str], None] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> dict:
     """Write `count` tiles of `config.width` × `config.height` px with their masks into the folder `out` (see the
     module docstring). `group` tiles are sampled together; `config.subtype` None draws each tile's subtype."""
+    log = log or logger.info  # a library logs; the CLI passes its own stderr writer
     from wsi_synth.io.atomic import check_apart, claim
 
     group = group or GROUP
