@@ -13,6 +13,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -223,7 +224,8 @@ def _parse_aperio(root: ET.Element, path: Path) -> list[RawAnnotation]:
     for annotation in root.iter("Annotation"):
         name = _aperio_name(annotation)
         color = _bgr_int(annotation.get("LineColor"))
-        positive, negative = [], []
+        positive: list[Any] = []  # shapely polygons (shapely has no type hints)
+        negative: list[Any] = []
         for region in annotation.iter("Region"):
             pts = [_point(v, "X", "Y", path) for v in region.iter("Vertex")]
             geom = _aperio_region(region.get("Type", "0"), pts)
@@ -352,7 +354,7 @@ def _split_by_slide_property(slides: Sequence[Path], loaded: AnnotationSet) -> d
             f"{loaded.source}: {untagged} feature(s) have no 'slide' property while others do: tag every feature with its slide, or use one file per slide"
         )
     out: dict[Path, list[AnnotationSet]] = {s: [] for s in slides}
-    unknown = sorted({a.slide for a in loaded.annotations if a.slide not in by_key})  # type: ignore[misc]
+    unknown = sorted({a.slide for a in loaded.annotations if a.slide is not None and a.slide not in by_key})
     if unknown:
         raise BadAnnotationError(f"{loaded.source}: features name slides that were not given: {', '.join(unknown)} (given: {', '.join(s.name for s in slides)})")
     for slide in slides:

@@ -83,7 +83,7 @@ def extract(
         workers=workers,
         slide_mpp=slide_mpp,
         classes=s["classes"],
-        unmapped=unmapped,
+        unmapped=unmapped,  # type: ignore[arg-type]  # the class map refuses any other value, naming --unmapped
         subtype=subtype,
         subtypes_csv=str(subtypes) if subtypes is not None else None,
     )
@@ -132,7 +132,7 @@ def import_tiles(
         scale=scale,
         subtype=subtype,
         classes=s["classes"],
-        unmapped=unmapped,
+        unmapped=unmapped,  # type: ignore[arg-type]  # the class map refuses any other value, naming --unmapped
         min_annotated=min_annotated,
         region_size=s["region"],
         region_mask_size=s["region_mask"],

@@ -140,8 +140,8 @@ def load_class_map(
     if isinstance(spec, dict):  # a class-map document, e.g. an existing dataset's classes
         return _class_map_from_doc(spec, Path("(the dataset's classes)"), unmapped)
     if str(spec) in BUILTIN_MAPS:
-        names, aliases = BUILTIN_MAPS[str(spec)]
-        return ClassMap(scheme(names), aliases, unmapped)
+        builtin, aliases = BUILTIN_MAPS[str(spec)]
+        return ClassMap(scheme(list(builtin)), aliases, unmapped)
     path = Path(spec)
     if not path.is_file():
         raise BadArgumentError(f"--classes: {spec} is neither a built-in map ({', '.join(BUILTIN_MAPS)}) nor a file")

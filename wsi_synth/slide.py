@@ -10,6 +10,7 @@ import math
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from PIL import Image
@@ -110,7 +111,7 @@ class Slide:
 
 def pil_to_rgb(image: Image.Image) -> np.ndarray:
     """RGB array of an openslide RGBA region; PIL's C conversion when fully opaque (the common case)."""
-    if image.mode == "RGBA" and image.getchannel("A").getextrema()[0] < 255:
+    if image.mode == "RGBA" and cast(tuple[int, int], image.getchannel("A").getextrema())[0] < 255:
         return rgba_to_rgb(np.asarray(image))
     return np.asarray(image.convert("RGB"))
 

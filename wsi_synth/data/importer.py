@@ -160,7 +160,7 @@ def _import_source(
     units = {img.name: set(np.unique(labels).tolist()) - {0} if labels is not None else set() for img, _, _, labels in plan}
     splits = assign_splits(units, config.test_fraction, config.seed)
     t, r, rs = config.tile_size, config.region_mask_size, config.region_size
-    todo = {"labelled": [], "unlabelled": [], "regions": []}
+    todo: dict[str, list] = {"labelled": [], "unlabelled": [], "regions": []}
     for img, size, windows, labels in plan:
         for x, y in windows:
             if labels is None:

@@ -381,7 +381,7 @@ class TileStore:
         for codec in self._codecs[name]:
             data = codec.encode(data)
         with open(self.root / name / ".".join([str(index)] + ["0"] * value.ndim), "wb") as fh:
-            fh.write(data)
+            fh.write(data.data if isinstance(data, np.ndarray) else data)
 
 
 def _image_array(group, name: str, n: int, t: int):

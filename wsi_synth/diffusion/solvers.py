@@ -68,6 +68,7 @@ class Solver:
         a, b, c = self.coefficients[j]
         out = a * x + b * x0
         if c:
+            assert x0_prev is not None, "a second-order step needs the previous x̂₀"
             out += c * x0_prev
         return out.astype(np.float32, copy=False), x0.astype(np.float32, copy=False)
 

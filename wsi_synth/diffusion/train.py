@@ -508,7 +508,8 @@ def _preview_sample(
     config = SamplerConfig(
         PlannerConfig("fixed-grid", shape[-1], 0), steps=steps, batch_size=max(n, 1), seed=seed, solver="ddim", conditioning=conditioning, classes=classes
     )
-    canvases = sample_canvases(NetworkDenoiser(net, stage, device), shape, abar.cpu(), [config] * n, labels=labels, conditions=conditions)
+    maps: list[np.ndarray | None] | None = list(labels) if labels is not None else None
+    canvases = sample_canvases(NetworkDenoiser(net, stage, device), shape, abar.cpu(), [config] * n, labels=maps, conditions=conditions)
     return torch.from_numpy(np.stack(canvases))
 
 
@@ -536,7 +537,8 @@ def _loop(spec: StageSpec, bundle: Bundle, config: TrainConfig, dataset: Dataset
     schedule = get_cosine_schedule_with_warmup(optimizer, min(config.warmup_steps, config.max_steps // 10 + 1), config.max_steps)
     ema = EMAModel(net.parameters(), decay=config.ema_decay)
     checkpoint = bundle.root / "checkpoints" / f"{spec.name}.pt"
-    start, losses, earlier_seconds = 0, [], 0.0
+    start, earlier_seconds = 0, 0.0
+    losses: list[float] = []
     if resume:
         start, losses, earlier_seconds = _load_checkpoint(checkpoint, net, optimizer, schedule, ema, spec.name)
     elif checkpoint.exists() or bundle.has(spec.name):

@@ -82,7 +82,7 @@ class _ZarrSlide:
         meta = json.loads((path / ".zattrs").read_text())["multiscales"][0]
         names = [a["name"] for a in meta["axes"]]
         root = zarr.open_group(str(path), mode="r")
-        self._levels = [root[d["path"]] for d in meta["datasets"]]
+        self._levels = [_array(root[d["path"]]) for d in meta["datasets"]]
         self._channel_first = names[0] == "c"
         h, w = self._levels[0].shape[1:] if self._channel_first else self._levels[0].shape[:2]
         self.dimensions = (int(w), int(h))
@@ -110,6 +110,15 @@ class _ZarrSlide:
         pass
 
 
+def _array(node):
+    """A level of an OME-Zarr image: an array, not a group (a malformed image says so here)."""
+    import zarr
+
+    if not isinstance(node, zarr.Array):
+        raise BadArgumentError(f"{node.path}: an OME-Zarr level must be an array, found a group")
+    return node
+
+
 def _open_any(path: Path):
     return _ZarrSlide(path) if _is_zarr_image(path) else open_slide(path, need_mpp=False)
 
@@ -123,7 +132,8 @@ def _is_slide(path: Path, tile: int) -> bool:
 
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tf:
-                return tf.pages[0].is_tiled or max(tf.pages[0].shape[:2]) > 2 * tile
+                first = tf.pages[0]
+                return isinstance(first, tifffile.TiffPage) and (bool(first.is_tiled) or max(first.shape[:2]) > 2 * tile)
         with Image.open(path) as im:
             return max(im.size) > 2 * tile
     except Exception:  # unreadable here: read as an image, whose reader says what is wrong

@@ -42,7 +42,7 @@ def kth_neighbour_radii(features: np.ndarray, k: int) -> np.ndarray:
 
 def coverage_of(queries: np.ndarray, refs: np.ndarray, ref_radii: np.ndarray) -> np.ndarray:
     """For each query: does it fall inside any reference sample's k-NN ball (the manifold of `refs`)?"""
-    return _blocked_min(queries, refs, lambda d, _: (d <= ref_radii[None, :]).any(axis=1))
+    return _blocked_min(queries, refs, lambda d, _: np.asarray((d <= ref_radii[None, :]).any(axis=1)))
 
 
 def precision_recall(real: np.ndarray, fake: np.ndarray, *, k: int = 3) -> tuple[float, float]:

@@ -44,7 +44,7 @@ class ClassGeometries:
         """Fraction of each `(x0, y0, x1, y1)` box covered by any class."""
         boxes = shapely.box(l0_boxes[:, 0], l0_boxes[:, 1], l0_boxes[:, 2], l0_boxes[:, 3])
         hits = np.zeros(len(boxes))
-        candidates = np.unique(self.tree.query(boxes, predicate="intersects")[0]) if len(self.parts) else []
+        candidates = np.unique(self.tree.query(boxes, predicate="intersects")[0]) if len(self.parts) else np.empty(0, np.intp)
         if len(candidates):
             prepared = self.annotated
             shapely.prepare(prepared)

@@ -170,8 +170,9 @@ def load_regions(path: str | Path, slide, model_classes: list[dict], config: Inp
     if config.class_ is not None:
         target = _model_class(config.class_, by_name, model_classes, "--class")
         return [Region(a.geometry, target, a.name or "(unclassified)") for a in annotations]
-    mapping = _class_map(config.classes, [a.name for a in annotations])
-    return [Region(a.geometry, _model_class(mapping(a.name), by_name, model_classes, f"region class {a.name!r}"), a.name) for a in annotations]
+    named = [(a, a.name) for a in annotations if a.name is not None]  # clip_to_slide keeps classified regions only
+    mapping = _class_map(config.classes, [name for _, name in named])
+    return [Region(a.geometry, _model_class(mapping(name), by_name, model_classes, f"region class {name!r}"), name) for a, name in named]
 
 
 def _class_map(spec: str | None, names: list[str]):

@@ -115,7 +115,7 @@ def _annotations_mask(path: Path, bundle: Bundle, g: Geometry) -> np.ndarray:
     if not annotations:
         raise BadAnnotationError(f"--mask {path}: no classified polygons ({loaded.unclassified} unclassified)")
     ids = {c["name"].lower(): int(c["id"]) for c in bundle.classes}
-    unknown = sorted({a.name for a in annotations if a.name.lower() not in ids})  # type: ignore[union-attr]
+    unknown = sorted({a.name for a in annotations if a.name is not None and a.name.lower() not in ids})
     if unknown:
         raise BadAnnotationError(f"--mask {path}: classes {unknown} are not classes of the model ({', '.join(c['name'] for c in bundle.classes)})")
     shapes = [(a.geometry, ids[a.name.lower()]) for a in annotations]  # type: ignore[union-attr]
@@ -174,14 +174,14 @@ def _value_noise(seed: int, ids: np.ndarray, octave: int, gy: np.ndarray, gx: np
 
 def _hash_unit(*keys) -> np.ndarray:
     """A uniform value in [−1, 1] per combination of integer keys (splitmix64 finaliser over their mix)."""
-    h = np.uint64(0x9E3779B97F4A7C15)
+    h: np.ndarray = np.asarray(np.uint64(0x9E3779B97F4A7C15))
     with np.errstate(over="ignore"):
         for k in keys:
             h = (h ^ np.asarray(k).astype(np.uint64)) * np.uint64(0xBF58476D1CE4E5B9)
             h = h ^ (h >> np.uint64(31))
         h = (h ^ (h >> np.uint64(30))) * np.uint64(0x94D049BB133111EB)
         h = h ^ (h >> np.uint64(31))
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 52) - 1.0
+    return np.asarray((h >> np.uint64(11)).astype(np.float64) / float(1 << 52) - 1.0)
 
 
 def smooth(
@@ -291,7 +291,7 @@ def layout_start(layout: np.ndarray, px_per_layout: float, g: Geometry, strength
         bottom = bottom[:, :, x_lo] * (1 - fx) + bottom[:, :, x_hi] * fx
         return (top * (1 - fy[:, None]) + bottom * fy[:, None]).astype(np.float32)
 
-    digest = hashlib.sha256(np.ascontiguousarray(layout)).hexdigest()
+    digest = hashlib.sha256(np.ascontiguousarray(layout).data).hexdigest()
     return StartCanvas(rows, strength, f"{digest}:{px_per_layout}")
 
 

@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ ENCODE_CONTEXT = 64
 class Region:
     """One area to regenerate: its polygon (level-0 px), the model class it gets, and its name in the file."""
 
-    geometry: object  # shapely Polygon or MultiPolygon
+    geometry: Any  # shapely Polygon or MultiPolygon (shapely has no type hints)
     class_id: int
     name: str
 
@@ -60,9 +61,9 @@ def plan_patches(regions: list[Region], l0_size: tuple[int, int], scale: float, 
             f"the slide is {limit[0]}×{limit[1]} px at the model's resolution, smaller than one crop of the model ({crop_px} px): nothing to give context"
         )
     grow = crop_px + math.ceil(margin_l0 / scale)
-    boxes = []
+    boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]] = []
     for i, region in enumerate(regions):
-        bx0, by0, bx1, by1 = region.geometry.bounds  # type: ignore[attr-defined]
+        bx0, by0, bx1, by1 = region.geometry.bounds
         box = (math.floor(bx0 / scale) - grow, math.floor(by0 / scale) - grow, math.ceil(bx1 / scale) + grow, math.ceil(by1 / scale) + grow)
         boxes.append((_fit(box, limit, factor, crop_px), (i,)))
     merged = _merge(boxes)
@@ -81,6 +82,11 @@ def _fit(box: tuple[int, int, int, int], limit: tuple[int, int], factor: int, cr
     return out[0][0], out[1][0], out[0][1], out[1][1]
 
 
+def _int_box(bounds: tuple[float, ...]) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (int(v) for v in bounds)
+    return x0, y0, x1, y1
+
+
 def _merge(boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]]) -> list[tuple[tuple[int, int, int, int], tuple[int, ...]]]:
     """Boxes that overlap (or touch) become their bounding box, until none do: the union's parts' bounds, repeated,
     since a merged box may reach a box neither part reached (shapely's union keeps thousands of regions fast)."""
@@ -89,7 +95,7 @@ def _merge(boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]]) -> li
     merged = [b for b, _ in boxes]
     while True:
         union = shapely.union_all([shapely.box(*b) for b in merged])
-        parts = [tuple(int(v) for v in g.bounds) for g in getattr(union, "geoms", [union])]
+        parts = [_int_box(g.bounds) for g in getattr(union, "geoms", [union])]
         if len(parts) == len(merged):
             break
         merged = parts
@@ -149,6 +155,7 @@ def encode_rgb(codec, rgb: np.ndarray, scale: float, factor: int, device: str) -
             ky, kx = (ty - y0) // factor, (tx - x0) // factor
             th, tw = min(ENCODE_TILE, h - ty) // factor, min(ENCODE_TILE, w - tx) // factor
             out[:, ty // factor : ty // factor + th, tx // factor : tx // factor + tw] = z[:, ky : ky + th, kx : kx + tw]
+    assert out is not None, "an empty image has no latents"
     return out
 
 

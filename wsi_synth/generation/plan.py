@@ -80,6 +80,7 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
 def _class_map_stage(bundle: Bundle, config: GenerateConfig, g: Geometry, stage: str, steps: int) -> dict:
     """The plan of the layout or mask stage: `steps` steps over its canvas, one pass per crop (two with guidance)."""
     canvas, crop = (g.lay, g.lay_crop) if stage == "layout" else (g.msk, g.msk_crop)
+    assert canvas is not None, "a plan lists the layout stage only when the run has one"
     crops, exact = estimate_crops_per_step(planner_config(config, crop), canvas)
     passes = 2 if config.mask_omega > 0 else 1
     return {

@@ -172,6 +172,7 @@ def _sample_stage(
 ) -> np.ndarray:
     """The one-hot canvas of the layout or mask stage, prompted with the subtype."""
     canvas = g.lay if stage == "layout" else g.msk
+    assert config.subtype is not None and canvas is not None, "check_bundle requires a subtype for the mask stage"
     condition = bundle.layout_condition(config.subtype) if stage == "layout" else 1 + bundle.subtypes.index(config.subtype)
     one_hot = sample_canvas(
         BundleDenoiser(str(model), stage, config.device),

@@ -128,7 +128,7 @@ def _check(model, config: GenerateConfig, count: int, group: int):
     bundle = open_bundle(model)
     if config.subtype is None and not bundle.subtypes:
         raise BadArgumentError(f"model {model} has no subtypes to draw from: pass --subtype")
-    check_bundle(bundle, replace(config, subtype=config.subtype or (bundle.subtypes or [None])[0]))
+    check_bundle(bundle, replace(config, subtype=config.subtype or bundle.subtypes[0]))
     for stage in ("codec", "image", "mask"):
         bundle.check_files(stage)
     return bundle, geometry(bundle, config)
@@ -209,7 +209,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         (len(bundle.classes), *g.msk),
         abar,
         [sampler_config(t, g, "mask", bundle) for t in tiles],
-        conditions=[1 + bundle.subtypes.index(t.subtype) for t in tiles],
+        conditions=[1 + bundle.subtypes.index(str(t.subtype)) for t in tiles],  # every tile has drawn its subtype
         stats=stats["mask"],
     )
     cleaning = mask_cleaning(config, bundle)

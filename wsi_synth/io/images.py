@@ -101,7 +101,7 @@ def _bomb_reason(exc: Exception) -> str:
     from PIL import Image
 
     return (
-        f"the image claims more pixels than the {Image.MAX_IMAGE_PIXELS * 2:,} pixels PIL opens safely "
+        f"the image claims more pixels than the {(Image.MAX_IMAGE_PIXELS or 0) * 2:,} pixels PIL opens safely "
         f"({_first_line(exc)}); convert a real image this large to a tiled TIFF"
     )
 

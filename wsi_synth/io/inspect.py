@@ -17,18 +17,19 @@ def describe_tiff(path: str | Path) -> dict:
     try:
         with tifffile.TiffFile(path) as tf:
             # An OME-TIFF keeps its levels in SubIFDs of the first page; the Aperio layout has one page per level.
-            pages = [lv.keyframe for lv in tf.series[0].levels] if tf.is_ome and tf.series else list(tf.pages)
+            frames = [lv.keyframe for lv in tf.series[0].levels] if tf.is_ome and tf.series else list(tf.pages)
+            pages = [p for p in frames if isinstance(p, tifffile.TiffPage)]  # a slide's levels are pages, not frames
             levels = [
                 {
                     "width": p.imagewidth,
                     "height": p.imagelength,
                     "tile": [p.tilewidth, p.tilelength] if p.is_tiled else None,
-                    "compression": p.compression.name,
-                    "photometric": p.photometric.name,
+                    "compression": getattr(p.compression, "name", str(p.compression)),
+                    "photometric": getattr(p.photometric, "name", str(p.photometric)),
                 }
                 for p in pages
             ]
-            description = tf.pages[0].description or ""
+            description = pages[0].description if pages else ""
             bigtiff = tf.is_bigtiff
             ome = _ome_pixel_size(tf.ome_metadata) if tf.is_ome else None
     except (OSError, tifffile.TiffFileError, ValueError) as exc:

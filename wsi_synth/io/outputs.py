@@ -194,13 +194,14 @@ def write_slide_outputs(
         else:
             ome = paths.format == "ome-tiff"
             levels = write_slide_pyramid(image, tmp[paths.image], mpp=mpp, tile=tile, quality=quality, overwrite=True, progress=progress, ome=ome)
-            if labels is not None:
+            if labels is not None and paths.mask is not None:
                 _, reduced, downsample = write_label_pyramid(
                     labels, tmp[paths.mask], mpp=mpp, tile=tile, classes=classes, overwrite=True, capture_max=GEOJSON_MAX_SIDE, ome=ome
                 )
                 result["mask"] = str(paths.mask)
         result["levels"] = [[lv.width, lv.height] for lv in levels]
         if labels is not None:
+            assert reduced is not None, "the label writers return the reduced labels they were given"
             if paths.geojson is not None:
                 _write_json(tmp[paths.geojson], mask_to_geojson(reduced, downsample=downsample, classes=classes), overwrite=True)
                 result["geojson"] = str(paths.geojson)

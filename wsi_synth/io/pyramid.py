@@ -114,7 +114,7 @@ def write_label_pyramid(
         halve=lambda band: halve_labels(band, priority),
         overwrite=overwrite,
         workers=1,
-        need_bytes=_estimate_bytes(*labels.shape[::-1], 1, output_ratio=0.05),
+        need_bytes=_estimate_bytes(labels.shape[1], labels.shape[0], 1, output_ratio=0.05),
         capture_max=capture_max,
         ome={"Name": "labels", "MapAnnotation": {str(c["id"]): c["name"] for c in classes}} if ome else None,
     )

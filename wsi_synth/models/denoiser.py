@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -71,7 +72,7 @@ def network_eps(
     """ε of a stage's UNet for a batch, on the CPU in float32: the image UNet takes the conditioning class's mask (or,
     spatially conditioned, the crop's one-hot class map) as more input channels (zeros: the null condition); the
     mask UNet takes the subtype as its class label."""
-    move = {"non_blocking": True} if non_blocking else {}
+    move: dict[str, Any] = {"non_blocking": True} if non_blocking else {}
     z = z.to(device, **move)
     if stage == "image":  # per-class: one mask channel; spatial: K−1 one-hot channels (all zeros: the null condition)
         if masks is None:

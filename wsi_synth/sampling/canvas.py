@@ -64,7 +64,7 @@ class KnownLatents:
 
     def fingerprint(self) -> str:
         """A hash of the known latents and where they are, for a resumed state's identity."""
-        digest = hashlib.sha256(np.ascontiguousarray(self.latents, np.float32))
+        digest = hashlib.sha256(np.ascontiguousarray(self.latents, np.float32).data)
         digest.update(np.packbits(self.known).tobytes())
         return digest.hexdigest()
 
@@ -94,7 +94,7 @@ class StartCanvas:
         """x (the fresh canvas: its noise ε) becomes α x₀ + σ ε at the solver's first step, window by window (the
         work store's shards), in place; x₀'s rows are made once per row of windows."""
         alpha, sigma = solver.signal_noise(0)
-        rows, made = None, None
+        rows, made = np.empty(0, np.float32), None
         for y0, y1, x0, x1 in windows:
             if made != (y0, y1):
                 rows, made = self.rows(y0, y1), (y0, y1)
@@ -162,7 +162,7 @@ def sample_canvas(
     current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume, identity=identity, stats=stats)
     if client is not None and labels is not None and work is not None:
         # in the shared work folder, not scattered into workers' memory: a lost worker's tasks are recomputed anywhere
-        labels = StoredLabels.save(labels, work / "labels.npy")
+        labels = StoredLabels.save(labels, work / "labels.npy")  # type: ignore[assignment]  # read like an array
     active = ~known.known if known is not None else None
     if start is not None and first == 0:
         start.apply(current.x, solver, windows)
@@ -281,7 +281,7 @@ def _identity(shape, config: SamplerConfig, labels: np.ndarray | None, condition
     sampler = {k: v for k, v in asdict(config).items() if k not in ("window", "batch_size")}
     doc = {"shape": list(shape), **_flatten(sampler), "condition": condition}
     if labels is not None:
-        doc["labels_sha256"] = hashlib.sha256(np.ascontiguousarray(labels)).hexdigest()
+        doc["labels_sha256"] = hashlib.sha256(np.ascontiguousarray(labels).data).hexdigest()
     return {**doc, **(extra or {})}
 
 
@@ -329,7 +329,7 @@ def _open_state(
 ) -> tuple[Buffers, Buffers, int]:
     """The two buffer sets and the step to start at (0, or where a resumed run stopped)."""
     saved = read_state(work) if resume and work is not None else None
-    if saved is not None:
+    if saved is not None and work is not None:
         check_identity(saved, identity, work)
         for key, value in saved.get("stats", {}).items():
             setattr(stats, key, value)
@@ -354,7 +354,7 @@ def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, w
         if work is None:
             raise ValueError("an out-of-core canvas needs a work folder")
         sets = {name: _zarr_buffers(work, name, shape, solver, windows, create=not saved_in_zarr) for name in "ab"}
-        if saved_in_zarr:
+        if saved is not None and saved_in_zarr:
             current = saved["current"]
             return sets[current], sets["b" if current == "a" else "a"], saved["step"]
         state = _load_memory_state(work, saved, shape) if saved else Buffers(None)
@@ -364,11 +364,12 @@ def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, w
             if state.x0 is not None:
                 sets["a"].x0[window] = state.x0[window]
         return sets["a"], sets["b"], saved["step"] if saved else 0
-    if saved_in_zarr:
-        held = _zarr_buffers(work, saved["current"], shape, solver, windows, create=False)
-        current = Buffers(np.asarray(held.x[:]), None if held.x0 is None else np.asarray(held.x0[:]))
-    elif saved:
-        current = _load_memory_state(work, saved, shape)
+    if saved is not None and work is not None:  # a saved state lives in the work folder
+        if saved_in_zarr:
+            held = _zarr_buffers(work, saved["current"], shape, solver, windows, create=False)
+            current = Buffers(np.asarray(held.x[:]), None if held.x0 is None else np.asarray(held.x0[:]))
+        else:
+            current = _load_memory_state(work, saved, shape)
     else:
         return (*_fresh_in_memory(shape, config, solver), 0)
     return current, _like(current), saved["step"] if saved else 0
@@ -403,7 +404,8 @@ def _inner_chunks(channels: int, window: tuple[int, int]) -> tuple[int, int, int
     """Inner chunks of up to 256 px that tile the window exactly: a halo read then touches a few uncompressed inner
     chunks of each neighbour (benchmarks/perf/bench_host.py, 64² crops: window + halo 15 ms against v0.1's 78 ms with
     compressed window chunks; 64 px inner chunks pay zarr's per-chunk overhead hundreds of times)."""
-    return (channels, *(max(c for c in range(1, min(256, w) + 1) if w % c == 0) for w in window))
+    height, width = (max(c for c in range(1, min(256, w) + 1) if w % c == 0) for w in window)
+    return channels, height, width
 
 
 def _load_memory_state(work: Path, saved: dict, shape) -> Buffers:

@@ -227,7 +227,7 @@ def estimate_crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, s
     for regions in kinds.values():
         chosen = [regions[i] for i in rng.choice(len(regions), min(per_kind, len(regions)), replace=False)]
         counts = [len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0]) for y, x in chosen]
-        total += np.mean(counts) * len(regions)
+        total += float(np.mean(counts)) * len(regions)
     return int(round(total)), False
 
 

@@ -385,7 +385,7 @@ def owned_eps(
     _, channels, d, _ = results.shape
     itype = np.int32 if results.size < 2**31 else np.int64
     owner = plan.owner
-    if plan.row_cell is not None:  # grid plans: a pixel's offset in its crop depends on its row and its column only
+    if plan.row_cell is not None and plan.col_cell is not None:  # grid plans: a pixel's offset depends on its row and column
         columns = int(plan.col_cell.max()) + 1
         local_y = (np.arange(oy, oy + h) - crops[plan.row_cell * columns, 0]).astype(itype)
         local_x = (np.arange(ox, ox + w) - crops[plan.col_cell, 1]).astype(itype)
