@@ -684,7 +684,7 @@ def test_the_plan_says_when_workers_outnumber_the_windows(bundle, tmp_path, runn
 def layout_bundle(bundle, tmp_path_factory):
     """The module's bundle with a layout stage trained a few steps on synthetic 700 px layouts (256 px regions)."""
     from tests.test_train import layout_dataset
-    from wsi_synth.diffusion import train as training
+    from wsi_synth import training
     from wsi_synth.models.config import load_config
 
     tmp = tmp_path_factory.mktemp("layout")

@@ -15,7 +15,7 @@ from wsi_synth_cli.main import cli
 
 from tests.conftest import shared
 from tests.test_train import _eight_tiles, tiny_bundle
-from wsi_synth.diffusion import train as training
+from wsi_synth.training import loop as training_loop
 
 
 def _invoke(runner, *args):
@@ -419,7 +419,7 @@ def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp
     data = _eight_tiles(tmp_path)
     out = tmp_path / "model"
     calls = {"n": 0}
-    real_step = training._save_checkpoint
+    real_step = training_loop.save_checkpoint
 
     def interrupt_after_first_checkpoint(*args, **kwargs):
         real_step(*args, **kwargs)
@@ -427,7 +427,7 @@ def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp
         if calls["n"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_save_checkpoint", interrupt_after_first_checkpoint)
+    monkeypatch.setattr(training_loop, "save_checkpoint", interrupt_after_first_checkpoint)
     args = ["train", "codec", data, "--out", out, "--max-steps", 4, "--batch-size", 2, "--checkpoint-every", 2, "--sample-every", 4, "-q"]
     assert _invoke(runner, *args).exit_code == 130
     resumed = _invoke(runner, *args, "--resume")

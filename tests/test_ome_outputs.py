@@ -175,7 +175,7 @@ def _pyramid_inputs(tmp_path):
             str(tmp_path / "legend.yaml"),
             "--mpp",
             "0.5",
-            "--tile",
+            "--tiff-tile",
             "256",
             "-q",
         ],

@@ -9,10 +9,12 @@ from PIL import Image
 from wsi_synth_cli.main import cli
 
 from tests.conftest import shared
+from wsi_synth import training
 from wsi_synth.data import open_dataset
-from wsi_synth.diffusion import train as training
+from wsi_synth.diffusion.schedule import alphas_cumprod
 from wsi_synth.models.bundle import open_bundle
 from wsi_synth.models.config import load_config
+from wsi_synth.training import stages as training_stages
 
 
 def _eight_tiles(tmp_path):
@@ -85,7 +87,7 @@ def test_codec_can_train_on_the_posterior_mean(trained):
     base = load_config("tiny")
     losses = {}
     for flag in (True, False):
-        spec = training.build_stage("codec", ds, bundle, replace(base, codec=replace(base.codec, sample_posterior=flag)), "cpu")
+        spec = training_stages.build_stage("codec", ds, bundle, replace(base, codec=replace(base.codec, sample_posterior=flag)), "cpu")
         with torch.no_grad():
             losses[flag] = spec.loss(bundle.load_codec(), 7).item()
     assert losses[False] < losses[True]
@@ -135,18 +137,18 @@ def test_resume_after_interruption_gives_the_same_weights(trained, tmp_path, mon
     shutil.copytree(model, b)
     config = load_config("tiny", max_steps=6, batch_size=4, warmup_steps=2, checkpoint_every=100, sample_every=100)
     training.train("image", data, a, config, progress=False)
-    real = training._eps_loss
+    real = training_stages._eps_loss
 
     def interrupted(net, x0, step, *args, **kwargs):
         if step == 3:
             raise KeyboardInterrupt
         return real(net, x0, step, *args, **kwargs)
 
-    monkeypatch.setattr(training, "_eps_loss", interrupted)
+    monkeypatch.setattr(training_stages, "_eps_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         training.train("image", data, b, config, progress=False)
     assert torch.load(b / "checkpoints" / "image.pt", weights_only=False)["step"] == 3
-    monkeypatch.setattr(training, "_eps_loss", real)
+    monkeypatch.setattr(training_stages, "_eps_loss", real)
     training.train("image", data, b, config, resume=True, progress=False)
     sa = torch.load(a / "checkpoints" / "image.pt", weights_only=False)
     sb = torch.load(b / "checkpoints" / "image.pt", weights_only=False)
@@ -161,7 +163,7 @@ def test_labelled_unlabelled_draw_follows_p_unc(trained, conditioning):
     data, model, _ = trained
     p_unc, batch, steps = 0.3, 8, 150
     config = load_config("tiny", batch_size=batch, p_unc=p_unc, image_conditioning=conditioning)
-    spec = training.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
+    spec = training_stages.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
     draws = [spec.draw(step) for step in range(steps)]
     labels = torch.cat([d[2] for d in draws])
     n, k = len(labels), int((labels == 0).sum())
@@ -186,7 +188,7 @@ def test_spatial_labelled_tiles_take_the_map_embedding_even_with_no_class_annota
     for source in open_dataset(blank).sources:
         zarr.open_group(str(blank / "sources" / f"{source['id']}.zarr"), mode="r+")["labelled/masks"][:] = 0
     config = load_config("tiny", batch_size=8, p_unc=0.3, image_conditioning="spatial")
-    spec = training.build_stage("image", open_dataset(blank), open_bundle(model), config, "cpu")
+    spec = training_stages.build_stage("image", open_dataset(blank), open_bundle(model), config, "cpu")
     draws = [spec.draw(step) for step in range(40)]
     labels, masks = torch.cat([d[2] for d in draws]), torch.cat([d[1] for d in draws])
     assert float(masks.abs().sum()) == 0.0 and 0 < int((labels == 1).sum()) < len(labels)  # labelled draws: 1, with an empty map
@@ -194,8 +196,8 @@ def test_spatial_labelled_tiles_take_the_map_embedding_even_with_no_class_annota
 
 def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it_never_binds(trained):
     data, model, _ = trained
-    abar = training.alphas_cumprod(1000, "scaled_linear")
-    weights = training.min_snr_weights(abar, 5.0)
+    abar = alphas_cumprod(1000, "scaled_linear")
+    weights = training_stages.min_snr_weights(abar, 5.0)
     snr = abar / (1 - abar)
     assert torch.allclose(weights[snr <= 5], torch.ones(int((snr <= 5).sum()))) and bool((weights[snr > 5] < 1).all())
     assert float(weights[0]) == pytest.approx(5.0 / float(snr[0]))  # the least noisy step, down-weighted the most
@@ -204,7 +206,7 @@ def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it
         tiny = load_config("tiny")
         config = replace(tiny, batch_size=8, image=replace(tiny.image, min_snr_gamma=gamma))
         torch.manual_seed(0)  # the same initial network for every γ
-        spec = training.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
+        spec = training_stages.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
         return float(spec.loss(spec.network, 3))
 
     plain, never_binds, binds = loss(None), loss(float(snr.max()) * 2), loss(1.0)
@@ -215,9 +217,9 @@ def test_null_condition_learns_from_every_tile_or_only_the_unlabelled_ones(tmp_p
     from types import SimpleNamespace
 
     index = SimpleNamespace(unlabelled=[("lc", 0), ("lc", 1)], labelled=[("wsss", 0)])
-    assert training.null_pool(index, "unlabelled") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1)]
-    assert training.null_pool(index, "all") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1), ("labelled", "wsss", 0)]
-    assert training.null_pool(SimpleNamespace(unlabelled=[], labelled=[("wsss", 0)]), "unlabelled") == [("labelled", "wsss", 0)]
+    assert training_stages.null_pool(index, "unlabelled") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1)]
+    assert training_stages.null_pool(index, "all") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1), ("labelled", "wsss", 0)]
+    assert training_stages.null_pool(SimpleNamespace(unlabelled=[], labelled=[("wsss", 0)]), "unlabelled") == [("labelled", "wsss", 0)]
     with pytest.raises(Exception, match="null_tiles"):
         load_config("tiny", null_tiles="labelled")
     config = tmp_path / "c.yaml"

@@ -5,8 +5,8 @@ The commands are functions here, with the command-line arguments as keyword para
 `open_dataset` and `default_model`. They are imported on first use, so `import wsi_synth` stays light (no torch).
 
 The library is split by responsibility (see DESIGN.md): `slide` and `annotations` read what users have,
-`extraction` and `data` turn it into a training set, `diffusion` and `models` train, `sampling` and `generation`
-make slides, `io` writes the outputs viewers open, `evaluation` measures them.
+`extraction` and `data` turn it into a training set, `training` trains the `models`' networks, `diffusion` holds the
+noise schedule and the solvers beneath training and sampling, `sampling` and `generation` make slides, `io` writes the outputs viewers open, `evaluation` measures them.
 """
 
 from wsi_synth.errors import (

@@ -169,8 +169,8 @@ def train(
     `out` (the layout stage on a dataset of larger regions, e.g. `import --layouts … --region 2048`).
     `config` is a preset (tiny, paper) or a YAML file; the other settings override it (`conditioning`: the image
     stage's "per-class" or "spatial" conditioning). Returns the stage's record."""
-    from wsi_synth.diffusion.train import train as run
     from wsi_synth.models.config import load_config
+    from wsi_synth.training import train as run
 
     settings = load_config(
         config,

@@ -118,8 +118,8 @@ def end_to_end(sizes: list[int]) -> list[dict]:
     import tempfile
 
     from benchmarks.perf.bench_train import make_dataset
-    from wsi_synth.diffusion.train import train
     from wsi_synth.models.config import load_config
+    from wsi_synth.training import train
 
     rows = []
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2] / "bench-out") as tmp:

@@ -37,8 +37,8 @@ def make_dataset(folder: Path, tile: int, region: int, region_mask: int) -> Path
 
 
 def run(preset: str, data: Path, model: Path, steps: int, batch: int, device: str) -> dict:
-    from wsi_synth.diffusion.train import train
     from wsi_synth.models.config import load_config
+    from wsi_synth.training import train
 
     config = load_config(preset, max_steps=steps, batch_size=batch, checkpoint_every=10**9, sample_every=10**9)
     if preset == "paper":

@@ -47,8 +47,8 @@ def hed_means(tiles: np.ndarray) -> np.ndarray:
 
 def codec_psnr(model: Path, tiles: np.ndarray) -> float:
     """Reconstruction PSNR of the bundle's codec over `tiles` (posterior mean, one MSE over all of them)."""
-    from wsi_synth.diffusion.train import reconstruction_psnr
     from wsi_synth.models.bundle import open_bundle
+    from wsi_synth.training.stages import reconstruction_psnr
 
     return reconstruction_psnr(open_bundle(model).load_codec(), list(tiles), "cpu")
 

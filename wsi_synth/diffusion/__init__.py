@@ -1,1 +1,2 @@
-"""Noise math only: the schedule, forward noising, the DDIM step, classifier-free guidance."""
+"""Noise math only, beneath training and sampling: the schedule, forward noising, the DDIM and DPM-Solver++ steps,
+classifier-free guidance. Training is `wsi_synth.training`."""
