@@ -22,7 +22,9 @@ def base_tissue() -> tuple[np.ndarray, str]:
         import openslide
 
         with openslide.OpenSlide(str(slide)) as s:
-            return np.ascontiguousarray(np.asarray(s.read_region((0, 0), 0, s.dimensions))[..., :3]), "CMU-1-Small-Region.svs, mirrored"
+            return np.ascontiguousarray(
+                np.asarray(s.read_region((0, 0), 0, s.dimensions))[..., :3]
+            ), "CMU-1-Small-Region.svs, mirrored"
     rng = np.random.default_rng(0)
     from PIL import Image
 
@@ -68,7 +70,11 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> dict:
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": sys.version.split()[0]}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
 
 
 class Timer:
@@ -87,21 +93,40 @@ def emit(doc: dict) -> None:
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "examples" / "default_model"
 #: The bundled model's recipe import settings (examples/default_model/import.sh): 64 px tiles at 1.1 µm/px.
-RECIPE_IMPORT = ("--tile", "64", "--mpp", "1.1", "--region", "256", "--region-mask", "32", "--classes", str(RECIPE / "classes.yaml"), "-q")
+RECIPE_IMPORT = (
+    "--tile",
+    "64",
+    "--mpp",
+    "1.1",
+    "--region",
+    "256",
+    "--region-mask",
+    "32",
+    "--classes",
+    str(RECIPE / "classes.yaml"),
+    "-q",
+)
 
 
 def wsi_synth_cli(*args: str) -> str:
     """Run a wsi-synth command in a subprocess (as a user would); its stdout."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "wsi_synth_cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "wsi_synth_cli.main", *args], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def recipe_data(out: Path) -> None:
     """The bundled model's whole training set (examples/default_model/import.sh) in `out`."""
     import subprocess
 
-    env = {**os.environ, "DATA": str(SHARED), "WORK": str(out.resolve()), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "DATA": str(SHARED),
+        "WORK": str(out.resolve()),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     subprocess.run(["bash", str(RECIPE / "import.sh")], cwd=ROOT, env=env, check=True, capture_output=True)
 
 

@@ -21,9 +21,21 @@ With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split)
 )
 @click.argument("real", type=click.Path(exists=True))
 @click.argument("synthetic", type=click.Path(exists=True))
-@click.option("--train", type=click.Path(exists=True), default=None, help="Training tiles: enables authenticity, C_T and the gallery.")
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Report folder (report.json, report.html).")
-@click.option("--features", default="offline", show_default=True, help="'offline' or a TorchScript file (inception-2015-12-05.pt, vgg16.pt).")
+@click.option(
+    "--train",
+    type=click.Path(exists=True),
+    default=None,
+    help="Training tiles: enables authenticity, C_T and the gallery.",
+)
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Report folder (report.json, report.html)."
+)
+@click.option(
+    "--features",
+    default="offline",
+    show_default=True,
+    help="'offline' or a TorchScript file (inception-2015-12-05.pt, vgg16.pt).",
+)
 @click.option(
     "--feature-input",
     type=click.Choice(["uint8", "unit"]),
@@ -31,16 +43,52 @@ With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split)
     show_default=True,
     help="What the TorchScript network takes: uint8 0-255 (NVIDIA's) or float 0-1.",
 )
-@click.option("--k", type=click.IntRange(1), default=3, show_default=True, help="Neighbours for the precision/recall manifolds.")
-@click.option("--size", type=click.IntRange(16), default=256, show_default=True, help="Tiles are resized to this before feature extraction.")
-@click.option("--mode", type=click.Choice(["tiled", "resized"]), default="tiled", show_default=True, help="How slides become tiles.")
+@click.option(
+    "--k", type=click.IntRange(1), default=3, show_default=True, help="Neighbours for the precision/recall manifolds."
+)
+@click.option(
+    "--size",
+    type=click.IntRange(16),
+    default=256,
+    show_default=True,
+    help="Tiles are resized to this before feature extraction.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["tiled", "resized"]),
+    default="tiled",
+    show_default=True,
+    help="How slides become tiles.",
+)
 @click.option("--tile", type=click.IntRange(16), default=512, show_default=True, help="Tile size for --mode tiled.")
 @click.option("--split", default=None, help="Split of REAL when it is a dataset (e.g. test).")
 @click.option("--max-tiles", type=click.IntRange(1), default=None, help="At most this many tiles per input.")
-@click.option("--cells", type=click.IntRange(1), default=None, help="k-means cells for C_T (default: from the sample size, at most 20).")
-@click.option("--min-per-cell", type=click.IntRange(1), default=20, show_default=True, help="Cells with fewer samples are left out of C_T.")
-@click.option("--gallery", type=click.IntRange(0), default=16, show_default=True, help="Synthetic tiles shown beside their nearest training tile.")
-@click.option("--seam-period", type=click.IntRange(2), default=None, help="Crop period in px for the seam score of synthetic slides.")
+@click.option(
+    "--cells",
+    type=click.IntRange(1),
+    default=None,
+    help="k-means cells for C_T (default: from the sample size, at most 20).",
+)
+@click.option(
+    "--min-per-cell",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Cells with fewer samples are left out of C_T.",
+)
+@click.option(
+    "--gallery",
+    type=click.IntRange(0),
+    default=16,
+    show_default=True,
+    help="Synthetic tiles shown beside their nearest training tile.",
+)
+@click.option(
+    "--seam-period",
+    type=click.IntRange(2),
+    default=None,
+    help="Crop period in px for the seam score of synthetic slides.",
+)
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, …")
 @seed_option

@@ -20,12 +20,43 @@ Re-running the same command resumes: finished slides (by sha256) are skipped."""
 @click.argument("annotations", type=click.Path(exists=True))
 @out_option("Dataset folder to create (or resume).")
 @tile_options
-@click.option("--min-tissue", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Least tissue fraction of an unlabelled tile.")
-@click.option("--unlabelled-per-slide", type=click.IntRange(0), default=200, show_default=True, help="Most unlabelled (tissue, not annotated) tiles per slide.")
-@click.option("--subtype", default=None, help="Subtype of every slide (else --subtypes, else each slide's folder name).")
-@click.option("--subtypes", "subtypes_csv", type=click.Path(exists=True, dir_okay=False), default=None, help="CSV with columns slide,subtype.")
-@click.option("--slide-mpp", type=click.FloatRange(min=0, min_open=True), default=None, help="Level-0 µm/px for slides whose metadata lacks it.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="Tile reader processes (each opens the slide).")
+@click.option(
+    "--min-tissue",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="Least tissue fraction of an unlabelled tile.",
+)
+@click.option(
+    "--unlabelled-per-slide",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Most unlabelled (tissue, not annotated) tiles per slide.",
+)
+@click.option(
+    "--subtype", default=None, help="Subtype of every slide (else --subtypes, else each slide's folder name)."
+)
+@click.option(
+    "--subtypes",
+    "subtypes_csv",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV with columns slide,subtype.",
+)
+@click.option(
+    "--slide-mpp",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Level-0 µm/px for slides whose metadata lacks it.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Tile reader processes (each opens the slide).",
+)
 @seed_option
 @overwrite_option
 @quiet_option
@@ -86,7 +117,10 @@ def command(
     )
     for rec in summary.slides_done:
         c = rec["counts"]
-        click.echo(f"{rec['name']}: {c['labelled']} labelled, {c['unlabelled']} unlabelled, {c['regions']} regions ({rec['split']}, subtype {rec['subtype']})")
+        click.echo(
+            f"{rec['name']}: {c['labelled']} labelled, {c['unlabelled']} unlabelled, {c['regions']} regions "
+            f"({rec['split']}, subtype {rec['subtype']})"
+        )
     for name in summary.slides_skipped:
         click.echo(f"{name}: already in the dataset, skipped")
     notes = {

@@ -22,7 +22,7 @@ Examples:
   wsi-synth generate --model model/ --size 100000 --subtype squamous --out s.tiff --dry-run --device cuda
   wsi-synth generate --model model/ --size 4096 --subtype squamous --solver ddim --steps 50 --out s.tiff
   wsi-synth generate --model model/ --size 16384 --subtype squamous --out s.ome.zarr --annotations geojson,asap
-  wsi-synth generate --model model/ --count 1000 --size 256 --out tiles/      # tiles/images, masks, legend.yaml, manifest.csv
+  wsi-synth generate --model model/ --count 1000 --size 256 --out tiles/   # images/, masks/, legend, manifest
 Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record);
 --format ome-tiff writes s.ome.tiff and s.mask.ome.tiff, --format ome-zarr one s.ome.zarr folder with the
 labels inside; --annotations asap adds s.xml (ASAP).
@@ -41,19 +41,25 @@ def command(as_json: bool, quiet: bool, **options):
     options = take_renamed(options, "--tile", TIFF_TILE)
     with ProgressBars() as bars:
         result = generate(**options, progress=not quiet, log=log, on_progress=None if quiet else bars)
-    click.echo(_plan_text(result) if options["dry_run"] and options["count"] is None and not as_json else json.dumps(result, indent=2))
+    click.echo(
+        _plan_text(result)
+        if options["dry_run"] and options["count"] is None and not as_json
+        else json.dumps(result, indent=2)
+    )
 
 
 def _plan_text(plan: dict) -> str:
     lines = [
-        f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} {plan['solver']} steps, planner {plan['planner']['name']} "
+        f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} {plan['solver']} steps, planner "
+        f"{plan['planner']['name']} "
         f"(context {plan['planner']['context']} latent px)"
     ]
     for name, s in plan["stages"].items():
         evals = s.get("evaluations", s.get("evaluations_estimate"))
         about = "" if s.get("crops_exact", True) else "~"
         lines.append(
-            f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} crops/step "
+            f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} "
+            "crops/step "
             f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations, {s['windows']} window(s)"
         )
     lines.append(f"  memory (canvases): {plan['memory_bytes'] / 1e9:.2f} GB")
@@ -73,4 +79,10 @@ def _plan_text(plan: dict) -> str:
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+    return (
+        f"{seconds:.0f} s"
+        if seconds < 120
+        else f"{seconds / 60:.1f} min"
+        if seconds < 7200
+        else f"{seconds / 3600:.1f} h"
+    )

@@ -24,13 +24,25 @@ Importing into an existing dataset adds a source; importing the same files twice
     "--layouts",
     type=click.Path(exists=True, file_okay=False),
     default=None,
-    help="Instead of IMAGES: a folder of label masks without images (tissue layouts), imported as region masks for the mask stage.",
+    help="Instead of IMAGES: a folder of label masks without images (tissue layouts), imported as region masks "
+    "for the mask stage.",
 )
-@click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None, help="Folder of label masks, matched to images by file stem.")
-@click.option("--legend", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML/JSON: mask value -> class name.")
+@click.option(
+    "--masks",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Folder of label masks, matched to images by file stem.",
+)
+@click.option(
+    "--legend", type=click.Path(exists=True, dir_okay=False), default=None, help="YAML/JSON: mask value -> class name."
+)
 @click.option("--subtype", default=None, help="Subtype of these tiles (the mask model's prompt).")
 @click.option(
-    "--scale", type=click.FloatRange(min=0, min_open=True, max=16), default=1.0, show_default=True, help="Resize images by this factor first (e.g. 0.5: 40x -> 20x)."
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True, max=16),
+    default=1.0,
+    show_default=True,
+    help="Resize images by this factor first (e.g. 0.5: 40x -> 20x).",
 )
 @click.option("--stretch", is_flag=True, help="Resize masks of another size than their image to fit (else refused).")
 @tile_options
@@ -94,7 +106,12 @@ def command(
         return
     c = s.counts
     click.echo(
-        f"{s.source}: {s.images} {'layouts' if layouts else 'images'} -> {c['labelled']} labelled, {c['unlabelled']} unlabelled tiles, {c['regions']} regions"
-        + (f"; {s.too_small} {'layouts smaller than a region' if layouts else 'images smaller than a tile'} skipped" if s.too_small else "")
+        f"{s.source}: {s.images} {'layouts' if layouts else 'images'} -> {c['labelled']} labelled, {c['unlabelled']} "
+        f"unlabelled tiles, {c['regions']} regions"
+        + (
+            f"; {s.too_small} {'layouts smaller than a region' if layouts else 'images smaller than a tile'} skipped"
+            if s.too_small
+            else ""
+        )
     )
     click.echo(f"dataset: {s.dataset}  (wsi-synth info {s.dataset})")

@@ -37,6 +37,15 @@ def command(slide: str, regions: str, quiet: bool, **options):
 
     options = take_renamed(options, "--tile", TIFF_TILE)
     with ProgressBars() as bars:
-        result = inpaint(slide, regions, **options, progress=not quiet, log=None if quiet else click.echo, on_progress=None if quiet else bars)
+        result = inpaint(
+            slide,
+            regions,
+            **options,
+            progress=not quiet,
+            log=None if quiet else click.echo,
+            on_progress=None if quiet else bars,
+        )
     written = [result[k] for k in ("image", "mask", "geojson", "asap", "record") if k in result]
-    click.echo(f"inpainted {result['patches']} patch(es), {result['evaluations']} denoiser evaluations: {', '.join(written)}")
+    click.echo(
+        f"inpainted {result['patches']} patch(es), {result['evaluations']} denoiser evaluations: {', '.join(written)}"
+    )

@@ -29,10 +29,18 @@ class _Group(click.Group):
             if debug:
                 raise
             if is_disk_full(exc):  # the user's to fix, like bad input; nothing partial is kept
-                _fail(f"disk full{f' writing {exc.filename}' if exc.filename else ''}: free some space or choose another --out", EXIT_BAD_INPUT)
+                _fail(
+                    f"disk full{f' writing {exc.filename}' if exc.filename else ''}: free some space or choose "
+                    "another --out",
+                    EXIT_BAD_INPUT,
+                )
             _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
         except KeyboardInterrupt:
-            resume = "re-run the same command with --resume" if ctx.invoked_subcommand in ("generate", "train", "inpaint") else "re-run the same command"
+            resume = (
+                "re-run the same command with --resume"
+                if ctx.invoked_subcommand in ("generate", "train", "inpaint")
+                else "re-run the same command"
+            )
             _fail(f"interrupted ({resume} to continue)", 130)
         except MemoryError:
             if debug:
@@ -43,7 +51,11 @@ class _Group(click.Group):
         except Exception as exc:  # a bug, not bad input: one line, and the way to the traceback
             if debug:
                 raise
-            _fail(f"internal error {type(exc).__name__}: {exc} (run with --debug for the traceback, and please report it)", 1)
+            _fail(
+                f"internal error {type(exc).__name__}: {exc} "
+                "(run with --debug for the traceback, and please report it)",
+                1,
+            )
 
 
 def _fail(message: str, code: int) -> None:

@@ -17,7 +17,15 @@ def click_option(option: Option) -> Callable:
     if option.kind == "bool":
         return click.option(*names, option.name, is_flag=True, default=option.default, help=option.help)
     show = option.default is not None
-    return click.option(*names, option.name, type=_click_type(option), default=option.default, required=option.required, show_default=show, help=option.help)
+    return click.option(
+        *names,
+        option.name,
+        type=_click_type(option),
+        default=option.default,
+        required=option.required,
+        show_default=show,
+        help=option.help,
+    )
 
 
 def _click_type(option: Option) -> Any:
@@ -61,15 +69,34 @@ def take_renamed(options: dict, old: str, new: Option) -> dict:
 
 
 def out_option(help_text: str):
-    return click.option("--out", "-o", required=True, type=click.Path(file_okay=True, dir_okay=True, writable=True), help=help_text)
+    return click.option(
+        "--out", "-o", required=True, type=click.Path(file_okay=True, dir_okay=True, writable=True), help=help_text
+    )
 
 
 def tile_options(f):
     """Options shared by `extract` and `import` (listed in --help in this order)."""
     options = [
-        click.option("--tile", "tile_size", type=click.IntRange(16), default=512, show_default=True, help="Tile size in pixels at --mpp."),
-        click.option("--mpp", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True, help="Target resolution, µm per pixel."),
-        click.option("--classes", default=None, help="Class map: a built-in name (paper5) or a YAML/JSON file. Default: one class per annotation name."),
+        click.option(
+            "--tile",
+            "tile_size",
+            type=click.IntRange(16),
+            default=512,
+            show_default=True,
+            help="Tile size in pixels at --mpp.",
+        ),
+        click.option(
+            "--mpp",
+            type=click.FloatRange(min=0, min_open=True),
+            default=0.5,
+            show_default=True,
+            help="Target resolution, µm per pixel.",
+        ),
+        click.option(
+            "--classes",
+            default=None,
+            help="Class map: a built-in name (paper5) or a YAML/JSON file. Default: one class per annotation name.",
+        ),
         click.option(
             "--unmapped",
             type=click.Choice(["error", "others", "ignore"]),
@@ -77,10 +104,36 @@ def tile_options(f):
             show_default=True,
             help="What to do with annotation classes the map does not know.",
         ),
-        click.option("--min-annotated", type=click.FloatRange(0, 1, min_open=True), default=0.05, show_default=True, help="Least annotated fraction of a labelled tile."),
-        click.option("--region", "region_size", type=click.IntRange(1), default=2048, show_default=True, help="Region size (px at --mpp) for the mask model."),
-        click.option("--region-mask", "region_mask_size", type=click.IntRange(1), default=128, show_default=True, help="Region masks are downsampled to this size."),
-        click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True, help="Share of slides (images) held out."),
+        click.option(
+            "--min-annotated",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=0.05,
+            show_default=True,
+            help="Least annotated fraction of a labelled tile.",
+        ),
+        click.option(
+            "--region",
+            "region_size",
+            type=click.IntRange(1),
+            default=2048,
+            show_default=True,
+            help="Region size (px at --mpp) for the mask model.",
+        ),
+        click.option(
+            "--region-mask",
+            "region_mask_size",
+            type=click.IntRange(1),
+            default=128,
+            show_default=True,
+            help="Region masks are downsampled to this size.",
+        ),
+        click.option(
+            "--test-fraction",
+            type=click.FloatRange(0, 1, max_open=True),
+            default=0.2,
+            show_default=True,
+            help="Share of slides (images) held out.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -104,4 +157,6 @@ overwrite_option = click_option(OVERWRITE)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text.")
 quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 SEED = click.IntRange(0, MAX_SEED)
-seed_option = click.option("--seed", type=SEED, default=0, show_default=True, help="Random seed (split, tile sampling).")
+seed_option = click.option(
+    "--seed", type=SEED, default=0, show_default=True, help="Random seed (split, tile sampling)."
+)

@@ -19,7 +19,14 @@ class ProgressBars:
         if report.task != self._task:
             self.close()
             # a resumed task starts past zero: tqdm's rate (and so its ETA) counts only what this run does
-            self._bar = tqdm(total=report.total, initial=report.done - 1, desc=report.task, unit=report.unit, leave=True, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=report.total,
+                initial=report.done - 1,
+                desc=report.task,
+                unit=report.unit,
+                leave=True,
+                dynamic_ncols=True,
+            )
             self._task = report.task
         self._bar.set_postfix_str(f"{report.evaluations:,} evaluations", refresh=False)
         self._bar.update(report.done - self._bar.n)

@@ -22,26 +22,62 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 )
 @click.argument("stage", type=click.Choice(["codec", "image", "mask", "layout"]))
 @click.argument("data", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Model bundle folder (created or added to).")
+@click.option(
+    "--out", "-o", required=True, type=click.Path(file_okay=False), help="Model bundle folder (created or added to)."
+)
 @click.option("--config", default="tiny", show_default=True, help="Preset (tiny, paper) or YAML file.")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Training steps (overrides the config).")
 @click.option("--batch-size", type=click.IntRange(1), default=None, help="Batch size (overrides the config).")
-@click.option("--p-unc", type=click.FloatRange(0, 1), default=None, help="Share of unconditional (unlabelled, null-condition) draws.")
+@click.option(
+    "--p-unc",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Share of unconditional (unlabelled, null-condition) draws.",
+)
 @click.option("--checkpoint-every", type=click.IntRange(1), default=None, help="Steps between checkpoints.")
-@click.option("--sample-every", type=click.IntRange(1), default=None, help="Steps between preview PNGs (model/previews/).")
+@click.option(
+    "--sample-every", type=click.IntRange(1), default=None, help="Steps between preview PNGs (model/previews/)."
+)
 @click.option("--seed", type=SEED, default=None, help="Random seed (overrides the config).")
 @click.option(
     "--conditioning",
     type=click.Choice(["per-class", "spatial"]),
     default=None,
-    help="Image stage: the paper's per-class masks, or the crop's whole class map (one pass for every class). Overrides the config.",
+    help="Image stage: the paper's per-class masks, or the crop's whole class map (one pass for every class). "
+    "Overrides the config.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, … (bf16/fp16 autocast on GPU).")
-@click.option("--codec", default=None, help="Use this VAE instead of training one: a local diffusers folder, or a hub id (downloaded).")
+@click.option(
+    "--codec",
+    default=None,
+    help="Use this VAE instead of training one: a local diffusers folder, or a hub id (downloaded).",
+)
 @click.option("--resume", is_flag=True, help="Continue from the stage's last checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Train this stage again from the start (its network, checkpoint and previews are replaced; other stages are kept).")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Train this stage again from the start (its network, checkpoint and previews are replaced; other stages "
+    "are kept).",
+)
 @quiet_option
-def command(stage, data, out, config, max_steps, batch_size, p_unc, checkpoint_every, sample_every, seed, conditioning, device, codec, resume, overwrite, quiet):
+def command(
+    stage,
+    data,
+    out,
+    config,
+    max_steps,
+    batch_size,
+    p_unc,
+    checkpoint_every,
+    sample_every,
+    seed,
+    conditioning,
+    device,
+    codec,
+    resume,
+    overwrite,
+    quiet,
+):
     """Train STAGE (codec, image, mask or layout) on the dataset DATA.
 
     The layout stage learns tissue layout at slide scale from a dataset of larger regions (for instance `import

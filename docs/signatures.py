@@ -59,7 +59,10 @@ def main(argv: list[str]) -> int:
         return 0
     stale = [m[1] for m in HEADING.finditer(current) if m[2] != signature_text(m[1])]
     for name in stale:
-        print(f"docs/api.md: the signature of {name} differs from the code: run python docs/signatures.py", file=sys.stderr)
+        print(
+            f"docs/api.md: the signature of {name} differs from the code: run python docs/signatures.py",
+            file=sys.stderr,
+        )
     return 1 if stale else 0
 
 

@@ -20,7 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def region_geojson(cx: int, cy: int, radius: int, path: Path) -> None:
     from shapely.geometry import Point, mapping
 
-    feature = {"type": "Feature", "geometry": mapping(Point(cx, cy).buffer(radius, 64)), "properties": {"classification": {"name": "stroma"}}}
+    feature = {
+        "type": "Feature",
+        "geometry": mapping(Point(cx, cy).buffer(radius, 64)),
+        "properties": {"classification": {"name": "stroma"}},
+    }
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
 
 
@@ -33,7 +37,9 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="Model bundle (default: the bundled one).")
-    parser.add_argument("--slide", type=Path, default=ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs")
+    parser.add_argument(
+        "--slide", type=Path, default=ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "inpaint_before_after.jpg")
     parser.add_argument("--center", type=int, nargs=2, default=(1200, 1300), help="The region's centre, level-0 x y.")
     parser.add_argument("--radius", type=int, default=150)

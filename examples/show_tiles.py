@@ -32,7 +32,10 @@ def main() -> None:
     ds = open_dataset(args.dataset)
     colors = np.array([c["color"] for c in ds.classes], np.float32)
     rows = [r for r in ds.manifest() if r["kind"] == "labelled" and len(json.loads(r["fractions"])) >= 3]
-    rows = rows[:: max(1, len(rows) // args.count)][: args.count] or [r for r in ds.manifest() if r["kind"] == "labelled"][: args.count]
+    rows = (
+        rows[:: max(1, len(rows) // args.count)][: args.count]
+        or [r for r in ds.manifest() if r["kind"] == "labelled"][: args.count]
+    )
     panels = []
     for r in rows:
         group = ds.source_group(r["source"])

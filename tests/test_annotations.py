@@ -38,7 +38,9 @@ def test_feature_collection_with_multipolygon_holes_and_unclassified(cmu_geojson
 
 
 def test_dsa_json_is_read():
-    result = load_annotations(shared("annotations", "bcss_histomicstk", "TCGA-A2-A0YE-01Z-00-DX1_GET_MergePolygons.svs_annotations.json"))
+    result = load_annotations(
+        shared("annotations", "bcss_histomicstk", "TCGA-A2-A0YE-01Z-00-DX1_GET_MergePolygons.svs_annotations.json")
+    )
     assert {"mostly_tumor", "mostly_stroma"} <= {a.name for a in result.annotations}
 
 
@@ -47,8 +49,12 @@ def test_asap_xml(tmp_path):
       <Annotation Name="A" Type="Polygon" PartOfGroup="tumor" Color="#F4FA58"><Coordinates>
         <Coordinate Order="0" X="0" Y="0"/><Coordinate Order="1" X="100" Y="0"/><Coordinate Order="2" X="100" Y="50"/>
       </Coordinates></Annotation>
-      <Annotation Name="B" Type="Dot" PartOfGroup="None"><Coordinates><Coordinate Order="0" X="5" Y="5"/></Coordinates></Annotation>
-    </Annotations><AnnotationGroups><Group Name="tumor" PartOfGroup="None" Color="#ff0000"/></AnnotationGroups></ASAP_Annotations>"""
+      <Annotation Name="B" Type="Dot" PartOfGroup="None"><Coordinates>
+        <Coordinate Order="0" X="5" Y="5"/>
+      </Coordinates></Annotation>
+    </Annotations><AnnotationGroups>
+      <Group Name="tumor" PartOfGroup="None" Color="#ff0000"/>
+    </AnnotationGroups></ASAP_Annotations>"""
     path = tmp_path / "a.xml"
     path.write_text(xml)
     result = load_annotations(path)
@@ -104,7 +110,11 @@ def _feature(name, slide=None):
     props = {"classification": {"name": name}}
     if slide:
         props["slide"] = slide
-    return {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 0]]]}, "properties": props}
+    return {
+        "type": "Feature",
+        "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [5, 0], [5, 5], [0, 0]]]},
+        "properties": props,
+    }
 
 
 def test_matching_by_stem_by_slide_property_and_errors(tmp_path):
@@ -121,7 +131,9 @@ def test_matching_by_stem_by_slide_property_and_errors(tmp_path):
     matched = match_annotations(slides, folder)
     assert [a.name for a in matched[slides[1]][0].annotations] == ["s"]
     tagged = tmp_path / "all.geojson"
-    tagged.write_text(json.dumps({"type": "FeatureCollection", "features": [_feature("t", "A.svs"), _feature("u", "B")]}))
+    tagged.write_text(
+        json.dumps({"type": "FeatureCollection", "features": [_feature("t", "A.svs"), _feature("u", "B")]})
+    )
     matched = match_annotations(slides, tagged)
     assert [a.name for a in matched[slides[0]][0].annotations] == ["t"]
     assert [a.name for a in matched[slides[1]][0].annotations] == ["u"]
@@ -136,7 +148,9 @@ def test_aperio_negative_region_is_a_hole(tmp_path):
     region = '<Region NegativeROA="{neg}"><Vertices>{v}</Vertices></Region>'
     square = lambda a, b: "".join(f'<Vertex X="{x}" Y="{y}"/>' for x, y in [(a, a), (b, a), (b, b), (a, b)])  # noqa: E731
     path.write_text(
-        f'<Annotations><Annotation Name="t"><Regions>{region.format(neg=0, v=square(0, 10))}{region.format(neg=1, v=square(2, 4))}</Regions></Annotation></Annotations>'
+        "<Annotations><Annotation "
+        f'Name="t"><Regions>{region.format(neg=0, v=square(0, 10))}{region.format(neg=1, v=square(2, 4))}'
+        "</Regions></Annotation></Annotations>"
     )
     geom = load_annotations(path).annotations[0].geometry
     assert geom.area == pytest.approx(96) and not shapely.contains_xy(geom, 3, 3) and shapely.contains_xy(geom, 8, 8)

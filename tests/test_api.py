@@ -50,7 +50,10 @@ def test_every_cli_option_is_a_parameter_of_the_api_function_with_the_flag_name(
 
 
 def test_import_wsi_synth_loads_no_torch():
-    code = "import sys, wsi_synth; wsi_synth.__all__; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    code = (
+        "import sys, wsi_synth; wsi_synth.__all__; "
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -63,7 +66,9 @@ def test_errors_name_parameters_in_python_and_flags_on_the_command_line(tmp_path
     with pytest.raises(wsi_synth.OutputExistsError) as caught:
         wsi_synth.pyramid(tmp_path / "img.tif", tmp_path / "s.tiff", mpp=0.5)
     assert "overwrite=True" in str(caught.value) and "--overwrite" not in str(caught.value)
-    result = runner.invoke(cli, ["pyramid", str(tmp_path / "img.tif"), "--mpp", "0.5", "--out", str(tmp_path / "s.tiff")])
+    result = runner.invoke(
+        cli, ["pyramid", str(tmp_path / "img.tif"), "--mpp", "0.5", "--out", str(tmp_path / "s.tiff")]
+    )
     assert result.exit_code == 2 and "pass --overwrite" in result.output
 
 
@@ -76,7 +81,9 @@ def test_a_notebook_drives_the_same_functions_as_the_cli(tmp_path):
     assert described["mpp"] == 0.25 and described["levels"][0] == [3, 300, 400]
     plan = wsi_synth.generate(None, tmp_path / "g.tiff", size=4096, subtype="squamous", dry_run=True)
     assert plan["output_px"] == [4096, 4096] and not (tmp_path / "g.tiff").exists()
-    assert np.array_equal(np.moveaxis(np.asarray(__import__("zarr").open(str(tmp_path / "s.ome.zarr"), mode="r")["0"]), 0, 2), image)
+    assert np.array_equal(
+        np.moveaxis(np.asarray(__import__("zarr").open(str(tmp_path / "s.ome.zarr"), mode="r")["0"]), 0, 2), image
+    )
 
 
 def _public_objects():
@@ -102,7 +109,8 @@ def test_every_public_module_class_and_function_has_a_docstring():
         doc = obj.__doc__
         if isinstance(obj, property):
             doc = obj.fget.__doc__
-        if not doc or (inspect.isclass(obj) and doc.startswith(obj.__name__ + "(")):  # a dataclass's generated signature
+        # a dataclass's generated signature
+        if not doc or (inspect.isclass(obj) and doc.startswith(obj.__name__ + "(")):
             undocumented.append(name)
     assert not undocumented, undocumented
 
@@ -134,7 +142,9 @@ def test_every_package_folder_is_installed_and_the_cli_under_its_own_name():
     root = Path(__file__).resolve().parents[1]
     setuptools = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     folders = {".".join(p.parent.relative_to(root).parts) for p in (root / "wsi_synth").rglob("__init__.py")}
-    assert folders <= set(setuptools["packages"]), f"add to pyproject.toml's packages: {sorted(folders - set(setuptools['packages']))}"
+    assert folders <= set(setuptools["packages"]), (
+        f"add to pyproject.toml's packages: {sorted(folders - set(setuptools['packages']))}"
+    )
     assert setuptools["package-dir"] == {"wsi_synth_cli": "cli"} and "cli" not in setuptools["packages"]
     import wsi_synth_cli.main
 

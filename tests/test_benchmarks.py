@@ -12,7 +12,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULES = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts) for p in (ROOT / "benchmarks").rglob("*.py") if p.name != "__init__.py")
+MODULES = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts)
+    for p in (ROOT / "benchmarks").rglob("*.py")
+    if p.name != "__init__.py"
+)
 
 
 def test_benchmarks_are_split_into_performance_and_model_studies():
@@ -33,5 +37,7 @@ def test_a_benchmark_imports_as_a_module_without_tests_or_path_changes(module):
 
 
 def test_a_benchmark_runs_with_python_dash_m_from_the_repository():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.quality.bench_layout", "--help"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.quality.bench_layout", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0 and "usage" in result.stdout, result.stderr

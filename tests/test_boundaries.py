@@ -42,7 +42,10 @@ def test_upsampled_masks_are_contours_not_the_grid_and_real_layouts_keep_their_l
         drawn.append(layout)
         refined.append(smooth(layout[4::8, 4::8], 8.0, layout.shape, 1.0, roughness=Roughness(0.1, 0)))
         plain.append(smooth(layout[4::8, 4::8], 8.0, layout.shape, 1.0))
-    share = {k: sum((boundary_stats(m) for m in v[1:]), boundary_stats(v[0])).straight_share for k, v in (("drawn", drawn), ("refined", refined), ("plain", plain))}
+    share = {
+        k: sum((boundary_stats(m) for m in v[1:]), boundary_stats(v[0])).straight_share
+        for k, v in (("drawn", drawn), ("refined", refined), ("plain", plain))
+    }
     # through the 8 px grid and refined, real layouts' boundaries are about as irregular as drawn; smooth, they are not
     assert share["refined"] < 1.5 * share["drawn"] < share["plain"]
     for r, p, d in zip(refined, plain, drawn, strict=True):
@@ -54,7 +57,12 @@ def test_refined_contours_are_the_same_in_any_band_chunk_and_canvas_and_follow_t
     small = np.kron(rng.integers(0, 3, (6, 6)), np.ones((4, 4), int)).astype(np.uint8)  # 24² mask px, 3 classes
     rough = Roughness(0.3, 7)
     fine = smooth(small, 8.0, (192, 192), 1.0, roughness=rough)
-    bands = np.concatenate([smooth(small, 8.0, (192, 192), 1.0, rows=(y, min(y + 23, 192)), chunk=19, roughness=rough) for y in range(0, 192, 23)])
+    bands = np.concatenate(
+        [
+            smooth(small, 8.0, (192, 192), 1.0, rows=(y, min(y + 23, 192)), chunk=19, roughness=rough)
+            for y in range(0, 192, 23)
+        ]
+    )
     assert np.array_equal(bands, fine)
     latent = smooth(small, 8.0, (48, 48), 4.0, roughness=rough)  # the image stage's canvas samples the same field
     assert (latent != fine[2::4, 2::4]).mean() < 0.02

@@ -14,7 +14,13 @@ SHAPE = (2, 128, 96)
 
 def _config(planner="shifted-grid", window=64):
     return SamplerConfig(
-        PlannerConfig(planner, 16, 2 if planner == "shifted-grid" else 0, region=32), steps=6, eta=0.7, batch_size=16, window=window, seed=11, solver="ddim"
+        PlannerConfig(planner, 16, 2 if planner == "shifted-grid" else 0, region=32),
+        steps=6,
+        eta=0.7,
+        batch_size=16,
+        window=window,
+        seed=11,
+        solver="ddim",
     )
 
 
@@ -24,7 +30,11 @@ def test_in_memory_zarr_and_threads_give_the_same_canvas(tmp_path, planner):
     in_memory = sample_canvas(ORACLE, SHAPE, ABAR, _config(planner, window=64))
     on_disk = sample_canvas(ORACLE, SHAPE, ABAR, _config(planner, window=32), work=tmp_path / "w", out_of_core=True)
     threaded = sample_canvas(ORACLE, SHAPE, ABAR, _config(planner, window=32), workers=2)
-    assert np.array_equal(reference, in_memory) and np.array_equal(reference, np.asarray(on_disk[:])) and np.array_equal(reference, threaded)
+    assert (
+        np.array_equal(reference, in_memory)
+        and np.array_equal(reference, np.asarray(on_disk[:]))
+        and np.array_equal(reference, threaded)
+    )
 
 
 def test_out_of_core_run_resumes_after_an_interruption(tmp_path):
@@ -41,9 +51,14 @@ def test_out_of_core_run_resumes_after_an_interruption(tmp_path):
 
 
 def test_a_two_worker_dask_cluster_gives_the_same_canvas(tmp_path):
-    distributed = pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
+    distributed = pytest.importorskip(
+        "distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')"
+    )
     reference = sample(ORACLE, SHAPE, ABAR, _config(window=0))
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         out = sample_canvas(ORACLE, SHAPE, ABAR, _config(window=32), work=tmp_path / "w", client=client)
     assert np.array_equal(reference, np.asarray(out[:]))
 
@@ -53,17 +68,32 @@ def test_a_cluster_run_survives_losing_its_workers_one_after_another(tmp_path):
     import signal
     import threading
 
-    distributed = pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
+    distributed = pytest.importorskip(
+        "distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')"
+    )
     labels = np.kron(np.random.default_rng(5).integers(0, 3, (8, 6)), np.ones((16, 16), int)).astype(np.uint8)
     reference = sample(ORACLE, SHAPE, ABAR, _config(window=0), labels=labels)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         victims = dict(zip((2, 4), client.run(os.getpid).values(), strict=True))
 
         def kill_a_worker_during_the_next_step(step, total):
-            if step in victims:  # SIGKILL while the next step's window tasks run: no goodbye, the nanny starts a fresh worker
+            # SIGKILL while the next step's window tasks run: no goodbye, the nanny starts a fresh worker
+            if step in victims:
                 threading.Timer(0.05, os.kill, (victims[step], signal.SIGKILL)).start()
 
-        out = sample_canvas(ORACLE, SHAPE, ABAR, _config(window=32), work=tmp_path / "w", client=client, labels=labels, progress=kill_a_worker_during_the_next_step)
+        out = sample_canvas(
+            ORACLE,
+            SHAPE,
+            ABAR,
+            _config(window=32),
+            work=tmp_path / "w",
+            client=client,
+            labels=labels,
+            progress=kill_a_worker_during_the_next_step,
+        )
         assert not set(victims.values()) & set(client.run(os.getpid).values())  # both original workers really died
     # nothing the tasks need lived only in the dead workers' memory: the same canvas as one process makes
     assert np.array_equal(reference, np.asarray(out[:]))
@@ -78,7 +108,9 @@ def _interrupted_at(step_to_stop: int):
 
 
 @pytest.mark.parametrize("solver", ["ddim", "dpm-solver++"])
-@pytest.mark.parametrize("first_out_of_core, then_out_of_core", [(False, False), (False, True), (True, False), (True, True)])
+@pytest.mark.parametrize(
+    "first_out_of_core, then_out_of_core", [(False, False), (False, True), (True, False), (True, True)]
+)
 def test_a_run_resumes_to_the_same_canvas_in_either_storage(tmp_path, solver, first_out_of_core, then_out_of_core):
     """A state saved in memory is loaded into the zarr store (and back), never replaced by an empty canvas."""
     from dataclasses import replace
@@ -89,8 +121,19 @@ def test_a_run_resumes_to_the_same_canvas_in_either_storage(tmp_path, solver, fi
     full_stats, resumed_stats = SampleStats(), SampleStats()
     full = sample_canvas(ORACLE, SHAPE, ABAR, config, stats=full_stats)
     with pytest.raises(KeyboardInterrupt):
-        sample_canvas(ORACLE, SHAPE, ABAR, config, work=tmp_path, out_of_core=first_out_of_core, save_every=1, progress=_interrupted_at(4))
-    resumed = sample_canvas(ORACLE, SHAPE, ABAR, config, work=tmp_path, out_of_core=then_out_of_core, resume=True, stats=resumed_stats)
+        sample_canvas(
+            ORACLE,
+            SHAPE,
+            ABAR,
+            config,
+            work=tmp_path,
+            out_of_core=first_out_of_core,
+            save_every=1,
+            progress=_interrupted_at(4),
+        )
+    resumed = sample_canvas(
+        ORACLE, SHAPE, ABAR, config, work=tmp_path, out_of_core=then_out_of_core, resume=True, stats=resumed_stats
+    )
     assert np.array_equal(full, np.asarray(resumed[:]))
     assert resumed_stats == full_stats  # the counts cover every step, not only the resumed ones
 
@@ -108,7 +151,9 @@ def test_resume_with_other_settings_is_refused_naming_what_changed(tmp_path):
     with pytest.raises(BadArgumentError, match="model"):
         sample_canvas(ORACLE, SHAPE, ABAR, _config(), work=tmp_path, resume=True, fingerprint={"model": "other"})
     # batch and window sizes do not change the result: resuming with others is fine
-    resumed = sample_canvas(ORACLE, SHAPE, ABAR, replace(_config(), batch_size=5, window=96), work=tmp_path, resume=True)
+    resumed = sample_canvas(
+        ORACLE, SHAPE, ABAR, replace(_config(), batch_size=5, window=96), work=tmp_path, resume=True
+    )
     assert np.array_equal(resumed, sample_canvas(ORACLE, SHAPE, ABAR, _config()))
 
 
@@ -119,7 +164,8 @@ def test_the_saved_pointer_always_names_a_complete_state(tmp_path):
         sample_canvas(ORACLE, SHAPE, ABAR, _config(), work=tmp_path, save_every=2, progress=_interrupted_at(5))
     state = json.loads((tmp_path / "state.json").read_text())
     assert state["step"] == 4 and state["storage"] == "memory" and (tmp_path / state["current"]).is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["state-000004.npz", "state.json"]  # no partial or older states
+    # no partial or older states
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state-000004.npz", "state.json"]
 
 
 @pytest.mark.parametrize("solver", ["ddim", "dpm-solver++"])
@@ -129,11 +175,15 @@ def test_canvases_sampled_together_are_those_sampled_alone(solver):
     from wsi_synth.sampling.canvas import sample_canvases
 
     shape = (2, 48, 40)
-    configs = [replace(_config(window=0), seed=seed, solver=solver, eta=0.0 if solver != "ddim" else 0.5, batch_size=7) for seed in (3, 4, 5)]
+    configs = [
+        replace(_config(window=0), seed=seed, solver=solver, eta=0.0 if solver != "ddim" else 0.5, batch_size=7)
+        for seed in (3, 4, 5)
+    ]
     rng = np.random.default_rng(0)
     labels = [rng.integers(0, 3, (48, 40)).astype(np.uint8) for _ in configs]
 
-    def by_class(z, t, cls, masks):  # the oracle, shifted by each evaluation's class inside its mask: misrouted classes show
+    # the oracle, shifted by each evaluation's class inside its mask: misrouted classes show
+    def by_class(z, t, cls, masks):
         return ORACLE(z, t, cls, masks) + 0.05 * cls.float().view(-1, 1, 1, 1) * masks
 
     together = sample_canvases(by_class, shape, ABAR, configs, labels=labels)
@@ -177,10 +227,21 @@ def test_a_started_canvas_is_the_same_in_any_storage_and_window_and_resumes(tmp_
     stats = SampleStats()
     reference = sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.5), stats=stats)
     assert stats.steps == 4  # the last half of the steps only
-    on_disk = sample_canvas(ORACLE, SHAPE, ABAR, replace(config, window=32), start=_start(x0, 0.5), work=tmp_path / "a", out_of_core=True)
+    on_disk = sample_canvas(
+        ORACLE, SHAPE, ABAR, replace(config, window=32), start=_start(x0, 0.5), work=tmp_path / "a", out_of_core=True
+    )
     assert np.array_equal(reference, np.asarray(on_disk[:]))
     with pytest.raises(KeyboardInterrupt):
-        sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.5), work=tmp_path / "b", save_every=1, progress=_interrupted_at(2))
+        sample_canvas(
+            ORACLE,
+            SHAPE,
+            ABAR,
+            config,
+            start=_start(x0, 0.5),
+            work=tmp_path / "b",
+            save_every=1,
+            progress=_interrupted_at(2),
+        )
     with pytest.raises(BadArgumentError, match="start_strength"):
         sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.6), work=tmp_path / "b", resume=True)
     resumed = sample_canvas(ORACLE, SHAPE, ABAR, config, start=_start(x0, 0.5), work=tmp_path / "b", resume=True)

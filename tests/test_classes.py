@@ -25,7 +25,9 @@ def test_default_is_one_class_per_annotation_name_with_file_colours():
 
 def test_yaml_class_map(tmp_path):
     path = tmp_path / "map.yaml"
-    path.write_text("classes: [tumour, {name: stroma, color: [9, 9, 9]}]\nmap: {Tumor: tumour, 'Tumor stroma': stroma}\n")
+    path.write_text(
+        "classes: [tumour, {name: stroma, color: [9, 9, 9]}]\nmap: {Tumor: tumour, 'Tumor stroma': stroma}\n"
+    )
     m = load_class_map(path)
     assert m.class_id("tumor stroma") == 2 and m.class_id("Tumor") == 1 and m.classes[2].color == (9, 9, 9)
     path.write_text("classes: [tumour]\nmap: {Tumor: nonsense}\n")

@@ -23,15 +23,21 @@ def test_real_tiles_against_themselves_and_against_noise(tmp_path, runner):
     same = _write_tiles(tmp_path / "same", tiles[:60])
     rng = np.random.default_rng(0)
     noise = _write_tiles(tmp_path / "noise", [rng.integers(0, 255, (224, 224, 3), dtype=np.uint8) for _ in range(60)])
-    result = runner.invoke(cli, ["evaluate", str(real), str(same), "--out", str(tmp_path / "r1"), "--size", "128", "-q"])
+    result = runner.invoke(
+        cli, ["evaluate", str(real), str(same), "--out", str(tmp_path / "r1"), "--size", "128", "-q"]
+    )
     assert result.exit_code == 0, result.output
     m = json.loads((tmp_path / "r1" / "report.json").read_text())["metrics"]
     assert m["precision"] == 1.0 and m["recall"] == 1.0 and 0 <= m["fid"] < 1e-3  # a distance: never below 0
-    result = runner.invoke(cli, ["evaluate", str(real), str(noise), "--out", str(tmp_path / "r2"), "--size", "128", "-q"])
+    result = runner.invoke(
+        cli, ["evaluate", str(real), str(noise), "--out", str(tmp_path / "r2"), "--size", "128", "-q"]
+    )
     m = json.loads((tmp_path / "r2" / "report.json").read_text())["metrics"]
     assert m["precision"] == 0.0 and m["recall"] == 0.0
     other = _write_tiles(tmp_path / "other", tiles[60:120])  # other real tiles of the same class
-    result = runner.invoke(cli, ["evaluate", str(real), str(other), "--out", str(tmp_path / "r3"), "--size", "128", "-q"])
+    result = runner.invoke(
+        cli, ["evaluate", str(real), str(other), "--out", str(tmp_path / "r3"), "--size", "128", "-q"]
+    )
     m_other = json.loads((tmp_path / "r3" / "report.json").read_text())["metrics"]
     assert m["fid"] > 10 * m_other["fid"] > 0  # FID has no absolute scale across feature extractors; compare
 
@@ -43,13 +49,21 @@ def test_copies_of_training_tiles_are_flagged_and_held_out_tiles_are_not(tmp_pat
     held_out = _write_tiles(tmp_path / "test", tiles[150:300])
     rng = np.random.default_rng(1)
     copies = _write_tiles(
-        tmp_path / "copies", [np.clip(tiles[i].astype(int) + rng.integers(-2, 3, tiles[i].shape), 0, 255).astype(np.uint8) for i in rng.integers(0, 150, 150)]
+        tmp_path / "copies",
+        [
+            np.clip(tiles[i].astype(int) + rng.integers(-2, 3, tiles[i].shape), 0, 255).astype(np.uint8)
+            for i in rng.integers(0, 150, 150)
+        ],
     )
     args = ["--size", "96", "--cells", "3", "--min-per-cell", "10", "--gallery", "4", "-q"]
-    copied = runner.invoke(cli, ["evaluate", str(held_out), str(copies), "--train", str(train), "--out", str(tmp_path / "c"), *args])
+    copied = runner.invoke(
+        cli, ["evaluate", str(held_out), str(copies), "--train", str(train), "--out", str(tmp_path / "c"), *args]
+    )
     assert copied.exit_code == 0, copied.output
     c = json.loads((tmp_path / "c" / "report.json").read_text())["metrics"]
-    honest = runner.invoke(cli, ["evaluate", str(held_out), str(held_out), "--train", str(train), "--out", str(tmp_path / "h"), *args])
+    honest = runner.invoke(
+        cli, ["evaluate", str(held_out), str(held_out), "--train", str(train), "--out", str(tmp_path / "h"), *args]
+    )
     assert honest.exit_code == 0, honest.output
     h = json.loads((tmp_path / "h" / "report.json").read_text())["metrics"]
     assert c["copying"]["c_t"] < -3 and c["authenticity"] < 0.2
@@ -72,7 +86,9 @@ def test_torchscript_extractor_and_bad_feature_file(tmp_path, runner):
     torch.jit.script(Mean()).save(str(script))
     rng = np.random.default_rng(2)
     a = _write_tiles(tmp_path / "a", [np.full((32, 32, 3), rng.integers(0, 255, 3), np.uint8) for _ in range(20)])
-    result = runner.invoke(cli, ["evaluate", str(a), str(a), "--features", str(script), "--size", "32", "--out", str(tmp_path / "r"), "-q"])
+    result = runner.invoke(
+        cli, ["evaluate", str(a), str(a), "--features", str(script), "--size", "32", "--out", str(tmp_path / "r"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["feature_extractor"] == {"name": "mean", "comparable_with_published": True, "dim": 3}
@@ -86,7 +102,9 @@ def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
     from wsi_synth.io import write_slide_pyramid
 
     rng = np.random.default_rng(3)
-    smooth = np.asarray(Image.fromarray((rng.random((30, 30, 3)) * 255).astype(np.uint8)).resize((1024, 1024), Image.Resampling.BICUBIC))
+    smooth = np.asarray(
+        Image.fromarray((rng.random((30, 30, 3)) * 255).astype(np.uint8)).resize((1024, 1024), Image.Resampling.BICUBIC)
+    )
     seamed = smooth.astype(np.int16)
     for y in range(0, 1024, 64):
         for x in range(0, 1024, 64):
@@ -95,8 +113,26 @@ def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
     slides.mkdir()
     write_slide_pyramid(np.clip(seamed, 0, 255).astype(np.uint8), slides / "seamed.tiff", mpp=0.5, tile=256, quality=95)
     write_slide_pyramid(smooth, slides / "clean.tiff", mpp=0.5, tile=256, quality=95)
-    real = _write_tiles(tmp_path / "real", [smooth[y : y + 256, x : x + 256] for y in range(0, 1024, 256) for x in range(0, 1024, 256)])
-    result = runner.invoke(cli, ["evaluate", str(real), str(slides), "--tile", "256", "--size", "64", "--seam-period", "64", "--out", str(tmp_path / "r"), "-q"])
+    real = _write_tiles(
+        tmp_path / "real", [smooth[y : y + 256, x : x + 256] for y in range(0, 1024, 256) for x in range(0, 1024, 256)]
+    )
+    result = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(real),
+            str(slides),
+            "--tile",
+            "256",
+            "--size",
+            "64",
+            "--seam-period",
+            "64",
+            "--out",
+            str(tmp_path / "r"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["inputs"]["synthetic"] == {"path": str(slides), "kind": "slides", "tiles": 32, "mode": "tiled"}
@@ -129,13 +165,17 @@ def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
         ).exit_code
         == 0
     )
-    result = runner.invoke(cli, ["evaluate", str(ds), str(real), "--split", "test", "--size", "64", "--out", str(tmp_path / "d"), "-q"])
+    result = runner.invoke(
+        cli, ["evaluate", str(ds), str(real), "--split", "test", "--size", "64", "--out", str(tmp_path / "d"), "-q"]
+    )
     assert result.exit_code == 0, result.output
     inputs = json.loads((tmp_path / "d" / "report.json").read_text())["inputs"]
     assert inputs["real"]["kind"] == "dataset" and 0 < inputs["real"]["tiles"]
 
 
-@pytest.mark.parametrize("args, message", [(["--mode", "sideways"], "sideways"), (["--features", "/nope.pt"], "file not found")])
+@pytest.mark.parametrize(
+    "args, message", [(["--mode", "sideways"], "sideways"), (["--features", "/nope.pt"], "file not found")]
+)
 def test_evaluate_bad_arguments(tmp_path, runner, args, message):
     a = _write_tiles(tmp_path / "a", [np.zeros((16, 16, 3), np.uint8)] * 3)
     result = runner.invoke(cli, ["evaluate", str(a), str(a), "--out", str(tmp_path / "r"), *args])

@@ -17,7 +17,8 @@ def test_precision_recall_see_mode_dropping():
     two_modes = np.concatenate([rng.normal(-5, 1, (500, 8)), rng.normal(5, 1, (500, 8))]).astype(np.float32)
     one_mode = rng.normal(-5, 1, (500, 8)).astype(np.float32)
     precision, recall = metrics.precision_recall(two_modes, one_mode, k=3)
-    assert precision > 0.8 and 0.35 < recall < 0.6  # k=3 balls in 8-D undercover a little; the dropped mode halves recall
+    # k=3 balls in 8-D undercover a little; the dropped mode halves recall
+    assert precision > 0.8 and 0.35 < recall < 0.6
 
 
 def test_fid_matches_closed_form_for_two_gaussians():
@@ -87,7 +88,11 @@ def test_c_t_cells_follow_the_sample_size_so_small_sets_get_a_score():
     rng = np.random.default_rng(0)
     train, test, fake = rng.normal(size=(400, 8)), rng.normal(size=(90, 8)), rng.normal(size=(90, 8))
     result = metrics.data_copying(train, test, fake)
-    assert result["cells"] == metrics.cells_for(90, 90) == 1 and result["c_t"] is not None and result["cells_chosen"] == "from the sample size"
+    assert (
+        result["cells"] == metrics.cells_for(90, 90) == 1
+        and result["c_t"] is not None
+        and result["cells_chosen"] == "from the sample size"
+    )
     assert abs(result["c_t"]) < 3  # the same distribution: no copying
     copied = train[:90] + rng.normal(scale=1e-3, size=(90, 8))
     assert metrics.data_copying(train, test, copied)["c_t"] < -3

@@ -110,7 +110,10 @@ def test_two_slides_split_by_slide_and_slide_without_mpp_needs_slide_mpp(tmp_pat
                 "features": [
                     {
                         "type": "Feature",
-                        "geometry": {"type": "Polygon", "coordinates": [[[500, 500], [3000, 500], [3000, 3000], [500, 3000], [500, 500]]]},
+                        "geometry": {
+                            "type": "Polygon",
+                            "coordinates": [[[500, 500], [3000, 500], [3000, 3000], [500, 3000], [500, 500]]],
+                        },
                         "properties": {"classification": {"name": "Tumor"}},
                     }
                 ],
@@ -164,7 +167,10 @@ def _bad_cases(tmp_path, slide, geojson):
                 {
                     "type": "Feature",
                     "properties": {"classification": {"name": "Tumor"}},
-                    "geometry": {"type": "Polygon", "coordinates": [[[9000, 9000], [9500, 9000], [9500, 9500], [9000, 9000]]]},
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[9000, 9000], [9500, 9000], [9500, 9500], [9000, 9000]]],
+                    },
                 }
             ]
         )
@@ -192,7 +198,18 @@ def _bad_cases(tmp_path, slide, geojson):
     }
 
 
-@pytest.mark.parametrize("case", ["missing slide", "not a slide", "truncated slide", "malformed json", "empty annotations", "polygon outside", "unknown class"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing slide",
+        "not a slide",
+        "truncated slide",
+        "malformed json",
+        "empty annotations",
+        "polygon outside",
+        "unknown class",
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_dataset(tmp_path, runner, cmu_slide, cmu_geojson, case):
     args, message = _bad_cases(tmp_path, cmu_slide, cmu_geojson)[case]
     out = tmp_path / "out"
@@ -210,12 +227,17 @@ def test_self_intersecting_polygon_is_repaired_not_fatal(tmp_path, runner, cmu_s
                 {
                     "type": "Feature",
                     "properties": {"classification": {"name": "Tumor"}},
-                    "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1500, 1500], [1500, 0], [0, 1500], [0, 0]]]},
+                    "geometry": {
+                        "type": "Polygon",
+                        "coordinates": [[[0, 0], [1500, 1500], [1500, 0], [0, 1500], [0, 0]]],
+                    },
                 }
             ]
         )
     )
-    result = runner.invoke(cli, ["extract", str(cmu_slide), str(ann), "--out", str(tmp_path / "o"), "--tile", "256", "-q"])
+    result = runner.invoke(
+        cli, ["extract", str(cmu_slide), str(ann), "--out", str(tmp_path / "o"), "--tile", "256", "-q"]
+    )
     assert result.exit_code == 0, result.output
     assert "repaired invalid Tumor polygon" in result.output and "invalid polygons repaired: 1" in result.output
 
@@ -236,7 +258,9 @@ def test_existing_output_that_is_not_a_dataset_is_refused(tmp_path, runner, cmu_
     result = runner.invoke(cli, [*args[:6], "128", "--region", "1024", "-q"])  # same folder, other tile size
     assert result.exit_code == 2 and "tile_size" in result.output
     assert runner.invoke(cli, [*args[:6], "128", "--region", "1024", "-q", "--overwrite"]).exit_code == 0
-    assert (out / "precious.txt").read_text() == "keep me" and json.loads((out / "dataset.json").read_text())["tile_size"] == 128
+    assert (out / "precious.txt").read_text() == "keep me" and json.loads((out / "dataset.json").read_text())[
+        "tile_size"
+    ] == 128
 
 
 def test_debug_shows_traceback(tmp_path, runner, cmu_geojson):

@@ -23,7 +23,24 @@ def bundle(tmp_path_factory):
 
 def _run(runner, model, out, *extra):
     return runner.invoke(
-        cli, ["generate", "--model", str(model), "--size", "300", "--height", "200", "--subtype", "adenocarcinoma", "--steps", "4", "--out", str(out), "-q", *extra]
+        cli,
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--size",
+            "300",
+            "--height",
+            "200",
+            "--subtype",
+            "adenocarcinoma",
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+            "-q",
+            *extra,
+        ],
     )
 
 
@@ -61,7 +78,9 @@ def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
     record = json.loads((tmp_path / "s.json").read_text())
     classes = record["classes"]
     mask = tifffile.imread(tmp_path / "s.mask.tiff")
-    assert np.array_equal(geojson_to_mask(doc, mask.shape, downsample=record["outputs"]["annotations_downsample"], classes=classes), mask)
+    assert np.array_equal(
+        geojson_to_mask(doc, mask.shape, downsample=record["outputs"]["annotations_downsample"], classes=classes), mask
+    )
     assert record["evaluations"]["image"]["steps"] == 3 and record["evaluations"]["mask"]["crops"] > 0
     assert record["decode"]["relative_to_one_plain_decode"] <= 1.5  # small canvas: the clamped last tiles overlap more
     assert not (tmp_path / ".s.tiff.work").exists()
@@ -111,7 +130,21 @@ def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, 
     assert (out_mask[100, 90] == 3) and (out_mask[100, 220] == 2) and out_mask[5, 5] == 0
     labels[0, 0] = 9
     tifffile.imwrite(tmp_path / "bad.tif", labels)
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "300", "--mask", str(tmp_path / "bad.tif"), "--out", str(tmp_path / "t.tiff"), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "300",
+            "--mask",
+            str(tmp_path / "bad.tif"),
+            "--out",
+            str(tmp_path / "t.tiff"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 2 and "values [9] are not classes" in result.output
 
 
@@ -152,7 +185,20 @@ def test_dry_run_needs_no_weights_and_reports_costs(bundle, tmp_path, runner):
     light.mkdir()
     shutil.copy(bundle / "model.json", light / "model.json")  # the plan reads model.json only
     result = runner.invoke(
-        cli, ["generate", "--model", str(light), "--size", "100000", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--dry-run", "--json"]
+        cli,
+        [
+            "generate",
+            "--model",
+            str(light),
+            "--size",
+            "100000",
+            "--subtype",
+            "adenocarcinoma",
+            "--out",
+            str(tmp_path / "x.tiff"),
+            "--dry-run",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
@@ -213,7 +259,11 @@ def test_tiled_decode_blends_exactly_and_costs_little():
     latents = rng.uniform(-0.9, 0.9, (4, 200, 260)).astype(np.float32)
     image = DecodedImage(Upsample(), latents, scale=1.0, factor=4, crop=16, shape=(790, 1030), device="cpu")
     bands = np.concatenate([image[y : min(y + 128, 790)] for y in range(0, 790, 128)])
-    expected = ((np.repeat(np.repeat(latents[:3], 4, 1), 4, 2).transpose(1, 2, 0)[:790, :1030] + 1) * 127.5).round().clip(0, 255)
+    expected = (
+        ((np.repeat(np.repeat(latents[:3], 4, 1), 4, 2).transpose(1, 2, 0)[:790, :1030] + 1) * 127.5)
+        .round()
+        .clip(0, 255)
+    )
     assert np.abs(bands.astype(int) - expected.astype(int)).max() <= 1
     assert image.decoded_latent_px / (200 * 260) < 1.25
 
@@ -239,14 +289,19 @@ def _bundled_model():
 
     bundled = files("wsi_synth") / "default_model"
     if not (bundled / "model.json").is_file():
-        pytest.skip("this checkout has no bundled default model (wsi_synth/default_model); build it with examples/train_default_model.sh")
+        pytest.skip(
+            "this checkout has no bundled default model (wsi_synth/default_model); build it with "
+            "examples/train_default_model.sh"
+        )
     return bundled
 
 
 def test_without_model_generate_uses_the_bundled_model(tmp_path, runner):
     bundled = _bundled_model()
     out = tmp_path / "s.tiff"
-    result = runner.invoke(cli, ["generate", "--size", "256", "--subtype", "squamous", "--steps", "2", "--out", str(out), "-q"])
+    result = runner.invoke(
+        cli, ["generate", "--size", "256", "--subtype", "squamous", "--steps", "2", "--out", str(out), "-q"]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(out.with_suffix(".json").read_text())
     assert Path(record["model"]) == Path(str(bundled)).resolve()
@@ -279,7 +334,10 @@ def test_bundled_model_is_small_documented_and_its_codec_reconstructs_real_tiles
     with torch.no_grad():
         recon = codec.decode(codec.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
     psnr = 10 * np.log10(4 / ((recon - x) ** 2).mean().item())
-    small = [Image.fromarray(t).resize((16, 16), Image.Resampling.BICUBIC).resize((64, 64), Image.Resampling.BICUBIC) for t in tiles]
+    small = [
+        Image.fromarray(t).resize((16, 16), Image.Resampling.BICUBIC).resize((64, 64), Image.Resampling.BICUBIC)
+        for t in tiles
+    ]
     bicubic = 10 * np.log10(255**2 / np.mean((np.stack([np.asarray(s) for s in small]).astype(float) - tiles) ** 2))
     assert psnr > bicubic + 1.0
 
@@ -288,7 +346,9 @@ def test_without_model_and_without_a_bundled_one_says_to_pass_one(tmp_path, runn
     import importlib.resources
 
     monkeypatch.setattr(importlib.resources, "files", lambda package: tmp_path)
-    result = runner.invoke(cli, ["generate", "--size", "2048", "--subtype", "squamous", "--out", str(tmp_path / "s.tiff"), "--dry-run"])
+    result = runner.invoke(
+        cli, ["generate", "--size", "2048", "--subtype", "squamous", "--out", str(tmp_path / "s.tiff"), "--dry-run"]
+    )
     assert result.exit_code == 2 and "pass --model" in result.output
 
 
@@ -310,7 +370,9 @@ def test_decode_batch_and_row_streaming_give_the_blended_image(bundle):
     assert a.shape == (*shape, 3) and np.abs(a - b_).max() <= 1 and (a == b_).mean() > 0.99
 
 
-def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_step(bundle, tmp_path, runner, monkeypatch):
+def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_step(
+    bundle, tmp_path, runner, monkeypatch
+):
     restore = _interrupt_image_stage_at(monkeypatch, 2)
     assert _run(runner, bundle, tmp_path / "cut.tiff", "--save-every", "1").exit_code == 130
     restore()
@@ -320,19 +382,48 @@ def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_s
     result = _run(runner, bundle, tmp_path / "cut.tiff", "--resume", "--batch-size", "3")  # how it runs may change
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "cut.json").read_text())
-    assert record["resumed"] is True and record["evaluations"]["image"]["steps"] == 4 and record["evaluations"]["mask"]["steps"] == 4
+    assert (
+        record["resumed"] is True
+        and record["evaluations"]["image"]["steps"] == 4
+        and record["evaluations"]["mask"]["steps"] == 4
+    )
 
 
 def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, runner):
     result = runner.invoke(
-        cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--dry-run", "--json"]
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "4096",
+            "--subtype",
+            "adenocarcinoma",
+            "--out",
+            str(tmp_path / "x.tiff"),
+            "--dry-run",
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     projection = json.loads(result.output)["projection"]
     assert projection["device"] == "cpu" and projection["image"]["denoiser_crops_per_s"] > 0
     assert projection["total_s"] >= projection["image"]["denoiser_s"] + projection["decode_s"] > 0
     text = runner.invoke(
-        cli, ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--dry-run"]
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "4096",
+            "--subtype",
+            "adenocarcinoma",
+            "--out",
+            str(tmp_path / "x.tiff"),
+            "--dry-run",
+        ],
     ).output
     assert "projected on cpu" in text and "dpm-solver++" in text
 
@@ -350,7 +441,9 @@ def test_masks_are_upsampled_smoothly_the_same_in_any_band_and_chunk():
     assert (fine != truth).mean() < 0.75 * (blocky != truth).mean()  # contours, not 16 px blocks
     assert set(np.unique(fine)) == {0, 1, 2}
     assert np.array_equal(smooth(small, 1.0, small.shape, 1.0), small)  # same resolution: unchanged
-    bands = np.concatenate([smooth(small, 16.0, (256, 256), 1.0, rows=(y, min(y + 37, 256)), chunk=29) for y in range(0, 256, 37)])
+    bands = np.concatenate(
+        [smooth(small, 16.0, (256, 256), 1.0, rows=(y, min(y + 37, 256)), chunk=29) for y in range(0, 256, 37)]
+    )
     assert np.array_equal(bands, fine)
     coarse = smooth(small, 16.0, (128, 128), 2.0)  # the latent canvas: the same field sampled at its own centres
     assert (coarse != fine[::2, ::2]).mean() < 0.02
@@ -384,7 +477,8 @@ def test_the_package_exposes_the_bundled_model_and_readers_without_importing_tor
     code = (
         "import sys, wsi_synth; assert 'torch' not in sys.modules; "
         "assert wsi_synth.open_bundle(wsi_synth.default_model()).subtypes; "
-        "print('torch' in sys.modules, callable(wsi_synth.open_dataset), issubclass(wsi_synth.BadModelError, wsi_synth.WsiSynthError))"
+        "print('torch' in sys.modules, callable(wsi_synth.open_dataset), issubclass(wsi_synth.BadModelError, "
+        "wsi_synth.WsiSynthError))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if "no bundled default model" in out.stderr:
@@ -402,16 +496,26 @@ def test_ome_zarr_and_asap_outputs_hold_the_same_slide_as_the_tiff(bundle, tmp_p
     from wsi_synth.annotations import load_annotations
 
     regions = np.zeros((200, 300), np.uint8)
-    regions[20:180, 30:200], regions[60:120, 80:140], regions[100:190, 220:290] = 1, 0, 2  # a tumour region with a hole, stroma
+    # a tumour region with a hole, stroma
+    regions[20:180, 30:200], regions[60:120, 80:140], regions[100:190, 220:290] = 1, 0, 2
     Image.fromarray(regions).save(tmp_path / "regions.png")
     assert _run(runner, bundle, tmp_path / "a.tiff", "--mask", str(tmp_path / "regions.png")).exit_code == 0
-    result = _run(runner, bundle, tmp_path / "b.ome.zarr", "--annotations", "geojson,asap", "--mask", str(tmp_path / "regions.png"))
+    result = _run(
+        runner,
+        bundle,
+        tmp_path / "b.ome.zarr",
+        "--annotations",
+        "geojson,asap",
+        "--mask",
+        str(tmp_path / "regions.png"),
+    )
     assert result.exit_code == 0, result.output
     nodes = list(Reader(parse_url(str(tmp_path / "b.ome.zarr"), fmt=FormatV04()))())
     zarr_image = np.moveaxis(np.asarray(nodes[0].data[0]), 0, 2).astype(float)
     tiff_image = tifffile.imread(tmp_path / "a.tiff").astype(float)
     assert zarr_image.shape == tiff_image.shape == (200, 300, 3)
-    assert 10 * np.log10(255**2 / np.mean((zarr_image - tiff_image) ** 2)) > 30  # the same pixels, up to the TIFF's JPEG
+    # the same pixels, up to the TIFF's JPEG
+    assert 10 * np.log10(255**2 / np.mean((zarr_image - tiff_image) ** 2)) > 30
     labels = [n for n in nodes if "properties" in n.metadata]
     assert np.array_equal(np.asarray(labels[0].data[0]), tifffile.imread(tmp_path / "a.mask.tiff"))
     record = json.loads((tmp_path / "b.json").read_text())
@@ -428,7 +532,22 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
 
     data, model, _ = tiny_bundle(tmp_path_factory.mktemp("spatial"), steps=10, batch_size=4)
     result = runner.invoke(
-        cli, ["train", "image", str(data), "--out", str(model), "--max-steps", "10", "--batch-size", "4", "--conditioning", "spatial", "--overwrite", "-q"]
+        cli,
+        [
+            "train",
+            "image",
+            str(data),
+            "--out",
+            str(model),
+            "--max-steps",
+            "10",
+            "--batch-size",
+            "4",
+            "--conditioning",
+            "spatial",
+            "--overwrite",
+            "-q",
+        ],
     )
     assert result.exit_code == 0, result.output
     bundle = open_bundle(model)
@@ -453,7 +572,9 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
     (model / "model.json").write_text(json.dumps(meta))
     assert _run(runner, model, tmp_path / "u.tiff", *args).exit_code == 0
     assert json.loads((tmp_path / "u.json").read_text())["evaluations"]["image"] == record
-    assert not np.array_equal(tifffile.imread(tmp_path / "u.tiff")[:, 300:], tifffile.imread(tmp_path / "s.tiff")[:, 300:])
+    assert not np.array_equal(
+        tifffile.imread(tmp_path / "u.tiff")[:, 300:], tifffile.imread(tmp_path / "s.tiff")[:, 300:]
+    )
 
 
 def test_progress_reports_every_step_of_each_stage_with_evaluations_and_an_eta(bundle, tmp_path, capsys, caplog):
@@ -463,16 +584,24 @@ def test_progress_reports_every_step_of_each_stage_with_evaluations_and_an_eta(b
 
     reports: list = []
     with caplog.at_level(logging.INFO, logger="wsi_synth"):
-        record = wsi_synth.generate(bundle, tmp_path / "p.tiff", size=200, subtype="adenocarcinoma", steps=4, on_progress=reports.append)
+        record = wsi_synth.generate(
+            bundle, tmp_path / "p.tiff", size=200, subtype="adenocarcinoma", steps=4, on_progress=reports.append
+        )
     assert capsys.readouterr().out == "", "the library never prints"
-    assert any(r.name.startswith("wsi_synth.") and r.getMessage().startswith("plan: ") for r in caplog.records), "it logs"
+    assert any(r.name.startswith("wsi_synth.") and r.getMessage().startswith("plan: ") for r in caplog.records), (
+        "it logs"
+    )
     by_task: dict = {}
     for r in reports:
         by_task.setdefault(r.task, []).append(r)
     assert list(by_task) == ["mask stage", "image stage"]
     for task, stage in (("mask stage", "mask"), ("image stage", "image")):
         got = by_task[task]
-        assert [r.done for r in got] == [1, 2, 3, 4] and {r.total for r in got} == {4} and {r.unit for r in got} == {"step"}
+        assert (
+            [r.done for r in got] == [1, 2, 3, 4]
+            and {r.total for r in got} == {4}
+            and {r.unit for r in got} == {"step"}
+        )
         evaluations = [r.evaluations for r in got]
         assert evaluations == sorted(evaluations) and evaluations[-1] == record["evaluations"][stage]["evaluations"] > 0
         assert got[-1].eta_s == 0 and all(r.eta_s is not None and r.eta_s >= 0 for r in got)
@@ -487,13 +616,30 @@ def test_a_resumed_run_reports_progress_from_where_it_resumed(bundle, tmp_path, 
         with pytest.raises(KeyboardInterrupt):
             wsi_synth.generate(bundle, out, size=200, subtype="adenocarcinoma", steps=6, save_every=2)
     reports: list = []
-    wsi_synth.generate(bundle, out, size=200, subtype="adenocarcinoma", steps=6, save_every=2, resume=True, on_progress=reports.append)
+    wsi_synth.generate(
+        bundle, out, size=200, subtype="adenocarcinoma", steps=6, save_every=2, resume=True, on_progress=reports.append
+    )
     image = [r.done for r in reports if r.task == "image stage"]
     assert image[0] > 1 and image[-1] == 6  # continues from the saved state, reported as such
 
 
 def test_cli_shows_a_bar_per_stage_and_names_the_output_not_its_temporary(bundle, tmp_path, runner):
-    result = runner.invoke(cli, ["generate", "--model", str(bundle), "--size", "200", "--subtype", "adenocarcinoma", "--steps", "3", "--out", str(tmp_path / "b.tiff")])
+    result = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "200",
+            "--subtype",
+            "adenocarcinoma",
+            "--steps",
+            "3",
+            "--out",
+            str(tmp_path / "b.tiff"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "mask stage: 100%" in result.output and "image stage: 100%" in result.output and "3/3" in result.output
     assert ".set-" not in result.output
@@ -524,14 +670,16 @@ def test_generate_on_a_local_cluster_survives_a_killed_worker_and_records_where_
 
     def kill_a_worker(report):
         if report.task == "image stage" and report.done == 2 and not killed:
-            workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]  # the run's dask workers
+            # the run's dask workers
+            workers = [p for p in psutil.Process().children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
             victim = workers[-1]
             killed.append(victim.pid)
             os.kill(victim.pid, signal.SIGKILL)
 
     record = wsi_synth.generate(bundle, tmp_path / "two.tiff", workers=2, on_progress=kill_a_worker, **kwargs)
     assert killed and (not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE)
-    assert json.loads((tmp_path / "two.json").read_text())["out_of_core"] is True  # the cluster's state lived in the work store
+    # the cluster's state lived in the work store
+    assert json.loads((tmp_path / "two.json").read_text())["out_of_core"] is True
     assert record["evaluations"]["image"]["steps"] == reference["evaluations"]["image"]["steps"]
     assert np.array_equal(tifffile.imread(tmp_path / "one.tiff"), tifffile.imread(tmp_path / "two.tiff"))
 
@@ -551,9 +699,21 @@ def _start_cluster(port: int, log_dir: Path):
     import time
 
     dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
-    scheduler = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=open(log_dir / "s.log", "w"))
+    scheduler = subprocess.Popen(
+        [*dask, "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_dir / "s.log", "w"),
+    )
     worker = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard"],
+        [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            f"tcp://127.0.0.1:{port}",
+            "--nthreads",
+            "1",
+            "--no-dashboard",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=open(log_dir / "w.log", "w"),
     )
@@ -588,18 +748,37 @@ def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bund
 
     try:
         with pytest.raises(wsi_synth.WsiSynthError) as lost:
-            wsi_synth.generate(bundle, out, scheduler=f"tcp://127.0.0.1:{port}", on_progress=kill_the_scheduler, **kwargs)
+            wsi_synth.generate(
+                bundle, out, scheduler=f"tcp://127.0.0.1:{port}", on_progress=kill_the_scheduler, **kwargs
+            )
     finally:
         scheduler.kill()
         worker.kill()
         worker.wait()
-    assert type(lost.value).__name__ == "ClusterLostError" and "resume=True" in str(lost.value) and "\n" not in str(lost.value)
+    assert (
+        type(lost.value).__name__ == "ClusterLostError"
+        and "resume=True" in str(lost.value)
+        and "\n" not in str(lost.value)
+    )
     assert (tmp_path / ".c.tiff.work").is_dir() and not out.exists()
     scheduler, worker = _start_cluster(port, tmp_path)
     try:
         result = runner.invoke(
             cli,
-            ["generate", "--model", str(bundle), "--size", "256", "--subtype", "adenocarcinoma", "--steps", "4", "--out", str(out), "-q"]
+            [
+                "generate",
+                "--model",
+                str(bundle),
+                "--size",
+                "256",
+                "--subtype",
+                "adenocarcinoma",
+                "--steps",
+                "4",
+                "--out",
+                str(out),
+                "-q",
+            ]
             + ["--scheduler", f"tcp://127.0.0.1:{port}", "--resume"],
         )
     finally:
@@ -613,9 +792,25 @@ def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bund
 def test_a_scheduler_address_where_nothing_listens_is_refused_at_once(bundle, tmp_path, runner):
     pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
     port = _free_port()
-    for address, fragment in ((f"tcp://127.0.0.1:{port}", "nothing listens there"), ("127.0.0.1", "not a scheduler address")):
+    for address, fragment in (
+        (f"tcp://127.0.0.1:{port}", "nothing listens there"),
+        ("127.0.0.1", "not a scheduler address"),
+    ):
         result = runner.invoke(
-            cli, ["generate", "--model", str(bundle), "--size", "64", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"), "--scheduler", address]
+            cli,
+            [
+                "generate",
+                "--model",
+                str(bundle),
+                "--size",
+                "64",
+                "--subtype",
+                "adenocarcinoma",
+                "--out",
+                str(tmp_path / "x.tiff"),
+                "--scheduler",
+                address,
+            ],
         )
         assert result.exit_code == 2 and fragment in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.tiff").exists()
@@ -623,13 +818,37 @@ def test_a_scheduler_address_where_nothing_listens_is_refused_at_once(bundle, tm
 
 def test_evaluate_reads_what_generate_writes_a_count_folder_and_an_ome_zarr(bundle, tmp_path, runner):
     common = ["--model", str(bundle), "--subtype", "adenocarcinoma", "--steps", "2", "-q"]
-    assert runner.invoke(cli, ["generate", *common, "--size", "64", "--count", "12", "--out", str(tmp_path / "tiles")]).exit_code == 0
-    assert runner.invoke(cli, ["generate", *common, "--size", "512", "--out", str(tmp_path / "s.ome.zarr")]).exit_code == 0
-    result = runner.invoke(cli, ["evaluate", str(tmp_path / "tiles"), str(tmp_path / "s.ome.zarr"), "--out", str(tmp_path / "r"), "--tile", "128", "--size", "64", "-q"])
+    assert (
+        runner.invoke(
+            cli, ["generate", *common, "--size", "64", "--count", "12", "--out", str(tmp_path / "tiles")]
+        ).exit_code
+        == 0
+    )
+    assert (
+        runner.invoke(cli, ["generate", *common, "--size", "512", "--out", str(tmp_path / "s.ome.zarr")]).exit_code == 0
+    )
+    result = runner.invoke(
+        cli,
+        [
+            "evaluate",
+            str(tmp_path / "tiles"),
+            str(tmp_path / "s.ome.zarr"),
+            "--out",
+            str(tmp_path / "r"),
+            "--tile",
+            "128",
+            "--size",
+            "64",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["inputs"]["real"]["tiles"] == 12 and report["inputs"]["synthetic"]["tiles"] == 16  # 4 × 4 tiles of 128 px
-    refused = runner.invoke(cli, ["evaluate", str(tmp_path / "tiles"), str(tmp_path / "s.ome.zarr"), "--out", str(tmp_path / "tiles"), "-q"])
+    # 4 × 4 tiles of 128 px
+    assert report["inputs"]["real"]["tiles"] == 12 and report["inputs"]["synthetic"]["tiles"] == 16
+    refused = runner.invoke(
+        cli, ["evaluate", str(tmp_path / "tiles"), str(tmp_path / "s.ome.zarr"), "--out", str(tmp_path / "tiles"), "-q"]
+    )
     assert refused.exit_code == 2 and "inside the input folder" in refused.output
 
 
@@ -645,7 +864,20 @@ def test_threads_sets_torchs_threads_for_the_run(bundle, tmp_path, runner):
     finally:
         torch.set_num_threads(before)
     refused = runner.invoke(
-        cli, ["generate", "--model", str(bundle), "--size", "64", "--subtype", "adenocarcinoma", "--threads", "-1", "--out", str(tmp_path / "u.tiff")]
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "64",
+            "--subtype",
+            "adenocarcinoma",
+            "--threads",
+            "-1",
+            "--out",
+            str(tmp_path / "u.tiff"),
+        ],
     )
     assert refused.exit_code == 2 and "--threads" in refused.output
 
@@ -659,7 +891,8 @@ import threading, wsi_synth
 errors = []
 def run(name):
     try:
-        wsi_synth.generate({str(bundle)!r}, {str(tmp_path)!r} + "/" + name + ".tiff", size=64, subtype="adenocarcinoma", steps=2)
+        out = {str(tmp_path)!r} + "/" + name + ".tiff"
+        wsi_synth.generate({str(bundle)!r}, out, size=64, subtype="adenocarcinoma", steps=2)
     except BaseException as exc:
         errors.append(repr(exc))
 threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
@@ -673,9 +906,24 @@ print(errors)
 
 
 def test_the_plan_says_when_workers_outnumber_the_windows(bundle, tmp_path, runner):
-    args = ["generate", "--model", str(bundle), "--subtype", "adenocarcinoma", "--out", str(tmp_path / "w.tiff"), "--dry-run", "--workers", "4"]
+    args = [
+        "generate",
+        "--model",
+        str(bundle),
+        "--subtype",
+        "adenocarcinoma",
+        "--out",
+        str(tmp_path / "w.tiff"),
+        "--dry-run",
+        "--workers",
+        "4",
+    ]
     small = runner.invoke(cli, [*args, "--size", "256"])
-    assert small.exit_code == 0 and "1 window(s)" in small.output and "at most 1 of the 4 workers have work" in small.output
+    assert (
+        small.exit_code == 0
+        and "1 window(s)" in small.output
+        and "at most 1 of the 4 workers have work" in small.output
+    )
     large = runner.invoke(cli, [*args, "--size", "4096"])
     assert large.exit_code == 0 and "note:" not in large.output
 
@@ -695,7 +943,8 @@ def layout_bundle(bundle, tmp_path_factory):
 
 
 def _halves_layout(monkeypatch):
-    """The layout stage draws tumour (1) on the left half and stroma (2) on the right: a layout whose every pixel is known."""
+    """The layout stage draws tumour (1) on the left half and stroma (2) on the right: a layout whose every pixel is
+    known."""
     import wsi_synth.generation.run as run
 
     sample_stage = run._sample_stage
@@ -717,17 +966,30 @@ def test_the_layout_stage_places_the_classes_and_the_mask_stage_refines_them(lay
     size = 256  # the layout canvas (16 px of 16 output px) is one crop: the halves split the output in the middle
     agreement, records = {}, {}
     for i, strength in enumerate((0.0, 0.25, 1.0)):
-        records[strength] = generate(layout_bundle, tmp_path / f"s{i}.tiff", size=size, subtype="adenocarcinoma", steps=4, layout_strength=strength)
+        records[strength] = generate(
+            layout_bundle,
+            tmp_path / f"s{i}.tiff",
+            size=size,
+            subtype="adenocarcinoma",
+            steps=4,
+            layout_strength=strength,
+        )
         mask = tifffile.imread(tmp_path / f"s{i}.mask.tiff")
         agreement[strength] = float((mask == np.where(np.arange(size) < size // 2, 1, 2)[None]).mean())
     assert agreement[0.0] > 0.99  # the layout as drawn, its one boundary a contour
     assert agreement[0.25] > 0.8 and agreement[1.0] < 0.6  # refined from the layout / the layout ignored
     evaluations = {s: r["evaluations"] for s, r in records.items()}
-    assert evaluations[0.0]["mask"]["steps"] == 0 and evaluations[0.25]["mask"]["steps"] == 1 and "layout" not in evaluations[1.0]
+    assert (
+        evaluations[0.0]["mask"]["steps"] == 0
+        and evaluations[0.25]["mask"]["steps"] == 1
+        and "layout" not in evaluations[1.0]
+    )
     assert evaluations[0.25]["layout"]["steps"] == 4 and records[0.25]["timings"]["layout_s"] > 0
 
 
-def test_a_slide_with_a_layout_stage_is_the_same_for_any_batch_and_resumes(layout_bundle, tmp_path, runner, monkeypatch):
+def test_a_slide_with_a_layout_stage_is_the_same_for_any_batch_and_resumes(
+    layout_bundle, tmp_path, runner, monkeypatch
+):
     first = _run(runner, layout_bundle, tmp_path / "a.tiff", "--layout-strength", "0.5")
     second = _run(runner, layout_bundle, tmp_path / "b.tiff", "--layout-strength", "0.5", "--batch-size", "3")
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
@@ -740,7 +1002,13 @@ def test_a_slide_with_a_layout_stage_is_the_same_for_any_batch_and_resumes(layou
     resumed = _run(runner, layout_bundle, tmp_path / "c.tiff", "--layout-strength", "0.5", "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert np.array_equal(tifffile.imread(tmp_path / "a.tiff"), tifffile.imread(tmp_path / "c.tiff"))
-    plan = json.loads(_run(runner, layout_bundle, tmp_path / "d.tiff", "--layout-strength", "0.5", "--dry-run", "--json").output)
-    assert plan["stages"]["layout"]["crop"] == 16 and plan["stages"]["mask"]["steps"] == 2 and plan["stages"]["image"]["crop"] == 16
+    plan = json.loads(
+        _run(runner, layout_bundle, tmp_path / "d.tiff", "--layout-strength", "0.5", "--dry-run", "--json").output
+    )
+    assert (
+        plan["stages"]["layout"]["crop"] == 16
+        and plan["stages"]["mask"]["steps"] == 2
+        and plan["stages"]["image"]["crop"] == 16
+    )
     bad = _run(runner, layout_bundle, tmp_path / "e.tiff", "--layout-strength", "1.5")
     assert bad.exit_code == 2 and "--layout-strength" in bad.output

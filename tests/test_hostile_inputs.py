@@ -61,7 +61,9 @@ def _files(folder: Path) -> dict[str, int]:
 def test_extract_never_writes_over_or_beside_its_inputs(slide_dir, runner, where):
     before = _files(slide_dir.parent)
     out = {"same": slide_dir, "inside": slide_dir / "data", "around": slide_dir.parent}[where]
-    result = _invoke(runner, "extract", slide_dir, slide_dir / "CMU-1-Small-Region.geojson", "--out", out, "--overwrite", "-q")
+    result = _invoke(
+        runner, "extract", slide_dir, slide_dir / "CMU-1-Small-Region.geojson", "--out", out, "--overwrite", "-q"
+    )
     _refused(result, "--out", "input")
     assert _files(slide_dir.parent) == before
 
@@ -97,7 +99,9 @@ def test_overwrite_replaces_only_the_dataset_not_other_files(tmp_path, runner):
     (out / "notes.txt").write_text("mine")
     result = _invoke(runner, "import", images, "--tile", 112, "--out", out, "--overwrite", "-q")
     assert result.exit_code == 0, result.output
-    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "dataset.json").read_text())["tile_size"] == 112
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "dataset.json").read_text())[
+        "tile_size"
+    ] == 112
 
 
 def test_a_full_disk_during_import_is_one_line_and_leaves_no_dataset(tmp_path, runner, monkeypatch):
@@ -110,7 +114,11 @@ def test_a_full_disk_during_import_is_one_line_and_leaves_no_dataset(tmp_path, r
 
     monkeypatch.setattr(TileStore, "write", full)
     images = _one_tile_folder(tmp_path)
-    _refused(_invoke(runner, "import", images, "--tile", 64, "--out", tmp_path / "data", "-q"), "disk full", "free some space")
+    _refused(
+        _invoke(runner, "import", images, "--tile", 64, "--out", tmp_path / "data", "-q"),
+        "disk full",
+        "free some space",
+    )
     assert not (tmp_path / "data").exists() and not list(tmp_path.glob(".data*"))
 
 
@@ -153,7 +161,22 @@ def test_import_into_an_existing_dataset_takes_its_settings(tmp_path, runner):
 
 
 def _generate(runner, model, out, *extra):
-    return _invoke(runner, "generate", "--model", model, "--size", 96, "--subtype", "adenocarcinoma", "--steps", 2, "--out", out, "-q", *extra)
+    return _invoke(
+        runner,
+        "generate",
+        "--model",
+        model,
+        "--size",
+        96,
+        "--subtype",
+        "adenocarcinoma",
+        "--steps",
+        2,
+        "--out",
+        out,
+        "-q",
+        *extra,
+    )
 
 
 def test_a_second_run_on_the_same_output_is_refused_at_once(model, tmp_path, runner):
@@ -165,17 +188,41 @@ def test_a_second_run_on_the_same_output_is_refused_at_once(model, tmp_path, run
         _refused(result, "another run", str(out))
     assert not any(tmp_path.iterdir())
     assert _generate(runner, model, out).exit_code == 0
-    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {"s.tiff", "s.mask.tiff", "s.geojson", "s.json"}
+    assert {p.name for p in tmp_path.iterdir() if not p.name.startswith(".")} == {
+        "s.tiff",
+        "s.mask.tiff",
+        "s.geojson",
+        "s.json",
+    }
 
 
 def test_an_output_is_never_one_of_the_inputs(model, tmp_path, runner):
     first = _generate(runner, model, tmp_path / "s.tiff")
     assert first.exit_code == 0, first.output
     before = _files(tmp_path)
-    _refused(_generate(runner, model, tmp_path / "s.tiff", "--mask", tmp_path / "s.mask.tiff", "--overwrite"), "is the input")
-    _refused(_invoke(runner, "pyramid", tmp_path / "s.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tiff", "--overwrite", "-q"), "is the input")
     _refused(
-        _invoke(runner, "pyramid", tmp_path / "s.tiff", "--labels", tmp_path / "s.mask.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tif", "--overwrite", "-q"),
+        _generate(runner, model, tmp_path / "s.tiff", "--mask", tmp_path / "s.mask.tiff", "--overwrite"), "is the input"
+    )
+    _refused(
+        _invoke(
+            runner, "pyramid", tmp_path / "s.tiff", "--mpp", 0.5, "--out", tmp_path / "s.tiff", "--overwrite", "-q"
+        ),
+        "is the input",
+    )
+    _refused(
+        _invoke(
+            runner,
+            "pyramid",
+            tmp_path / "s.tiff",
+            "--labels",
+            tmp_path / "s.mask.tiff",
+            "--mpp",
+            0.5,
+            "--out",
+            tmp_path / "s.tif",
+            "--overwrite",
+            "-q",
+        ),
         "is the input",
     )
     assert _files(tmp_path) == before
@@ -186,15 +233,38 @@ def test_no_output_lands_inside_the_model_bundle_even_with_overwrite(model, tmp_
     bundle = tmp_path / "m"
     shutil.copytree(model, bundle)
     before = _files(bundle)
-    out = bundle / ("tiles" if command == "count" else "model.tiff")  # its record would be m/model.json, the bundle's own
+    # its record would be m/model.json, the bundle's own
+    out = bundle / ("tiles" if command == "count" else "model.tiff")
     if command == "generate":
         result = _generate(runner, bundle, out, "--overwrite")
     elif command == "count":
         result = _generate(runner, bundle, out, "--count", 2, "--overwrite")
     else:
         region = tmp_path / "r.geojson"
-        region.write_text(json.dumps({"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [300, 100], [300, 300], [100, 100]]]}}))
-        result = _invoke(runner, "inpaint", cmu_slide, region, "--model", bundle, "--class", "stroma", "--steps", 2, "--out", out, "--overwrite", "-q")
+        region.write_text(
+            json.dumps(
+                {
+                    "type": "Feature",
+                    "geometry": {"type": "Polygon", "coordinates": [[[100, 100], [300, 100], [300, 300], [100, 100]]]},
+                }
+            )
+        )
+        result = _invoke(
+            runner,
+            "inpaint",
+            cmu_slide,
+            region,
+            "--model",
+            bundle,
+            "--class",
+            "stroma",
+            "--steps",
+            2,
+            "--out",
+            out,
+            "--overwrite",
+            "-q",
+        )
     _refused(result, "inside", str(bundle))
     assert _files(bundle) == before
 
@@ -251,10 +321,13 @@ def test_a_run_that_cannot_fit_in_memory_or_on_disk_is_refused_before_it_starts(
 
     monkeypatch.setattr(gen, "available_memory", lambda: 1000)
     _refused(_generate(runner, model, tmp_path / "s.tiff"), "of memory and 1 kB is available", "--max-memory")
-    result = _generate(runner, model, tmp_path / "s.tiff", "--max-memory", 0)  # out of core: the canvases go to disk instead
+    # out of core: the canvases go to disk instead
+    result = _generate(runner, model, tmp_path / "s.tiff", "--max-memory", 0)
     assert result.exit_code == 0, result.output
     monkeypatch.undo()
-    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 1000))
+    monkeypatch.setattr(
+        shutil_module, "disk_usage", lambda path: namedtuple("usage", "total used free")(10**9, 10**9, 1000)
+    )
     _refused(_generate(runner, model, tmp_path / "t.tiff"), "of disk in", str(tmp_path), "1 kB is free")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.geojson", "s.json", "s.mask.tiff", "s.tiff"]
 
@@ -330,10 +403,18 @@ def _label_png(path: Path, shape: tuple[int, int], value: int = 1) -> Path:
     ],
 )
 def test_generate_refuses_a_mask_it_cannot_use_as_given(model, tmp_path, runner, case, fragments):
-    mask = tmp_path / "in" / {"empty-geojson": "m.geojson", "outside-geojson": "m.geojson", "nan-geojson": "m.geojson"}.get(case, "m.png")
+    mask = (
+        tmp_path
+        / "in"
+        / {"empty-geojson": "m.geojson", "outside-geojson": "m.geojson", "nan-geojson": "m.geojson"}.get(case, "m.png")
+    )
     mask.parent.mkdir()
     square = [[0, 0], [50, 0], [50, 50], [0, 50], [0, 0]]
-    feature = {"type": "Feature", "properties": {"classification": {"name": "stroma"}}, "geometry": {"type": "Polygon", "coordinates": [square]}}
+    feature = {
+        "type": "Feature",
+        "properties": {"classification": {"name": "stroma"}},
+        "geometry": {"type": "Polygon", "coordinates": [square]},
+    }
     if case == "text":
         mask.write_text("hello")
     elif case == "aspect":
@@ -346,10 +427,24 @@ def test_generate_refuses_a_mask_it_cannot_use_as_given(model, tmp_path, runner,
         mask.write_text(json.dumps({"type": "FeatureCollection", "features": []}))
     elif case == "outside-geojson":
         far = [[x + 5000, y + 5000] for x, y in square]
-        mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [far]}}]}))
+        mask.write_text(
+            json.dumps(
+                {
+                    "type": "FeatureCollection",
+                    "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [far]}}],
+                }
+            )
+        )
     else:
         bad = [[0, 0], [float("nan"), 0], [50, 50], [0, 0]]
-        mask.write_text(json.dumps({"type": "FeatureCollection", "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [bad]}}]}).replace("NaN", "NaN"))
+        mask.write_text(
+            json.dumps(
+                {
+                    "type": "FeatureCollection",
+                    "features": [{**feature, "geometry": {"type": "Polygon", "coordinates": [bad]}}],
+                }
+            ).replace("NaN", "NaN")
+        )
     result = _generate(runner, model, tmp_path / "s.tiff", "--mask", mask)
     _refused(result, *fragments)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]
@@ -365,7 +460,9 @@ def test_a_mask_of_the_same_aspect_is_resampled_and_stretch_is_explicit(model, t
     assert labels.shape == (96, 96) and (labels[:40] == 1).mean() > 0.9 and (labels[56:] == 1).mean() < 0.1
 
 
-@pytest.mark.parametrize("key, value", [("latent", "eight"), ("stages", ["codec"]), ("classes", [{"name": "x"}]), ("tile_size", -64)])
+@pytest.mark.parametrize(
+    "key, value", [("latent", "eight"), ("stages", ["codec"]), ("classes", [{"name": "x"}]), ("tile_size", -64)]
+)
 def test_a_damaged_model_json_is_one_line(model, tmp_path, runner, key, value):
     broken = tmp_path / "model"
     shutil.copytree(model, broken)
@@ -393,7 +490,9 @@ def test_a_model_folder_missing_a_network_names_the_folder(model, tmp_path, runn
         ("truncated image weights", ("image network's weights are unreadable", "truncated")),
     ],
 )
-def test_a_bundle_whose_files_disagree_is_refused_when_opened_not_after_sampling(model, tmp_path, runner, damage, fragments):
+def test_a_bundle_whose_files_disagree_is_refused_when_opened_not_after_sampling(
+    model, tmp_path, runner, damage, fragments
+):
     broken = tmp_path / "model"
     shutil.copytree(model, broken)
     meta = json.loads((broken / "model.json").read_text())
@@ -428,7 +527,22 @@ def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp
             raise KeyboardInterrupt
 
     monkeypatch.setattr(training_loop, "save_checkpoint", interrupt_after_first_checkpoint)
-    args = ["train", "codec", data, "--out", out, "--max-steps", 4, "--batch-size", 2, "--checkpoint-every", 2, "--sample-every", 4, "-q"]
+    args = [
+        "train",
+        "codec",
+        data,
+        "--out",
+        out,
+        "--max-steps",
+        4,
+        "--batch-size",
+        2,
+        "--checkpoint-every",
+        2,
+        "--sample-every",
+        4,
+        "-q",
+    ]
     assert _invoke(runner, *args).exit_code == 130
     resumed = _invoke(runner, *args, "--resume")
     assert resumed.exit_code == 0, resumed.output
@@ -446,7 +560,10 @@ def test_training_out_of_memory_suggests_a_smaller_batch(tmp_path, runner, monke
     data = _eight_tiles(tmp_path)
 
     def exhausted(*args, **kwargs):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 52428800000 bytes")
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+            "52428800000 bytes"
+        )
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", exhausted)
     result = _invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--batch-size", 8, "--max-steps", 2, "-q")
@@ -461,7 +578,11 @@ def test_a_bad_training_config_is_one_line(tmp_path, runner):
         bad.write_text(text)
         _refused(_invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--config", bad, "-q"), str(bad))
     bad.write_text("codec:\n  block_out_channels: [8, 8]\n  norm_num_groups: 16\n")  # valid types, but no such network
-    _refused(_invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--config", bad, "-q"), "codec network cannot be built", "divisible")
+    _refused(
+        _invoke(runner, "train", "codec", data, "--out", tmp_path / "m", "--config", bad, "-q"),
+        "codec network cannot be built",
+        "divisible",
+    )
     assert not (tmp_path / "m").exists()  # a failed first run leaves no bundle skeleton
 
 
@@ -474,7 +595,11 @@ def _geojson(path: Path, features: list) -> Path:
 
 
 def _tumour(coords, **props) -> dict:
-    return {"type": "Feature", "properties": {"classification": {"name": "tumour"}, **props}, "geometry": {"type": "Polygon", "coordinates": [coords]}}
+    return {
+        "type": "Feature",
+        "properties": {"classification": {"name": "tumour"}, **props},
+        "geometry": {"type": "Polygon", "coordinates": [coords]},
+    }
 
 
 @pytest.mark.parametrize(
@@ -515,7 +640,8 @@ def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, r
         target = ann / "a.xml"
         target.write_text(
             '<ASAP_Annotations><Annotations><Annotation Name="a" PartOfGroup="tumour" Type="Polygon"><Coordinates>'
-            '<Coordinate Order="0" X="100"/><Coordinate Order="1" X="900" Y="100"/><Coordinate Order="2" X="900" Y="900"/>'
+            '<Coordinate Order="0" X="100"/><Coordinate Order="1" X="900" Y="100"/><Coordinate Order="2" X="900" '
+            'Y="900"/>'
             "</Coordinates></Annotation></Annotations></ASAP_Annotations>"
         )
     elif case == "bad-colour":
@@ -544,7 +670,9 @@ def test_extract_refuses_malformed_annotations_and_tables(slide_dir, tmp_path, r
 )
 def test_extract_refuses_numbers_that_cannot_give_a_dataset(slide_dir, tmp_path, runner, args, fragments):
     slide = slide_dir / "CMU-1-Small-Region.svs"
-    result = _invoke(runner, "extract", slide, slide_dir / "CMU-1-Small-Region.geojson", "--out", tmp_path / "data", "-q", *args)
+    result = _invoke(
+        runner, "extract", slide, slide_dir / "CMU-1-Small-Region.geojson", "--out", tmp_path / "data", "-q", *args
+    )
     _refused(result, *fragments)
     assert not (tmp_path / "data").exists()
 
@@ -567,7 +695,12 @@ def _bomb(path: Path) -> Path:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", 40000, 40000, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -622,7 +755,9 @@ def test_import_refuses_masks_of_another_size(tmp_path, runner):
     Image.open(wsss / "mask" / path.name).resize((50, 30), Image.NEAREST).save(msk / path.name)
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
-    result = _invoke(runner, "import", img, "--masks", msk, "--legend", legend, "--tile", 64, "--out", tmp_path / "data", "-q")
+    result = _invoke(
+        runner, "import", img, "--masks", msk, "--legend", legend, "--tile", 64, "--out", tmp_path / "data", "-q"
+    )
     _refused(result, path.name, "50×30")
 
 
@@ -699,7 +834,20 @@ def test_a_damaged_dataset_is_named_by_info_train_and_tile_dataset(tmp_path, run
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour\n1: stroma\n2: normal\n3: unknown\n")
     data = tmp_path / "data"
-    args = ("import", wsss / "img", "--masks", wsss / "mask", "--legend", legend, "--tile", 64, "--region", 128, "--region-mask", 16)
+    args = (
+        "import",
+        wsss / "img",
+        "--masks",
+        wsss / "mask",
+        "--legend",
+        legend,
+        "--tile",
+        64,
+        "--region",
+        128,
+        "--region-mask",
+        16,
+    )
     assert _invoke(runner, *args, "--out", data, "-q").exit_code == 0
     source = json.loads((data / "dataset.json").read_text())["sources"][0]["id"]
     if damage == "source store gone":
@@ -746,7 +894,9 @@ def test_evaluate_refuses_broken_inputs(tmp_path, runner, case, fragments):
         _bomb(synthetic / "s.png")
         for tile in real.iterdir():
             shutil.copy(tile, synthetic / tile.name)
-    result = _invoke(runner, "evaluate", real, synthetic, "--k", 1, "--out", tmp_path / "report", "--tile", 256, "--size", 32, "-q")
+    result = _invoke(
+        runner, "evaluate", real, synthetic, "--k", 1, "--out", tmp_path / "report", "--tile", 256, "--size", 32, "-q"
+    )
     _refused(result, "s.", *fragments)
     assert not (tmp_path / "report").exists()
 
@@ -784,14 +934,26 @@ def test_pyramid_sets_are_replaced_whole_and_never_remove_their_input(tmp_path, 
 
     rgb = np.full((300, 400, 3), 180, np.uint8)
     tifffile.imwrite(tmp_path / "in.tif", rgb)
-    assert _invoke(runner, "pyramid", tmp_path / "in.tif", "--mpp", 0.5, "--out", tmp_path / "p.tiff", "-q").exit_code == 0
+    assert (
+        _invoke(runner, "pyramid", tmp_path / "in.tif", "--mpp", 0.5, "--out", tmp_path / "p.tiff", "-q").exit_code == 0
+    )
     assert json.loads((tmp_path / "p.json").read_text())["command"] == "pyramid"
-    result = _invoke(runner, "pyramid", tmp_path / "in.tif", "--mpp", 0.5, "--out", tmp_path / "p.ome.tiff", "--overwrite", "-q")
+    result = _invoke(
+        runner, "pyramid", tmp_path / "in.tif", "--mpp", 0.5, "--out", tmp_path / "p.ome.tiff", "--overwrite", "-q"
+    )
     assert result.exit_code == 0, result.output
     assert {n for n in _names(tmp_path) if n.startswith("p.")} == {"p.ome.tiff", "p.json"}
     # a set whose record names the input as its image: replacing that set would delete the input, so it is refused
-    assert _invoke(runner, "pyramid", tmp_path / "p.ome.tiff", "--mpp", 0.5, "--out", tmp_path / "q.tiff", "-q").exit_code == 0
-    _refused(_invoke(runner, "pyramid", tmp_path / "q.tiff", "--mpp", 0.5, "--out", tmp_path / "q.ome.tiff", "--overwrite", "-q"), "is the input")
+    assert (
+        _invoke(runner, "pyramid", tmp_path / "p.ome.tiff", "--mpp", 0.5, "--out", tmp_path / "q.tiff", "-q").exit_code
+        == 0
+    )
+    _refused(
+        _invoke(
+            runner, "pyramid", tmp_path / "q.tiff", "--mpp", 0.5, "--out", tmp_path / "q.ome.tiff", "--overwrite", "-q"
+        ),
+        "is the input",
+    )
     assert (tmp_path / "q.tiff").is_file()
 
 
@@ -803,13 +965,18 @@ def test_runs_on_two_formats_of_one_stem_exclude_each_other(model, tmp_path, run
     assert not _names(tmp_path)
 
 
-@pytest.mark.parametrize("setting, fragment", [({"quality": 0}, "--quality must be 1–100"), ({"tiff_tile": 300}, "--tiff-tile must be a multiple of 16")])
+@pytest.mark.parametrize(
+    "setting, fragment",
+    [({"quality": 0}, "--quality must be 1–100"), ({"tiff_tile": 300}, "--tiff-tile must be a multiple of 16")],
+)
 def test_write_settings_are_refused_before_any_sampling(model, tmp_path, setting, fragment):
     import wsi_synth
 
     with pytest.raises(wsi_synth.BadArgumentError) as refused:
         wsi_synth.generate(model, tmp_path / "s.tiff", size=64, subtype="adenocarcinoma", **setting)
-    assert fragment in refused.value.cli_message() and fragment.replace("--", "").replace("-", "_") in str(refused.value)
+    assert fragment in refused.value.cli_message() and fragment.replace("--", "").replace("-", "_") in str(
+        refused.value
+    )
     assert not any(tmp_path.iterdir())  # refused before the work folder, not after the sampling
 
 

@@ -132,23 +132,44 @@ def test_layouts_without_images_become_region_masks_beside_imported_tiles(tmp_pa
     wsss = shared("tiles_masks", "wsss4luad_val")
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: background\n")
-    common = ["--legend", str(legend), "--subtype", "adenocarcinoma", "--tile", "64", "--region", "256", "--region-mask", "32", "--out", str(tmp_path / "d"), "-q"]
+    common = [
+        "--legend",
+        str(legend),
+        "--subtype",
+        "adenocarcinoma",
+        "--tile",
+        "64",
+        "--region",
+        "256",
+        "--region-mask",
+        "32",
+        "--out",
+        str(tmp_path / "d"),
+        "-q",
+    ]
     assert runner.invoke(cli, ["import", str(wsss / "img"), "--masks", str(wsss / "mask"), *common]).exit_code == 0
     layouts = _layouts(tmp_path / "layouts", [(512, 768), (300, 300), (100, 900)])
-    result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common[2:]])  # the dataset's legend-free settings
+    # the dataset's legend-free settings
+    result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common[2:]])
     assert result.exit_code == 2 and "--legend" in result.output
     result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common])
     assert result.exit_code == 0, result.output
     # windows overlap by half: 512×768 px gives 3 × 5 of 256 px, 300² gives one, 100×900 none
-    assert "3 layouts -> 0 labelled, 0 unlabelled tiles, 16 regions; 1 layouts smaller than a region skipped" in result.output
+    assert (
+        "3 layouts -> 0 labelled, 0 unlabelled tiles, 16 regions; 1 layouts smaller than a region skipped"
+        in result.output
+    )
     ds = open_dataset(tmp_path / "d")
     layout_source = next(s for s in ds.sources if s["kind"] == "layouts")
     regions = ds.source_group(layout_source["id"])["regions/masks"][:]
     assert regions.shape == (16, 32, 32)
     names = ds.class_names
     tumour, stroma, background = names.index("tumour epithelium"), names.index("stroma"), names.index("background")
-    first = regions[0]  # layout_0's window at (0, 0): a 128 × 192 px background corner = 16 × 24 mask px, tumour around it
-    assert (first[:16, :24] == background).all() and (first[16:, :] == tumour).all() and (first[:16, 24:] == tumour).all()
+    # layout_0's window at (0, 0): a 128 × 192 px background corner = 16 × 24 mask px, tumour around it
+    first = regions[0]
+    assert (
+        (first[:16, :24] == background).all() and (first[16:, :] == tumour).all() and (first[:16, 24:] == tumour).all()
+    )
     last_of_first = regions[14]  # window (512, 256): stroma from x = 384, i.e. all of it
     assert (last_of_first == stroma).all()
     rows = sorted((r for r in ds.manifest() if r["source"] == layout_source["id"]), key=lambda r: int(r["index"]))

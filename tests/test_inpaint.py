@@ -25,7 +25,11 @@ RADIUS = 80
 
 def _regions(path: Path, names=("Tumor", "Stroma"), centres=CENTRES, radius=RADIUS) -> Path:
     features = [
-        {"type": "Feature", "geometry": mapping(Point(c).buffer(radius)), "properties": {"objectType": "annotation", "classification": {"name": n}}}
+        {
+            "type": "Feature",
+            "geometry": mapping(Point(c).buffer(radius)),
+            "properties": {"objectType": "annotation", "classification": {"name": n}},
+        }
         for n, c in zip(names, centres, strict=True)
     ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
@@ -92,7 +96,10 @@ def test_the_output_has_the_slides_geometry_and_a_mask_of_the_regions(edited, cm
         assert mask[y, x] == ids[name] and mask[y, x + RADIUS + 3] == 0
     assert (mask > 0).sum() == pytest.approx(2 * np.pi * RADIUS**2, rel=0.02)
     assert len(record["patches"]) == 2 and record["evaluations"] > 0
-    names = {f["properties"]["classification"]["name"] for f in json.loads(edited.with_name("edited.geojson").read_text())["features"]}
+    names = {
+        f["properties"]["classification"]["name"]
+        for f in json.loads(edited.with_name("edited.geojson").read_text())["features"]
+    }
     assert names == {"tumour", "stroma"}
 
 
@@ -112,7 +119,9 @@ def tiny(tmp_path_factory):
     return tiny_bundle(tmp_path_factory.mktemp("tiny"), steps=10, batch_size=4, stages=("codec", "image"))[1]
 
 
-def test_same_seed_same_output_whatever_the_batch_and_an_interrupted_run_resumes_to_it(tiny, cmu_slide, tmp_path, runner, monkeypatch):
+def test_same_seed_same_output_whatever_the_batch_and_an_interrupted_run_resumes_to_it(
+    tiny, cmu_slide, tmp_path, runner, monkeypatch
+):
     regions = _regions(tmp_path / "r.geojson")
     common = ["--model", tiny, "--class", "stroma", "--steps", "2", "--seed", "7"]
     _run(runner, cmu_slide, regions, *common, "--out", tmp_path / "a.tiff")
@@ -126,12 +135,41 @@ def test_same_seed_same_output_whatever_the_batch_and_an_interrupted_run_resumes
         return real(*args, **kwargs)
 
     monkeypatch.setattr(inpaint_module, "inpaint_patch", fail_on_the_second_patch)
-    interrupted = runner.invoke(cli, ["inpaint", str(cmu_slide), str(regions), *map(str, common), "--batch-size", "3", "--out", str(tmp_path / "b.tiff"), "-q"])
+    interrupted = runner.invoke(
+        cli,
+        [
+            "inpaint",
+            str(cmu_slide),
+            str(regions),
+            *map(str, common),
+            "--batch-size",
+            "3",
+            "--out",
+            str(tmp_path / "b.tiff"),
+            "-q",
+        ],
+    )
     assert interrupted.exit_code == 130 and not (tmp_path / "b.tiff").exists()
     assert len(list((tmp_path / ".b.tiff.work").glob("patch-*.json"))) == 1
-    refused = runner.invoke(cli, ["inpaint", str(cmu_slide), str(regions), *map(str, common), "--out", str(tmp_path / "b.tiff"), "-q"])
-    assert refused.exit_code == 2 and "--resume" in refused.output  # an interrupted run's patches are never dropped silently
-    stale = runner.invoke(cli, ["inpaint", str(cmu_slide), str(regions), *map(str, common[:-1]), "8", "--resume", "--out", str(tmp_path / "b.tiff"), "-q"])
+    refused = runner.invoke(
+        cli, ["inpaint", str(cmu_slide), str(regions), *map(str, common), "--out", str(tmp_path / "b.tiff"), "-q"]
+    )
+    # an interrupted run's patches are never dropped silently
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    stale = runner.invoke(
+        cli,
+        [
+            "inpaint",
+            str(cmu_slide),
+            str(regions),
+            *map(str, common[:-1]),
+            "8",
+            "--resume",
+            "--out",
+            str(tmp_path / "b.tiff"),
+            "-q",
+        ],
+    )
     assert stale.exit_code == 2 and "seed 7 → 8" in stale.output  # a state made with other settings is not trusted
     calls.clear()
     interrupt[0] = False
@@ -149,7 +187,21 @@ def test_a_model_at_another_resolution_is_resampled_to_level_0(tiny, cmu_slide, 
     and the regenerated pixels are upsampled back into the slide's own geometry."""
     regions = _regions(tmp_path / "r.geojson", names=("x",), centres=((1100, 1500),), radius=120)
     out = tmp_path / "e.ome.tiff"
-    _run(runner, cmu_slide, regions, "--model", tiny, "--class", "unknown", "--steps", "2", "--slide-mpp", "0.25", "--out", out)
+    _run(
+        runner,
+        cmu_slide,
+        regions,
+        "--model",
+        tiny,
+        "--class",
+        "unknown",
+        "--steps",
+        "2",
+        "--slide-mpp",
+        "0.25",
+        "--out",
+        out,
+    )
     with tifffile.TiffFile(out) as tf:
         assert tf.is_ome and tf.pages[0].shape[:2] == (2967, 2220)
         assert 'PhysicalSizeX="0.25"' in tf.ome_metadata
@@ -177,10 +229,22 @@ def test_a_model_at_another_resolution_is_resampled_to_level_0(tiny, cmu_slide, 
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_path, runner):
-    slide, regions, extra = cmu_slide, _regions(tmp_path / "r.geojson", names=("stroma",), centres=((1100, 1500),)), ["--class", "stroma"]
+    slide, regions, extra = (
+        cmu_slide,
+        _regions(tmp_path / "r.geojson", names=("stroma",), centres=((1100, 1500),)),
+        ["--class", "stroma"],
+    )
     out = tmp_path / "e.tiff"
     if case == "outside":
-        regions.write_text(json.dumps({"type": "Feature", "geometry": mapping(box(5000, 5000, 5100, 5100)), "properties": {"classification": {"name": "stroma"}}}))
+        regions.write_text(
+            json.dumps(
+                {
+                    "type": "Feature",
+                    "geometry": mapping(box(5000, 5000, 5100, 5100)),
+                    "properties": {"classification": {"name": "stroma"}},
+                }
+            )
+        )
     elif case == "unknown class":
         extra = ["--class", "bone"]
     elif case == "unmapped name":
@@ -192,7 +256,9 @@ def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_p
     elif case == "margin wider than the slide":
         extra += ["--margin", "100000"]
     elif case == "unclassified":
-        regions.write_text(json.dumps({"type": "Feature", "geometry": mapping(box(100, 100, 200, 200)), "properties": {}}))
+        regions.write_text(
+            json.dumps({"type": "Feature", "geometry": mapping(box(100, 100, 200, 200)), "properties": {}})
+        )
         extra = []
     elif case == "no mpp":
         slide = shared_slide = cmu_slide.with_name("TCGA-CR-7395-01A-01-TS1.svs")
@@ -201,12 +267,25 @@ def test_bad_input_is_one_line_and_exit_2(case, expected, tiny, cmu_slide, tmp_p
         extra += ["--classes", "paper5"]
     elif case == "output is the slide":
         out = tmp_path / "slide.tiff"
-        tifffile.imwrite(out, np.zeros((600, 600, 3), np.uint8), photometric="rgb", resolution=(2e4, 2e4), resolutionunit="CENTIMETER")
+        tifffile.imwrite(
+            out,
+            np.zeros((600, 600, 3), np.uint8),
+            photometric="rgb",
+            resolution=(2e4, 2e4),
+            resolutionunit="CENTIMETER",
+        )
         slide, extra = out, ["--class", "stroma", "--slide-mpp", "0.5", "--overwrite"]
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = runner.invoke(cli, ["inpaint", str(slide), str(regions), "--model", str(tiny), *extra, "--steps", "1", "--out", str(out), "-q"])
+    result = runner.invoke(
+        cli,
+        ["inpaint", str(slide), str(regions), "--model", str(tiny), *extra, "--steps", "1", "--out", str(out), "-q"],
+    )
     assert result.exit_code == 2, result.output
-    assert result.output.startswith("error: ") and expected in result.output and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.output.startswith("error: ")
+        and expected in result.output
+        and len(result.output.strip().splitlines()) == 1
+    )
     assert "(0 megapixels" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, nothing lost
 
@@ -233,7 +312,8 @@ def test_known_pixels_end_exactly_on_the_real_latents_and_unneeded_crops_are_ski
     out = sample_canvas(denoiser, latents.shape, abar, config, known=KnownLatents(latents, known, 3), stats=stats)
     assert np.array_equal(out[:, known], latents[:, known])
     assert not np.allclose(out[:, ~known], latents[:, ~known])
-    assert stats.evaluations <= 4 * 9 and sum(seen) == stats.evaluations  # a 16² hole touches at most 3×3 cells of 12 px
+    # a 16² hole touches at most 3×3 cells of 12 px
+    assert stats.evaluations <= 4 * 9 and sum(seen) == stats.evaluations
     free = SampleStats()
     sample_canvas(denoiser, latents.shape, abar, config, stats=free)
     assert free.evaluations >= 4 * 64  # the whole 96² canvas: ≥ 8×8 cells per step
@@ -258,10 +338,19 @@ def test_skipping_crops_leaves_the_update_of_active_pixels_unchanged(conditionin
         extra = masks.sum(1, keepdim=True) if masks is not None else 0
         return torch.tanh(z.roll(1, 2)) + cls[:, None, None, None].float() * 0.1 + 0.05 * extra
 
-    config = SamplerConfig(PlannerConfig("shifted-grid", 16, 2), steps=5, omega=1.0, conditioning=conditioning, classes=3 if conditioning == "spatial" else 0)
+    config = SamplerConfig(
+        PlannerConfig("shifted-grid", 16, 2),
+        steps=5,
+        omega=1.0,
+        conditioning=conditioning,
+        classes=3 if conditioning == "spatial" else 0,
+    )
     solver = make_solver("ddim", alphas_cumprod(), 5)
     full, pruned = Buffers(np.zeros_like(x)), Buffers(np.zeros_like(x))
-    counts = [step_window(denoiser, Buffers(x), target, (0, 80, 0, 80), 2, solver, config, labels=labels, active=a) for target, a in ((full, None), (pruned, active))]
+    counts = [
+        step_window(denoiser, Buffers(x), target, (0, 80, 0, 80), 2, solver, config, labels=labels, active=a)
+        for target, a in ((full, None), (pruned, active))
+    ]
     assert np.array_equal(full.x[:, active], pruned.x[:, active])
     assert counts[1]["evaluations"] < counts[0]["evaluations"] and counts[1]["crops"] < counts[0]["crops"]
 
@@ -279,7 +368,11 @@ def test_region_class_names_match_the_models_by_name_case_and_spelling():
 def test_patches_merge_regions_whose_contexts_overlap_and_keep_every_region_once():
     from wsi_synth.generation.patches import Region, plan_patches
 
-    near = [Region(Point(500, 500).buffer(20), 1, "a"), Region(Point(700, 500).buffer(20), 2, "b"), Region(Point(3000, 3000).buffer(20), 2, "c")]
+    near = [
+        Region(Point(500, 500).buffer(20), 1, "a"),
+        Region(Point(700, 500).buffer(20), 2, "b"),
+        Region(Point(3000, 3000).buffer(20), 2, "c"),
+    ]
     patches = plan_patches(near, (5000, 5000), 1.0, factor=4, crop_px=64, margin_l0=32)
     assert [p.regions for p in patches] == [(0, 1), (2,)]
     x0, y0, x1, y1 = patches[0].box
@@ -289,4 +382,6 @@ def test_patches_merge_regions_whose_contexts_overlap_and_keep_every_region_once
     patches = plan_patches(many, (40000, 40000), 2.0, factor=4, crop_px=64, margin_l0=32)
     assert sorted(i for p in patches for i in p.regions) == list(range(2000))
     boxes = [p.box for p in patches]
-    assert not any(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    assert not any(
+        a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3] for i, a in enumerate(boxes) for b in boxes[i + 1 :]
+    )

@@ -22,7 +22,9 @@ def tissue_like(height, width, seed=0):
     """Smooth pink/purple texture (low-frequency), where JPEG Q90 should exceed 35 dB."""
     rng = np.random.default_rng(seed)
     small = rng.random((height // 32 + 2, width // 32 + 2, 3))
-    big = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((width + 64, height + 64), Image.Resampling.BICUBIC))
+    big = np.asarray(
+        Image.fromarray((small * 255).astype(np.uint8)).resize((width + 64, height + 64), Image.Resampling.BICUBIC)
+    )
     base = np.array([200, 120, 180], float)
     return np.clip(base * 0.6 + big[:height, :width] * 0.4, 0, 255).astype(np.uint8)
 
@@ -38,7 +40,9 @@ def test_openslide_reads_every_level_with_mpp_and_pixels_match(tmp_path, width, 
     levels = write_slide_pyramid(img, out, mpp=0.25, tile=tile)
     expected = level_sizes(width, height, tile)
     assert [(lv.width, lv.height) for lv in levels] == expected
-    assert max(expected[-1]) <= tile and all(expected[i + 1] == (math.ceil(w / 2), math.ceil(h / 2)) for i, (w, h) in enumerate(expected[:-1]))
+    assert max(expected[-1]) <= tile and all(
+        expected[i + 1] == (math.ceil(w / 2), math.ceil(h / 2)) for i, (w, h) in enumerate(expected[:-1])
+    )
     with openslide.OpenSlide(str(out)) as slide:
         assert slide.level_dimensions == tuple(expected)
         assert float(slide.properties["openslide.mpp-x"]) == pytest.approx(0.25)
@@ -59,7 +63,11 @@ def test_openslide_reads_every_level_with_mpp_and_pixels_match(tmp_path, width, 
             assert page.tags["ResolutionUnit"].value == tifffile.RESUNIT.CENTIMETER
             x_res = page.tags["XResolution"].value
             assert x_res[0] / x_res[1] == pytest.approx(1e4 / (0.25 * width / expected[k][0]), rel=1e-3)
-            assert page.description.startswith("Aperio") and "MPP = 0.25" in page.description and "AppMag = 40" in page.description
+            assert (
+                page.description.startswith("Aperio")
+                and "MPP = 0.25" in page.description
+                and "AppMag = 40" in page.description
+            )
 
 
 def reference_mode_pyramid(labels, n_levels, priority):
@@ -85,7 +93,9 @@ def test_label_pyramid_is_exact_mode_at_every_level_and_keeps_thin_classes(tmp_p
     labels[:, 100:102] = 3  # thin vertical line, two pixels wide
     labels[rng.random(labels.shape) < 0.05] = 4  # speckle
     out = tmp_path / "m.mask.tiff"
-    levels, _, _ = write_label_pyramid(labels, out, mpp=0.5, tile=32, classes=[{"id": i, "name": f"c{i}"} for i in range(5)])
+    levels, _, _ = write_label_pyramid(
+        labels, out, mpp=0.5, tile=32, classes=[{"id": i, "name": f"c{i}"} for i in range(5)]
+    )
     counts = np.bincount(labels.ravel(), minlength=256)
     priority = np.empty(256, int)
     priority[np.argsort(-counts, kind="stable")] = np.arange(256)
@@ -98,7 +108,9 @@ def test_label_pyramid_is_exact_mode_at_every_level_and_keeps_thin_classes(tmp_p
     assert (reference[1][:, 50] == 3).all()  # the 2-px line survives one halving intact
     line = np.zeros((8, 8), np.uint8)
     line[:, 2] = 7  # 1-px line: each 2×2 block is a 2–2 tie, which goes to the rarer class
-    assert (halve_labels(line, priority=np.argsort(np.argsort(-np.bincount(line.ravel(), minlength=256))))[:, 1] == 7).all()
+    assert (
+        halve_labels(line, priority=np.argsort(np.argsort(-np.bincount(line.ravel(), minlength=256))))[:, 1] == 7
+    ).all()
 
 
 def test_openslide_reads_the_label_pyramid(tmp_path):
@@ -118,10 +130,15 @@ def test_geojson_round_trip_is_exact_with_holes_and_islands_in_holes():
     labels[50:58, 60:78] = 3  # touches class 1
     labels[0, 0] = 3  # single pixel, diagonal neighbours only
     labels[1, 1] = 3
-    classes = [{"id": i, "name": n, "color": [i, i, i]} for i, n in enumerate(["unknown", "tumour", "stroma", "necrosis"])]
+    classes = [
+        {"id": i, "name": n, "color": [i, i, i]} for i, n in enumerate(["unknown", "tumour", "stroma", "necrosis"])
+    ]
     doc = mask_to_geojson(labels, downsample=16.0, classes=classes)
     assert [f["properties"]["classification"]["name"] for f in doc["features"]] == ["tumour", "stroma", "necrosis"]
-    assert all(f["properties"]["objectType"] == "annotation" and f["geometry"]["type"] == "MultiPolygon" for f in doc["features"])
+    assert all(
+        f["properties"]["objectType"] == "annotation" and f["geometry"]["type"] == "MultiPolygon"
+        for f in doc["features"]
+    )
     tumour = shape(doc["features"][0]["geometry"])
     assert tumour.is_valid and any(len(p.interiors) for p in tumour.geoms)
     assert tumour.area == pytest.approx((labels == 1).sum() * 256)
@@ -157,7 +174,10 @@ class _FailingSource:
 def test_interrupted_or_disk_full_write_leaves_nothing_under_the_final_name(tmp_path, exc):
     out = tmp_path / "s.tiff"
     source = _FailingSource(tissue_like(1024, 600), 512, exc)
-    with pytest.raises(KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else OutputWriteError, match=None if isinstance(exc, KeyboardInterrupt) else "disk full"):
+    with pytest.raises(
+        KeyboardInterrupt if isinstance(exc, KeyboardInterrupt) else OutputWriteError,
+        match=None if isinstance(exc, KeyboardInterrupt) else "disk full",
+    ):
         write_slide_pyramid(source, out, mpp=0.5, tile=256)
     assert os.listdir(tmp_path) == []
 
@@ -221,7 +241,12 @@ def test_cli_pyramid_and_info(tmp_path, runner):
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "s.geojson").read_text())
     mask = tifffile.imread(tmp_path / "s.mask.tiff")
-    assert np.array_equal(geojson_to_mask(doc, mask.shape, downsample=1.0, classes=[{"id": 0, "name": "unknown"}, {"id": 1, "name": "tumour"}]), mask)
+    assert np.array_equal(
+        geojson_to_mask(
+            doc, mask.shape, downsample=1.0, classes=[{"id": 0, "name": "unknown"}, {"id": 1, "name": "tumour"}]
+        ),
+        mask,
+    )
     again = runner.invoke(cli, args)
     assert again.exit_code == 2 and "exists" in again.output
     info = runner.invoke(cli, ["info", str(out), "--json"])
@@ -235,7 +260,9 @@ def test_bio_formats_sees_one_series_with_all_resolutions(tmp_path):
 
     command = bioformats_tool()
     write_slide_pyramid(tissue_like(1200, 1500), tmp_path / "s.tiff", mpp=0.5, tile=256)
-    out = subprocess.run([*command, "-nopix", "-noflat", str(tmp_path / "s.tiff")], capture_output=True, text=True, timeout=300).stdout
+    out = subprocess.run(
+        [*command, "-nopix", "-noflat", str(tmp_path / "s.tiff")], capture_output=True, text=True, timeout=300
+    ).stdout
     assert "Series count = 1" in out and "Resolutions = 4" in out, out[-2000:]
 
 
@@ -247,8 +274,14 @@ def test_geojson_traced_at_a_lower_level_matches_that_level_of_the_mask_tiff(tmp
     labels[50:500, 100:900] = 1
     labels[200:300, 300:600] = 2
     labels[220:280, 400:450] = 0
-    classes = [{"id": 0, "name": "unknown", "color": [0, 0, 0]}, {"id": 1, "name": "tumour", "color": [200, 0, 0]}, {"id": 2, "name": "stroma", "color": [0, 200, 0]}]
-    result = outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256, record={"seed": 1})
+    classes = [
+        {"id": 0, "name": "unknown", "color": [0, 0, 0]},
+        {"id": 1, "name": "tumour", "color": [200, 0, 0]},
+        {"id": 2, "name": "stroma", "color": [0, 200, 0]},
+    ]
+    result = outputs.write_slide_outputs(
+        tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256, record={"seed": 1}
+    )
     assert result["annotations_downsample"] == 4.0
     with tifffile.TiffFile(tmp_path / "s.mask.tiff") as tf:
         level2 = tf.pages[2].asarray()
@@ -256,4 +289,6 @@ def test_geojson_traced_at_a_lower_level_matches_that_level_of_the_mask_tiff(tmp
     assert np.array_equal(geojson_to_mask(doc, level2.shape, downsample=4.0, classes=classes), level2)
     assert json.loads((tmp_path / "s.json").read_text())["outputs"]["mask"].endswith("s.mask.tiff")
     with pytest.raises(OutputExistsError):  # every output is checked before the first is written
-        outputs.write_slide_outputs(tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256)
+        outputs.write_slide_outputs(
+            tissue_like(600, 1000), labels, tmp_path / "s.tiff", mpp=0.5, classes=classes, tile=256
+        )

@@ -64,11 +64,14 @@ def test_ome_zarr_levels_scales_pixels_and_labels_read_back_by_ome_zarr(tmp_path
         assert transforms[0]["scale"] == pytest.approx([1.0, 0.25 * 1000 / h, 0.25 * 1300 / w])
     level0 = np.moveaxis(np.asarray(image.data[0]), 0, 2)
     assert np.array_equal(level0, img)  # lossless
-    assert np.array_equal(np.moveaxis(np.asarray(image.data[1]), 0, 2), halve_rgb(img))  # the TIFF pyramid's downsampling
+    # the TIFF pyramid's downsampling
+    assert np.array_equal(np.moveaxis(np.asarray(image.data[1]), 0, 2), halve_rgb(img))
     assert len(found) == 1
     label = found[0]
     assert np.array_equal(np.asarray(label.data[0]), labels)
-    assert {int(k): v["class"] for k, v in label.metadata["properties"].items()} == {c["id"]: c["name"] for c in CLASSES}
+    assert {int(k): v["class"] for k, v in label.metadata["properties"].items()} == {
+        c["id"]: c["name"] for c in CLASSES
+    }
     assert label.metadata["color"][1][:3] == pytest.approx([200 / 255, 0, 0])
     attrs = json.loads((tmp_path / "s.ome.zarr" / "labels" / "tissue" / ".zattrs").read_text())
     assert attrs["image-label"]["source"] == {"image": "../../"} and attrs["multiscales"][0]["version"] == "0.4"
@@ -90,7 +93,8 @@ def test_ome_tiff_levels_in_subifds_with_physical_size_and_class_names(tmp_path)
     img, labels = tissue_like(1000, 1300), holey_labels(1000, 1300)
     write_slide_outputs(img, labels, tmp_path / "s.ome.tiff", mpp=0.25, classes=CLASSES, tile=256)
     with tifffile.TiffFile(tmp_path / "s.ome.tiff") as tf:
-        assert tf.is_ome and len(tf.pages) == 1 and len(tf.series) == 1  # the smaller levels are SubIFDs, not more images
+        # the smaller levels are SubIFDs, not more images
+        assert tf.is_ome and len(tf.pages) == 1 and len(tf.series) == 1
         assert [lv.shape for lv in tf.series[0].levels] == [(h, w, 3) for w, h in level_sizes(1300, 1000, 256)]
         assert 'PhysicalSizeX="0.25"' in tf.ome_metadata and 'PhysicalSizeXUnit="µm"' in tf.ome_metadata
         assert psnr(tf.series[0].levels[0].asarray(), img) > 35
@@ -101,9 +105,16 @@ def test_ome_tiff_levels_in_subifds_with_physical_size_and_class_names(tmp_path)
 
 def test_bio_formats_reads_every_resolution_of_the_ome_tiffs(tmp_path):
     command = bioformats_tool()
-    write_slide_outputs(tissue_like(1200, 1500), holey_labels(1200, 1500), tmp_path / "s.ome.tiff", mpp=0.5, classes=CLASSES, tile=256)
+    write_slide_outputs(
+        tissue_like(1200, 1500), holey_labels(1200, 1500), tmp_path / "s.ome.tiff", mpp=0.5, classes=CLASSES, tile=256
+    )
     for name in ("s.ome.tiff", "s.mask.ome.tiff"):
-        out = subprocess.run([*command, "-nopix", "-noflat", "-omexml", str(tmp_path / name)], capture_output=True, text=True, timeout=300).stdout
+        out = subprocess.run(
+            [*command, "-nopix", "-noflat", "-omexml", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
         assert "Series count = 1" in out and "Resolutions = 4" in out and 'PhysicalSizeX="0.5"' in out, out[-2000:]
 
 
@@ -121,7 +132,12 @@ def test_asap_xml_round_trips_through_our_reader_holes_included(tmp_path, seed):
     from rasterio.features import rasterize
     from rasterio.transform import Affine
 
-    back = rasterize([(shapely.union_all(g), ids[n]) for n, g in by_class.items()], out_shape=labels.shape, transform=Affine(4.0, 0, 0, 0, 4.0, 0), dtype="uint8")
+    back = rasterize(
+        [(shapely.union_all(g), ids[n]) for n, g in by_class.items()],
+        out_shape=labels.shape,
+        transform=Affine(4.0, 0, 0, 0, 4.0, 0),
+        dtype="uint8",
+    )
     assert np.array_equal(back, labels)
 
 
@@ -152,7 +168,11 @@ def test_hole_free_rings_cover_the_polygon_exactly():
 def test_format_from_the_name_and_a_mismatch_refused():
     from wsi_synth.errors import BadArgumentError
 
-    assert output_format("s.ome.zarr") == "ome-zarr" and output_format("s.OME.TIF") == "ome-tiff" and output_format("s.tiff") == "tiff"
+    assert (
+        output_format("s.ome.zarr") == "ome-zarr"
+        and output_format("s.OME.TIF") == "ome-tiff"
+        and output_format("s.tiff") == "tiff"
+    )
     assert output_format("s.tiff", "ome-tiff") == "ome-tiff"  # an OME-TIFF may be named .tiff
     with pytest.raises(BadArgumentError, match="names a tiff output but format is ome-zarr"):
         output_format("s.tiff", "ome-zarr")
@@ -189,7 +209,12 @@ def test_cli_pyramid_ome_zarr_with_both_annotation_formats(tmp_path, runner):
     out = tmp_path / "s.ome.zarr"
     result = runner.invoke(cli, [*args, "--out", str(out), "--annotations", "geojson,asap"])
     assert result.exit_code == 0, result.output
-    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("s.")} == {"s.ome.zarr", "s.geojson", "s.xml", "s.json"}
+    assert {p.name for p in tmp_path.iterdir() if p.name.startswith("s.")} == {
+        "s.ome.zarr",
+        "s.geojson",
+        "s.xml",
+        "s.json",
+    }
     info = json.loads(runner.invoke(cli, ["info", str(out), "--json"]).output)
     assert info["kind"] == "ome-zarr" and info["mpp"] == 0.5 and info["levels"][0] == [3, 600, 1000]
     assert info["labels"]["tissue"]["classes"] == {"0": "unknown", "1": "tumour", "2": "stroma"}
@@ -210,12 +235,18 @@ def test_cli_refuses_to_overwrite_a_folder_that_is_not_a_zarr_store(tmp_path, ru
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
     result = runner.invoke(cli, [*args, "--out", str(folder), "--overwrite"])
-    assert result.exit_code == 2 and "not a Zarr store" in result.output and len(result.output.strip().splitlines()) == 1
+    assert (
+        result.exit_code == 2 and "not a Zarr store" in result.output and len(result.output.strip().splitlines()) == 1
+    )
     assert (folder / "notes.txt").read_text() == "keep me"
 
 
 @pytest.mark.parametrize(
-    "extra, message", [(["--out", "s.tiff", "--format", "ome-zarr"], "names a tiff output"), (["--out", "s.tiff", "--annotations", "kml"], "annotations must be")]
+    "extra, message",
+    [
+        (["--out", "s.tiff", "--format", "ome-zarr"], "names a tiff output"),
+        (["--out", "s.tiff", "--annotations", "kml"], "annotations must be"),
+    ],
 )
 def test_cli_bad_format_requests_are_one_line(tmp_path, runner, extra, message):
     args, _, _ = _pyramid_inputs(tmp_path)

@@ -39,12 +39,19 @@ def test_cli_options_and_api_parameters_are_the_same_set_with_the_same_defaults(
     options, function, _ = COMMANDS[command]
     specs = by_name(options)
     params = _click_params(command)
-    api = {n: p for n, p in inspect.signature(function).parameters.items() if p.kind is p.KEYWORD_ONLY and n not in API_ONLY}
-    positional_outputs = {"out", "model"} & set(inspect.signature(function).parameters) - set(api)  # generate(model, out)
+    api = {
+        n: p
+        for n, p in inspect.signature(function).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and n not in API_ONLY
+    }
+    # generate(model, out)
+    positional_outputs = {"out", "model"} & set(inspect.signature(function).parameters) - set(api)
     assert set(params) == set(specs), "every CLI option is a spec and every spec a CLI option"
     assert set(api) | positional_outputs == set(specs), "every API parameter is a spec and every spec an API parameter"
     for name, spec in specs.items():
-        assert params[name].default == spec.default, f"--{name}: CLI default {params[name].default!r} ≠ spec {spec.default!r}"
+        assert params[name].default == spec.default, (
+            f"--{name}: CLI default {params[name].default!r} ≠ spec {spec.default!r}"
+        )
         assert params[name].required == spec.required
         if name in api and not spec.required:
             assert api[name].default == spec.default, f"{function.__name__}({name}=): API default ≠ spec"
@@ -59,7 +66,12 @@ def test_cli_ranges_and_choices_are_the_specs(command):
         if spec.kind == "choice":
             assert tuple(kind.choices) == spec.choices
         elif spec.kind in ("int", "float") and (spec.low is not None or spec.high is not None):
-            assert (kind.min, kind.max, kind.min_open, kind.max_open) == (spec.low, spec.high, spec.low_open, spec.high_open), spec.name
+            assert (kind.min, kind.max, kind.min_open, kind.max_open) == (
+                spec.low,
+                spec.high,
+                spec.low_open,
+                spec.high_open,
+            ), spec.name
 
 
 @pytest.mark.parametrize("command", ["generate", "inpaint"])
@@ -95,7 +107,9 @@ def _bounded(options) -> list[Option]:
 def test_generate_refuses_a_value_outside_the_range_in_the_cli_and_the_configuration(spec, runner, tmp_path):
     for value in _outside(spec):
         base = {"size": 64, "width": 64, "height": 64, "subtype": "adenocarcinoma"}
-        result = runner.invoke(cli, ["generate", *_args(base, spec, value), "--out", str(tmp_path / "s.tiff"), "--dry-run"])
+        result = runner.invoke(
+            cli, ["generate", *_args(base, spec, value), "--out", str(tmp_path / "s.tiff"), "--dry-run"]
+        )
         assert result.exit_code == 2 and spec.flag in result.output, (spec.flag, value, result.output)
         if hasattr(GenerateConfig, spec.attribute) or spec.attribute in ("width", "height"):
             fields = {"width": 64, "height": 64} | {spec.attribute: value}
@@ -120,7 +134,20 @@ def _args(base: dict, spec: Option, value) -> list[str]:
 
 def test_the_renamed_tile_flag_still_works_and_says_its_new_name(runner, tmp_path):
     tifffile.imwrite(tmp_path / "img.tif", np.full((600, 700, 3), 180, np.uint8))
-    result = runner.invoke(cli, ["pyramid", str(tmp_path / "img.tif"), "--mpp", "0.5", "--tile", "256", "--out", str(tmp_path / "s.tiff"), "-q"])
+    result = runner.invoke(
+        cli,
+        [
+            "pyramid",
+            str(tmp_path / "img.tif"),
+            "--mpp",
+            "0.5",
+            "--tile",
+            "256",
+            "--out",
+            str(tmp_path / "s.tiff"),
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "--tile is now --tiff-tile" in result.output
     with tifffile.TiffFile(tmp_path / "s.tiff") as tif:

@@ -14,5 +14,9 @@ def _setup_commands() -> list[str]:
 def test_readme_has_two_setup_commands_and_ci_runs_the_test_one_verbatim():
     main_job, tests = _setup_commands()
     assert "wsi-synth generate" in main_job and "torch==2.13.0" in main_job
-    ci = [line for line in ROOT.joinpath(".ci", "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
+    ci = [
+        line
+        for line in ROOT.joinpath(".ci", "run").read_text().splitlines()
+        if line and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci == [tests]

@@ -23,7 +23,11 @@ PLANNERS = [
 @pytest.mark.parametrize("canvas", [(128, 128), (100, 77), (16, 40)])
 def test_every_pixel_has_one_owner_whose_crop_contains_it(planner, canvas):
     h, w = canvas
-    plan = plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5) if planner.name != "random-patch" else plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5)
+    plan = (
+        plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5)
+        if planner.name != "random-patch"
+        else plan_window(planner, canvas, (0, h, 0, w), seed=3, step=5)
+    )
     assert plan.owner.shape == canvas and plan.owner.min() >= 0 and plan.owner.max() < len(plan.crops)
     cy, cx = plan.crops[:, 0], plan.crops[:, 1]
     assert (cy >= 0).all() and (cx >= 0).all() and (cy + 16 <= h).all() and (cx + 16 <= w).all()
@@ -55,12 +59,17 @@ def test_crop_counts_relative_to_the_minimum():
     assert n0 <= shifted <= (1 + d / canvas[0]) * (1 + d / canvas[1]) * n0
     assert crops_per_step(PlannerConfig("fixed-grid", d, 0), canvas) == n0
     assert 1.6 < crops_per_step(PlannerConfig("shifted-grid", d, 8), canvas) / n0 < 2.0
-    assert 1.8 < crops_per_step(PlannerConfig("random-patch", d, 0), (1024, 1024)) / minimum_crops((1024, 1024), d) < 2.6
+    assert (
+        1.8 < crops_per_step(PlannerConfig("random-patch", d, 0), (1024, 1024)) / minimum_crops((1024, 1024), d) < 2.6
+    )
 
 
 def _gaussian_stats(planner: PlannerConfig, seeds=range(3), size=128, length=2.0):
     oracle = GaussianFieldDenoiser(16, length, ABAR)
-    samples = [sample(oracle, (1, size, size), ABAR, SamplerConfig(planner, steps=50, batch_size=64, seed=s, solver="ddim"))[0] for s in seeds]
+    samples = [
+        sample(oracle, (1, size, size), ABAR, SamplerConfig(planner, steps=50, batch_size=64, seed=s, solver="ddim"))[0]
+        for s in seeds
+    ]
     f = field_statistics(np.stack(samples), 16)  # across = pairs (15|16), (31|32), … straddling the fixed grid's edges
     return f["variance"], f["lag1"], f["across_edges"], f["inside"], oracle
 
@@ -86,7 +95,12 @@ def test_same_seed_same_canvas_for_any_window_and_batch_size():
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     for planner in (PlannerConfig("shifted-grid", 16, 2), PlannerConfig("random-patch", 16, 0, region=64)):
         runs = [
-            sample(oracle, (2, 128, 96), ABAR, SamplerConfig(planner, steps=8, eta=0.5, batch_size=b, window=win, seed=4, solver="ddim"))
+            sample(
+                oracle,
+                (2, 128, 96),
+                ABAR,
+                SamplerConfig(planner, steps=8, eta=0.5, batch_size=b, window=win, seed=4, solver="ddim"),
+            )
             for b, win in [(1, 0), (64, 64), (7, 128)]
         ]
         assert all(np.array_equal(runs[0], r) for r in runs[1:])
@@ -113,7 +127,8 @@ def _three_class_map() -> np.ndarray:
 
 
 def _guided_eps(denoiser, config: SamplerConfig, labels: np.ndarray, stats: SampleStats) -> np.ndarray:
-    """The (H, W) guided ε the sampler composites for one step of a one-channel canvas (caught on its way to the solver)."""
+    """The (H, W) guided ε the sampler composites for one step of a one-channel canvas (caught on its way to the
+    solver)."""
     from wsi_synth.sampling import sampler as sampler_module
 
     captured = {}
@@ -169,11 +184,17 @@ def _map_denoiser(calls: list):
 def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega, empty_map):
     calls: list = []
     stats = SampleStats()
-    config = SamplerConfig(PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3, empty_map=empty_map)
+    config = SamplerConfig(
+        PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3, empty_map=empty_map
+    )
     eps = _guided_eps(_map_denoiser(calls), config, _three_class_map(), stats)
     assert all(channels == 2 for _, channels in calls)  # K − 1 one-hot channels
     # top-left crop: one map pass for its classes {0, 1}: class-1 pixels read 1, its unknown pixels 0 (the map's zeros)
-    assert (eps[:8, :8] == (1 + omega) * 1 - omega * 10).all() and (eps[8:16, :16] == 0.0).all() and (eps[:8, 8:16] == 0.0).all()
+    assert (
+        (eps[:8, :8] == (1 + omega) * 1 - omega * 10).all()
+        and (eps[8:16, :16] == 0.0).all()
+        and (eps[:8, 8:16] == 0.0).all()
+    )
     assert (eps[:, 16:] == (1 + omega) * 2 - omega * 10).all()
     # the bottom-left crop holds no class: one pass of its all-zero map with the map embedding (0), or, for bundles
     # that learnt an empty map as null, the null pass (10); guidance acts on class pixels, so it needs no null pass
@@ -183,7 +204,13 @@ def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega, e
 
 def test_an_unknown_empty_map_setting_is_refused():
     with pytest.raises(BadArgumentError, match="empty_map"):
-        sample(_map_denoiser([]), (1, 32, 32), ABAR, SamplerConfig(conditioning="spatial", classes=3, empty_map="blank"), labels=_three_class_map())
+        sample(
+            _map_denoiser([]),
+            (1, 32, 32),
+            ABAR,
+            SamplerConfig(conditioning="spatial", classes=3, empty_map="blank"),
+            labels=_three_class_map(),
+        )
 
 
 def test_bad_sampler_arguments():
@@ -201,7 +228,9 @@ def _batch_sensitive(z, t, labels, masks):
     import torch
 
     m = masks if masks is not None else torch.zeros(z.shape[0], 1, *z.shape[2:])
-    return torch.tanh(z * 0.7 + labels.view(-1, 1, 1, 1) * 0.1 + m * 0.3 + z.mean() * 0.01) * (t.view(-1, 1, 1, 1).float() / 1000)
+    return torch.tanh(z * 0.7 + labels.view(-1, 1, 1, 1) * 0.1 + m * 0.3 + z.mean() * 0.01) * (
+        t.view(-1, 1, 1, 1).float() / 1000
+    )
 
 
 @pytest.mark.parametrize("planner", PLANNERS[:2] + PLANNERS[3:], ids=lambda p: f"{p.name}-m{p.context}")
@@ -212,12 +241,15 @@ def test_vectorised_sampler_is_bit_identical_to_v0_1_for_the_same_batches(planne
     labels[10:60, 20:90], labels[40:100, 70:130], labels[70:90, 5:40] = 1, 2, 3
     oracle = GaussianFieldDenoiser(16, 2.0, ABAR)
     cases = [(labels, 0, 2.0, 0.5), (labels, 0, 0.0, 0.0), (None, 2, 1.5, 0.0), (None, 0, 0.0, 0.3)]
-    # crops clamped at the canvas edge repeat; their copies share one evaluation, so the batches differ from v0.1's there
+    # crops clamped at the canvas edge repeat; their copies share one evaluation, so the batches differ from
+    # v0.1's there
     plan = plan_window(planner, (100, 130), (0, 64, 0, 64), seed=3, step=0)
     repeats = len(np.unique(plan.crops, axis=0)) < len(plan.crops)
     for denoiser in (oracle,) if repeats else (oracle, _batch_sensitive):
         for lab, condition, omega, eta in cases:
-            config = SamplerConfig(planner, steps=3, eta=eta, omega=omega, batch_size=7, window=64, seed=3, solver="ddim")
+            config = SamplerConfig(
+                planner, steps=3, eta=eta, omega=omega, batch_size=7, window=64, seed=3, solver="ddim"
+            )
             now = sample(denoiser, (2, 100, 130), ABAR, config, labels=lab, condition=condition)
             before = legacy_sampler.sample(denoiser, (2, 100, 130), ABAR, config, labels=lab, condition=condition)
             assert np.array_equal(now, before), (denoiser, lab is not None, omega)
@@ -230,7 +262,8 @@ def test_a_canvas_of_one_crop_is_evaluated_once_per_step_and_sharing_copies_chan
     labels = np.zeros((16, 16), np.uint8)
     labels[:, 8:] = 1
     config = SamplerConfig(PlannerConfig("shifted-grid", 16, 2), steps=4, omega=1.0, seed=5, solver="ddim")
-    assert len(plan_window(config.planner, (16, 16), (0, 16, 0, 16), seed=5, step=0).crops) > 1  # the planner repeats the crop
+    # the planner repeats the crop
+    assert len(plan_window(config.planner, (16, 16), (0, 16, 0, 16), seed=5, step=0).crops) > 1
     stats = SampleStats()
     now = sample(oracle, (2, 16, 16), ABAR, config, labels=labels, stats=stats)
     assert stats.crops == 4 and stats.evaluations == 4 * 2  # per step: class 1 (and unknown = null), the null pass once
@@ -271,4 +304,7 @@ def test_batches_gathered_ahead_for_a_gpu_denoiser_give_the_same_canvas():
     labels = np.zeros((96, 96), np.uint8)
     labels[20:70, 10:80] = 2
     config = SamplerConfig(PlannerConfig("shifted-grid", 16, 2), steps=3, omega=1.0, batch_size=5, seed=1)
-    assert np.array_equal(sample(Overlapped(), (2, 96, 96), ABAR, config, labels=labels), sample(_batch_sensitive, (2, 96, 96), ABAR, config, labels=labels))
+    assert np.array_equal(
+        sample(Overlapped(), (2, 96, 96), ABAR, config, labels=labels),
+        sample(_batch_sensitive, (2, 96, 96), ABAR, config, labels=labels),
+    )

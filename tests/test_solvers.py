@@ -35,7 +35,9 @@ def test_numpy_ddim_update_has_the_bits_of_the_torch_step():
     rng = np.random.default_rng(1)
     x, eps, noise = (rng.standard_normal((3, 17, 19), dtype=np.float32) for _ in range(3))
     for t, prev, eta in [(999, 950, 0.0), (500, 480, 0.7), (20, 0, 1.0)]:
-        expected = ddim_step(torch.from_numpy(x), torch.from_numpy(eps), ABAR[t], ABAR[prev], eta=eta, noise=torch.from_numpy(noise)).numpy()
+        expected = ddim_step(
+            torch.from_numpy(x), torch.from_numpy(eps), ABAR[t], ABAR[prev], eta=eta, noise=torch.from_numpy(noise)
+        ).numpy()
         assert np.array_equal(ddim_update(x, eps, ABAR[t], ABAR[prev], eta=eta, noise=noise), expected)
 
 
@@ -46,7 +48,12 @@ def test_dpm_solver_at_20_steps_keeps_the_oracle_field_at_least_as_well_as_ddim_
     planner = PlannerConfig("shifted-grid", 16, 2)
 
     def stats(solver, steps):
-        runs = [sample(oracle, (1, 128, 128), ABAR, SamplerConfig(planner, steps=steps, batch_size=256, seed=s, solver=solver))[0] for s in range(3)]
+        runs = [
+            sample(
+                oracle, (1, 128, 128), ABAR, SamplerConfig(planner, steps=steps, batch_size=256, seed=s, solver=solver)
+            )[0]
+            for s in range(3)
+        ]
         return field_statistics(np.stack(runs), 16)
 
     ddim, dpm = stats("ddim", 50), stats("dpm-solver++", 20)

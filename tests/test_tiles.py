@@ -19,7 +19,26 @@ def bundle(tmp_path_factory):
 
 
 def _count(runner, model, out, n, *extra):
-    return runner.invoke(cli, ["generate", "--model", str(model), "--count", str(n), "--size", "96", "--height", "80", "--steps", "3", "--out", str(out), "-q", *extra])
+    return runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(model),
+            "--count",
+            str(n),
+            "--size",
+            "96",
+            "--height",
+            "80",
+            "--steps",
+            "3",
+            "--out",
+            str(out),
+            "-q",
+            *extra,
+        ],
+    )
 
 
 def _manifest(folder):
@@ -38,7 +57,9 @@ def test_tiles_masks_legend_and_manifest_agree(bundle, tmp_path, runner):
         mask = np.asarray(Image.open(tmp_path / "t" / row["mask"]))
         assert image.shape == (80, 96, 3) and mask.shape == (80, 96) and mask.dtype == np.uint8
         fractions = [float(row[f"fraction_{c['name']}"]) for c in classes]
-        assert np.allclose(fractions, np.bincount(mask.ravel(), minlength=len(classes))[: len(classes)] / mask.size, atol=1e-4)
+        assert np.allclose(
+            fractions, np.bincount(mask.ravel(), minlength=len(classes))[: len(classes)] / mask.size, atol=1e-4
+        )
         assert int(row["seed"]) == tile_seed(0, int(row["index"]))
     assert len({np.asarray(Image.open(tmp_path / "t" / r["image"])).tobytes() for r in rows}) == 5  # independent tiles
 
@@ -68,7 +89,9 @@ def test_a_tile_is_the_slide_generate_makes_with_its_seed(bundle, tmp_path, runn
         ],
     )
     assert result.exit_code == 0, result.output
-    assert np.array_equal(np.asarray(Image.open(tmp_path / "t" / row["mask"])), tifffile.imread(tmp_path / "s.mask.tiff"))
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "t" / row["mask"])), tifffile.imread(tmp_path / "s.mask.tiff")
+    )
     tile = np.asarray(Image.open(tmp_path / "t" / row["image"])).astype(float)
     slide = tifffile.imread(tmp_path / "s.tiff").astype(float)
     assert 10 * np.log10(255**2 / np.mean((tile - slide) ** 2)) > 30  # the slide's JPEG, and batched kernels' rounding
@@ -104,7 +127,10 @@ def test_interrupted_count_run_resumes_to_the_same_tiles(bundle, tmp_path, runne
         a = np.asarray(Image.open(tmp_path / "full" / row["image"])).astype(int)
         b = np.asarray(Image.open(tmp_path / "part" / row["image"])).astype(int)
         assert np.abs(a - b).max() <= 2  # groups of 2 vs 32: only the batched kernels' rounding differs
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "full" / row["mask"])), np.asarray(Image.open(tmp_path / "part" / row["mask"])))
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "full" / row["mask"])),
+            np.asarray(Image.open(tmp_path / "part" / row["mask"])),
+        )
 
 
 @pytest.mark.parametrize(
@@ -182,16 +208,24 @@ def test_import_reads_the_tiles_back_and_tile_dataset_serves_them(tmp_path, runn
     labelled = [r for r in rows if float(r["fraction_unknown"]) < 0.99]
     dataset = TileDataset(tmp_path / "data")
     assert len(dataset) == len(labelled) > 0
-    tiles = [(np.asarray(Image.open(t / r["image"])).astype(float), np.asarray(Image.open(t / r["mask"]))) for r in rows]
+    tiles = [
+        (np.asarray(Image.open(t / r["image"])).astype(float), np.asarray(Image.open(t / r["mask"]))) for r in rows
+    ]
     legend = [c["name"] for c in json.loads((t / "tiles.json").read_text())["classes"]]
     seen = 0
     for image, mask in DataLoader(dataset, batch_size=2, num_workers=2):
-        assert image.dtype == torch.uint8 and image.shape[1:] == (3, 128, 128) and mask.dtype == torch.int64 and mask.shape[1:] == (128, 128)
+        assert (
+            image.dtype == torch.uint8
+            and image.shape[1:] == (3, 128, 128)
+            and mask.dtype == torch.int64
+            and mask.shape[1:] == (128, 128)
+        )
         for i in range(len(image)):
             pixels = image[i].permute(1, 2, 0).numpy().astype(float)
             errors = [np.mean((pixels - tile) ** 2) for tile, _ in tiles]
             source = tiles[int(np.argmin(errors))]
             assert 10 * np.log10(255**2 / max(min(errors), 1e-9)) > 35  # the dataset stores tiles as JPEG Q95
-            assert np.array_equal(np.array(dataset.classes)[mask[i].numpy()], np.array(legend)[source[1]])  # the same classes, by name
+            # the same classes, by name
+            assert np.array_equal(np.array(dataset.classes)[mask[i].numpy()], np.array(legend)[source[1]])
             seen += 1
     assert seen == len(dataset)

@@ -60,7 +60,9 @@ def test_image_model_overfits_eight_real_tiles(trained, tmp_path):
     data, model, _ = trained
     bundle_dir = tmp_path / "m"
     shutil.copytree(model, bundle_dir)
-    config = load_config("tiny", max_steps=300, batch_size=8, warmup_steps=10, checkpoint_every=300, sample_every=300, p_unc=0.2)
+    config = load_config(
+        "tiny", max_steps=300, batch_size=8, warmup_steps=10, checkpoint_every=300, sample_every=300, p_unc=0.2
+    )
     result = training.train("image", data, bundle_dir, config, progress=False)
     assert result["final_loss"] < 0.6 * result["initial_loss"]
     assert (bundle_dir / "previews" / "image_step0000300.png").exists()
@@ -87,7 +89,9 @@ def test_codec_can_train_on_the_posterior_mean(trained):
     base = load_config("tiny")
     losses = {}
     for flag in (True, False):
-        spec = training_stages.build_stage("codec", ds, bundle, replace(base, codec=replace(base.codec, sample_posterior=flag)), "cpu")
+        spec = training_stages.build_stage(
+            "codec", ds, bundle, replace(base, codec=replace(base.codec, sample_posterior=flag)), "cpu"
+        )
         with torch.no_grad():
             losses[flag] = spec.loss(bundle.load_codec(), 7).item()
     assert losses[False] < losses[True]
@@ -173,7 +177,9 @@ def test_labelled_unlabelled_draw_follows_p_unc(trained, conditioning):
     else:  # "map or null", and the map as K − 1 one-hot channels that never overlap
         masks = torch.cat([d[1] for d in draws])
         n_classes = len(open_dataset(data).classes)
-        assert set(labels.tolist()) == {0, 1} and masks.shape[1] == n_classes - 1 and float(masks.sum(1).max()) <= 1 + 1e-6
+        assert (
+            set(labels.tolist()) == {0, 1} and masks.shape[1] == n_classes - 1 and float(masks.sum(1).max()) <= 1 + 1e-6
+        )
         assert float(masks[labels == 0].abs().sum()) == 0.0
 
 
@@ -191,7 +197,8 @@ def test_spatial_labelled_tiles_take_the_map_embedding_even_with_no_class_annota
     spec = training_stages.build_stage("image", open_dataset(blank), open_bundle(model), config, "cpu")
     draws = [spec.draw(step) for step in range(40)]
     labels, masks = torch.cat([d[2] for d in draws]), torch.cat([d[1] for d in draws])
-    assert float(masks.abs().sum()) == 0.0 and 0 < int((labels == 1).sum()) < len(labels)  # labelled draws: 1, with an empty map
+    # labelled draws: 1, with an empty map
+    assert float(masks.abs().sum()) == 0.0 and 0 < int((labels == 1).sum()) < len(labels)
 
 
 def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it_never_binds(trained):
@@ -218,8 +225,14 @@ def test_null_condition_learns_from_every_tile_or_only_the_unlabelled_ones(tmp_p
 
     index = SimpleNamespace(unlabelled=[("lc", 0), ("lc", 1)], labelled=[("wsss", 0)])
     assert training_stages.null_pool(index, "unlabelled") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1)]
-    assert training_stages.null_pool(index, "all") == [("unlabelled", "lc", 0), ("unlabelled", "lc", 1), ("labelled", "wsss", 0)]
-    assert training_stages.null_pool(SimpleNamespace(unlabelled=[], labelled=[("wsss", 0)]), "unlabelled") == [("labelled", "wsss", 0)]
+    assert training_stages.null_pool(index, "all") == [
+        ("unlabelled", "lc", 0),
+        ("unlabelled", "lc", 1),
+        ("labelled", "wsss", 0),
+    ]
+    assert training_stages.null_pool(SimpleNamespace(unlabelled=[], labelled=[("wsss", 0)]), "unlabelled") == [
+        ("labelled", "wsss", 0)
+    ]
     with pytest.raises(Exception, match="null_tiles"):
         load_config("tiny", null_tiles="labelled")
     config = tmp_path / "c.yaml"
@@ -247,26 +260,51 @@ def test_training_errors_through_the_cli(trained, tmp_path, runner):
     lc_only = tmp_path / "lc"
     assert (
         runner.invoke(
-            cli, ["import", str(shared("tiles", "lc25000_224", "lung_n")), "--tile", "64", "--region", "64", "--region-mask", "16", "--out", str(lc_only), "-q"]
+            cli,
+            [
+                "import",
+                str(shared("tiles", "lc25000_224", "lung_n")),
+                "--tile",
+                "64",
+                "--region",
+                "64",
+                "--region-mask",
+                "16",
+                "--out",
+                str(lc_only),
+                "-q",
+            ],
         ).exit_code
         == 0
     )
     shutil.copytree(model, tmp_path / "m")
     result = runner.invoke(cli, ["train", "image", str(lc_only), "--out", str(tmp_path / "m"), "-q"])
     assert result.exit_code == 2 and "classes" in result.output  # other classes than the bundle's
-    result = runner.invoke(cli, ["train", "image", str(data), "--out", str(tmp_path / "nocodec"), "--max-steps", "1", "-q"])
+    result = runner.invoke(
+        cli, ["train", "image", str(data), "--out", str(tmp_path / "nocodec"), "--max-steps", "1", "-q"]
+    )
     assert result.exit_code == 2 and "no codec stage" in result.output
-    result = runner.invoke(cli, ["train", "codec", str(lc_only), "--out", str(tmp_path / "fresh"), "--max-steps", "2", "-q"])
+    result = runner.invoke(
+        cli, ["train", "codec", str(lc_only), "--out", str(tmp_path / "fresh"), "--max-steps", "2", "-q"]
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(cli, ["train", "image", str(lc_only), "--out", str(tmp_path / "fresh"), "--max-steps", "1", "-q"])
+    result = runner.invoke(
+        cli, ["train", "image", str(lc_only), "--out", str(tmp_path / "fresh"), "--max-steps", "1", "-q"]
+    )
     assert result.exit_code == 2 and "no labelled tiles" in result.output
     cfg = tmp_path / "deep.yaml"
-    cfg.write_text("image: {block_out_channels: [16, 32, 32, 32, 32, 32], norm_num_groups: 8}\n")  # needs multiples of 32
+    # needs multiples of 32
+    cfg.write_text("image: {block_out_channels: [16, 32, 32, 32, 32, 32], norm_num_groups: 8}\n")
     shutil.copytree(model, tmp_path / "m2")
-    result = runner.invoke(cli, ["train", "image", str(data), "--out", str(tmp_path / "m2"), "--config", str(cfg), "--max-steps", "1", "-q"])
+    result = runner.invoke(
+        cli,
+        ["train", "image", str(data), "--out", str(tmp_path / "m2"), "--config", str(cfg), "--max-steps", "1", "-q"],
+    )
     assert result.exit_code == 2 and "does not fit" in result.output
     cfg.write_text("imgae: {}\n")
-    result = runner.invoke(cli, ["train", "image", str(data), "--out", str(tmp_path / "m2"), "--config", str(cfg), "-q"])
+    result = runner.invoke(
+        cli, ["train", "image", str(data), "--out", str(tmp_path / "m2"), "--config", str(cfg), "-q"]
+    )
     assert result.exit_code == 2 and "unknown key 'imgae'" in result.output
     info = json.loads(runner.invoke(cli, ["info", str(model), "--json"]).output)
     assert info["kind"] == "model" and info["classes"] == ["unknown", "normal", "stroma", "tumour epithelium"]
@@ -306,14 +344,26 @@ def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, tmp_path):
         "2",
         "-q",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     stage = json.loads((tmp_path / "m" / "model.json").read_text())["stages"]["image"]
     assert stage["world_size"] == 2 and stage["steps"] == 4
     assert open_bundle(tmp_path / "m").load_unet("image") is not None
 
 
-def layout_dataset(tmp, *, region: int = 256, region_mask: int = 16, legend: str = "0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n"):
+def layout_dataset(
+    tmp,
+    *,
+    region: int = 256,
+    region_mask: int = 16,
+    legend: str = "0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n",
+):
     """Three 700 px layouts without images (tumour left, stroma right) imported as `region` px regions."""
     from wsi_synth.data.importer import ImportConfig, import_layouts
 
@@ -324,7 +374,9 @@ def layout_dataset(tmp, *, region: int = 256, region_mask: int = 16, legend: str
         m[:, : 300 + 50 * i] = 0
         Image.fromarray(m).save(folder / f"layout_{i}.png")
     (tmp / "layout_legend.yaml").write_text(legend)
-    config = ImportConfig(tile_size=64, subtype="adenocarcinoma", region_size=region, region_mask_size=region_mask, test_fraction=0)
+    config = ImportConfig(
+        tile_size=64, subtype="adenocarcinoma", region_size=region, region_mask_size=region_mask, test_fraction=0
+    )
     data = tmp / f"layouts-{region}"
     import_layouts(folder, data, config, legend=tmp / "layout_legend.yaml", progress=False)
     return data
@@ -335,7 +387,9 @@ def test_the_layout_stage_adds_to_a_bundle_with_its_own_geometry(trained, tmp_pa
     bundle_dir = tmp_path / "m"
     shutil.copytree(model, bundle_dir)
     layouts = layout_dataset(tmp_path)
-    result = runner.invoke(cli, ["train", "layout", str(layouts), "--out", str(bundle_dir), "--max-steps", "3", "--batch-size", "2", "-q"])
+    result = runner.invoke(
+        cli, ["train", "layout", str(layouts), "--out", str(bundle_dir), "--max-steps", "3", "--batch-size", "2", "-q"]
+    )
     assert result.exit_code == 0, result.output
     bundle = open_bundle(bundle_dir)
     assert bundle.layout_geometry == (256, 16) and bundle.region_size == 64  # the mask stage's geometry is kept
@@ -348,7 +402,9 @@ def test_the_layout_stage_adds_to_a_bundle_with_its_own_geometry(trained, tmp_pa
         (bundle_dir, layout_dataset(tmp_path, region=64), "not larger than the mask stage's"),
         (bundle_dir, layout_dataset(tmp_path / "other", legend="0: tumour\n1: stroma\n"), "same --classes"),
     ]:
-        result = runner.invoke(cli, ["train", "layout", str(layout_data), "--out", str(out), "--max-steps", "1", "-q", "--overwrite"])
+        result = runner.invoke(
+            cli, ["train", "layout", str(layout_data), "--out", str(out), "--max-steps", "1", "-q", "--overwrite"]
+        )
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
     assert open_bundle(bundle_dir).layout_geometry == (256, 16)
 
@@ -362,7 +418,12 @@ def test_stages_trained_at_once_into_one_bundle_keep_both_records(trained, tmp_p
     shutil.copytree(model, tmp_path / "m")
     first, second = open_bundle(tmp_path / "m"), open_bundle(tmp_path / "m")
     for bundle, stage in ((first, "mask"), (second, "image")):
-        bundle.record_stage(stage, {"steps": 1}, schedule=ScheduleSpec(1000, "scaled_linear"), image_conditioning="spatial" if stage == "image" else None)
+        bundle.record_stage(
+            stage,
+            {"steps": 1},
+            schedule=ScheduleSpec(1000, "scaled_linear"),
+            image_conditioning="spatial" if stage == "image" else None,
+        )
         bundle.write_stage(stage)
     merged = open_bundle(tmp_path / "m")
     assert set(merged.meta["stages"]) == {"codec", "mask", "image"} and merged.image_conditioning == "spatial"

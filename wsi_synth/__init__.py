@@ -1,12 +1,14 @@
 """wsi-synth: synthetic H&E whole-slide images with tissue masks, by hierarchical random-patch latent diffusion.
 
 The commands are functions here, with the command-line arguments as keyword parameters (`wsi_synth.api`):
-`extract`, `import_tiles`, `train`, `generate`, `inpaint`, `pyramid`, `evaluate`, and `describe` for `info`; with `open_bundle`,
-`open_dataset` and `default_model`. They are imported on first use, so `import wsi_synth` stays light (no torch).
+`extract`, `import_tiles`, `train`, `generate`, `inpaint`, `pyramid`, `evaluate`, and `describe` for `info`; with
+`open_bundle`, `open_dataset` and `default_model`. They are imported on first use, so `import wsi_synth` stays light
+(no torch).
 
 The library is split by responsibility (see DESIGN.md): `slide` and `annotations` read what users have,
 `extraction` and `data` turn it into a training set, `training` trains the `models`' networks, `diffusion` holds the
-noise schedule and the solvers beneath training and sampling, `sampling` and `generation` make slides, `io` writes the outputs viewers open, `evaluation` measures them.
+noise schedule and the solvers beneath training and sampling, `sampling` and `generation` make slides, `io` writes
+the outputs viewers open, `evaluation` measures them.
 """
 
 from wsi_synth.errors import (
@@ -29,7 +31,10 @@ _LAZY = {
     "open_dataset": "wsi_synth.data.store",
     "describe": "wsi_synth.info",
     "Progress": "wsi_synth.progress",
-    **{name: "wsi_synth.api" for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate")},
+    **{
+        name: "wsi_synth.api"
+        for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate")
+    },
 }
 
 __all__ = [

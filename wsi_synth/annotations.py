@@ -106,7 +106,9 @@ def _parse_json(text: str, path: Path) -> list[RawAnnotation]:
     except json.JSONDecodeError as exc:
         raise BadAnnotationError(f"annotation file {path} is not valid JSON: {exc}") from exc
     except RecursionError as exc:
-        raise BadAnnotationError(f"annotation file {path} is nested too deeply to be annotations (GeoJSON needs a few levels)") from exc
+        raise BadAnnotationError(
+            f"annotation file {path} is nested too deeply to be annotations (GeoJSON needs a few levels)"
+        ) from exc
     if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
         features = doc.get("features", [])
     elif isinstance(doc, dict) and doc.get("type") == "Feature":
@@ -117,7 +119,8 @@ def _parse_json(text: str, path: Path) -> list[RawAnnotation]:
         return _parse_dsa(_dsa_elements(doc) or [], path)
     else:
         raise BadAnnotationError(
-            f"annotation file {path}: unrecognised JSON layout (expected a GeoJSON FeatureCollection, a list of Features, or Digital Slide Archive annotations)"
+            f"annotation file {path}: unrecognised JSON layout (expected a GeoJSON FeatureCollection, a list of "
+            "Features, or Digital Slide Archive annotations)"
         )
     return [_feature(f, path, i) for i, f in enumerate(features)]
 
@@ -134,9 +137,14 @@ def _feature(feature: dict, path: Path, index: int) -> RawAnnotation:
         geom = shape(geometry)
         finite = bool(np.isfinite(shapely.get_coordinates(geom)).all())
     except Exception as exc:  # shapely raises several types for malformed coordinates
-        raise BadAnnotationError(f"{path}: feature {index} has malformed geometry: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise BadAnnotationError(
+            f"{path}: feature {index} has malformed geometry: "
+            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
     if not finite:
-        raise BadAnnotationError(f"{path}: feature {index} has coordinates that are not finite numbers (NaN or infinity)")
+        raise BadAnnotationError(
+            f"{path}: feature {index} has coordinates that are not finite numbers (NaN or infinity)"
+        )
     slide = props.get("slide")
     return name, geom, color, str(slide) if slide is not None else None
 
@@ -190,7 +198,9 @@ def _parse_xml(text: str, path: Path) -> list[RawAnnotation]:
         return _parse_aperio(root, path)
     if root.tag == "ASAP_Annotations":
         return _parse_asap(root, path)
-    raise BadAnnotationError(f"annotation file {path}: unknown XML root <{root.tag}> (expected Aperio <Annotations> or <ASAP_Annotations>)")
+    raise BadAnnotationError(
+        f"annotation file {path}: unknown XML root <{root.tag}> (expected Aperio <Annotations> or <ASAP_Annotations>)"
+    )
 
 
 def _aperio_name(annotation: ET.Element) -> str | None:
@@ -266,7 +276,14 @@ def _parse_asap(root: ET.Element, path: Path) -> list[RawAnnotation]:
         group = annotation.get("PartOfGroup")
         name = None if group in (None, "", "None") else group
         if kind in ("Polygon", "Spline", "Rectangle") and len(pts) >= 3:
-            out.append((name, Polygon([(x, y) for _, x, y in pts]), colors.get(group) or _hex_color(annotation.get("Color")), None))
+            out.append(
+                (
+                    name,
+                    Polygon([(x, y) for _, x, y in pts]),
+                    colors.get(group) or _hex_color(annotation.get("Color")),
+                    None,
+                )
+            )
         else:
             out.append((name, None, None, None))
     return out
@@ -299,10 +316,17 @@ def clip_to_slide(annotations: Sequence[Annotation], l0_size: tuple[int, int], s
             x0, y0, x1, y1 = (round(v) for v in ann.geometry.bounds)
             raise BadAnnotationError(
                 f"annotation {i} ({ann.name}) lies entirely outside slide {slide_name} "
-                f"(its box {x0},{y0}–{x1},{y1}; slide 0,0–{l0_size[0]},{l0_size[1]}): exported for another slide or level?"
+                f"(its box {x0},{y0}–{x1},{y1}; slide 0,0–{l0_size[0]},{l0_size[1]}): exported for another slide or "
+                "level?"
             )
         lost = 1 - clipped.area / ann.geometry.area
-        log.warning("%s: annotation %d (%s) clipped to the slide bounds (%.1f%% of its area was outside)", slide_name, i, ann.name, 100 * lost)
+        log.warning(
+            "%s: annotation %d (%s) clipped to the slide bounds (%.1f%% of its area was outside)",
+            slide_name,
+            i,
+            ann.name,
+            100 * lost,
+        )
         out.append(replace(ann, geometry=clipped))
     return out
 
@@ -351,12 +375,16 @@ def _split_by_slide_property(slides: Sequence[Path], loaded: AnnotationSet) -> d
     untagged = sum(a.slide is None for a in loaded.annotations)
     if untagged:
         raise BadAnnotationError(
-            f"{loaded.source}: {untagged} feature(s) have no 'slide' property while others do: tag every feature with its slide, or use one file per slide"
+            f"{loaded.source}: {untagged} feature(s) have no 'slide' property while others do: tag every feature with "
+            "its slide, or use one file per slide"
         )
     out: dict[Path, list[AnnotationSet]] = {s: [] for s in slides}
     unknown = sorted({a.slide for a in loaded.annotations if a.slide is not None and a.slide not in by_key})
     if unknown:
-        raise BadAnnotationError(f"{loaded.source}: features name slides that were not given: {', '.join(unknown)} (given: {', '.join(s.name for s in slides)})")
+        raise BadAnnotationError(
+            f"{loaded.source}: features name slides that were not given: {', '.join(unknown)} (given: "
+            f"{', '.join(s.name for s in slides)})"
+        )
     for slide in slides:
         mine = [a for a in loaded.annotations if a.slide in (slide.name, slide.stem)]
         out[slide] = [AnnotationSet(loaded.source, mine)]

@@ -3,7 +3,7 @@ and defaults (`--slide-mpp` is `slide_mpp`, `--format` is `format`), returning w
 calls exactly these functions, so a notebook and a shell run the same code.
 
     import wsi_synth
-    wsi_synth.import_tiles("wsss/img", "data/", masks="wsss/mask", legend="wsss.yaml", subtype="adenocarcinoma", tile=64)
+    wsi_synth.import_tiles("wsss/img", "data/", masks="wsss/mask", legend="wsss.yaml", subtype="luad", tile=64)
     wsi_synth.train("codec", "data/", "model/", config="tiny", max_steps=2000)
     record = wsi_synth.generate(None, "s.tiff", size=4096, subtype="squamous")     # None: the bundled model
     wsi_synth.inpaint("slide.svs", "regions.geojson", "edited.tiff", class_="stroma")  # `--class` is class_
@@ -35,8 +35,17 @@ def _dataset_settings(out: str | Path, overwrite: bool, **given: Any) -> dict:
     from wsi_synth.data.store import existing_settings
 
     existing = None if overwrite else existing_settings(out)
-    names = {"tile": "tile_size", "mpp": "mpp", "region": "region_size", "region_mask": "region_mask_size", "classes": "classes"}
-    return {k: v if v is not None else (existing[names[k]] if existing else DATASET_DEFAULTS.get(k)) for k, v in given.items()}
+    names = {
+        "tile": "tile_size",
+        "mpp": "mpp",
+        "region": "region_size",
+        "region_mask": "region_mask_size",
+        "classes": "classes",
+    }
+    return {
+        k: v if v is not None else (existing[names[k]] if existing else DATASET_DEFAULTS.get(k))
+        for k, v in given.items()
+    }
 
 
 @checked
@@ -121,7 +130,10 @@ def import_tiles(
     from wsi_synth.errors import BadArgumentError
 
     if (images is None) == (layouts is None):
-        raise BadArgumentError("give either a folder of IMAGES or --layouts (label masks without images), not " + ("both" if images else "neither"))
+        raise BadArgumentError(
+            "give either a folder of IMAGES or --layouts (label masks without images), not "
+            + ("both" if images else "neither")
+        )
     if layouts is not None and (masks is not None or legend is None):
         raise BadArgumentError("--layouts are label masks themselves: give their --legend, and no --masks")
 
@@ -182,7 +194,9 @@ def train(
         seed=seed,
         image_conditioning=conditioning,
     )
-    return run(stage, data, out, settings, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress)
+    return run(
+        stage, data, out, settings, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress
+    )
 
 
 @checked
@@ -271,13 +285,27 @@ def generate(
         from wsi_synth.errors import BadArgumentError
         from wsi_synth.generation.tiles import generate_tiles
 
-        slide_only = [f"--{n}" for n, v in (("dry-run", dry_run), ("format", format is not None), ("annotations", annotations != "geojson")) if v]
+        slide_only = [
+            f"--{n}"
+            for n, v in (
+                ("dry-run", dry_run),
+                ("format", format is not None),
+                ("annotations", annotations != "geojson"),
+            )
+            if v
+        ]
         if slide_only:
-            raise BadArgumentError(f"{', '.join(slide_only)} applies to one slide, not to --count tiles (PNG images and masks)")
-        return generate_tiles(model, out, config, count, overwrite=overwrite, resume=resume, log=log, on_progress=on_progress)
+            raise BadArgumentError(
+                f"{', '.join(slide_only)} applies to one slide, not to --count tiles (PNG images and masks)"
+            )
+        return generate_tiles(
+            model, out, config, count, overwrite=overwrite, resume=resume, log=log, on_progress=on_progress
+        )
     if dry_run:
         return make_plan(model, config, project=_has_weights(model))
-    return run(model, out, config, overwrite=overwrite, resume=resume, progress=progress, log=log, on_progress=on_progress)
+    return run(
+        model, out, config, overwrite=overwrite, resume=resume, progress=progress, log=log, on_progress=on_progress
+    )
 
 
 @checked
@@ -335,7 +363,18 @@ def inpaint(
         format=format,
         annotations=annotation_formats(annotations),
     )
-    return run(_model(model), slide, regions, out, config, overwrite=overwrite, resume=resume, progress=progress, log=log, on_progress=on_progress)
+    return run(
+        _model(model),
+        slide,
+        regions,
+        out,
+        config,
+        overwrite=overwrite,
+        resume=resume,
+        progress=progress,
+        log=log,
+        on_progress=on_progress,
+    )
 
 
 @checked
@@ -357,14 +396,22 @@ def pyramid(
     pyramid in `format`, with the label pyramid and `annotations`. Returns what was written."""
     from wsi_synth import __version__
     from wsi_synth.io.atomic import check_not_inputs
-    from wsi_synth.io.outputs import OutputPaths, annotation_formats, claim_outputs, open_image_lazily, write_slide_outputs
+    from wsi_synth.io.outputs import (
+        OutputPaths,
+        annotation_formats,
+        claim_outputs,
+        open_image_lazily,
+        write_slide_outputs,
+    )
     from wsi_synth.options import PYRAMID, check_options
 
     check_options(_Arguments(mpp=mpp, tiff_tile=tiff_tile, quality=quality, format=format), PYRAMID)
     kinds = annotation_formats(annotations)
     paths = OutputPaths.beside(out, format, kinds)
     check_not_inputs(paths.touched(overwrite=overwrite), [image, labels, legend])
-    classes = _legend_classes(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
+    classes = (
+        _legend_classes(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
+    )
     pixels = open_image_lazily(image)
     if pixels.ndim == 3 and pixels.shape[2] == 4:
         pixels = pixels[..., :3]
@@ -372,7 +419,10 @@ def pyramid(
         pixels = (pixels.astype("float32") / 257.0).round().astype("uint8")
     label_map = open_image_lazily(labels, labels=True) if labels else None
     record = {"command": "pyramid", "wsi_synth": __version__, "image": str(Path(image).resolve()), "mpp": mpp}
-    record |= {"labels": str(Path(labels).resolve()) if labels else None, "legend": str(Path(legend).resolve()) if legend else None}
+    record |= {
+        "labels": str(Path(labels).resolve()) if labels else None,
+        "legend": str(Path(legend).resolve()) if legend else None,
+    }
     with claim_outputs(out):  # one run per output set
         return write_slide_outputs(
             pixels,

@@ -27,7 +27,15 @@ _KINDS: dict[str, Callable[[object], bool]] = {
     "dict": lambda v: isinstance(v, dict),
     "None": lambda v: v is None,
 }
-_WORDS = {"int": "a whole number", "float": "a number", "bool": "True or False", "str": "a string", "Path": "a path", "dict": "a dict", "None": "None"}
+_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "True or False",
+    "str": "a string",
+    "Path": "a path",
+    "dict": "a dict",
+    "None": "None",
+}
 
 
 def checked(function: F) -> F:
@@ -45,7 +53,9 @@ def checked(function: F) -> F:
             accepted = kinds.get(name)
             if accepted and not any(_KINDS[k](value) for k in accepted):
                 wanted = " or ".join(_WORDS[k] for k in accepted)
-                raise BadArgumentError(f"{function.__name__}({name}={value!r}): {name} must be {wanted}, got {type(value).__name__}")
+                raise BadArgumentError(
+                    f"{function.__name__}({name}={value!r}): {name} must be {wanted}, got {type(value).__name__}"
+                )
         return function(*args, **kwargs)
 
     return typing.cast(F, wrapper)

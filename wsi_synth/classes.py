@@ -57,7 +57,8 @@ class ClassMap:
             return None
         known = sorted({*self.aliases, *(c.name.lower() for c in self.classes[1:])})
         raise BadAnnotationError(
-            f"annotation class {annotation_name!r} is not in the class map (known: {', '.join(known)}); add it to --classes, or pass --unmapped others|ignore"
+            f"annotation class {annotation_name!r} is not in the class map (known: {', '.join(known)}); add it to "
+            "--classes, or pass --unmapped others|ignore"
         )
 
     def to_json(self) -> list[dict]:
@@ -123,7 +124,11 @@ BUILTIN_MAPS = {"paper5": (("carcinoma", "necrosis", "tumour stroma", "others"),
 
 
 def load_class_map(
-    spec: str | Path | dict | None, *, found_names: Iterable[str] = (), unmapped: Unmapped = "error", found_colors: Mapping[str, tuple[int, int, int]] | None = None
+    spec: str | Path | dict | None,
+    *,
+    found_names: Iterable[str] = (),
+    unmapped: Unmapped = "error",
+    found_colors: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> ClassMap:
     """A built-in name (`paper5`), a YAML/JSON file, or None: one class per annotation name found.
 
@@ -156,9 +161,14 @@ def read_legend(path: str | Path) -> dict[int, str]:
         doc = _read_yaml_or_json(path)
     except BadArgumentError as exc:
         raise BadArgumentError(f"--legend: {exc}") from exc
-    if not isinstance(doc, dict) or not doc or not all(str(k).lstrip("-").isdigit() and 0 <= int(k) <= 255 for k in doc):
+    if (
+        not isinstance(doc, dict)
+        or not doc
+        or not all(str(k).lstrip("-").isdigit() and 0 <= int(k) <= 255 for k in doc)
+    ):
         raise BadArgumentError(
-            f"--legend {path} must be a mapping of label values 0–255 to class names, e.g. {{0: unknown, 1: tumour, 2: stroma}} (got {type(doc).__name__})"
+            f"--legend {path} must be a mapping of label values 0–255 to class names, e.g. "
+            f"{{0: unknown, 1: tumour, 2: stroma}} (got {type(doc).__name__})"
         )
     return {int(k): str(v) for k, v in doc.items()}
 
@@ -170,7 +180,9 @@ def _read_yaml_or_json(path: Path) -> object:
         text = path.read_text(encoding="utf-8")
         return json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, ValueError, RecursionError, yaml.YAMLError) as exc:
-        raise BadArgumentError(f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+        raise BadArgumentError(
+            f"cannot read {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+        ) from exc
 
 
 def _class_map_from_doc(doc: object, path: Path, unmapped: Unmapped) -> ClassMap:
@@ -185,8 +197,15 @@ def _class_map_from_doc(doc: object, path: Path, unmapped: Unmapped) -> ClassMap
         names.append(name)
         if isinstance(entry, dict) and "color" in entry:
             color = entry["color"]
-            if not (isinstance(color, (list, tuple)) and len(color) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in color)):
-                raise BadArgumentError(f"class map {path}: classes[{i}] ({name}) color must be [r, g, b] with 0–255 integers, got {color!r}")
+            if not (
+                isinstance(color, (list, tuple))
+                and len(color) == 3
+                and all(isinstance(v, int) and 0 <= v <= 255 for v in color)
+            ):
+                raise BadArgumentError(
+                    f"class map {path}: classes[{i}] ({name}) color must be [r, g, b] with 0–255 integers, got "
+                    f"{color!r}"
+                )
             colors[name] = tuple(color)  # type: ignore[assignment]
     classes = scheme(names, colors)
     lower = {c.name.lower() for c in classes}

@@ -21,7 +21,9 @@ def check_device(device: str) -> str:
             raise BadArgumentError(f"--device {device}: {why} (torch {torch.__version__}); use --device cpu")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
-            raise BadArgumentError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0–cuda:{count - 1}")
+            raise BadArgumentError(
+                f"--device {device}: this machine has {count} CUDA device(s), cuda:0–cuda:{count - 1}"
+            )
         return device
     if parsed.type == "mps":
         if not torch.backends.mps.is_available():

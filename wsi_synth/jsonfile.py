@@ -16,9 +16,13 @@ def read_versioned(path: Path, *, fmt: str, version: int, error: type[WsiSynthEr
     except ValueError as exc:
         raise error(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") != fmt:
-        raise error(f"{path}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, expected {fmt!r}{hint}")
+        raise error(
+            f"{path}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, expected {fmt!r}{hint}"
+        )
     if doc.get("version", 0) > version:
-        raise error(f"{path}: format version {doc['version']} is newer than this wsi-synth reads ({version}); upgrade wsi-synth")
+        raise error(
+            f"{path}: format version {doc['version']} is newer than this wsi-synth reads ({version}); upgrade wsi-synth"
+        )
     doc.pop("format"), doc.pop("version", None)
     return doc
 

@@ -90,7 +90,11 @@ class Option:
         if self.low is not None and self.high is not None and not (self.low_open or self.high_open):
             span = f"{_number(self.low)}–{_number(self.high)}"
         elif self.low is not None and self.high is None:
-            span = f"> {_number(self.low)}" if self.low_open else ("at least" if self.kind == "int" else "≥") + f" {_number(self.low)}"
+            span = (
+                f"> {_number(self.low)}"
+                if self.low_open
+                else ("at least" if self.kind == "int" else "≥") + f" {_number(self.low)}"
+            )
         else:
             low = "" if self.low is None else f"{_number(self.low)} <{'' if self.low_open else '='} "
             high = "" if self.high is None else f" <{'' if self.high_open else '='} {_number(self.high)}"
@@ -130,7 +134,13 @@ def defaults(options: Iterable[Option]) -> Iterator[tuple[str, Any]]:
 # -- what to sample ----------------------------------------------------------------------------------------------
 MODEL = Option("model", "folder", short="-m", help="Model bundle folder (default: the bundled demonstration model).")
 STEPS = Option("steps", "int", DEFAULT_STEPS, "Solver steps per stage.", low=1)
-SOLVER = Option("solver", "choice", DEFAULT_SOLVER, "DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.", choices=SOLVERS)
+SOLVER = Option(
+    "solver",
+    "choice",
+    DEFAULT_SOLVER,
+    "DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.",
+    choices=SOLVERS,
+)
 ETA = Option("eta", "float", 0.0, "DDIM η (0 = deterministic; needs --solver ddim).", low=0, high=1)
 OMEGA = Option(
     "omega",
@@ -150,7 +160,9 @@ RESUME = Option("resume", "bool", False, "Continue an interrupted run from its w
 SAMPLING = (STEPS, SOLVER, ETA, OMEGA, SEED, BATCH_SIZE)
 
 # -- what to write -----------------------------------------------------------------------------------------------
-TIFF_TILE = Option("tiff_tile", "int", 512, "Tile side of the written TIFF (256 or 512 for viewers).", low=16, high=4096, step=16)
+TIFF_TILE = Option(
+    "tiff_tile", "int", 512, "Tile side of the written TIFF (256 or 512 for viewers).", low=16, high=4096, step=16
+)
 QUALITY = Option("quality", "int", 90, "JPEG quality.", low=1, high=100)
 FORMAT = Option(
     "format",
@@ -173,12 +185,15 @@ OUTPUT = (TIFF_TILE, QUALITY, FORMAT, ANNOTATIONS, OVERWRITE)
 # -- generate ----------------------------------------------------------------------------------------------------
 GENERATE = (
     MODEL,
-    Option("size", "int", None, "Width in px (square unless --height).", low=1, high=MAX_SIDE, required=True, field="width"),
+    Option(
+        "size", "int", None, "Width in px (square unless --height).", low=1, high=MAX_SIDE, required=True, field="width"
+    ),
     Option(
         "count",
         "int",
         None,
-        "Write N independent tiles of --size with masks into the folder --out (images/, masks/, legend.yaml, manifest.csv); without --subtype each tile draws one.",
+        "Write N independent tiles of --size with masks into the folder --out (images/, masks/, legend.yaml, "
+        "manifest.csv); without --subtype each tile draws one.",
         low=1,
     ),
     Option("height", "int", None, "Height in px (default: --size).", low=1, high=MAX_SIDE),
@@ -203,7 +218,8 @@ GENERATE = (
         "layout_strength",
         "float",
         LAYOUT_STRENGTH,
-        "Models with a layout stage: how far the mask stage departs from the slide-scale layout (0: the layout as drawn, 1: ignore it).",
+        "Models with a layout stage: how far the mask stage departs from the slide-scale layout (0: the layout as "
+        "drawn, 1: ignore it).",
         low=0,
         high=1,
     ),
@@ -214,7 +230,12 @@ GENERATE = (
     SEED,
     DEVICE,
     *OUTPUT[:2],
-    Option("dry_run", "bool", False, "Print the plan (canvases, crops per step, evaluations, memory, projected time) and stop."),
+    Option(
+        "dry_run",
+        "bool",
+        False,
+        "Print the plan (canvases, crops per step, evaluations, memory, projected time) and stop.",
+    ),
     RESUME,
     Option("save_every", "int", 5, "Steps between saved states (for --resume).", low=1),
     Option(
@@ -230,22 +251,31 @@ GENERATE = (
         "threads",
         "int",
         0,
-        "torch threads (0: one per core; with --workers, cores / N per worker). On a busy machine, fewer is often much faster.",
+        "torch threads (0: one per core; with --workers, cores / N per worker). On a busy machine, fewer is often "
+        "much faster.",
         low=0,
     ),
-    Option("scheduler", "str", None, "tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem)."),
+    Option(
+        "scheduler",
+        "str",
+        None,
+        "tcp://HOST:PORT of a dask.distributed scheduler (one model per worker; shared filesystem).",
+    ),
     *OUTPUT[2:],
 )
 
 # -- inpaint -----------------------------------------------------------------------------------------------------
 INPAINT = (
-    Option("out", "output", None, "Output: edited.tiff, edited.ome.tiff or edited.ome.zarr.", required=True, short="-o"),
+    Option(
+        "out", "output", None, "Output: edited.tiff, edited.ome.tiff or edited.ome.zarr.", required=True, short="-o"
+    ),
     MODEL,
     Option(
         "class_",
         "str",
         None,
-        "Regenerate every region as this model class ('unknown': the null condition). Default: each region's own class.",
+        "Regenerate every region as this model class ('unknown': the null condition). "
+        "Default: each region's own class.",
     ),
     Option(
         "classes",

@@ -32,7 +32,9 @@ ProgressCallback = Callable[[Progress], None]
 class TaskClock:
     """Turns `(done, total)` ticks of one task into `Progress` reports with an ETA, for `on_progress`."""
 
-    def __init__(self, task: str, unit: str, on_progress: ProgressCallback | None, evaluations: Callable[[], int] = lambda: 0) -> None:
+    def __init__(
+        self, task: str, unit: str, on_progress: ProgressCallback | None, evaluations: Callable[[], int] = lambda: 0
+    ) -> None:
         self.task, self.unit, self.on_progress, self.evaluations = task, unit, on_progress, evaluations
         self.started = time.perf_counter()
         self.first: int | None = None
@@ -45,4 +47,14 @@ class TaskClock:
         elapsed = time.perf_counter() - self.started
         ran = done - self.first
         eta = elapsed / ran * (total - done) if ran > 0 else None
-        self.on_progress(Progress(self.task, done, total, self.unit, self.evaluations(), round(elapsed, 2), None if eta is None else round(eta, 2)))
+        self.on_progress(
+            Progress(
+                self.task,
+                done,
+                total,
+                self.unit,
+                self.evaluations(),
+                round(elapsed, 2),
+                None if eta is None else round(eta, 2),
+            )
+        )

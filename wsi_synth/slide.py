@@ -18,7 +18,24 @@ from PIL import Image
 from wsi_synth.errors import BadArgumentError, BadSlideError
 
 #: File suffixes treated as slides when a folder is given (what openslide and PIL open).
-SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm", ".png", ".jpg", ".jpeg"})
+SLIDE_SUFFIXES = frozenset(
+    {
+        ".svs",
+        ".tif",
+        ".tiff",
+        ".ndpi",
+        ".vms",
+        ".vmu",
+        ".scn",
+        ".mrxs",
+        ".svslide",
+        ".bif",
+        ".dcm",
+        ".png",
+        ".jpg",
+        ".jpeg",
+    }
+)
 
 #: Two MPPs within this relative tolerance are the same scale: reading 0.499 µm/px slides at 0.5 µm/px
 #: should not resample every tile by 0.2% (a blur for nothing).
@@ -63,7 +80,9 @@ class Slide:
         try:
             region = self.handle.read_region(l0_xy, 0, size)  # type: ignore[attr-defined]
         except Exception as exc:  # openslide raises OpenSlideError, or OSError from PIL, for damaged tiles
-            raise BadSlideError(f"cannot read slide {self.path} at {l0_xy}: {_first_line(exc)} (truncated or damaged?)") from exc
+            raise BadSlideError(
+                f"cannot read slide {self.path} at {l0_xy}: {_first_line(exc)} (truncated or damaged?)"
+            ) from exc
         return pil_to_rgb(region)
 
     def read(self, l0_xy: tuple[int, int], size: tuple[int, int], mpp: float) -> np.ndarray:
@@ -147,7 +166,9 @@ def open_slide(path: str | Path, *, mpp: float | None = None, need_mpp: bool = T
         # Opening only reads the header; touch the pixels once so a truncated file fails here, not mid-run.
         handle.get_thumbnail((64, 64))
     except Exception as exc:
-        raise BadSlideError(f"cannot open slide {path}: {_first_line(exc)} (not a whole-slide image, or truncated?)") from exc
+        raise BadSlideError(
+            f"cannot open slide {path}: {_first_line(exc)} (not a whole-slide image, or truncated?)"
+        ) from exc
     if mpp is not None:
         if not (math.isfinite(mpp) and mpp > 0):
             raise BadArgumentError(f"--slide-mpp must be positive and finite, got {mpp}")
@@ -157,7 +178,10 @@ def open_slide(path: str | Path, *, mpp: float | None = None, need_mpp: bool = T
         return Slide(path, handle, math.nan)
     if found is None:
         handle.close()
-        raise BadSlideError(f"slide {path} has no pixel size (MPP) in its metadata: pass its level-0 µm/px with --slide-mpp (e.g. 0.25 at 40×, 0.5 at 20×)")
+        raise BadSlideError(
+            f"slide {path} has no pixel size (MPP) in its metadata: pass its level-0 µm/px with --slide-mpp (e.g. 0.25 "
+            "at 40×, 0.5 at 20×)"
+        )
     return Slide(path, handle, found)
 
 

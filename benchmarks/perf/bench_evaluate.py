@@ -32,7 +32,12 @@ def feature_rate(n_tiles: int, size: int) -> dict:
     with Timer() as t:
         for i in range(0, len(tiles), 64):
             extractor(tiles[i : i + 64])
-    return {"extractor": extractor.name, "tiles": len(tiles), "size": size, "tiles_per_s": round(len(tiles) / t.seconds, 1)}
+    return {
+        "extractor": extractor.name,
+        "tiles": len(tiles),
+        "size": size,
+        "tiles_per_s": round(len(tiles) / t.seconds, 1),
+    }
 
 
 def metric_times(n: int, dim: int) -> dict:

@@ -67,13 +67,37 @@ def make_slide(folder: Path, size: int) -> tuple[Path, Path]:
     s = size
     polygons = {
         "Tumor": [
-            [[0.10 * s, 0.10 * s], [0.45 * s, 0.12 * s], [0.40 * s, 0.45 * s], [0.12 * s, 0.40 * s], [0.10 * s, 0.10 * s]],
-            [[0.20 * s, 0.20 * s], [0.30 * s, 0.20 * s], [0.30 * s, 0.30 * s], [0.20 * s, 0.30 * s], [0.20 * s, 0.20 * s]],
+            [
+                [0.10 * s, 0.10 * s],
+                [0.45 * s, 0.12 * s],
+                [0.40 * s, 0.45 * s],
+                [0.12 * s, 0.40 * s],
+                [0.10 * s, 0.10 * s],
+            ],
+            [
+                [0.20 * s, 0.20 * s],
+                [0.30 * s, 0.20 * s],
+                [0.30 * s, 0.30 * s],
+                [0.20 * s, 0.30 * s],
+                [0.20 * s, 0.20 * s],
+            ],
         ],
-        "Stroma": [[[0.55 * s, 0.55 * s], [0.90 * s, 0.60 * s], [0.85 * s, 0.90 * s], [0.55 * s, 0.85 * s], [0.55 * s, 0.55 * s]]],
+        "Stroma": [
+            [
+                [0.55 * s, 0.55 * s],
+                [0.90 * s, 0.60 * s],
+                [0.85 * s, 0.90 * s],
+                [0.55 * s, 0.85 * s],
+                [0.55 * s, 0.55 * s],
+            ]
+        ],
     }
     features = [
-        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": rings}, "properties": {"objectType": "annotation", "classification": {"name": name}}}
+        {
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": rings},
+            "properties": {"objectType": "annotation", "classification": {"name": name}},
+        }
         for name, rings in polygons.items()
     ]
     ann = folder / "big.geojson"
@@ -112,9 +136,21 @@ def main() -> None:
         # slide competes with the kernel flushing it, which would otherwise penalise whichever runs first.
         for attempt in range(2):
             for workers in (1, 2):
-                run_result = run(EXTRACT, str(slide), str(ann), str(folder / f"d{workers}-{attempt}"), str(args.tile), str(workers), str(args.unlabelled))
+                run_result = run(
+                    EXTRACT,
+                    str(slide),
+                    str(ann),
+                    str(folder / f"d{workers}-{attempt}"),
+                    str(args.tile),
+                    str(workers),
+                    str(args.unlabelled),
+                )
                 _keep_best(results, f"extract_{workers}_worker", run_result)
-            _keep_best(results, "plain_read_region_loop", run(PLAIN_LOOP, str(slide), str(folder / "d1-0" / "manifest.csv"), str(args.tile)))
+            _keep_best(
+                results,
+                "plain_read_region_loop",
+                run(PLAIN_LOOP, str(slide), str(folder / "d1-0" / "manifest.csv"), str(args.tile)),
+            )
     plain = results["plain_read_region_loop"]["tiles"] / results["plain_read_region_loop"]["seconds"]
     for key in ("extract_1_worker", "extract_2_worker"):
         r = results[key]

@@ -41,7 +41,13 @@ def planner_costs() -> list[dict]:
         canvas = (px // 8, px // 8)
         n0 = minimum_crops(canvas, d)
         row = {"size_px": px, "latent": canvas[0], "n0": n0}
-        for name, m in (("fixed-grid", 0), ("shifted-grid", 0), ("shifted-grid", 8), ("shifted-grid", 16), ("random-patch", 0)):
+        for name, m in (
+            ("fixed-grid", 0),
+            ("shifted-grid", 0),
+            ("shifted-grid", 8),
+            ("shifted-grid", 16),
+            ("random-patch", 0),
+        ):
             with Timer() as t:
                 n = crops_per_step(PlannerConfig(name, d, m), canvas)
             row[f"{name}-m{m}"] = {"crops_per_n0": round(n / n0, 3), "plan_s": round(t.seconds, 3)}
@@ -54,10 +60,27 @@ def fidelity(seeds: int) -> list[dict]:
     abar = alphas_cumprod(1000, "scaled_linear")
     oracle = GaussianFieldDenoiser(16, 2.0, abar)
     rows = []
-    for name, m in (("fixed-grid", 0), ("random-patch", 0), ("shifted-grid", 0), ("shifted-grid", 2), ("shifted-grid", 4)):
+    for name, m in (
+        ("fixed-grid", 0),
+        ("random-patch", 0),
+        ("shifted-grid", 0),
+        ("shifted-grid", 2),
+        ("shifted-grid", 4),
+    ):
         planner = PlannerConfig(name, 16, m, region=128)
         stats = SampleStats()
-        x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(planner, steps=50, batch_size=256, seed=s, solver="ddim"), stats=stats)[0] for s in range(seeds)])
+        x = np.stack(
+            [
+                sample(
+                    oracle,
+                    (1, 128, 128),
+                    abar,
+                    SamplerConfig(planner, steps=50, batch_size=256, seed=s, solver="ddim"),
+                    stats=stats,
+                )[0]
+                for s in range(seeds)
+            ]
+        )
         f = field_statistics(x, 16)
         rows.append(
             {
@@ -81,7 +104,9 @@ def batching() -> dict:
     from wsi_synth.models.networks import build_unet
 
     torch.manual_seed(0)
-    net = build_unet(UNetConfig(block_out_channels=(32, 64)), in_channels=5, out_channels=4, num_class_embeds=4, sample_size=16).eval()
+    net = build_unet(
+        UNetConfig(block_out_channels=(32, 64)), in_channels=5, out_channels=4, num_class_embeds=4, sample_size=16
+    ).eval()
     z = torch.randn(64, 5, 16, 16)
     t = torch.full((64,), 500)
     c = torch.ones(64, dtype=torch.long)
@@ -104,8 +129,9 @@ GENERATE = """
 import json, sys, time
 from wsi_synth.generation import GenerateConfig, generate
 t = time.perf_counter()
-r = generate(sys.argv[1], sys.argv[2], GenerateConfig(width=int(sys.argv[3]), height=int(sys.argv[3]), subtype="adenocarcinoma", steps=3,
-             batch_size=64, max_memory_gb=0.0), overwrite=True, progress=False, log=lambda m: None)
+side = int(sys.argv[3])
+config = GenerateConfig(width=side, height=side, subtype="adenocarcinoma", steps=3, batch_size=64, max_memory_gb=0.0)
+r = generate(sys.argv[1], sys.argv[2], config, overwrite=True, progress=False, log=lambda m: None)
 record = json.load(open(r["record"]))
 peak = max(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 print(json.dumps({"seconds": round(time.perf_counter() - t, 1), "peak_rss_mb": round(peak), "timings": r["timings"],
@@ -130,7 +156,10 @@ def end_to_end(sizes: list[int]) -> list[dict]:
             train(stage, data, folder / "model", config, progress=False)
         for size in sizes:
             out = subprocess.run(
-                [sys.executable, "-c", GENERATE, str(folder / "model"), str(folder / f"s{size}.tiff"), str(size)], capture_output=True, text=True, check=True
+                [sys.executable, "-c", GENERATE, str(folder / "model"), str(folder / f"s{size}.tiff"), str(size)],
+                capture_output=True,
+                text=True,
+                check=True,
             ).stdout
             rows.append({"size_px": size, **json.loads(out.strip().splitlines()[-1])})
     return rows
@@ -150,20 +179,41 @@ def count_tiles(count: int) -> dict:
     g = geometry(bundle, config)
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2] / "bench-out") as tmp:
         with Timer() as t:
-            wsi_synth_cli("generate", "--count", str(count), "--size", "64", "--subtype", "adenocarcinoma", "--batch-size", "64", "--out", f"{tmp}/tiles", "-q")
+            wsi_synth_cli(
+                "generate",
+                "--count",
+                str(count),
+                "--size",
+                "64",
+                "--subtype",
+                "adenocarcinoma",
+                "--batch-size",
+                "64",
+                "--out",
+                f"{tmp}/tiles",
+                "-q",
+            )
         record = json.loads(Path(f"{tmp}/tiles/tiles.json").read_text())["evaluations"]
     rows = {}
     for stage, crop, canvas in (("mask", g.msk_crop, g.msk), ("image", g.lat_crop, g.lat)):
         planner = planner_config(config, crop)
-        planned = sum(len(plan_window(planner, canvas, (0, canvas[0], 0, canvas[1]), seed=0, step=j).crops) for j in range(config.steps))
-        rows[stage] = {"planned_crops_per_tile": planned, "evaluations_per_tile": round(record[stage]["evaluations"] / count, 2)}
+        planned = sum(
+            len(plan_window(planner, canvas, (0, canvas[0], 0, canvas[1]), seed=0, step=j).crops)
+            for j in range(config.steps)
+        )
+        rows[stage] = {
+            "planned_crops_per_tile": planned,
+            "evaluations_per_tile": round(record[stage]["evaluations"] / count, 2),
+        }
     return {"tiles": count, "seconds_per_tile": round(t.seconds / count, 3), **rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fidelity-seeds", type=int, default=3)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="Output sizes for the end-to-end runs.")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[1024, 2048], help="Output sizes for the end-to-end runs."
+    )
     parser.add_argument("--count", type=int, default=128, help="Tiles for the `generate --count` run.")
     args = parser.parse_args()
     emit(

@@ -70,12 +70,27 @@ def host_per_crop(run, steps: int) -> dict:
 
 def compare(d: int, side: int, omega: float, steps: int) -> dict:
     labels = class_map(side)
-    config = SamplerConfig(PlannerConfig("shifted-grid", d, d // 8), steps=steps, omega=omega, batch_size=16, window=16 * d, seed=0, solver="ddim")
+    config = SamplerConfig(
+        PlannerConfig("shifted-grid", d, d // 8),
+        steps=steps,
+        omega=omega,
+        batch_size=16,
+        window=16 * d,
+        seed=0,
+        solver="ddim",
+    )
     shape = (4, side, side)
-    legacy = host_per_crop(lambda den, stats: legacy_sampler.sample(den, shape, ABAR, config, labels=labels, stats=stats), steps)
+    legacy = host_per_crop(
+        lambda den, stats: legacy_sampler.sample(den, shape, ABAR, config, labels=labels, stats=stats), steps
+    )
     now = host_per_crop(lambda den, stats: sample(den, shape, ABAR, config, labels=labels, stats=stats), steps)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
-        zarr = host_per_crop(lambda den, stats: sample_canvas(den, shape, ABAR, config, labels=labels, stats=stats, work=Path(tmp), out_of_core=True), steps)
+        zarr = host_per_crop(
+            lambda den, stats: sample_canvas(
+                den, shape, ABAR, config, labels=labels, stats=stats, work=Path(tmp), out_of_core=True
+            ),
+            steps,
+        )
     return {
         "crop": d,
         "canvas": side,
@@ -92,7 +107,8 @@ import json, sys, time
 from wsi_synth.generation import GenerateConfig, make_plan
 t = time.perf_counter()
 plan = make_plan(sys.argv[1], GenerateConfig(width=100_000, height=100_000, subtype="squamous", planner=sys.argv[2]))
-print(json.dumps({"seconds": round(time.perf_counter() - t, 2), "image_crops_per_step": plan["stages"]["image"]["crops_per_step"]}))
+crops = plan["stages"]["image"]["crops_per_step"]
+print(json.dumps({"seconds": round(time.perf_counter() - t, 2), "image_crops_per_step": crops}))
 """
 
 
@@ -103,8 +119,16 @@ def dry_runs() -> list[dict]:
     rows = []
     for planner in ("shifted-grid", "random-patch", "fixed-grid"):
         started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", DRY_RUN, model, planner], capture_output=True, text=True, check=True).stdout
-        rows.append({"planner": planner, "process_seconds": round(time.perf_counter() - started, 2), **__import__("json").loads(out)})
+        out = subprocess.run(
+            [sys.executable, "-c", DRY_RUN, model, planner], capture_output=True, text=True, check=True
+        ).stdout
+        rows.append(
+            {
+                "planner": planner,
+                "process_seconds": round(time.perf_counter() - started, 2),
+                **__import__("json").loads(out),
+            }
+        )
     return rows
 
 
@@ -122,7 +146,13 @@ def halo_reads(d: int = 64, channels: int = 4) -> dict:
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
         old = zarr.open_array(f"{tmp}/old.zarr", mode="w", shape=shape, chunks=(channels, win, win), dtype="float32")
         new = zarr.create_array(
-            f"{tmp}/new.zarr", shape=shape, dtype="float32", chunks=_inner_chunks(channels, (win, win)), shards=(channels, win, win), compressors=None, fill_value=0.0
+            f"{tmp}/new.zarr",
+            shape=shape,
+            dtype="float32",
+            chunks=_inner_chunks(channels, (win, win)),
+            shards=(channels, win, win),
+            compressors=None,
+            fill_value=0.0,
         )
         old[:], new[:] = data, data
         for name, array in (("v0.1_window_chunks", old), ("now_sharded", new)):

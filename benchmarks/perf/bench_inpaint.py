@@ -1,4 +1,5 @@
-"""`inpaint`: its cost follows the region's area, not the slide's, and the rest of the slide streams at the writer's speed.
+"""`inpaint`: its cost follows the region's area, not the slide's, and the rest of the slide streams at the writer's
+speed.
 
     python -m benchmarks.perf.bench_inpaint [--radii 64 128 256 512] [--steps 10] [--slide-size 40000] [--model M]
 
@@ -29,7 +30,11 @@ from benchmarks.common import ROOT, SHARED, emit, machine
 def circle(path: Path, centre: tuple[int, int], radius: int, name: str = "stroma") -> Path:
     from shapely.geometry import Point, mapping
 
-    feature = {"type": "Feature", "geometry": mapping(Point(centre).buffer(radius, 64)), "properties": {"classification": {"name": name}}}
+    feature = {
+        "type": "Feature",
+        "geometry": mapping(Point(centre).buffer(radius, 64)),
+        "properties": {"classification": {"name": name}},
+    }
     path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
     return path
 
@@ -45,9 +50,11 @@ def inpaint_once(slide: Path, regions: Path, out: Path, *, steps: int, model: st
     code = f"""
 import wsi_synth
 with Timer() as t:
-    record = wsi_synth.inpaint({str(slide)!r}, {str(regions)!r}, {str(out)!r}, model={model!r}, class_="stroma", steps={steps}, overwrite=True)
+    record = wsi_synth.inpaint({str(slide)!r}, {str(regions)!r}, {str(out)!r}, model={model!r}, class_="stroma",
+                               steps={steps}, overwrite=True)
 doc = json.loads(open(record["record"]).read())
-print(json.dumps({{"seconds": round(t.seconds, 2), "timings": doc["timings"], "evaluations": doc["evaluations"], "peak_rss_mb": round(peak_rss_mb()),
+print(json.dumps({{"seconds": round(t.seconds, 2), "timings": doc["timings"], "evaluations": doc["evaluations"],
+                  "peak_rss_mb": round(peak_rss_mb()),
                   "regenerated_latent_px": sum(p["regenerated_latent_px"] for p in doc["patches"])}}))
 """
     return in_process(code)
@@ -97,12 +104,22 @@ with Timer() as t:
     write_slide_outputs(image, labels, {str(folder / "writer.tiff")!r}, mpp=0.5, classes=classes, quality=95)
 print(json.dumps({{"seconds": round(t.seconds, 1), "peak_rss_mb": round(peak_rss_mb())}}))
 """)
-    run = inpaint_once(big, circle(folder / "small.geojson", (size // 2, size // 2), 96), folder / "edited.tiff", steps=steps, model=model)
+    run = inpaint_once(
+        big,
+        circle(folder / "small.geojson", (size // 2, size // 2), 96),
+        folder / "edited.tiff",
+        steps=steps,
+        model=model,
+    )
     raw_mb = size * size * 3 / 1e6
     return {
         "slide_px": [size, size],
         "slide_written_s": made["seconds"],
-        "pyramid_writer": {"seconds": writer["seconds"], "mb_s": round(raw_mb / writer["seconds"], 1), "peak_rss_mb": writer["peak_rss_mb"]},
+        "pyramid_writer": {
+            "seconds": writer["seconds"],
+            "mb_s": round(raw_mb / writer["seconds"], 1),
+            "peak_rss_mb": writer["peak_rss_mb"],
+        },
         "inpaint": {
             "write_s": run["timings"]["write_s"],
             "mb_s": round(raw_mb / run["timings"]["write_s"], 1),
@@ -124,7 +141,12 @@ def main() -> None:
     args = parser.parse_args()
     if not (SHARED / "slides" / "CMU-1-Small-Region.svs").exists():
         raise SystemExit(f"needs CMU-1-Small-Region.svs in {SHARED / 'slides'} (../shared/data)")
-    doc: dict = {"benchmark": "inpaint", "machine": machine(), "steps": args.steps, "model": args.model or "bundled demonstration model"}
+    doc: dict = {
+        "benchmark": "inpaint",
+        "machine": machine(),
+        "steps": args.steps,
+        "model": args.model or "bundled demonstration model",
+    }
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None) as tmp:
         if args.skip != "area":
             doc["area_scaling"] = area_scaling(args.radii, args.steps, args.model, Path(tmp))

@@ -32,14 +32,16 @@ from benchmarks.common import base_tissue, lazy_tissue, peak_rss_mb, Timer
 from wsi_synth.io.outputs import write_slide_outputs
 base, _ = base_tissue()
 image = lazy_tissue({size}, {size}, base)
-labels = da.map_blocks(lambda b, block_info=None: np.full(b.shape[:2], (sum(block_info[None]["array-location"][0]) // 4096 + 1) % 4, np.uint8),
-                       image[..., 0], dtype=np.uint8)
-classes = [dict(id=i, name=n, color=c) for i, (n, c) in enumerate([("unknown", (0, 0, 0)), ("tumour", (200, 0, 0)), ("stroma", (0, 200, 0)),
-                                                                    ("normal", (0, 0, 200))])]
+def band_class(b, block_info=None):
+    return np.full(b.shape[:2], (sum(block_info[None]["array-location"][0]) // 4096 + 1) % 4, np.uint8)
+labels = da.map_blocks(band_class, image[..., 0], dtype=np.uint8)
+named = [("unknown", (0, 0, 0)), ("tumour", (200, 0, 0)), ("stroma", (0, 200, 0)), ("normal", (0, 0, 200))]
+classes = [dict(id=i, name=n, color=c) for i, (n, c) in enumerate(named)]
 before = peak_rss_mb()
 with Timer() as t:
     write_slide_outputs(image, labels, {str(folder / NAMES[fmt])!r}, mpp=0.5, classes=classes, tile={tile}, fmt={fmt!r})
-print(json.dumps({{"seconds": round(t.seconds, 1), "peak_rss_mb": round(peak_rss_mb()), "baseline_rss_mb": round(before)}}))
+print(json.dumps({{"seconds": round(t.seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
+                  "baseline_rss_mb": round(before)}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     doc = json.loads(out.strip().splitlines()[-1])
@@ -47,7 +49,13 @@ print(json.dumps({{"seconds": round(t.seconds, 1), "peak_rss_mb": round(peak_rss
     size_bytes = sum(f.stat().st_size for p in written for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
     for p in written:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    return {"size": size, "format": fmt, **doc, "mb_s": round(size * size * 3 / 1e6 / doc["seconds"], 1), "output_mb": round(size_bytes / 1e6, 1)}
+    return {
+        "size": size,
+        "format": fmt,
+        **doc,
+        "mb_s": round(size * size * 3 / 1e6 / doc["seconds"], 1),
+        "output_mb": round(size_bytes / 1e6, 1),
+    }
 
 
 def main() -> None:

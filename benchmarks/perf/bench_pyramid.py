@@ -39,7 +39,16 @@ def compare(size: int, tile: int, quality: int, base: np.ndarray, folder: Path) 
         write_slide_pyramid(img, ours, mpp=0.5, tile=tile, quality=quality, overwrite=True)
     vimg = pyvips.Image.new_from_memory(img.data, size, size, 3, "uchar")
     with Timer() as t_vips:
-        vimg.tiffsave(str(vips), tile=True, tile_width=tile, tile_height=tile, pyramid=True, compression="jpeg", Q=quality, bigtiff=True)
+        vimg.tiffsave(
+            str(vips),
+            tile=True,
+            tile_width=tile,
+            tile_height=tile,
+            pyramid=True,
+            compression="jpeg",
+            Q=quality,
+            bigtiff=True,
+        )
     crop = (slice(size // 3, size // 3 + 2048), slice(size // 3, size // 3 + 2048))
     with tifffile.TiffFile(ours) as a, tifffile.TiffFile(vips) as b:
         quality_ours = psnr(a.pages[0].asarray()[crop], img[crop])
@@ -69,15 +78,22 @@ from wsi_synth.io import write_slide_pyramid
 base, _ = base_tissue()
 before = peak_rss_mb()
 with Timer() as t:
-    write_slide_pyramid(lazy_tissue({size}, {size}, base), {str(folder / "lazy.tiff")!r}, mpp=0.5, tile={tile}, overwrite=True)
-print(json.dumps({{"peak_rss_mb": round(peak_rss_mb()), "baseline_rss_mb": round(before), "seconds": round(t.seconds, 1)}}))
+    write_slide_pyramid(lazy_tissue({size}, {size}, base), {str(folder / "lazy.tiff")!r}, mpp=0.5, tile={tile},
+                        overwrite=True)
+print(json.dumps({{"peak_rss_mb": round(peak_rss_mb()), "baseline_rss_mb": round(before),
+                  "seconds": round(t.seconds, 1)}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     import json
 
     doc = json.loads(out.strip().splitlines()[-1])
     (folder / "lazy.tiff").unlink(missing_ok=True)
-    return {"size": size, "source": "lazily generated dask array", **doc, "mb_s_including_generation": round(size * size * 3 / 1e6 / doc["seconds"], 1)}
+    return {
+        "size": size,
+        "source": "lazily generated dask array",
+        **doc,
+        "mb_s_including_generation": round(size * size * 3 / 1e6 / doc["seconds"], 1),
+    }
 
 
 def main() -> None:
@@ -86,7 +102,11 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--quality", type=int, default=90)
     parser.add_argument("--memory-size", type=int, default=32768)
-    parser.add_argument("--dir", default=str(Path(__file__).resolve().parents[2] / "bench-out"), help="Scratch folder (default: bench-out/ in the repo).")
+    parser.add_argument(
+        "--dir",
+        default=str(Path(__file__).resolve().parents[2] / "bench-out"),
+        help="Scratch folder (default: bench-out/ in the repo).",
+    )
     args = parser.parse_args()
     base, content = base_tissue()
     Path(args.dir).mkdir(exist_ok=True)

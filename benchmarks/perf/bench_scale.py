@@ -57,7 +57,12 @@ def build_bundle(root: Path) -> Path:
         mid_block_add_attention=False,
     )
     unet = dict(
-        layers_per_block=1, block_out_channels=(8, 16), down_block_types=("DownBlock2D",) * 2, up_block_types=("UpBlock2D",) * 2, norm_num_groups=4, add_attention=False
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D",) * 2,
+        up_block_types=("UpBlock2D",) * 2,
+        norm_num_groups=4,
+        add_attention=False,
     )
     image = UNet2DModel(sample_size=64, in_channels=5, out_channels=4, num_class_embeds=len(CLASSES), **unet)
     mask = UNet2DModel(sample_size=32, in_channels=len(CLASSES), out_channels=len(CLASSES), num_class_embeds=3, **unet)
@@ -154,7 +159,11 @@ def rehearse(size: int, out: Path, steps: int | None, max_memory: float | None =
     import openslide
 
     with openslide.OpenSlide(str(slide)) as s:
-        opened = {"dimensions": list(s.dimensions), "level_count": s.level_count, "mpp_x": s.properties.get("openslide.mpp-x")}
+        opened = {
+            "dimensions": list(s.dimensions),
+            "level_count": s.level_count,
+            "mpp_x": s.properties.get("openslide.mpp-x"),
+        }
     return {
         "size_px": size,
         "seconds": round(seconds, 1),
@@ -179,14 +188,23 @@ def main() -> None:
     parser.add_argument("--size", type=int, nargs="+", default=[16384])
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "scale")
     parser.add_argument("--steps", type=int, default=None, help="Solver steps (default: generate's default).")
-    parser.add_argument("--max-memory", type=float, default=None, help="generate --max-memory (0: the work store at any size).")
+    parser.add_argument(
+        "--max-memory", type=float, default=None, help="generate --max-memory (0: the work store at any size)."
+    )
     parser.add_argument("--json", action="store_true", help="(the output is always JSON)")
     args = parser.parse_args()
     runs = []
     for size in args.size:
         runs.append(rehearse(size, args.out, args.steps, args.max_memory))
         print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-    emit({"benchmark": "scale rehearsal (minimal f = 8 bundle, random weights)", "machine": machine(), "runs": runs, "linearity": linearity(runs)})
+    emit(
+        {
+            "benchmark": "scale rehearsal (minimal f = 8 bundle, random weights)",
+            "machine": machine(),
+            "runs": runs,
+            "linearity": linearity(runs),
+        }
+    )
 
 
 def linearity(runs: list[dict]) -> list[dict]:

@@ -28,7 +28,13 @@ def make_dataset(folder: Path, tile: int, region: int, region_mask: int) -> Path
     import_tiles(
         wsss / "img",
         data,
-        ImportConfig(tile_size=tile, subtype="adenocarcinoma", region_size=region, region_mask_size=region_mask, test_fraction=0.1),
+        ImportConfig(
+            tile_size=tile,
+            subtype="adenocarcinoma",
+            region_size=region,
+            region_mask_size=region_mask,
+            test_fraction=0.1,
+        ),
         masks=wsss / "mask",
         legend=legend,
         progress=False,
@@ -42,12 +48,18 @@ def run(preset: str, data: Path, model: Path, steps: int, batch: int, device: st
 
     config = load_config(preset, max_steps=steps, batch_size=batch, checkpoint_every=10**9, sample_every=10**9)
     if preset == "paper":
-        config = replace(config, codec=replace(config.codec, block_out_channels=(128, 256, 512, 512)))  # f = 8 as the SD-2 VAE
+        # f = 8 as the SD-2 VAE
+        config = replace(config, codec=replace(config.codec, block_out_channels=(128, 256, 512, 512)))
     out = {}
     for stage in ("codec", "image", "mask"):
         with Timer() as t:
             result = train(stage, data, model, config, device=device, progress=False)
-        out[stage] = {"samples_per_s": result["samples_per_s"], "steps": steps, "batch_size": batch, "wall_s": round(t.seconds, 1)}
+        out[stage] = {
+            "samples_per_s": result["samples_per_s"],
+            "steps": steps,
+            "batch_size": batch,
+            "wall_s": round(t.seconds, 1),
+        }
     return out
 
 
@@ -60,8 +72,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parents[2] / "bench-out") as tmp:
         folder = Path(tmp)
         results = {
-            "tiny (64 px tiles, 16² latents, 32² masks)": run("tiny", make_dataset(folder, 64, 256, 32), folder / "m_tiny", args.tiny_steps, 8, args.device),
-            "paper (512 px tiles, 64² latents, 128² masks)": run("paper", make_dataset(folder, 512, 512, 128), folder / "m_paper", args.paper_steps, 2, args.device),
+            "tiny (64 px tiles, 16² latents, 32² masks)": run(
+                "tiny", make_dataset(folder, 64, 256, 32), folder / "m_tiny", args.tiny_steps, 8, args.device
+            ),
+            "paper (512 px tiles, 64² latents, 128² masks)": run(
+                "paper", make_dataset(folder, 512, 512, 128), folder / "m_paper", args.paper_steps, 2, args.device
+            ),
         }
     emit({"benchmark": "train", "machine": machine(), "device": args.device, "results": results})
 

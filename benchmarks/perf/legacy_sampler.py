@@ -46,7 +46,9 @@ class Plan:
     origin: tuple[int, int]  # the window's top-left in the canvas
 
 
-def plan_window(config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int) -> Plan:
+def plan_window(
+    config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int
+) -> Plan:
     """The crops that own the pixels of `window` = (y0, y1, x0, x1), and the owner map of that window."""
     h, w = canvas
     d = config.crop
@@ -56,11 +58,17 @@ def plan_window(config: PlannerConfig, canvas: tuple[int, int], window: tuple[in
         return _random_patch(config, canvas, window, seed=seed, step=step)
     m = config.context if config.name == "shifted-grid" else 0
     s = d - 2 * m
-    offset = (0, 0) if config.name == "fixed-grid" else tuple(int(v) for v in np.random.default_rng([seed, step, 7]).integers(0, s, 2))
+    offset = (
+        (0, 0)
+        if config.name == "fixed-grid"
+        else tuple(int(v) for v in np.random.default_rng([seed, step, 7]).integers(0, s, 2))
+    )
     return _grid(canvas, window, d, m, s, offset)
 
 
-def _grid(canvas: tuple[int, int], window: tuple[int, int, int, int], d: int, m: int, s: int, offset: tuple[int, int]) -> Plan:
+def _grid(
+    canvas: tuple[int, int], window: tuple[int, int, int, int], d: int, m: int, s: int, offset: tuple[int, int]
+) -> Plan:
     y0, y1, x0, x1 = window
     ys = _cell_starts(offset[0], s, y0, y1)
     xs = _cell_starts(offset[1], s, x0, x1)
@@ -80,7 +88,9 @@ def _cell_starts(offset: int, s: int, lo: int, hi: int) -> list[int]:
     return list(range(first, hi, s))
 
 
-def _random_patch(config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int) -> Plan:
+def _random_patch(
+    config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int
+) -> Plan:
     r = config.region_size
     y0, y1, x0, x1 = window
     if y0 % r or x0 % r or (y1 % r and y1 != canvas[0]) or (x1 % r and x1 != canvas[1]):
@@ -90,13 +100,17 @@ def _random_patch(config: PlannerConfig, canvas: tuple[int, int], window: tuple[
     for ry in range(y0, y1, r):
         for rx in range(x0, x1, r):
             region = (ry, min(ry + r, canvas[0]), rx, min(rx + r, canvas[1]))
-            region_crops, region_owner = _plan_region(config.crop, canvas, region, np.random.default_rng([seed, step, ry, rx]))
+            region_crops, region_owner = _plan_region(
+                config.crop, canvas, region, np.random.default_rng([seed, step, ry, rx])
+            )
             owner[ry - y0 : region[1] - y0, rx - x0 : region[3] - x0] = region_owner + len(crops)
             crops.extend(region_crops)
     return Plan(np.array(crops, np.int64).reshape(-1, 2), owner, (y0, x0))
 
 
-def _plan_region(d: int, canvas: tuple[int, int], region: tuple[int, int, int, int], rng: np.random.Generator) -> tuple[list, np.ndarray]:
+def _plan_region(
+    d: int, canvas: tuple[int, int], region: tuple[int, int, int, int], rng: np.random.Generator
+) -> tuple[list, np.ndarray]:
     ry0, ry1, rx0, rx1 = region
     rh, rw = ry1 - ry0, rx1 - rx0
     owner = np.full((rh, rw), -1, np.int32)
@@ -187,12 +201,22 @@ def step_window(
     a_t = abar[ts[j]]
     a_prev = abar[ts[j + 1]] if j + 1 < len(ts) else torch.tensor(1.0)
     noise = torch.from_numpy(block_noise(config.seed, j, (c, h, w), window)) if config.eta > 0 else None
-    target[:, y0:y1, x0:x1] = ddim_step(torch.from_numpy(halo[:, wy, wx]), torch.from_numpy(eps[:, wy, wx]), a_t, a_prev, eta=config.eta, noise=noise).numpy()
+    target[:, y0:y1, x0:x1] = ddim_step(
+        torch.from_numpy(halo[:, wy, wx]), torch.from_numpy(eps[:, wy, wx]), a_t, a_prev, eta=config.eta, noise=noise
+    ).numpy()
     return {"crops": stats.crops, "evaluations": stats.evaluations}
 
 
 def _evaluate(
-    denoiser: Denoiser, x: np.ndarray, t: int, plan: Plan, config: SamplerConfig, *, labels: np.ndarray | None, condition: int, stats: SampleStats
+    denoiser: Denoiser,
+    x: np.ndarray,
+    t: int,
+    plan: Plan,
+    config: SamplerConfig,
+    *,
+    labels: np.ndarray | None,
+    condition: int,
+    stats: SampleStats,
 ) -> np.ndarray:
     """Guided ε of every crop of a plan: all (crop, condition) pairs batched together."""
     d = config.planner.crop
@@ -211,18 +235,30 @@ def _evaluate(
     results: dict[tuple[int, int], np.ndarray] = {}
     for b in range(0, len(jobs), config.batch_size):
         batch = jobs[b : b + config.batch_size]
-        z = torch.from_numpy(np.stack([x[:, cy : cy + d, cx : cx + d] for cy, cx in (plan.crops[i] for i, _, _ in batch)]))
-        masks = None if labels is None else torch.from_numpy(np.stack([m for _, _, m in batch]).astype(np.float32))[:, None]
+        z = torch.from_numpy(
+            np.stack([x[:, cy : cy + d, cx : cx + d] for cy, cx in (plan.crops[i] for i, _, _ in batch)])
+        )
+        masks = (
+            None if labels is None else torch.from_numpy(np.stack([m for _, _, m in batch]).astype(np.float32))[:, None]
+        )
         with torch.no_grad():
-            out = denoiser(z, torch.full((len(batch),), t, dtype=torch.long), torch.tensor([c for _, c, _ in batch]), masks)
+            out = denoiser(
+                z, torch.full((len(batch),), t, dtype=torch.long), torch.tensor([c for _, c, _ in batch]), masks
+            )
         for (i, cls, _), e in zip(batch, out.float().numpy(), strict=True):
             results[(i, cls)] = e
     stats.crops += len(plan.crops)
     stats.evaluations += len(jobs)
-    return np.stack([_composite(i, plan, results, labels, condition, config.omega, d) for i in range(len(plan.crops))]) if len(plan.crops) else np.zeros((0,))
+    return (
+        np.stack([_composite(i, plan, results, labels, condition, config.omega, d) for i in range(len(plan.crops))])
+        if len(plan.crops)
+        else np.zeros((0,))
+    )
 
 
-def _composite(i: int, plan: Plan, results: dict, labels: np.ndarray | None, condition: int, omega: float, d: int) -> np.ndarray:
+def _composite(
+    i: int, plan: Plan, results: dict, labels: np.ndarray | None, condition: int, omega: float, d: int
+) -> np.ndarray:
     null = results.get((i, 0))
     if labels is None:
         cond = results[(i, condition)]

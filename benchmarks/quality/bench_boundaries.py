@@ -57,7 +57,9 @@ def real_through_grid(masks: list[np.ndarray]) -> dict:
     return out
 
 
-def generated_canvases(model: str | None, size: int, seeds: list[int], subtypes: list[str] | None = None, **settings) -> dict[str, list[tuple[int, np.ndarray]]]:
+def generated_canvases(
+    model: str | None, size: int, seeds: list[int], subtypes: list[str] | None = None, **settings
+) -> dict[str, list[tuple[int, np.ndarray]]]:
     """The cleaned mask canvas of `generate --size SIZE --subtype S --seed N` (layout stage included where the model
     has one; `settings` are more GenerateConfig fields), for each of `subtypes` (default: all) and seed."""
     from wsi_synth.api import _model
@@ -83,17 +85,24 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     masks = real_masks()
-    doc: dict = {"benchmark": "boundaries", "machine": machine(), "min_run_px": boundary_stats(np.zeros((1, 1))).min_run}
+    doc: dict = {
+        "benchmark": "boundaries",
+        "machine": machine(),
+        "min_run_px": boundary_stats(np.zeros((1, 1))).min_run,
+    }
     doc["real"] = {"masks": len(masks), **total([boundary_stats(m) for m in masks])}
     doc["real_through_8px_grid"] = real_through_grid(masks)
     generated = {}
     for subtype, canvases in generated_canvases(args.model, args.size, args.seeds).items():
         generated[subtype] = {
-            how: total([boundary_stats(upsampled(c, (args.size, args.size), how, seed)) for seed, c in canvases]) for how in ("blocks", "smooth", "refined")
+            how: total([boundary_stats(upsampled(c, (args.size, args.size), how, seed)) for seed, c in canvases])
+            for how in ("blocks", "smooth", "refined")
         }
     doc["generated"] = {"size": args.size, "seeds": args.seeds, **generated}
     real = doc["real"]["straight_share"]
-    doc["generated_refined_over_real"] = {s: round(v["refined"]["straight_share"] / real, 2) for s, v in generated.items()}
+    doc["generated_refined_over_real"] = {
+        s: round(v["refined"]["straight_share"] / real, 2) for s, v in generated.items()
+    }
     doc["seconds"] = round(time.perf_counter() - started, 1)
     emit(doc)
 

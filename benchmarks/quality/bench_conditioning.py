@@ -1,6 +1,7 @@
 """Per-class against spatial conditioning of the image stage, on the same data and budget (issue 13, part 1).
 
-    python -m benchmarks.quality.bench_conditioning [--steps 4000] [--tiles 512] [--schemes per-class spatial] [--shipped] [--work DIR]
+    python -m benchmarks.quality.bench_conditioning [--steps 4000] [--tiles 512] [--schemes per-class spatial]
+        [--shipped] [--work DIR]
 
 1. The bundled model's recipe data (examples/default_model/import.sh: WSSS4LUAD, OCDC, LC25000 at 64 px, 1.1 µm/px).
 2. Two copies of the bundled model; in each the image stage is trained again from scratch for `--steps` steps with
@@ -32,7 +33,8 @@ HELD_OUT = "357 WSSS4LUAD test-split tiles of the recipe's import (never trained
 
 
 def held_out_setup(work: Path) -> tuple[Path, Path, dict]:
-    """The recipe's data in work/data (imported once), the held-out test tiles' folder and the real-vs-real yardstick."""
+    """The recipe's data in work/data (imported once), the held-out test tiles' folder and the real-vs-real
+    yardstick."""
     data = work / "data"
     if not (data / "dataset.json").is_file():
         recipe_data(data)
@@ -51,10 +53,27 @@ def retrain_image(data: Path, base: Path, model: Path, keys: dict, steps: int) -
     shutil.copytree(base, model)
     config = model.parent / f"{model.name}.yaml"
     recipe = yaml.safe_load((RECIPE / "train.yaml").read_text())
-    config.write_text(yaml.safe_dump({**recipe, **{k: {**recipe.get(k, {}), **v} if isinstance(v, dict) else v for k, v in keys.items()}}))
+    config.write_text(
+        yaml.safe_dump(
+            {**recipe, **{k: {**recipe.get(k, {}), **v} if isinstance(v, dict) else v for k, v in keys.items()}}
+        )
+    )
     started = time.perf_counter()
     every = ["--checkpoint-every", str(steps), "--sample-every", str(steps)]
-    wsi_synth_cli("train", "image", str(data), "--out", str(model), "--config", str(config), "--max-steps", str(steps), *every, "--overwrite", "-q")
+    wsi_synth_cli(
+        "train",
+        "image",
+        str(data),
+        "--out",
+        str(model),
+        "--config",
+        str(config),
+        "--max-steps",
+        str(steps),
+        *every,
+        "--overwrite",
+        "-q",
+    )
     return time.perf_counter() - started
 
 
@@ -78,7 +97,10 @@ def main() -> None:
         for scheme in args.schemes:
             model = work / f"model-{scheme}"
             seconds = retrain_image(data, default_model(), model, {"image_conditioning": scheme}, args.steps)
-            rows[scheme] = {"train_seconds": round(seconds, 1), **heldout.tiles_quality(model, args.tiles, test, yardstick, work, scheme)}
+            rows[scheme] = {
+                "train_seconds": round(seconds, 1),
+                **heldout.tiles_quality(model, args.tiles, test, yardstick, work, scheme),
+            }
     print(
         json.dumps(
             {

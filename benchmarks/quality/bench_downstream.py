@@ -35,7 +35,11 @@ import numpy as np
 from benchmarks.common import RECIPE, RECIPE_IMPORT, SHARED, import_wsss, machine, wsi_synth_cli
 
 TISSUE = ("tumour", "stroma", "normal")  # the macro Dice comparable across class schemes
-PAPER = {"source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1", "real": 0.614, "real_plus_synthetic": 0.710}
+PAPER = {
+    "source": "DiffInfinite (Aversa et al., NeurIPS 2023), Sec. 5.3, held-out patients, F1",
+    "real": 0.614,
+    "real_plus_synthetic": 0.710,
+}
 SETTINGS = {
     "quick": {"seeds": [0], "synthetic_tiles": 160, "generate_steps": 10, "train_steps": 250},
     "full": {"seeds": [0, 1, 2], "synthetic_tiles": 1000, "generate_steps": 20, "train_steps": 800},
@@ -53,7 +57,20 @@ def make_synthetic(work: Path, model: str | None, count: int, steps: int) -> tup
     started = time.perf_counter()
     model_args = ["--model", model] if model else []
     size = ["--size", "64", "--subtype", "adenocarcinoma"]
-    wsi_synth_cli("generate", *model_args, "--count", str(count), *size, "--steps", str(steps), "--batch-size", "64", "--out", str(tiles), "-q")
+    wsi_synth_cli(
+        "generate",
+        *model_args,
+        "--count",
+        str(count),
+        *size,
+        "--steps",
+        str(steps),
+        "--batch-size",
+        "64",
+        "--out",
+        str(tiles),
+        "-q",
+    )
     seconds = time.perf_counter() - started
     labelled = ["--masks", str(tiles / "masks"), "--legend", str(tiles / "legend.yaml"), "--subtype", "adenocarcinoma"]
     wsi_synth_cli("import", str(tiles / "images"), *labelled, *RECIPE_IMPORT, "--test-fraction", "0", "--out", str(out))
@@ -115,25 +132,40 @@ def dice(net, images, masks, classes: tuple[str, ...]) -> dict:
     from monai.metrics import compute_dice
 
     with torch.no_grad():
-        predicted = torch.cat([net(images[i : i + 128].float() / 127.5 - 1).argmax(1) for i in range(0, len(images), 128)])
+        predicted = torch.cat(
+            [net(images[i : i + 128].float() / 127.5 - 1).argmax(1) for i in range(0, len(images), 128)]
+        )
     known = masks > 0
     one_hot = lambda labels: torch.stack([(labels == c) & known for c in range(len(classes))], 0)[None].float()  # noqa: E731
     scores = compute_dice(one_hot(predicted), one_hot(masks - 1), include_background=True)[0]
     per_class = {name: round(float(s), 4) for name, s in zip(classes, scores, strict=True)}
     tissue = [per_class[c] for c in TISSUE]
-    return {"per_class": per_class, "macro": round(float(np.mean(tissue)), 4), "macro_all_classes": round(float(np.mean(list(per_class.values()))), 4)}
+    return {
+        "per_class": per_class,
+        "macro": round(float(np.mean(tissue)), 4),
+        "macro_all_classes": round(float(np.mean(list(per_class.values()))), 4),
+    }
 
 
 def summarise(runs: list[dict]) -> dict:
     macro = [r["macro"] for r in runs]
     per_class = {c: round(float(np.mean([r["per_class"][c] for r in runs])), 4) for c in runs[0]["per_class"]}
-    return {"macro_dice_mean": round(float(np.mean(macro)), 4), "macro_dice_std": round(float(np.std(macro)), 4), "dice_per_class_mean": per_class, "runs": runs}
+    return {
+        "macro_dice_mean": round(float(np.mean(macro)), 4),
+        "macro_dice_std": round(float(np.std(macro)), 4),
+        "dice_per_class_mean": per_class,
+        "runs": runs,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="One seed, fewer synthetic tiles and steps (≤ 10 min on 2 cores).")
-    parser.add_argument("--json", action="store_true", help="Print only the JSON document (the default prints progress to stderr too).")
+    parser.add_argument(
+        "--quick", action="store_true", help="One seed, fewer synthetic tiles and steps (≤ 10 min on 2 cores)."
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="Print only the JSON document (the default prints progress to stderr too)."
+    )
     parser.add_argument("--model", default=None, help="Model bundle (default: the bundled demonstration model).")
     parser.add_argument("--work", default=None, help="Keep the datasets here (default: a temporary folder).")
     args = parser.parse_args()
@@ -151,7 +183,9 @@ def main() -> None:
         say("importing the real tiles")
         real = import_real(work)
         say(f"generating {settings['synthetic_tiles']} synthetic tiles")
-        synthetic, generate_seconds = make_synthetic(work, args.model, settings["synthetic_tiles"], settings["generate_steps"])
+        synthetic, generate_seconds = make_synthetic(
+            work, args.model, settings["synthetic_tiles"], settings["generate_steps"]
+        )
         classes = recipe_classes()
         real_x, real_y = load(real, "train", classes)
         test_x, test_y = load(real, "test", classes)
@@ -184,7 +218,9 @@ def main() -> None:
             "synthetic_tiles_imported": len(synth_x),
             "held_out_tiles": len(test_x),
             "real_quarter_tiles": len(low_x),
-            "held_out_class_share": {c: round(float((test_y[known] == i + 1).float().mean()), 4) for i, c in enumerate(classes)},
+            "held_out_class_share": {
+                c: round(float((test_y[known] == i + 1).float().mean()), 4) for i, c in enumerate(classes)
+            },
             "held_out": "WSSS4LUAD test split as the bundled model's recipe imports it (never trained on)",
         },
         **{name: summarise(runs) for name, runs in results.items()},

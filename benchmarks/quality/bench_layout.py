@@ -67,8 +67,16 @@ def at_output(canvas: np.ndarray, px_per_pixel: float, size: int, seed: int) -> 
     return PixelLabels(canvas, px_per_pixel, (size, size), Roughness(BOUNDARY_ROUGHNESS, seed))[0:size]
 
 
-def picture(path: Path, real: np.ndarray, generated: dict[float, np.ndarray], colors: dict[int, tuple], side: int = 4096, scale: int = 8) -> None:
-    """Real layout (cropped to `side` px) and each strength's map, each `side` px, downsampled `scale`×, side by side."""
+def picture(
+    path: Path,
+    real: np.ndarray,
+    generated: dict[float, np.ndarray],
+    colors: dict[int, tuple],
+    side: int = 4096,
+    scale: int = 8,
+) -> None:
+    """Real layout (cropped to `side` px) and each strength's map, `side` px each, downsampled `scale`×, side by
+    side."""
     lut = np.zeros((256, 3), np.uint8)
     lut[0] = (255, 255, 255)
     for i, c in colors.items():
@@ -101,17 +109,28 @@ def main() -> None:
     bundle = open_bundle(_model(args.model))
     classes = {c["id"]: c["name"] for c in bundle.classes}
     real = real_layouts()
-    doc: dict = {"benchmark": "layout", "machine": machine(), "model": str(bundle.root), "size": args.size, "seeds": args.seeds}
+    doc: dict = {
+        "benchmark": "layout",
+        "machine": machine(),
+        "model": str(bundle.root),
+        "size": args.size,
+        "seeds": args.seeds,
+    }
     doc["real_layouts"] = {"count": len(real), **describe(real, classes)}
     px_per_msk = bundle.region_size / bundle.region_mask_size
     shown: dict[float, np.ndarray] = {}
     doc["generated"] = {}
     for strength in args.strengths:
         t0 = time.perf_counter()
-        canvases = generated_canvases(args.model, args.size, args.seeds, ["adenocarcinoma"], layout_strength=strength)["adenocarcinoma"]
+        canvases = generated_canvases(args.model, args.size, args.seeds, ["adenocarcinoma"], layout_strength=strength)[
+            "adenocarcinoma"
+        ]
         maps = [at_output(c, px_per_msk, args.size, seed) for seed, c in canvases]
         shown[strength] = maps[0]
-        doc["generated"][str(strength)] = {**describe(maps, classes), "seconds_per_map": round((time.perf_counter() - t0) / len(maps), 1)}
+        doc["generated"][str(strength)] = {
+            **describe(maps, classes),
+            "seconds_per_map": round((time.perf_counter() - t0) / len(maps), 1),
+        }
     if args.picture:
         largest = max(real, key=lambda m: min(m.shape))
         picture(args.picture, largest, shown, {c["id"]: tuple(c["color"]) for c in bundle.classes})

@@ -1,7 +1,8 @@
 """Sampling choices for one bundle, measured against held-out real tiles (issue 13): how all-unknown crops are
 drawn, guidance and steps.
 
-    python -m benchmarks.quality.bench_sampling_choices [--model MODEL] [--tiles 512] [--work DIR] [--variants map null omega-1 ...]
+    python -m benchmarks.quality.bench_sampling_choices [--model MODEL] [--tiles 512] [--work DIR]
+        [--variants map null omega-1 ...]
 
 The model's weights are the same in every variant; only `generate` differs. Each variant makes `--tiles` 64 px
 adenocarcinoma tiles (`generate --count`) measured as bench_conditioning.py measures them: `wsi-synth evaluate`
@@ -25,7 +26,13 @@ from benchmarks.common import machine
 from benchmarks.quality.bench_conditioning import HELD_OUT, held_out_setup
 from wsi_synth.evaluation import heldout
 
-VARIANTS: dict[str, dict] = {"map": {}, "null": {}, "steps-50": {"steps": 50}, "omega-1": {"omega": 1.0}, "omega-2": {"omega": 2.0}}
+VARIANTS: dict[str, dict] = {
+    "map": {},
+    "null": {},
+    "steps-50": {"steps": 50},
+    "omega-1": {"omega": 1.0},
+    "omega-2": {"omega": 2.0},
+}
 
 
 def with_empty_map(model: Path, empty_map: str, dest: Path) -> Path:
@@ -51,8 +58,17 @@ def main() -> None:
     rows = {}
     for name in args.variants:
         model = with_empty_map(args.model, "null" if name == "null" else "map", args.work / f"model-{name}")
-        rows[name] = {"generate_options": VARIANTS[name], **heldout.tiles_quality(model, args.tiles, test, yardstick, args.work, name, **VARIANTS[name])}
-    doc = {"benchmark": "sampling-choices", "machine": machine(), "model": str(args.model), "tiles": args.tiles, "held_out": HELD_OUT}
+        rows[name] = {
+            "generate_options": VARIANTS[name],
+            **heldout.tiles_quality(model, args.tiles, test, yardstick, args.work, name, **VARIANTS[name]),
+        }
+    doc = {
+        "benchmark": "sampling-choices",
+        "machine": machine(),
+        "model": str(args.model),
+        "tiles": args.tiles,
+        "held_out": HELD_OUT,
+    }
     print(json.dumps({**doc, "yardstick_real_train": yardstick, **rows}, indent=2))
 
 

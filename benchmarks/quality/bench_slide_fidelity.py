@@ -1,6 +1,7 @@
 """Fidelity where users look: tiles cut from generated *slides* (both subtypes) against held-out real tiles.
 
-    python -m benchmarks.quality.bench_slide_fidelity [--model M] [--size 2048] [--seeds 0] [--work DIR] [--yardstick-tiles 1500]
+    python -m benchmarks.quality.bench_slide_fidelity [--model M] [--size 2048] [--seeds 0] [--work DIR]
+        [--yardstick-tiles 1500]
 
 1. The recipe's data (examples/default_model/import.sh: WSSS4LUAD, OCDC, LC25000 at 64 px, 1.1 µm/px). Held out:
    every tile of its test split, labelled and unlabelled, of every source (never trained on).
@@ -45,7 +46,13 @@ def main() -> None:
     n_train = heldout.export_split(data, "train", train, kinds=KINDS, limit=args.yardstick_tiles)
     yardstick = heldout.measure(held_out, train, work / "report-yardstick")
     model = args.model or str(ROOT / "wsi_synth" / "default_model")
-    doc: dict = {"benchmark": "slide_fidelity", "machine": machine(), "model": model, "size": args.size, "seeds": args.seeds}
+    doc: dict = {
+        "benchmark": "slide_fidelity",
+        "machine": machine(),
+        "model": model,
+        "size": args.size,
+        "seeds": args.seeds,
+    }
     doc["held_out_tiles"], doc["yardstick_train_tiles"] = n_test, n_train
     doc["yardstick"] = yardstick
     doc["slides"] = heldout.slides_quality(model, args.size, args.seeds, held_out, yardstick, work)

@@ -1,7 +1,8 @@
 """Which solver, how many steps: DDIM-50 against DPM-Solver++(2M) at fewer steps, on the exact Gaussian oracle and
 on the bundled model against held-out real tiles.
 
-    python -m benchmarks.quality.bench_solvers [--size 2048] [--seeds 0 1] [--configs ddim:50 dpm-solver++:20 ...] [--skip-model]
+    python -m benchmarks.quality.bench_solvers [--size 2048] [--seeds 0 1] [--configs ddim:50 dpm-solver++:20 ...]
+        [--skip-model]
 
 1. Gaussian oracle (d = 16, 128² canvases, ℓ = 2 px, 3 seeds): variance and correlations at lags 1 and 4 against
    the target, for shifted-grid (the default) and random-patch.
@@ -42,7 +43,12 @@ def oracle_rows(configs: list[str], seeds: int = 3) -> list[dict]:
             solver, steps = spec.split(":")
             stats = SampleStats()
             config = SamplerConfig(planner, steps=int(steps), batch_size=256, solver=solver)
-            x = np.stack([sample(oracle, (1, 128, 128), abar, SamplerConfig(**{**config.__dict__, "seed": s}), stats=stats)[0] for s in range(seeds)])
+            x = np.stack(
+                [
+                    sample(oracle, (1, 128, 128), abar, SamplerConfig(**{**config.__dict__, "seed": s}), stats=stats)[0]
+                    for s in range(seeds)
+                ]
+            )
             f = field_statistics(x, 16)
             rows.append(
                 {
@@ -63,11 +69,36 @@ def oracle_rows(configs: list[str], seeds: int = 3) -> list[dict]:
 def import_wsss(folder: Path) -> Path:
     data = folder / "data"
     here = ROOT / "examples" / "default_model"
-    common = ["--tile", "64", "--mpp", "0.5", "--region", "256", "--region-mask", "32", "--classes", str(here / "classes.yaml"), "--out", str(data), "-q"]
+    common = [
+        "--tile",
+        "64",
+        "--mpp",
+        "0.5",
+        "--region",
+        "256",
+        "--region-mask",
+        "32",
+        "--classes",
+        str(here / "classes.yaml"),
+        "--out",
+        str(data),
+        "-q",
+    ]
     for split in ("wsss4luad_val", "wsss4luad_test"):
         base = SHARED / "tiles_masks" / split
         subprocess.run(
-            ["wsi-synth", "import", str(base / "img"), "--masks", str(base / "mask"), "--legend", str(here / "wsss.yaml"), "--subtype", "adenocarcinoma", *common],
+            [
+                "wsi-synth",
+                "import",
+                str(base / "img"),
+                "--masks",
+                str(base / "mask"),
+                "--legend",
+                str(here / "wsss.yaml"),
+                "--subtype",
+                "adenocarcinoma",
+                *common,
+            ],
             check=True,
         )
     return data
@@ -92,13 +123,30 @@ def export_train_tiles(data: Path, folder: Path, limit: int) -> Path:
 
 def evaluate(data: Path, synthetic: Path, out: Path) -> dict:
     result = subprocess.run(
-        ["wsi-synth", "evaluate", str(data), str(synthetic), "--split", "test", "--tile", "64", "--gallery", "0", "--out", str(out), "--overwrite", "-q"],
+        [
+            "wsi-synth",
+            "evaluate",
+            str(data),
+            str(synthetic),
+            "--split",
+            "test",
+            "--tile",
+            "64",
+            "--gallery",
+            "0",
+            "--out",
+            str(out),
+            "--overwrite",
+            "-q",
+        ],
         check=True,
         capture_output=True,
         text=True,
     )
     metrics = json.loads(result.stdout[: result.stdout.rindex("}") + 1])
-    return {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k in ("precision", "recall", "fid")}
+    return {
+        k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items() if k in ("precision", "recall", "fid")
+    }
 
 
 def model_rows(configs: list[str], size: int, seeds: list[int], folder: Path) -> dict:
@@ -137,10 +185,23 @@ def model_rows(configs: list[str], size: int, seeds: list[int], folder: Path) ->
             for extra in ("mask.tiff", "geojson", "json"):
                 (where / f"s{seed}.{extra}").unlink()
         slides[spec] = where
-        rows.append({"solver": solver, "steps": int(steps), "seconds_per_slide": seconds, **evaluate(data, where, folder / f"report-{spec}")})
+        rows.append(
+            {
+                "solver": solver,
+                "steps": int(steps),
+                "seconds_per_slide": seconds,
+                **evaluate(data, where, folder / f"report-{spec}"),
+            }
+        )
     n_tiles = len(seeds) * (size // 64) ** 2
     real = export_train_tiles(data, folder / "train-tiles", n_tiles)
-    return {"size_px": size, "seeds": seeds, "tiles_per_config": n_tiles, "runs": rows, "real_train_vs_real_test": evaluate(data, real, folder / "report-real")}
+    return {
+        "size_px": size,
+        "seeds": seeds,
+        "tiles_per_config": n_tiles,
+        "runs": rows,
+        "real_train_vs_real_test": evaluate(data, real, folder / "report-real"),
+    }
 
 
 def main() -> None:
@@ -150,7 +211,11 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
     parser.add_argument("--skip-model", action="store_true")
     args = parser.parse_args()
-    doc = {"benchmark": "solvers: DDIM vs DPM-Solver++(2M)", "machine": machine(), "gaussian_oracle": oracle_rows(args.configs)}
+    doc = {
+        "benchmark": "solvers: DDIM vs DPM-Solver++(2M)",
+        "machine": machine(),
+        "gaussian_oracle": oracle_rows(args.configs),
+    }
     if not args.skip_model:
         (ROOT / "bench-out").mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:

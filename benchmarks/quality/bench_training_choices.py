@@ -1,6 +1,7 @@
 """Training-efficiency choices of the image stage, measured on the bundled model's recipe data (issue 13, part 3).
 
-    python -m benchmarks.quality.bench_training_choices [--steps 4000] [--tiles 512] [--work DIR] [--base MODEL] [--variants eps min-snr null-all]
+    python -m benchmarks.quality.bench_training_choices [--steps 4000] [--tiles 512] [--work DIR] [--base MODEL]
+        [--variants eps min-snr null-all]
 
 Each variant trains the image stage from scratch for `--steps` steps with the recipe's configuration
 (examples/default_model/train.yaml) plus its own keys, on the recipe's data (examples/default_model/import.sh), with
@@ -38,7 +39,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--tiles", type=int, default=512)
     parser.add_argument("--work", default="bench-out/training-choices")
-    parser.add_argument("--base", default=None, help="Bundle whose codec and mask stage are used (default: the bundled model).")
+    parser.add_argument(
+        "--base", default=None, help="Bundle whose codec and mask stage are used (default: the bundled model)."
+    )
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     from wsi_synth.models.bundle import default_model
@@ -48,14 +51,22 @@ def main() -> None:
     data, test, yardstick = held_out_setup(work)
     rows = {}
     for name in args.variants:
-        seconds = retrain_image(data, Path(args.base) if args.base else default_model(), work / f"model-{name}", VARIANTS[name], args.steps)
+        seconds = retrain_image(
+            data, Path(args.base) if args.base else default_model(), work / f"model-{name}", VARIANTS[name], args.steps
+        )
         rows[name] = {
             "keys": VARIANTS[name],
             "train_seconds": round(seconds, 1),
             **heldout.tiles_quality(work / f"model-{name}", args.tiles, test, yardstick, work, name),
         }
         print(json.dumps({name: rows[name]}), file=sys.stderr, flush=True)
-    report = {"benchmark": "training-choices", "machine": machine(), "steps": args.steps, "tiles": args.tiles, "held_out": HELD_OUT}
+    report = {
+        "benchmark": "training-choices",
+        "machine": machine(),
+        "steps": args.steps,
+        "tiles": args.tiles,
+        "held_out": HELD_OUT,
+    }
     print(json.dumps({**report, "yardstick_real_train": yardstick, **rows}, indent=2))
 
 

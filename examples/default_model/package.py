@@ -75,7 +75,9 @@ def generated(model: Path, out: Path, size: int, subtype: str) -> tuple[dict, np
     from wsi_synth.generation import GenerateConfig, generate
 
     started = time.perf_counter()
-    result = generate(model, out, GenerateConfig(width=size, height=size, subtype=subtype), progress=False, log=lambda m: None)
+    result = generate(
+        model, out, GenerateConfig(width=size, height=size, subtype=subtype), progress=False, log=lambda m: None
+    )
     seconds = time.perf_counter() - started
     return result, tifffile.imread(out), tifffile.imread(out.with_name(out.stem + ".mask.tiff")), seconds
 
@@ -99,12 +101,26 @@ def main() -> None:
     parser.add_argument("data", type=Path)
     parser.add_argument("--dest", type=Path, default=ROOT / "wsi_synth" / "default_model")
     parser.add_argument("--size", type=int, default=2048)
-    parser.add_argument("--heldout", type=Path, default=None, help="bench_conditioning.py --shipped JSON with this model's figures (else measured here).")
+    parser.add_argument(
+        "--heldout",
+        type=Path,
+        default=None,
+        help="bench_conditioning.py --shipped JSON with this model's figures (else measured here).",
+    )
     parser.add_argument("--scheme", default="spatial", help="The key of this model's row in --heldout.")
     parser.add_argument("--scales", type=Path, default=None, help="source_scale.py JSON: each source's measured µm/px.")
-    parser.add_argument("--choices", type=Path, default=None, help="bench_training_choices.py JSON: the training choices measured.")
-    parser.add_argument("--slides", type=Path, default=None, help="bench_slide_fidelity.py JSON: tiles of generated slides against held-out tiles.")
-    parser.add_argument("--layout", type=Path, default=None, help="bench_layout.py JSON: layout structure, real against generated.")
+    parser.add_argument(
+        "--choices", type=Path, default=None, help="bench_training_choices.py JSON: the training choices measured."
+    )
+    parser.add_argument(
+        "--slides",
+        type=Path,
+        default=None,
+        help="bench_slide_fidelity.py JSON: tiles of generated slides against held-out tiles.",
+    )
+    parser.add_argument(
+        "--layout", type=Path, default=None, help="bench_layout.py JSON: layout structure, real against generated."
+    )
     args = parser.parse_args()
     meta = json.loads((args.model / "model.json").read_text())
     heldout = held_out_quality(args, meta)
@@ -121,7 +137,13 @@ def main() -> None:
         for subtype in meta["subtypes"]:
             result, image, mask, seconds = generated(args.model, Path(tmp) / f"{subtype}.tiff", args.size, subtype)
             t = meta["tile_size"]
-            tiles = np.stack([image[y : y + t, x : x + t] for y in range(0, args.size - t + 1, 256) for x in range(0, args.size - t + 1, 256)])
+            tiles = np.stack(
+                [
+                    image[y : y + t, x : x + t]
+                    for y in range(0, args.size - t + 1, 256)
+                    for x in range(0, args.size - t + 1, 256)
+                ]
+            )
             gen = hed_means(tiles)
             lo, hi = np.percentile(real, 2.5, axis=0), np.percentile(real, 97.5, axis=0)
             inside = ((gen >= lo) & (gen <= hi)).all(axis=1).mean()
@@ -152,7 +174,12 @@ def held_out_quality(args, meta: dict) -> dict:
     this bundle and the one it replaces, with real training tiles as the yardstick (`wsi-synth evaluate`)."""
     if args.heldout is not None:
         doc = json.loads(args.heldout.read_text())
-        return {"yardstick_real_train": doc["yardstick_real_train"], "previous": doc["shipped"], "this": doc[args.scheme], "source": str(args.heldout)}
+        return {
+            "yardstick_real_train": doc["yardstick_real_train"],
+            "previous": doc["shipped"],
+            "this": doc[args.scheme],
+            "source": str(args.heldout),
+        }
     from wsi_synth.evaluation import heldout
 
     with tempfile.TemporaryDirectory(dir=ROOT / "bench-out") as tmp:
@@ -161,15 +188,24 @@ def held_out_quality(args, meta: dict) -> dict:
         for split, folder in (("test", test), ("train", train)):
             heldout.export_split(args.data, split, folder, source_prefix="wsss4luad")
         yardstick = heldout.measure(test, train, work / "report-yardstick")
-        rows = {name: heldout.tiles_quality(model, 512, test, yardstick, work, name) for name, model in (("previous", args.dest), ("this", args.model))}
-        side_by_side(sorted(test.glob("*.png")), sorted((work / "tiles-this" / "images").glob("*.png")), ROOT / "docs" / "images" / "heldout_vs_generated.jpg")
+        rows = {
+            name: heldout.tiles_quality(model, 512, test, yardstick, work, name)
+            for name, model in (("previous", args.dest), ("this", args.model))
+        }
+        side_by_side(
+            sorted(test.glob("*.png")),
+            sorted((work / "tiles-this" / "images").glob("*.png")),
+            ROOT / "docs" / "images" / "heldout_vs_generated.jpg",
+        )
     rows["previous"]["bundle"] = previous_summary(args.dest)
     return {"yardstick_real_train": yardstick, **rows}
 
 
 def side_by_side(real: list[Path], generated: list[Path], dest: Path, n: int = 8, zoom: int = 2) -> None:
     """Held-out real tiles (top row) above generated ones (bottom row), every `len // n`-th of each, at level 0 shown `zoom`×."""
-    rows = [[Image.open(p).convert("RGB") for p in paths[:: max(1, len(paths) // n)][:n]] for paths in (real, generated)]
+    rows = [
+        [Image.open(p).convert("RGB") for p in paths[:: max(1, len(paths) // n)][:n]] for paths in (real, generated)
+    ]
     side = rows[0][0].width * zoom
     sheet = Image.new("RGB", (n * (side + 4) - 4, 2 * side + 4), "white")
     for r, tiles in enumerate(rows):
@@ -183,7 +219,11 @@ def previous_summary(bundle: Path) -> str:
     meta = json.loads((bundle / "model.json").read_text())
     image = meta["stages"]["image"]
     spatial = meta.get("image_conditioning", "per-class") == "spatial"
-    empty = f", all-unknown crops drawn with the {'map' if meta.get('empty_map') == 'map' else 'null'} embedding" if spatial else ""
+    empty = (
+        f", all-unknown crops drawn with the {'map' if meta.get('empty_map') == 'map' else 'null'} embedding"
+        if spatial
+        else ""
+    )
     return f"{meta.get('image_conditioning', 'per-class')}, {meta['mpp']} µm/px, {image['steps']} steps{empty}"
 
 
@@ -198,10 +238,18 @@ def heldout_table(h: dict) -> str:
             f"{h['previous']['fid_over_yardstick']}×",
             h["previous"]["image_evaluations_per_crop"],
         ),
-        row("**this bundle**", h["this"], f"**{h['this']['fid_over_yardstick']}×**", h["this"]["image_evaluations_per_crop"]),
+        row(
+            "**this bundle**",
+            h["this"],
+            f"**{h['this']['fid_over_yardstick']}×**",
+            h["this"]["image_evaluations_per_crop"],
+        ),
         row("real training tiles (yardstick)", h["yardstick_real_train"], "1×", "—"),
     ]
-    return "| tiles | precision | recall | FID | FID / real-vs-real | evaluations per crop |\n|---|---|---|---|---|---|\n" + "\n".join(rows)
+    return (
+        "| tiles | precision | recall | FID | FID / real-vs-real | evaluations per crop |\n|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+    )
 
 
 def scales_table(scales: dict | None) -> str:
@@ -209,13 +257,17 @@ def scales_table(scales: dict | None) -> str:
     if not scales:
         return ""
     rows = [
-        f"| {name} | {v['mpp']} ({v['range'][0]}–{v['range'][1]}) |" if v.get("mpp") else f"| {name} | not measurable: {v['why']} |"
+        f"| {name} | {v['mpp']} ({v['range'][0]}–{v['range'][1]}) |"
+        if v.get("mpp")
+        else f"| {name} | not measurable: {v['why']} |"
         for name, v in scales.items()
         if isinstance(v, dict) and "mpp" in v
     ]
     return (
         "Each source's magnification, measured from its nuclei against MoNuSeg (0.2527 µm/px) and CMU-1 (0.499 µm/px) "
-        "(`python examples/default_model/source_scale.py`):\n\n| source | µm/px (range) |\n|---|---|\n" + "\n".join(rows) + "\n"
+        "(`python examples/default_model/source_scale.py`):\n\n| source | µm/px (range) |\n|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
     )
 
 
@@ -270,11 +322,20 @@ def layout_table(layout: dict | None) -> str:
     return (
         f"Layout at slide scale (`python -m benchmarks.quality.bench_layout`: adenocarcinoma class maps of {layout['size']}², "
         "at 1.1 µm/px, against the 22 real WSSS4LUAD layouts):\n\n"
-        f"| class maps | proportions | {header} | straight boundary |\n|---|---|{'---|' * len(lags)}---|\n" + "\n".join(rows) + "\n"
+        f"| class maps | proportions | {header} | straight boundary |\n|---|---|{'---|' * len(lags)}---|\n"
+        + "\n".join(rows)
+        + "\n"
     )
 
 
-def model_card(meta: dict, quality: dict, scales: dict | None = None, choices: dict | None = None, slides: dict | None = None, layout: dict | None = None) -> str:
+def model_card(
+    meta: dict,
+    quality: dict,
+    scales: dict | None = None,
+    choices: dict | None = None,
+    slides: dict | None = None,
+    layout: dict | None = None,
+) -> str:
     stages = meta["stages"]
     rows = "\n".join(
         f"| {s} | {info['steps']} | {info['config']['batch_size']} | {_networks(s, info['config'])} | {info.get('train_seconds', 0) / 60:.0f} min "
@@ -364,7 +425,9 @@ at the same scale; `examples/default_model/slide_picture.py`):
 def _loss(meta: dict) -> str:
     config = meta["stages"]["image"]["config"]
     gamma, null = config["image"].get("min_snr_gamma"), config.get("null_tiles", "unlabelled")
-    return (f", min-SNR-{gamma:g} loss weighting" if gamma else "") + (", null condition learnt from every tile" if null == "all" else "")
+    return (f", min-SNR-{gamma:g} loss weighting" if gamma else "") + (
+        ", null condition learnt from every tile" if null == "all" else ""
+    )
 
 
 def _empty_map(meta: dict) -> str:
@@ -382,12 +445,18 @@ def _empty_map(meta: dict) -> str:
 
 def _carried(meta: dict) -> str:
     notes = [f"{stage}: {info['carried_over']}" for stage, info in meta["stages"].items() if info.get("carried_over")]
-    return "".join(f"\nCarried over, not retrained, in this build ({note}); the recipe trains it again." for note in notes)
+    return "".join(
+        f"\nCarried over, not retrained, in this build ({note}); the recipe trains it again." for note in notes
+    )
 
 
 def _background(meta: dict) -> str:
     names = [c["name"] for c in meta["classes"]]
-    return ", background (glass, lumen, alveolar space) → background" if "background" in names else "; background → unknown"
+    return (
+        ", background (glass, lumen, alveolar space) → background"
+        if "background" in names
+        else "; background → unknown"
+    )
 
 
 def _layout_stage(meta: dict) -> str:
@@ -428,7 +497,11 @@ def _means(quality: dict, meta: dict) -> str:
 
 def _networks(stage: str, config: dict) -> str:
     net = config["codec" if stage == "codec" else stage]
-    extra = f", {net['latent_channels']} latent channels" if stage == "codec" else (", attention" if net.get("attention") else "")
+    extra = (
+        f", {net['latent_channels']} latent channels"
+        if stage == "codec"
+        else (", attention" if net.get("attention") else "")
+    )
     return f"channels {tuple(net['block_out_channels'])}, {net['layers_per_block']} layer(s)/block{extra}"
 
 

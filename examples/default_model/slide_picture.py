@@ -113,8 +113,15 @@ def main() -> None:
     side = f"{w:,} x {h:,} px, {w * mpp / 1000:.0f} mm" if mpp else f"{w:,} x {h:,} px"
     compose(
         [
-            [(thumb, f"generated slide ({side})"), (mask, "its mask"), (section, "a real section (TCGA, frozen; scale unknown)")],
-            [(level0(args.slide), f"generated, level 0 ({LEVEL0} px, {mpp:.2f} um/px)"), (tissue, "real WSSS4LUAD adenocarcinoma, same scale")],
+            [
+                (thumb, f"generated slide ({side})"),
+                (mask, "its mask"),
+                (section, "a real section (TCGA, frozen; scale unknown)"),
+            ],
+            [
+                (level0(args.slide), f"generated, level 0 ({LEVEL0} px, {mpp:.2f} um/px)"),
+                (tissue, "real WSSS4LUAD adenocarcinoma, same scale"),
+            ],
         ],
         args.dest,
     )

@@ -37,7 +37,8 @@ SOURCES = {
     "lc25000_lung_aca": "tiles/lc25000_224/lung_aca/*.jpeg",
     "lc25000_lung_scc": "tiles/lc25000_224/lung_scc/*.jpeg",
 }
-REFERENCE_RANGE = (0.8, 1.6)  # µm/px where the detector's diameter falls strictly (both references; it levels off past 1.6)
+# µm/px where the detector's diameter falls strictly (both references; it levels off past 1.6)
+REFERENCE_RANGE = (0.8, 1.6)
 SHRINK = 1.3  # least d(1) / d(0.5) of a source whose nuclei the detector actually sees
 
 
@@ -48,12 +49,18 @@ def nucleus_diameters(rgb: np.ndarray) -> list[float]:
     from skimage.measure import label, regionprops
 
     h = rgb2hed(rgb)[..., 0]
-    return [r.equivalent_diameter_area for r in regionprops(label(h > threshold_otsu(h))) if r.area >= 4 and r.solidity >= 0.85]
+    return [
+        r.equivalent_diameter_area
+        for r in regionprops(label(h > threshold_otsu(h)))
+        if r.area >= 4 and r.solidity >= 0.85
+    ]
 
 
 def resized(rgb: np.ndarray, s: float) -> np.ndarray:
     image = Image.fromarray(rgb)
-    return np.asarray(image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.Resampling.LANCZOS))
+    return np.asarray(
+        image.resize((max(1, round(image.width * s)), max(1, round(image.height * s))), Image.Resampling.LANCZOS)
+    )
 
 
 def median_diameter(images: list[np.ndarray], s: float) -> float:
@@ -93,21 +100,36 @@ def main() -> None:
     with openslide.OpenSlide(str(data / "slides" / "CMU-1-Small-Region.svs")) as slide:
         cmu1 = np.asarray(slide.read_region((200, 200), 0, (1800, 2600)).convert("RGB"))
     references = {
-        "monuseg_lung (0.2527 µm/px)": reference_curve(load(sorted((data / "annotations" / "monuseg_lung").glob("*.tif"))), 0.2527),
+        "monuseg_lung (0.2527 µm/px)": reference_curve(
+            load(sorted((data / "annotations" / "monuseg_lung").glob("*.tif"))), 0.2527
+        ),
         "CMU-1-Small-Region (0.499 µm/px)": reference_curve([cmu1], 0.499),
     }
-    report = {"target_mpp": args.target, "references": {k: dict(zip(np.round(m, 3).tolist(), np.round(d, 2).tolist(), strict=True)) for k, (m, d) in references.items()}}
+    report = {
+        "target_mpp": args.target,
+        "references": {
+            k: dict(zip(np.round(m, 3).tolist(), np.round(d, 2).tolist(), strict=True))
+            for k, (m, d) in references.items()
+        },
+    }
     for name, pattern in SOURCES.items():
         images = load(sorted(data.glob(pattern))[: args.images])
         if median_diameter(images, 1) < SHRINK * median_diameter(images, 0.5):
-            report[name] = {"mpp": None, "why": "the detector's diameter does not shrink with the tiles: it is not seeing nuclei"}
+            report[name] = {
+                "mpp": None,
+                "why": "the detector's diameter does not shrink with the tiles: it is not seeing nuclei",
+            }
             continue
         found = [m for curve in references.values() for m in estimate(images, curve)]
         if not found:
             report[name] = {"mpp": None, "why": "its nuclei never fall on the reference curve"}
             continue
         mpp = float(np.median(found))
-        report[name] = {"mpp": round(mpp, 2), "range": [round(min(found), 2), round(max(found), 2)], "scale_to_target": round(mpp / args.target, 2)}
+        report[name] = {
+            "mpp": round(mpp, 2),
+            "range": [round(min(found), 2), round(max(found), 2)],
+            "scale_to_target": round(mpp / args.target, 2),
+        }
     print(json.dumps(report, indent=2))
 
 

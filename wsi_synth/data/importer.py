@@ -85,30 +85,53 @@ def import_tiles(
     values, lut, class_map = _legend_classes(legend, config)
     digest = _digest(image_files, mask_files, legend)
     source_id = f"{_source_name(Path(images))}-{digest[:8]}"
-    spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
+    spec = DatasetSpec(
+        config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size
+    )
     with writing_dataset(out, spec, overwrite=overwrite, inputs=[images, masks, legend]) as dataset:
         summary = ImportSummary(str(out), source_id, images=len(image_files))
         if dataset.has_source(digest):
             summary.skipped_existing = True
             return summary
-        _import_source(dataset, source_id, digest, image_files, mask_files, values, lut, class_map, config, summary, Path(images), progress=progress)
+        _import_source(
+            dataset,
+            source_id,
+            digest,
+            image_files,
+            mask_files,
+            values,
+            lut,
+            class_map,
+            config,
+            summary,
+            Path(images),
+            progress=progress,
+        )
     return summary
 
 
 def _check_settings(config: ImportConfig) -> None:
     """Refuse tile, scale, MPP and region settings no dataset can be made with."""
     if config.tile_size < 16 or not (math.isfinite(config.scale) and config.scale > 0):
-        raise BadArgumentError(f"--tile must be at least 16 and --scale positive, got {config.tile_size}, {config.scale}")
+        raise BadArgumentError(
+            f"--tile must be at least 16 and --scale positive, got {config.tile_size}, {config.scale}"
+        )
     if not (math.isfinite(config.mpp) and config.mpp > 0):
         raise BadArgumentError(f"--mpp must be a positive finite number of µm per pixel, got {config.mpp}")
     if not config.region_size >= config.region_mask_size >= 1:
-        raise BadArgumentError(f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks are downsampled regions")
+        raise BadArgumentError(
+            f"--region ({config.region_size}) must be at least --region-mask ({config.region_mask_size}): region masks "
+            "are downsampled regions"
+        )
 
 
 def _legend_classes(legend: str | Path | None, config: ImportConfig) -> tuple[np.ndarray, np.ndarray, ClassMap]:
-    """The legend's mask values, the class id of each (its lookup table) and the class map they make (no legend: none)."""
+    """The legend's mask values, the class id of each (its lookup table) and the class map they make (no legend:
+    none)."""
     values, value_names = _legend_arrays(read_legend(legend)) if legend else (np.zeros(0, int), [])
-    class_map = load_class_map(config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped)
+    class_map = load_class_map(
+        config.classes, found_names=[n for n in value_names if n != "unknown"], unmapped=config.unmapped
+    )
     return values, _legend_lut(values, value_names, class_map), class_map
 
 
@@ -152,12 +175,18 @@ def _import_source(
     summary.inexact_mask_pixels = round(inexact / max(pixels, 1), 4)
     if summary.inexact_mask_pixels > 0.5:
         raise BadArgumentError(
-            f"{100 * summary.inexact_mask_pixels:.0f}% of the mask pixels are not values of --legend ({', '.join(map(str, values))}): "
+            f"{100 * summary.inexact_mask_pixels:.0f}% of the mask pixels are not values of --legend "
+            f"({', '.join(map(str, values))}): "
             "are --masks label masks for this legend (not the images, or colour overlays)?"
         )
     if summary.inexact_mask_pixels > 0.01:
-        log.warning("%.1f%% of mask pixels were not exactly a legend value (lossy masks?); each took the nearest value", 100 * summary.inexact_mask_pixels)
-    units = {img.name: set(np.unique(labels).tolist()) - {0} if labels is not None else set() for img, _, _, labels in plan}
+        log.warning(
+            "%.1f%% of mask pixels were not exactly a legend value (lossy masks?); each took the nearest value",
+            100 * summary.inexact_mask_pixels,
+        )
+    units = {
+        img.name: set(np.unique(labels).tolist()) - {0} if labels is not None else set() for img, _, _, labels in plan
+    }
     splits = assign_splits(units, config.test_fraction, config.seed)
     t, r, rs = config.tile_size, config.region_mask_size, config.region_size
     todo: dict[str, list] = {"labelled": [], "unlabelled": [], "regions": []}
@@ -174,10 +203,17 @@ def _import_source(
                     todo["regions"].append((img, x, y))
     if not any(todo.values()):
         raise BadArgumentError(
-            f"no window of the {len(plan)} images has ≥ {config.min_annotated:g} of its pixels annotated (--min-annotated): "
+            f"no window of the {len(plan)} images has ≥ {config.min_annotated:g} of its pixels annotated "
+            "(--min-annotated): "
             "nothing to import; check --masks and --legend, or lower --min-annotated"
         )
-    writer = SourceWriter(dataset, source_id, n_labelled=len(todo["labelled"]), n_unlabelled=len(todo["unlabelled"]), n_regions=len(todo["regions"]))
+    writer = SourceWriter(
+        dataset,
+        source_id,
+        n_labelled=len(todo["labelled"]),
+        n_unlabelled=len(todo["unlabelled"]),
+        n_regions=len(todo["regions"]),
+    )
     labels_of = {img: labels for img, _, _, labels in plan}
     rows: list[dict] = []
     names = class_map.names
@@ -186,7 +222,9 @@ def _import_source(
         return _manifest_row(kind, source_id, i, x, y, config, splits[img.name], fractions)
 
     try:
-        with tqdm(total=sum(map(len, todo.values())), desc=source_id, unit="tile", disable=not progress, leave=False) as bar:
+        with tqdm(
+            total=sum(map(len, todo.values())), desc=source_id, unit="tile", disable=not progress, leave=False
+        ) as bar:
             cache: tuple[Path | None, np.ndarray | None] = (None, None)
             for kind in ("labelled", "unlabelled"):
                 for i, (img, x, y) in enumerate(todo[kind]):
@@ -223,7 +261,12 @@ def _centre_samples(window: np.ndarray, r: int) -> np.ndarray:
 def _block_majority(window: np.ndarray, r: int, n_classes: int) -> np.ndarray:
     """A region window downsampled to r × r by the most frequent class of each block (ties: the lower id)."""
     edges = (np.arange(r + 1) * window.shape[0]) // r
-    counts = np.stack([np.add.reduceat(np.add.reduceat((window == c).astype(np.int32), edges[:-1], 0), edges[:-1], 1) for c in range(n_classes)])
+    counts = np.stack(
+        [
+            np.add.reduceat(np.add.reduceat((window == c).astype(np.int32), edges[:-1], 0), edges[:-1], 1)
+            for c in range(n_classes)
+        ]
+    )
     return counts.argmax(0).astype(np.uint8)
 
 
@@ -242,13 +285,17 @@ def import_layouts(
     values, lut, class_map = _legend_classes(legend, config)
     digest = _digest(files, {}, legend)
     source_id = f"{_source_name(Path(layouts))}-{digest[:8]}"
-    spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
+    spec = DatasetSpec(
+        config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size
+    )
     with writing_dataset(out, spec, overwrite=overwrite, inputs=[layouts, legend]) as dataset:
         summary = ImportSummary(str(out), source_id, images=len(files))
         if dataset.has_source(digest):
             summary.skipped_existing = True
             return summary
-        _import_layout_source(dataset, source_id, digest, files, values, lut, class_map, config, summary, Path(layouts), progress=progress)
+        _import_layout_source(
+            dataset, source_id, digest, files, values, lut, class_map, config, summary, Path(layouts), progress=progress
+        )
     return summary
 
 
@@ -286,14 +333,17 @@ def _import_layout_source(
     summary.inexact_mask_pixels = round(inexact / max(pixels, 1), 4)
     if summary.inexact_mask_pixels > 0.5:
         raise BadArgumentError(
-            f"{100 * summary.inexact_mask_pixels:.0f}% of the layout pixels are not values of --legend ({', '.join(map(str, values))}): "
+            f"{100 * summary.inexact_mask_pixels:.0f}% of the layout pixels are not values of --legend "
+            f"({', '.join(map(str, values))}): "
             "are --layouts label masks for this legend (not images, or colour overlays)?"
         )
     if not regions:
         largest = max((_scaled(image_size(f), config.scale) for f in files), key=min)
         raise BadArgumentError(
-            f"no --region {rs} px window of the {len(files)} layouts has ≥ {config.min_annotated:g} of its pixels annotated "
-            f"(the largest layout is {largest[0]}×{largest[1]} px after --scale {config.scale:g}): choose a smaller --region, or check --legend"
+            f"no --region {rs} px window of the {len(files)} layouts has ≥ {config.min_annotated:g} of its pixels "
+            "annotated "
+            f"(the largest layout is {largest[0]}×{largest[1]} px after --scale {config.scale:g}): choose a smaller "
+            "--region, or check --legend"
         )
     splits = assign_splits(units, config.test_fraction, config.seed)
     writer = SourceWriter(dataset, source_id, n_labelled=0, n_unlabelled=0, n_regions=len(regions))
@@ -301,7 +351,11 @@ def _import_layout_source(
     try:
         for i, (path, x, y, small) in enumerate(regions):
             writer.write_tile("regions/masks", i, small)
-            rows.append(_manifest_row("regions", source_id, i, x, y, config, splits[path.name], class_fractions(small, class_map.names)))
+            rows.append(
+                _manifest_row(
+                    "regions", source_id, i, x, y, config, splits[path.name], class_fractions(small, class_map.names)
+                )
+            )
         summary.counts = {"labelled": 0, "unlabelled": 0, "regions": len(regions)}
         writer.commit(_source_record(source_id, "layouts", folder, digest, config, summary.counts), rows)
     except BaseException:
@@ -309,9 +363,20 @@ def _import_layout_source(
         raise
 
 
-def _manifest_row(kind: str, source_id: str, i: int, x: int, y: int, config: ImportConfig, split: str, fractions: dict | None) -> dict:
+def _manifest_row(
+    kind: str, source_id: str, i: int, x: int, y: int, config: ImportConfig, split: str, fractions: dict | None
+) -> dict:
     """One manifest.csv row of an imported source (pixels of the scaled image or layout, level 0)."""
-    fields = {"kind": kind, "source": source_id, "index": i, "x": x, "y": y, "level": 0, "mpp": config.mpp, "subtype": config.subtype or ""}
+    fields = {
+        "kind": kind,
+        "source": source_id,
+        "index": i,
+        "x": x,
+        "y": y,
+        "level": 0,
+        "mpp": config.mpp,
+        "subtype": config.subtype or "",
+    }
     return {**fields, "split": split, "fractions": json.dumps(fractions) if fractions is not None else ""}
 
 
@@ -351,7 +416,10 @@ def _match_masks(images: list[Path], folder: Path) -> dict[Path, Path]:
     by_stem = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     missing = [i.name for i in images if i.stem not in by_stem]
     if missing:
-        raise BadDatasetError(f"no mask in {folder} for {len(missing)} image(s), e.g. {', '.join(missing[:3])} (masks are matched by file stem)")
+        raise BadDatasetError(
+            f"no mask in {folder} for {len(missing)} image(s), e.g. {', '.join(missing[:3])} (masks are matched by "
+            "file stem)"
+        )
     return {i: by_stem[i.stem] for i in images}
 
 
@@ -368,7 +436,16 @@ def _legend_lut(values: np.ndarray, names: list[str], class_map: ClassMap) -> np
     return np.array(ids, np.uint8)
 
 
-def _mask_classes(path: Path, image: Path, own: tuple[int, int], size: tuple[int, int], values: np.ndarray, lut: np.ndarray, *, stretch: bool) -> tuple[np.ndarray, int]:
+def _mask_classes(
+    path: Path,
+    image: Path,
+    own: tuple[int, int],
+    size: tuple[int, int],
+    values: np.ndarray,
+    lut: np.ndarray,
+    *,
+    stretch: bool,
+) -> tuple[np.ndarray, int]:
     """Class ids of a mask at the (scaled) image `size`; a mask of another size than its image (`own`) is refused
     unless `stretch`."""
     raw = read_mask_values(path)

@@ -136,18 +136,31 @@ class Dataset:
         for source in sorted({source for source, _ in needed}):
             folder = self.root / "sources" / f"{source}.zarr"
             if not folder.is_dir():
-                raise BadDatasetError(f"dataset {self.root}: source {source} is in the manifest but its store {folder} is missing: {fix}")
+                raise BadDatasetError(
+                    f"dataset {self.root}: source {source} is in the manifest but its store {folder} is missing: {fix}"
+                )
             try:
                 group = self.source_group(source)
-                arrays = {name: group[name].shape for name in ("labelled/images", "labelled/masks", "unlabelled/images", "regions/masks")}
+                arrays = {
+                    name: group[name].shape
+                    for name in ("labelled/images", "labelled/masks", "unlabelled/images", "regions/masks")
+                }
             except Exception as exc:  # noqa: BLE001 - any zarr failure means a damaged store; say which
-                raise BadDatasetError(f"dataset {self.root}: the store of source {source} is damaged ({type(exc).__name__}: {exc}): {fix}") from exc
-            for kind, name in (("labelled", "labelled/images"), ("labelled", "labelled/masks"), ("unlabelled", "unlabelled/images"), ("regions", "regions/masks")):
+                raise BadDatasetError(
+                    f"dataset {self.root}: the store of source {source} is damaged ({type(exc).__name__}: {exc}): {fix}"
+                ) from exc
+            for kind, name in (
+                ("labelled", "labelled/images"),
+                ("labelled", "labelled/masks"),
+                ("unlabelled", "unlabelled/images"),
+                ("regions", "regions/masks"),
+            ):
                 last = needed.get((source, kind), -1)
                 side = self.region_mask_size if kind == "regions" else self.tile_size
                 if last >= arrays[name][0] or (arrays[name][0] and tuple(arrays[name][1:3]) != (side, side)):
                     raise BadDatasetError(
-                        f"dataset {self.root}: source {source}'s {name} holds {arrays[name][0]} of {side} px but the manifest points at "
+                        f"dataset {self.root}: source {source}'s {name} holds {arrays[name][0]} of {side} px but the "
+                        "manifest points at "
                         f"item {last} (tiles of {arrays[name][1] if len(arrays[name]) > 1 else '?'} px): {fix}"
                     )
 
@@ -158,15 +171,19 @@ class Dataset:
             with path.open(newline="", encoding="utf-8") as fh:
                 rows = list(csv.DictReader(fh))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise BadDatasetError(f"{path} cannot be read ({exc}): the dataset is damaged; re-run the extract or import that made it") from exc
+            raise BadDatasetError(
+                f"{path} cannot be read ({exc}): the dataset is damaged; re-run the extract or import that made it"
+            ) from exc
         if rows and set(MANIFEST_FIELDS) - set(rows[0]):
             raise BadDatasetError(
-                f"{path} lacks the columns {sorted(set(MANIFEST_FIELDS) - set(rows[0]))}: the dataset is damaged; re-run the extract or import that made it"
+                f"{path} lacks the columns {sorted(set(MANIFEST_FIELDS) - set(rows[0]))}: the dataset is damaged; "
+                "re-run the extract or import that made it"
             )
         return rows
 
     def summary(self) -> dict:
-        """Counts per kind × split and per subtype, and each class's area in tile equivalents (labelled tiles and regions)."""
+        """Counts per kind × split and per subtype, and each class's area in tile equivalents (labelled tiles and
+        regions)."""
         rows = self.manifest()
         out: dict = {
             "path": str(self.root),
@@ -194,7 +211,9 @@ class Dataset:
         """Record a finished source (its zarr store already renamed into place) and refresh the manifest."""
         _write_csv(self.root / "sources" / f"{record['id']}.csv", rows)
         self.meta["sources"].append(record)
-        self.meta["subtypes"] = sorted({s["subtype"] for s in self.meta["sources"] if s.get("subtype")} | set(record.get("subtypes", [])))
+        self.meta["subtypes"] = sorted(
+            {s["subtype"] for s in self.meta["sources"] if s.get("subtype")} | set(record.get("subtypes", []))
+        )
         self.meta["counts"] = {k: sum(s["counts"].get(k, 0) for s in self.meta["sources"]) for k in KINDS}
         self._rewrite_manifest()
         write_atomic(self.root / "dataset.json", self.meta)
@@ -212,8 +231,15 @@ def open_dataset(root: str | Path) -> Dataset:
     root = Path(root)
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
-        raise BadDatasetError(f"{root} is not a wsi-synth dataset (no dataset.json): create one with `wsi-synth extract` or `wsi-synth import`")
-    meta = {"format": FORMAT, "version": VERSION, **read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadDatasetError)}
+        raise BadDatasetError(
+            f"{root} is not a wsi-synth dataset (no dataset.json): create one with `wsi-synth extract` or `wsi-synth "
+            "import`"
+        )
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        **read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadDatasetError),
+    }
     for key in ("tile_size", "mpp", "classes", "sources", "region_size", "region_mask_size"):
         if key not in meta:
             raise BadDatasetError(f"{meta_path}: missing key {key!r}")
@@ -224,7 +250,9 @@ def open_dataset(root: str | Path) -> Dataset:
 OWN_ENTRIES = ("dataset.json", "manifest.csv", "sources")
 
 
-def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None) -> Dataset:
+def create_or_open(
+    root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None
+) -> Dataset:
     """Open `root` to add sources to it, creating it if needed.
 
     An existing dataset is reopened (re-running a command resumes it) when its spec matches. `overwrite`
@@ -236,14 +264,19 @@ def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fal
         raise OutputExistsError(f"--out {root} is a file, not a dataset folder: choose another --out")
     if root.exists() and not (root / "dataset.json").is_file():
         if any(root.iterdir()):
-            raise OutputExistsError(f"--out {root} exists and is not a wsi-synth dataset: choose another --out (--overwrite replaces only a dataset, never other files)")
+            raise OutputExistsError(
+                f"--out {root} exists and is not a wsi-synth dataset: choose another --out (--overwrite replaces only "
+                "a dataset, never other files)"
+            )
     elif root.exists() and overwrite:
         _remove_own(root)
     elif root.exists():
         ds = open_dataset(root)
         problem = ds.spec.mismatch(spec)
         if problem:
-            raise BadDatasetError(f"{root} is a dataset with other settings ({problem}): use another --out, or --overwrite to replace it")
+            raise BadDatasetError(
+                f"{root} is a dataset with other settings ({problem}): use another --out, or --overwrite to replace it"
+            )
         _remove_partials(root)
         return ds
     (root / "sources").mkdir(parents=True, exist_ok=True)
@@ -264,7 +297,12 @@ def create_or_open(root: str | Path, spec: DatasetSpec, *, overwrite: bool = Fal
 
 @contextmanager
 def writing_dataset(
-    root: str | Path, spec: DatasetSpec, *, overwrite: bool = False, settings: dict | None = None, inputs: Iterable[str | Path | None] = ()
+    root: str | Path,
+    spec: DatasetSpec,
+    *,
+    overwrite: bool = False,
+    settings: dict | None = None,
+    inputs: Iterable[str | Path | None] = (),
 ) -> Iterator[Dataset]:
     """`create_or_open` for one run: claimed against concurrent runs, and a dataset this run created is removed
     again if the run fails before its first source is complete (no empty skeleton is left behind). `root` may
@@ -291,7 +329,13 @@ def existing_settings(root: str | Path) -> dict | None:
         return None
     spec = open_dataset(root).spec
     classes = {"classes": [{"name": c["name"], "color": list(c["color"])} for c in spec.classes if c["id"] != 0]}
-    return {"tile_size": spec.tile_size, "mpp": spec.mpp, "region_size": spec.region_size, "region_mask_size": spec.region_mask_size, "classes": classes}
+    return {
+        "tile_size": spec.tile_size,
+        "mpp": spec.mpp,
+        "region_size": spec.region_size,
+        "region_mask_size": spec.region_mask_size,
+        "classes": classes,
+    }
 
 
 def _remove_own(root: Path) -> None:
@@ -332,7 +376,11 @@ class SourceWriter:
             "regions/masks": _mask_array(group, "regions/masks", n_regions, r),
         }
         self.tiles = TileStore(
-            self.partial, {name: (tuple(a.shape[1:]), [c.get_config() for c in (*(a.filters or ()), *(a.compressors or ()))]) for name, a in self.arrays.items()}
+            self.partial,
+            {
+                name: (tuple(a.shape[1:]), [c.get_config() for c in (*(a.filters or ()), *(a.compressors or ()))])
+                for name, a in self.arrays.items()
+            },
         )
 
     def write_tile(self, name: str, index: int, value: np.ndarray) -> None:
@@ -387,7 +435,9 @@ class TileStore:
 def _image_array(group, name: str, n: int, t: int):
     from imagecodecs.numcodecs import Jpeg
 
-    return group.create_array(name, shape=(n, t, t, 3), chunks=(1, t, t, 3), dtype="u1", compressors=None, filters=[Jpeg(level=JPEG_QUALITY)])
+    return group.create_array(
+        name, shape=(n, t, t, 3), chunks=(1, t, t, 3), dtype="u1", compressors=None, filters=[Jpeg(level=JPEG_QUALITY)]
+    )
 
 
 def _mask_array(group, name: str, n: int, t: int):

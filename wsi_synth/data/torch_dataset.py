@@ -30,7 +30,13 @@ class TileDataset(_TorchDataset):
     returns the pair to use (augmentation, normalisation), applied to both so they stay aligned.
     """
 
-    def __init__(self, path: str | Path, split: str | None = None, kinds: Sequence[str] = ("labelled",), transform: Transform | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        split: str | None = None,
+        kinds: Sequence[str] = ("labelled",),
+        transform: Transform | None = None,
+    ) -> None:
         bad = [k for k in kinds if k not in KINDS[:2]]
         if bad or not kinds:
             raise BadArgumentError(f"kinds must be labelled and/or unlabelled, got {list(kinds)}")
@@ -41,7 +47,11 @@ class TileDataset(_TorchDataset):
         self.tile_size = self.dataset.tile_size
         rows = self.dataset.manifest()
         self.dataset.check(rows)
-        self.items = [(r["kind"], r["source"], int(r["index"])) for r in rows if r["kind"] in kinds and (split is None or r["split"] == split)]
+        self.items = [
+            (r["kind"], r["source"], int(r["index"]))
+            for r in rows
+            if r["kind"] in kinds and (split is None or r["split"] == split)
+        ]
         self.transform = transform
         self._groups: dict = {}
         self._pid = os.getpid()
@@ -54,7 +64,8 @@ class TileDataset(_TorchDataset):
         sizes would fail in the DataLoader, and mixed class ids would mean different tissues."""
         if isinstance(other, TileDataset) and (other.tile_size, other.classes) != (self.tile_size, self.classes):
             raise BadArgumentError(
-                f"cannot concatenate TileDatasets of {self.tile_size} px tiles with classes {self.classes} and {other.tile_size} px with {other.classes}: "
+                f"cannot concatenate TileDatasets of {self.tile_size} px tiles with classes {self.classes} and "
+                f"{other.tile_size} px with {other.classes}: "
                 "import both into one dataset (the second takes the first's settings), or resize in a transform"
             )
         return super().__add__(other)

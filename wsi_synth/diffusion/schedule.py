@@ -27,10 +27,22 @@ def add_noise(x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, abar: torc
 
 def ddim_timesteps(num_train_timesteps: int, steps: int) -> list[int]:
     """Decreasing timesteps ending at 0 (the reference code stops one step early)."""
-    return sorted({round(i * (num_train_timesteps - 1) / (steps - 1)) for i in range(steps)}, reverse=True) if steps > 1 else [num_train_timesteps - 1]
+    return (
+        sorted({round(i * (num_train_timesteps - 1) / (steps - 1)) for i in range(steps)}, reverse=True)
+        if steps > 1
+        else [num_train_timesteps - 1]
+    )
 
 
-def ddim_step(x: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, *, eta: float = 0.0, noise: torch.Tensor | None = None) -> torch.Tensor:
+def ddim_step(
+    x: torch.Tensor,
+    eps: torch.Tensor,
+    abar_t: torch.Tensor,
+    abar_prev: torch.Tensor,
+    *,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
     """One DDIM update x_t → x_prev given ε̂; `abar_*` broadcast against x (so pixels may sit at different t)."""
     x0 = (x - (1 - abar_t).sqrt() * eps) / abar_t.sqrt()
     sigma = eta * ((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev)).clamp(min=0).sqrt()

@@ -32,12 +32,16 @@ class TorchScriptFeatures:
 
     comparable = True
 
-    def __init__(self, path: str | Path, *, name: str | None = None, device: str = "cpu", input_range: str = "uint8") -> None:
+    def __init__(
+        self, path: str | Path, *, name: str | None = None, device: str = "cpu", input_range: str = "uint8"
+    ) -> None:
         import torch
 
         path = Path(path)
         if not path.is_file():
-            raise BadArgumentError(f"--features {path}: file not found (a TorchScript network, e.g. inception-2015-12-05.pt)")
+            raise BadArgumentError(
+                f"--features {path}: file not found (a TorchScript network, e.g. inception-2015-12-05.pt)"
+            )
         try:
             self.model = torch.jit.load(str(path), map_location=device).eval()
         except (RuntimeError, ValueError) as exc:
@@ -103,7 +107,9 @@ class RandomFeatures:
         return torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3))], dim=1).cpu().numpy()
 
 
-def load_extractor(spec: str | None, *, name: str | None = None, device: str = "cpu", input_range: str = "uint8") -> FeatureExtractor:
+def load_extractor(
+    spec: str | None, *, name: str | None = None, device: str = "cpu", input_range: str = "uint8"
+) -> FeatureExtractor:
     """`None`/`offline` → RandomFeatures; a path → TorchScriptFeatures."""
     from wsi_synth.devices import check_device
 

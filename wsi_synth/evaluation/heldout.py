@@ -38,7 +38,9 @@ def export_split(
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     dataset = TileDataset(data, split=split, kinds=tuple(kinds))
-    rows = [i for i, (_, source, _) in enumerate(dataset.items) if source_prefix is None or source.startswith(source_prefix)]
+    rows = [
+        i for i, (_, source, _) in enumerate(dataset.items) if source_prefix is None or source.startswith(source_prefix)
+    ]
     if limit is not None:
         rows = sorted(rows[int(k)] for k in np.random.default_rng(seed).permutation(len(rows))[:limit])
     for n, i in enumerate(rows):
@@ -55,7 +57,10 @@ def measure(real: str | Path, synthetic: str | Path, report: str | Path, *, slid
     if slide_tile is not None:
         settings["tile"] = slide_tile
     doc = evaluate(real, synthetic, report, **settings)
-    return {**{k: doc["metrics"][k] for k in ("precision", "recall", "fid") if k in doc["metrics"]}, "tiles": doc["inputs"]["synthetic"]["tiles"]}
+    return {
+        **{k: doc["metrics"][k] for k in ("precision", "recall", "fid") if k in doc["metrics"]},
+        "tiles": doc["inputs"]["synthetic"]["tiles"],
+    }
 
 
 def over_yardstick(metrics: dict, yardstick: dict) -> dict:
@@ -65,7 +70,15 @@ def over_yardstick(metrics: dict, yardstick: dict) -> dict:
 
 
 def tiles_quality(
-    model: str | Path, count: int, real: str | Path, yardstick: dict, work: str | Path, name: str, *, subtype: str = "adenocarcinoma", **settings: Any
+    model: str | Path,
+    count: int,
+    real: str | Path,
+    yardstick: dict,
+    work: str | Path,
+    name: str,
+    *,
+    subtype: str = "adenocarcinoma",
+    **settings: Any,
 ) -> dict:
     """`count` generated tiles of the model's tile size (`generate --count`, `settings` as `generate` takes them)
     against the held-out `real` tiles; with the image stage's denoiser evaluations per crop."""
@@ -76,11 +89,21 @@ def tiles_quality(
     generate(model, tiles, count=count, size=TILE, subtype=subtype, **{"batch_size": 64, **settings})
     record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
     metrics = measure(real, tiles / "images", Path(work) / f"report-{name}")
-    return {"image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3), **over_yardstick(metrics, yardstick)}
+    return {
+        "image_evaluations_per_crop": round(record["evaluations"] / record["crops"], 3),
+        **over_yardstick(metrics, yardstick),
+    }
 
 
 def slides_quality(
-    model: str | Path, size: int, seeds: Sequence[int], real: str | Path, yardstick: dict, work: str | Path, *, subtypes: Sequence[str] | None = None
+    model: str | Path,
+    size: int,
+    seeds: Sequence[int],
+    real: str | Path,
+    yardstick: dict,
+    work: str | Path,
+    *,
+    subtypes: Sequence[str] | None = None,
 ) -> dict:
     """One `size`² slide per subtype and seed (default settings), cut into the model's tiles at level 0, against the
     held-out `real` tiles: all slides together (`all`) and each subtype's alone."""

@@ -39,7 +39,15 @@ class TileSource:
         return sum(_grid_count(p, self.tile) for p in self.items)
 
 
-def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile: int = 512, split: str | None = None, max_tiles: int | None = None) -> TileSource:
+def open_source(
+    path: str | Path,
+    *,
+    size: int = 256,
+    mode: str = "tiled",
+    tile: int = 512,
+    split: str | None = None,
+    max_tiles: int | None = None,
+) -> TileSource:
     """Decide what `path` is and list its tiles (lazily for slides)."""
     path = Path(path)
     if mode not in ("tiled", "resized"):
@@ -50,9 +58,16 @@ def open_source(path: str | Path, *, size: int = 256, mode: str = "tiled", tile:
         return TileSource(path, "dataset", _dataset_items(path, split, max_tiles), size, mode, tile)
     if _is_zarr_image(path):
         return TileSource(path, "slides", (path,), size, mode, tile)
-    if path.is_dir() and (path / "images").is_dir() and (path / "manifest.csv").is_file():  # a `generate --count` folder
+    # a `generate --count` folder
+    if path.is_dir() and (path / "images").is_dir() and (path / "manifest.csv").is_file():
         path = path / "images"
-    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES or _is_zarr_image(p))
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(
+            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES or _is_zarr_image(p)
+        )
+    )
     if not files:
         raise BadArgumentError(f"{path}: no images, slides or dataset.json found")
     if all(_is_slide(p, tile) for p in files):
@@ -124,7 +139,8 @@ def _open_any(path: Path):
 
 
 def _is_slide(path: Path, tile: int) -> bool:
-    """A file counts as a slide when it is a slide format, a tiled TIFF, an OME-Zarr image, or more than two tiles across."""
+    """A file counts as a slide when it is a slide format, a tiled TIFF, an OME-Zarr image, or more than two tiles
+    across."""
     if _is_zarr_image(path) or path.suffix.lower() in SLIDE_SUFFIXES - {".tif", ".tiff"}:
         return True
     try:
@@ -133,7 +149,9 @@ def _is_slide(path: Path, tile: int) -> bool:
         if path.suffix.lower() in (".tif", ".tiff"):
             with tifffile.TiffFile(path) as tf:
                 first = tf.pages[0]
-                return isinstance(first, tifffile.TiffPage) and (bool(first.is_tiled) or max(first.shape[:2]) > 2 * tile)
+                return isinstance(first, tifffile.TiffPage) and (
+                    bool(first.is_tiled) or max(first.shape[:2]) > 2 * tile
+                )
         with Image.open(path) as im:
             return max(im.size) > 2 * tile
     except Exception:  # unreadable here: read as an image, whose reader says what is wrong
@@ -143,7 +161,11 @@ def _is_slide(path: Path, tile: int) -> bool:
 def _dataset_items(path: Path, split: str | None, max_tiles: int | None) -> tuple:
     from wsi_synth.data import open_dataset
 
-    rows = [r for r in open_dataset(path).manifest() if r["kind"] in ("labelled", "unlabelled") and (split is None or r["split"] == split)]
+    rows = [
+        r
+        for r in open_dataset(path).manifest()
+        if r["kind"] in ("labelled", "unlabelled") and (split is None or r["split"] == split)
+    ]
     if not rows:
         raise BadArgumentError(f"{path}: no tiles{f' in split {split!r}' if split else ''}")
     items = tuple((r["source"], f"{r['kind']}/images", int(r["index"])) for r in rows)

@@ -13,11 +13,20 @@ import numpy as np
 BLOCK = 1024
 
 
-def _blocked_min(queries: np.ndarray, refs: np.ndarray, fn: Callable[[np.ndarray, int], np.ndarray], *, progress: Callable[[int], None] | None = None) -> np.ndarray:
+def _blocked_min(
+    queries: np.ndarray,
+    refs: np.ndarray,
+    fn: Callable[[np.ndarray, int], np.ndarray],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Apply `fn(d, start)` to each block of the query × reference distance matrix; concatenate results."""
     import torch
 
-    q, r = torch.from_numpy(np.ascontiguousarray(queries, np.float32)), torch.from_numpy(np.ascontiguousarray(refs, np.float32))
+    q, r = (
+        torch.from_numpy(np.ascontiguousarray(queries, np.float32)),
+        torch.from_numpy(np.ascontiguousarray(refs, np.float32)),
+    )
     out = []
     for start in range(0, len(q), BLOCK):
         d = torch.cdist(q[start : start + BLOCK], r).numpy()
@@ -105,7 +114,15 @@ def cells_for(n_test: int, n_fake: int, *, min_per_cell: int = 20, most: int = 2
     return max(1, min(most, min(n_test, n_fake) // (3 * min_per_cell)))
 
 
-def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells: int | None = None, min_per_cell: int = 20, seed: int = 0) -> dict:
+def data_copying(
+    train: np.ndarray,
+    test: np.ndarray,
+    fake: np.ndarray,
+    *,
+    cells: int | None = None,
+    min_per_cell: int = 20,
+    seed: int = 0,
+) -> dict:
     """C_T (Meehan et al. 2020): per k-means cell of the training features, a Mann-Whitney U z-score of the
     distances to the nearest training sample, synthetic vs held-out real; averaged over cells with at least
     `min_per_cell` samples of each, weighted by the cell's share of held-out samples.
@@ -124,7 +141,8 @@ def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells
             "cells_used": 0,
             "cells": 0,
             "cells_chosen": chosen,
-            "note": f"C_T needs at least {min_per_cell} held-out and {min_per_cell} synthetic tiles (--min-per-cell), got {len(test)} and {len(fake)}",
+            "note": f"C_T needs at least {min_per_cell} held-out and {min_per_cell} synthetic tiles (--min-per-cell), "
+            f"got {len(test)} and {len(fake)}",
         }
     centroids, _ = kmeans2(train.astype(np.float64), min(cells, len(train)), minit="++", seed=seed)
     cell_of = lambda x: nearest(x, centroids.astype(np.float32))[0]  # noqa: E731
@@ -147,7 +165,12 @@ def data_copying(train: np.ndarray, test: np.ndarray, fake: np.ndarray, *, cells
             "note": f"no cell had {min_per_cell}+ samples of each set: pass fewer --cells",
         }
     w = np.array(weights)
-    return {"c_t": float(np.dot(w / w.sum(), z_scores)), "cells_used": used, "cells": len(centroids), "cells_chosen": chosen}
+    return {
+        "c_t": float(np.dot(w / w.sum(), z_scores)),
+        "cells_used": used,
+        "cells": len(centroids),
+        "cells_chosen": chosen,
+    }
 
 
 def _mann_whitney_z(q: np.ndarray, p: np.ndarray) -> float:
@@ -178,7 +201,11 @@ def seam_score(image: np.ndarray, period: int, *, offset: int = 0) -> dict:
             continue
         ratios.append(profile[boundary].mean() / max(profile[~boundary].mean(), 1e-9))
         peaks.append(_spectral_peak(profile, period))
-    return {"period": period, "boundary_energy_ratio": float(np.mean(ratios)) if ratios else None, "spectral_peak_ratio": float(np.mean(peaks)) if peaks else None}
+    return {
+        "period": period,
+        "boundary_energy_ratio": float(np.mean(ratios)) if ratios else None,
+        "spectral_peak_ratio": float(np.mean(peaks)) if peaks else None,
+    }
 
 
 def boundary_gradient_energy(image: np.ndarray, inside: np.ndarray, *, ring: int = 8) -> float:

@@ -18,7 +18,10 @@ from wsi_synth.io.atomic import output_set
 def write_report(out: Path, report: dict, *, gallery: list, histogram: dict, overwrite: bool) -> None:
     """Both files under temporary names, renamed into place together (never a new JSON beside an old page)."""
     out.mkdir(parents=True, exist_ok=True)
-    texts = {out / "report.json": json.dumps(report, indent=2), out / "report.html": render_html(report, gallery, histogram)}
+    texts = {
+        out / "report.json": json.dumps(report, indent=2),
+        out / "report.html": render_html(report, gallery, histogram),
+    }
     with output_set(list(texts), overwrite=overwrite) as temps:
         for tmp, text in zip(temps, texts.values(), strict=True):
             with open(tmp, "w", encoding="utf-8") as fh:
@@ -48,7 +51,8 @@ def _histogram_svg(series: dict, width: int = 560, height: int = 200, bins: int 
         for i, d in enumerate(density):
             h = height * d / top
             parts.append(
-                f'<rect x="{i * bar_w:.1f}" y="{height - h:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" fill="{colours.get(name, "#777")}" fill-opacity="0.5"/>'
+                f'<rect x="{i * bar_w:.1f}" y="{height - h:.1f}" width="{bar_w - 1:.1f}" height="{h:.1f}" '
+                f'fill="{colours.get(name, "#777")}" fill-opacity="0.5"/>'
             )
     parts.append(f'<text x="0" y="{height + 20}" font-size="12">{edges[0]:.3g}</text>')
     parts.append(f'<text x="{width - 60}" y="{height + 20}" font-size="12">{edges[-1]:.3g}</text>')
@@ -71,15 +75,25 @@ def render_html(report: dict, gallery: list, histogram: dict) -> str:
         if fx["comparable_with_published"]
         else (
             "<p class=warn>Features from the offline default extractor: compare these numbers only with each other, "
-            "never with published FID or precision/recall. Pass --features inception-2015-12-05.pt (or vgg16.pt) for those.</p>"
+            "never with published FID or precision/recall. Pass --features inception-2015-12-05.pt (or vgg16.pt) for "
+            "those.</p>"
         )
     )
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report["metrics"].items())
-    inputs = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v['path'])} — {v['tiles']} tiles ({v['kind']})</td></tr>" for k, v in report["inputs"].items())
-    cells = "".join(f'<figure><img src="{_png(s)}"><img src="{_png(t)}"><figcaption>d = {d:.3g}</figcaption></figure>' for s, t, d in gallery)
+    rows = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report["metrics"].items()
+    )
+    inputs = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v['path'])} — {v['tiles']} tiles ({v['kind']})</td></tr>"
+        for k, v in report["inputs"].items()
+    )
+    cells = "".join(
+        f'<figure><img src="{_png(s)}"><img src="{_png(t)}"><figcaption>d = {d:.3g}</figcaption></figure>'
+        for s, t, d in gallery
+    )
     gallery_html = (
         (
-            f"<h2>Nearest training tile of each synthetic tile</h2><p>Left: synthetic; right: its nearest training tile in "
+            "<h2>Nearest training tile of each synthetic tile</h2><p>Left: synthetic; right: its nearest training "
+            "tile in "
             f"feature space. Near-identical pairs would mean copying.</p><div class=gallery>{cells}</div>"
         )
         if gallery
@@ -87,14 +101,17 @@ def render_html(report: dict, gallery: list, histogram: dict) -> str:
     )
     plot = (
         (
-            f"<h2>Distance to the nearest training tile</h2><p>Synthetic tiles should sit no closer to the training set than "
+            "<h2>Distance to the nearest training tile</h2><p>Synthetic tiles should sit no closer to the training "
+            "set than "
             f"held-out real tiles do.</p>{_histogram_svg(histogram)}"
         )
         if histogram
         else ""
     )
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>wsi-synth evaluation</title><style>
-body{{font-family:sans-serif;max-width:980px;margin:2em auto}} table{{border-collapse:collapse}} th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}}
-.warn{{background:#fff3cd;padding:8px}} .gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}} img{{width:96px;height:96px}}
-</style></head><body><h1>wsi-synth evaluation</h1><p>Feature extractor: <b>{html.escape(fx["name"])}</b> ({fx["dim"]}-d)</p>{warning}
+body{{font-family:sans-serif;max-width:980px;margin:2em auto}} table{{border-collapse:collapse}}
+th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .warn{{background:#fff3cd;padding:8px}}
+.gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}} img{{width:96px;height:96px}}
+</style></head><body><h1>wsi-synth evaluation</h1>
+<p>Feature extractor: <b>{html.escape(fx["name"])}</b> ({fx["dim"]}-d)</p>{warning}
 <h2>Inputs</h2><table>{inputs}</table><h2>Metrics</h2><table>{rows}</table>{plot}{gallery_html}</body></html>"""

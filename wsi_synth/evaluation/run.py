@@ -43,7 +43,9 @@ class Embedded:
     thumbs: np.ndarray
 
 
-def embed(source: TileSource, extractor: FeatureExtractor, config: EvaluateConfig, *, label: str, progress: bool) -> Embedded:
+def embed(
+    source: TileSource, extractor: FeatureExtractor, config: EvaluateConfig, *, label: str, progress: bool
+) -> Embedded:
     """Features of every tile (batched, bounded memory) and a small thumbnail of each for the gallery."""
     from tqdm import tqdm
 
@@ -52,7 +54,9 @@ def embed(source: TileSource, extractor: FeatureExtractor, config: EvaluateConfi
     with tqdm(total=total, desc=f"features: {label}", unit="tile", disable=not progress, leave=False) as bar:
         for batch in iter_batches(source, batch=config.batch_size, max_tiles=config.max_tiles):
             features.append(extractor(batch).astype(np.float32))
-            thumbs.append(batch[:, :: max(1, batch.shape[1] // THUMB), :: max(1, batch.shape[2] // THUMB)][:, :THUMB, :THUMB])
+            thumbs.append(
+                batch[:, :: max(1, batch.shape[1] // THUMB), :: max(1, batch.shape[2] // THUMB)][:, :THUMB, :THUMB]
+            )
             bar.update(len(batch))
     if not features:
         raise BadArgumentError(f"{source.path}: no tiles to evaluate")
@@ -79,11 +83,17 @@ def evaluate(
     for name in ("report.json", "report.html"):
         check_output(out / name, overwrite=overwrite) if out.is_dir() else None
     sources = {
-        "real": open_source(real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles),
-        "synthetic": open_source(synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles),
+        "real": open_source(
+            real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles
+        ),
+        "synthetic": open_source(
+            synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles
+        ),
     }
     if train is not None:
-        sources["train"] = open_source(train, size=config.size, mode=config.mode, tile=config.tile, split="train", max_tiles=config.max_tiles)
+        sources["train"] = open_source(
+            train, size=config.size, mode=config.mode, tile=config.tile, split="train", max_tiles=config.max_tiles
+        )
     counts = {label: min(len(s), config.max_tiles or len(s)) for label, s in sources.items() if label != "train"}
     if config.k >= min(counts.values()):
         raise BadArgumentError(
@@ -107,23 +117,40 @@ def evaluate(
     if "train" in embedded:
         train_f = embedded["train"].features
         result["authenticity"] = metrics.authenticity(train_f, fake_f)
-        result["copying"] = metrics.data_copying(train_f, real_f, fake_f, cells=config.cells, min_per_cell=config.min_per_cell, seed=config.seed)
+        result["copying"] = metrics.data_copying(
+            train_f, real_f, fake_f, cells=config.cells, min_per_cell=config.min_per_cell, seed=config.seed
+        )
         index, distance = metrics.nearest(fake_f, train_f)
-        result["nn_distance"] = {"synthetic_to_train": _summary(distance), "real_to_train": _summary(metrics.nearest(real_f, train_f)[1])}
+        result["nn_distance"] = {
+            "synthetic_to_train": _summary(distance),
+            "real_to_train": _summary(metrics.nearest(real_f, train_f)[1]),
+        }
         histogram = {"synthetic": distance, "real": metrics.nearest(real_f, train_f)[1]}
         for i in range(min(config.gallery, len(fake_f))):
             gallery.append((embedded["synthetic"].thumbs[i], embedded["train"].thumbs[index[i]], float(distance[i])))
     else:
         histogram = {}
     if config.seam_period and sources["synthetic"].kind == "slides":
-        result["seams"] = [{"slide": p.name, **metrics.seam_score(read_centre(p, 16 * config.seam_period), config.seam_period)} for p in sources["synthetic"].items]
+        result["seams"] = [
+            {"slide": p.name, **metrics.seam_score(read_centre(p, 16 * config.seam_period), config.seam_period)}
+            for p in sources["synthetic"].items
+        ]
     timings["metrics_s"] = round(time.perf_counter() - t, 2)
     report = {
         "inputs": {
-            label: {"path": str(s.path), "kind": s.kind, "tiles": len(embedded[label].features), "mode": s.mode if s.kind == "slides" else None}
+            label: {
+                "path": str(s.path),
+                "kind": s.kind,
+                "tiles": len(embedded[label].features),
+                "mode": s.mode if s.kind == "slides" else None,
+            }
             for label, s in sources.items()
         },
-        "feature_extractor": {"name": extractor.name, "comparable_with_published": extractor.comparable, "dim": int(real_f.shape[1])},
+        "feature_extractor": {
+            "name": extractor.name,
+            "comparable_with_published": extractor.comparable,
+            "dim": int(real_f.shape[1]),
+        },
         "metrics": result,
         "config": asdict(config),
         "timings": timings,

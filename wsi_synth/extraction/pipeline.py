@@ -62,9 +62,19 @@ class ExtractConfig:
 
     def validate(self) -> None:
         checks = [
-            ("--tile", self.tile_size, self.tile_size >= 16 and self.tile_size % 8 == 0, "a multiple of 8, at least 16"),
+            (
+                "--tile",
+                self.tile_size,
+                self.tile_size >= 16 and self.tile_size % 8 == 0,
+                "a multiple of 8, at least 16",
+            ),
             ("--mpp", self.mpp, math.isfinite(self.mpp) and self.mpp > 0, "a positive finite number of µm per pixel"),
-            ("--slide-mpp", self.slide_mpp, self.slide_mpp is None or (math.isfinite(self.slide_mpp) and self.slide_mpp > 0), "positive and finite"),
+            (
+                "--slide-mpp",
+                self.slide_mpp,
+                self.slide_mpp is None or (math.isfinite(self.slide_mpp) and self.slide_mpp > 0),
+                "positive and finite",
+            ),
             ("--min-annotated", self.min_annotated, 0 < self.min_annotated <= 1, "in (0, 1]"),
             ("--min-tissue", self.min_tissue, 0 <= self.min_tissue <= 1, "in [0, 1]"),
             ("--unlabelled-per-slide", self.unlabelled_per_slide, self.unlabelled_per_slide >= 0, "0 or more"),
@@ -107,28 +117,50 @@ class ExtractSummary:
 
 
 def extract(
-    slides_path: str | Path, annotations_path: str | Path, out: str | Path, config: ExtractConfig = ExtractConfig(), *, overwrite: bool = False, progress: bool = True
+    slides_path: str | Path,
+    annotations_path: str | Path,
+    out: str | Path,
+    config: ExtractConfig = ExtractConfig(),
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
 ) -> ExtractSummary:
     """Extract a training dataset from annotated slides into `out` (created, or resumed if it exists)."""
     config.validate()
-    inputs = [slides_path, annotations_path, config.subtypes_csv, config.classes if isinstance(config.classes, str) and Path(config.classes).exists() else None]
+    inputs = [
+        slides_path,
+        annotations_path,
+        config.subtypes_csv,
+        config.classes if isinstance(config.classes, str) and Path(config.classes).exists() else None,
+    ]
     check_apart(out, inputs)
     slides = [open_slide(p, mpp=config.slide_mpp) for p in find_slides(slides_path)]
     try:
-        return _extract_open(slides, annotations_path, Path(out), config, inputs, overwrite=overwrite, progress=progress)
+        return _extract_open(
+            slides, annotations_path, Path(out), config, inputs, overwrite=overwrite, progress=progress
+        )
     finally:
         for s in slides:
             s.close()
 
 
 def _extract_open(
-    slides: list[Slide], annotations_path: str | Path, out: Path, config: ExtractConfig, inputs: list, *, overwrite: bool, progress: bool
+    slides: list[Slide],
+    annotations_path: str | Path,
+    out: Path,
+    config: ExtractConfig,
+    inputs: list,
+    *,
+    overwrite: bool,
+    progress: bool,
 ) -> ExtractSummary:
     matched = match_annotations([s.path for s in slides], annotations_path)
     all_sets = [a for sets in matched.values() for a in sets]
     names, colors = names_and_colors(all_sets)
     class_map = load_class_map(config.classes, found_names=names, found_colors=colors, unmapped=config.unmapped)
-    summary = ExtractSummary(str(out), unclassified_ignored=sum(s.unclassified for s in all_sets), repaired=sum(s.repaired for s in all_sets))
+    summary = ExtractSummary(
+        str(out), unclassified_ignored=sum(s.unclassified for s in all_sets), repaired=sum(s.repaired for s in all_sets)
+    )
     subtypes = _subtypes([s.path for s in slides], config)
     per_slide: dict[str, tuple[Slide, list[tuple[int, Annotation]]]] = {}
     for slide in slides:
@@ -143,8 +175,12 @@ def _extract_open(
                 mapped.append((cid, a))
         per_slide[slide.name] = (slide, mapped)
     splits = assign_splits({k: {c for c, _ in v[1]} for k, v in per_slide.items()}, config.test_fraction, config.seed)
-    spec = DatasetSpec(config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size)
-    with writing_dataset(out, spec, overwrite=overwrite, settings={"extract": asdict(config)}, inputs=inputs) as dataset:
+    spec = DatasetSpec(
+        config.tile_size, config.mpp, tuple(class_map.to_json()), config.region_size, config.region_mask_size
+    )
+    with writing_dataset(
+        out, spec, overwrite=overwrite, settings={"extract": asdict(config)}, inputs=inputs
+    ) as dataset:
         if config.workers > 1:
             _start_forkserver()  # its imports then overlap hashing and planning
         from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +191,9 @@ def _extract_open(
                 if digest is None:
                     summary.slides_skipped.append(name)
                     continue
-                plan = _plan_slide(slide, digest, subtypes[slide.path], _existing_split(dataset, name) or splits[name], mapped, config)
+                plan = _plan_slide(
+                    slide, digest, subtypes[slide.path], _existing_split(dataset, name) or splits[name], mapped, config
+                )
                 summary.slides_done.append(_extract_slide(dataset, plan, class_map, config, progress=progress))
     return summary
 
@@ -171,10 +209,17 @@ def check_fits(slide: Slide, config: ExtractConfig) -> None:
     if upsampling > MAX_UPSAMPLING:
         raise BadArgumentError(
             f"--mpp {config.mpp:g} is {upsampling:,.0f}× finer than slide {slide.name}'s own {slide.mpp:g} µm/px: "
-            f"tiles would be upsampled {upsampling:,.0f}× (at most {MAX_UPSAMPLING:g}×); use --mpp {slide.mpp:g} or coarser"
+            f"tiles would be upsampled {upsampling:,.0f}× (at most {MAX_UPSAMPLING:g}×); use --mpp {slide.mpp:g} or "
+            "coarser"
         )
     if upsampling > 1 + MPP_TOLERANCE:
-        log.warning("%s: --mpp %g is finer than the slide's own %g µm/px: tiles are upsampled %.2f×", slide.name, config.mpp, slide.mpp, upsampling)
+        log.warning(
+            "%s: --mpp %g is finer than the slide's own %g µm/px: tiles are upsampled %.2f×",
+            slide.name,
+            config.mpp,
+            slide.mpp,
+            upsampling,
+        )
     width, height = (round(d / slide.scale_for(config.mpp)) for d in slide.dimensions)
     if config.tile_size > min(width, height):
         raise BadArgumentError(
@@ -183,7 +228,8 @@ def check_fits(slide: Slide, config: ExtractConfig) -> None:
         )
     if config.region_size > min(width, height):
         log.warning(
-            "%s: --region %d px is larger than the slide (%d×%d px at %g µm/px): it gives no region masks for the mask model",
+            "%s: --region %d px is larger than the slide (%d×%d px at %g µm/px): it gives no region masks for the "
+            "mask model",
             slide.name,
             config.region_size,
             width,
@@ -200,7 +246,9 @@ def _digest_or_skip(dataset: Dataset, slide: Slide, hasher) -> Future | None:
     """
     size = slide.path.stat().st_size
     pending = hasher.submit(sha256_file, slide.path)
-    if any(s["name"] == slide.name and s.get("size") == size for s in dataset.sources) and dataset.has_source(pending.result()):
+    if any(s["name"] == slide.name and s.get("size") == size for s in dataset.sources) and dataset.has_source(
+        pending.result()
+    ):
         return None
     return pending
 
@@ -220,14 +268,23 @@ def _subtypes(slides: Sequence[Path], config: ExtractConfig) -> dict[Path, str]:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             table = {row["slide"].strip(): row["subtype"].strip() for row in csv.DictReader(fh)}
     except (OSError, KeyError, AttributeError, UnicodeDecodeError, csv.Error) as exc:
-        raise BadArgumentError(f"--subtypes {path}: needs a UTF-8 CSV with columns 'slide,subtype' ({type(exc).__name__}: {exc})") from exc
+        raise BadArgumentError(
+            f"--subtypes {path}: needs a UTF-8 CSV with columns 'slide,subtype' ({type(exc).__name__}: {exc})"
+        ) from exc
     missing = [s.name for s in slides if s.name not in table and s.stem not in table]
     if missing:
         raise BadArgumentError(f"--subtypes {path} has no row for: {', '.join(missing)}")
     return {s: table.get(s.name) or table[s.stem] for s in slides}
 
 
-def _plan_slide(slide: Slide, digest: Future, subtype: str | None, split: str, mapped: list[tuple[int, Annotation]], config: ExtractConfig) -> SlidePlan:
+def _plan_slide(
+    slide: Slide,
+    digest: Future,
+    subtype: str | None,
+    split: str,
+    mapped: list[tuple[int, Annotation]],
+    config: ExtractConfig,
+) -> SlidePlan:
     scale = slide.scale_for(config.mpp)
     geoms = ClassGeometries.build([(cid, a.geometry) for cid, a in mapped])
     plan = SlidePlan(slide, digest, subtype, split, geoms, config.tile_size * scale, config.region_size * scale)
@@ -248,7 +305,9 @@ def _plan_slide(slide: Slide, digest: Future, subtype: str | None, split: str, m
 
 def _grid(l0_size: tuple[int, int], l0_step: float) -> list[tuple[int, int]]:
     w, h = l0_size
-    return [(round(i * l0_step), round(j * l0_step)) for j in range(int(h // l0_step)) for i in range(int(w // l0_step))]
+    return [
+        (round(i * l0_step), round(j * l0_step)) for j in range(int(h // l0_step)) for i in range(int(w // l0_step))
+    ]
 
 
 def _boxes(corners: Sequence[tuple[int, int]], l0_size: float) -> np.ndarray:
@@ -256,12 +315,20 @@ def _boxes(corners: Sequence[tuple[int, int]], l0_size: float) -> np.ndarray:
     return np.concatenate([xy, xy + l0_size], axis=1)
 
 
-def _extract_slide(dataset: Dataset, plan: SlidePlan, class_map: ClassMap, config: ExtractConfig, *, progress: bool) -> dict:
+def _extract_slide(
+    dataset: Dataset, plan: SlidePlan, class_map: ClassMap, config: ExtractConfig, *, progress: bool
+) -> dict:
     from tqdm import tqdm
 
     slide = plan.slide
     source_id = f"{slide.name}-{uuid.uuid4().hex[:8]}"  # working id: the sha256 is still being computed
-    writer = SourceWriter(dataset, source_id, n_labelled=len(plan.labelled), n_unlabelled=len(plan.unlabelled), n_regions=len(plan.regions))
+    writer = SourceWriter(
+        dataset,
+        source_id,
+        n_labelled=len(plan.labelled),
+        n_unlabelled=len(plan.unlabelled),
+        n_regions=len(plan.regions),
+    )
     level = slide.handle.get_best_level_for_downsample(slide.scale_for(config.mpp))  # type: ignore[attr-defined]
     job = SlideJob(
         str(slide.path),
@@ -271,11 +338,17 @@ def _extract_slide(dataset: Dataset, plan: SlidePlan, class_map: ClassMap, confi
         plan.l0_tile,
         plan.l0_region,
         config.region_mask_size,
-        tuple((cid, shapely.to_wkb(g)) for cid, g in zip(plan.geometries.class_ids, plan.geometries.parts, strict=True)),
+        tuple(
+            (cid, shapely.to_wkb(g)) for cid, g in zip(plan.geometries.class_ids, plan.geometries.parts, strict=True)
+        ),
         tuple(class_map.names),
         writer.tiles,
     )
-    tasks = [(kind, i, xy) for kind, items in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled), ("regions", plan.regions)) for i, xy in enumerate(items)]
+    tasks = [
+        (kind, i, xy)
+        for kind, items in (("labelled", plan.labelled), ("unlabelled", plan.unlabelled), ("regions", plan.regions))
+        for i, xy in enumerate(items)
+    ]
     rows: list[dict] = []
     try:
         with tqdm(total=len(tasks), desc=slide.name, unit="tile", disable=not progress, leave=False) as bar:

@@ -44,11 +44,15 @@ class ClassGeometries:
         """Fraction of each `(x0, y0, x1, y1)` box covered by any class."""
         boxes = shapely.box(l0_boxes[:, 0], l0_boxes[:, 1], l0_boxes[:, 2], l0_boxes[:, 3])
         hits = np.zeros(len(boxes))
-        candidates = np.unique(self.tree.query(boxes, predicate="intersects")[0]) if len(self.parts) else np.empty(0, np.intp)
+        candidates = (
+            np.unique(self.tree.query(boxes, predicate="intersects")[0]) if len(self.parts) else np.empty(0, np.intp)
+        )
         if len(candidates):
             prepared = self.annotated
             shapely.prepare(prepared)
-            hits[candidates] = shapely.area(shapely.intersection(prepared, boxes[candidates])) / shapely.area(boxes[candidates])
+            hits[candidates] = shapely.area(shapely.intersection(prepared, boxes[candidates])) / shapely.area(
+                boxes[candidates]
+            )
         return hits
 
     def rasterize(self, l0_xy: tuple[float, float], l0_px: float, size: int | tuple[int, int]) -> np.ndarray:
@@ -74,12 +78,15 @@ class ClassGeometries:
                 shapes.append((clipped, int(self.class_ids[i])))
         if not shapes:
             return np.zeros((height, width), np.uint8)
-        return rasterize(shapes, out_shape=(height, width), transform=Affine(l0_px, 0, x0, 0, l0_px, y0), fill=0, dtype="uint8")
+        return rasterize(
+            shapes, out_shape=(height, width), transform=Affine(l0_px, 0, x0, 0, l0_px, y0), fill=0, dtype="uint8"
+        )
 
 
 def class_fractions(mask: np.ndarray, names: Sequence[str]) -> dict[str, float]:
     """Fraction of the mask's pixels in each class present (rounded; for the manifest)."""
     from PIL import Image
 
-    counts = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).histogram()  # C; np.bincount widens to int64 first
+    # C; np.bincount widens to int64 first
+    counts = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8)).histogram()
     return {names[i]: round(c / mask.size, 4) for i, c in enumerate(counts[: len(names)]) if c}

@@ -35,20 +35,25 @@ class Cluster:
         try:
             from distributed import Client, LocalCluster
         except ImportError as exc:
-            raise BadArgumentError("--workers/--scheduler need dask.distributed: pip install 'wsi-synth[distributed]'") from exc
+            raise BadArgumentError(
+                "--workers/--scheduler need dask.distributed: pip install 'wsi-synth[distributed]'"
+            ) from exc
         if self.scheduler:
             probe(self.scheduler)
             try:
                 self.client = Client(self.scheduler, timeout=f"{CONNECT_TIMEOUT_S}s")
             except (OSError, TimeoutError, ValueError) as exc:
                 raise BadArgumentError(
-                    f"--scheduler {self.scheduler}: cannot connect ({str(exc).splitlines()[0]}); start it with `dask scheduler`, or drop --scheduler"
+                    f"--scheduler {self.scheduler}: cannot connect ({str(exc).splitlines()[0]}); start it with `dask "
+                    "scheduler`, or drop --scheduler"
                 ) from exc
         else:
             # each worker process gets its share of the cores: N processes of one-per-core torch threads oversubscribe
             per_worker = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
             env = {"OMP_NUM_THREADS": str(per_worker), "MKL_NUM_THREADS": str(per_worker)}
-            self.local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env)
+            self.local = LocalCluster(
+                n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None, env=env
+            )
             self.client = Client(self.local)
         return self.client
 
@@ -76,18 +81,27 @@ def probe(address: str) -> None:
     final; dask's client would retry it for its whole timeout)."""
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
     if parts.scheme not in ("tcp", "tls") or not parts.hostname or parts.port is None:
-        raise BadArgumentError(f"--scheduler {address}: not a scheduler address; give it as tcp://HOST:PORT (what `dask scheduler` prints)")
+        raise BadArgumentError(
+            f"--scheduler {address}: not a scheduler address; give it as tcp://HOST:PORT (what `dask scheduler` prints)"
+        )
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=CONNECT_TIMEOUT_S):
             pass
     except ConnectionRefusedError:
-        raise BadArgumentError(f"--scheduler {address}: nothing listens there (connection refused); start it with `dask scheduler`, or drop --scheduler") from None
+        raise BadArgumentError(
+            f"--scheduler {address}: nothing listens there (connection refused); start it with `dask scheduler`, or "
+            "drop --scheduler"
+        ) from None
     except OSError as exc:
-        raise BadArgumentError(f"--scheduler {address}: cannot connect ({exc.strerror or type(exc).__name__}); check the address, or drop --scheduler") from None
+        raise BadArgumentError(
+            f"--scheduler {address}: cannot connect ({exc.strerror or type(exc).__name__}); check the address, or drop "
+            "--scheduler"
+        ) from None
 
 
 def cluster_lost(exc: BaseException) -> bool:
-    """Whether `exc` says the cluster itself went away (not an error raised inside a task, which dask re-raises as is)."""
+    """Whether `exc` says the cluster itself went away (not an error raised inside a task, which dask re-raises as
+    is)."""
     if isinstance(exc, WsiSynthError):
         return False
     lost = {"CancelledError", "FutureCancelledError", "CommClosedError", "StreamClosedError"}

@@ -43,12 +43,15 @@ class GenerateConfig:
     save_every: int = _G["save_every"].default
     max_memory_gb: float = _G["max_memory"].default  # canvases larger than this live in a zarr work store
     workers: int = _G["workers"].default  # > 1: a local dask.distributed cluster of this many worker processes
-    threads: int = _G["threads"].default  # torch threads of this process (0: one per core); local workers get cores / workers
+    # torch threads of this process (0: one per core); local workers get cores / workers
+    threads: int = _G["threads"].default
     scheduler: str | None = None  # tcp://HOST:PORT of a running dask.distributed scheduler
     min_region: int = 3  # mask-canvas px: regions thinner than this are removed (the paper's min-pooling)
     mask_sigma: float = 1.0  # mask-canvas px: the sampled one-hot is smoothed by this Gaussian before the argmax
-    boundary_roughness: float = _G["boundary_roughness"].default  # wander of class contours (generation.masks.Roughness)
-    layout_strength: float = _G["layout_strength"].default  # how far the mask stage departs from the layout (1: ignores it)
+    # wander of class contours (generation.masks.Roughness)
+    boundary_roughness: float = _G["boundary_roughness"].default
+    # how far the mask stage departs from the layout (1: ignores it)
+    layout_strength: float = _G["layout_strength"].default
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
     annotations: tuple[str, ...] = tuple(_G["annotations"].default.split(","))  # geojson (QuPath), asap (ASAP XML)
@@ -142,16 +145,21 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
         bundle.require("mask")
         if config.subtype is None:
             raise BadArgumentError(
-                f"--subtype is required (the mask stage's prompt): one of {', '.join(bundle.subtypes) or '(none)'}; or pass --mask to give the class map yourself"
+                f"--subtype is required (the mask stage's prompt): one of {', '.join(bundle.subtypes) or '(none)'}; or "
+                "pass --mask to give the class map yourself"
             )
         if config.subtype not in bundle.subtypes:
-            raise BadArgumentError(f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}")
-    _ = (bundle.latent, bundle.tile_size, bundle.region_size, bundle.region_mask_size)  # each refuses a bundle that lacks it
+            raise BadArgumentError(
+                f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}"
+            )
+    # each refuses a bundle that lacks it
+    _ = (bundle.latent, bundle.tile_size, bundle.region_size, bundle.region_mask_size)
     if not bundle.classes:
         raise BadModelError(f"model bundle {bundle.root}: model.json lists no classes: train the codec stage first")
     trained = bundle.schedule.num_train_timesteps
     if config.steps > trained:
         raise BadArgumentError(
-            f"--steps {config.steps} is more than the {trained} noise levels the model was trained on: use at most {trained} "
+            f"--steps {config.steps} is more than the {trained} noise levels the model was trained on: use at most "
+            f"{trained} "
             f"(20 DPM-Solver++ or 50 DDIM steps are enough)"
         )

@@ -30,7 +30,18 @@ def default_decode_batch(device: str) -> int:
 class DecodedImage:
     """An (H, W, 3) uint8 image produced row band by row band from a (C, h, w) latent canvas (numpy or zarr)."""
 
-    def __init__(self, codec, latents, scale: float, factor: int, crop: int, shape: tuple[int, int], device: str, *, batch: int = 4) -> None:
+    def __init__(
+        self,
+        codec,
+        latents,
+        scale: float,
+        factor: int,
+        crop: int,
+        shape: tuple[int, int],
+        device: str,
+        *,
+        batch: int = 4,
+    ) -> None:
         self.codec, self.latents, self.scale, self.factor, self.device = codec, latents, scale, factor, device
         self.batch = max(1, batch)
         _, lh, lw = latents.shape

@@ -77,7 +77,9 @@ class InpaintConfig:
         from wsi_synth.io.outputs import annotation_formats
 
         if self.class_ is not None and self.classes is not None:
-            raise BadArgumentError("pass --class (one class for every region) or --classes (a map of the regions' own classes), not both")
+            raise BadArgumentError(
+                "pass --class (one class for every region) or --classes (a map of the regions' own classes), not both"
+            )
         check_options(self, INPAINT)
         check_sampling(self)
         annotation_formats(self.annotations)
@@ -113,7 +115,10 @@ def inpaint(
         bundle.require(stage)
         bundle.check_files(stage)
     if config.steps > bundle.schedule.num_train_timesteps:
-        raise BadArgumentError(f"--steps {config.steps} is more than the {bundle.schedule.num_train_timesteps} noise levels the model was trained on")
+        raise BadArgumentError(
+            f"--steps {config.steps} is more than the {bundle.schedule.num_train_timesteps} noise levels the model was "
+            "trained on"
+        )
     paths = OutputPaths.beside(out, config.format, config.annotations)
     check_not_inputs(
         paths.touched(overwrite=overwrite),
@@ -125,10 +130,13 @@ def inpaint(
         factor = bundle.latent.factor
         if config.margin > min(slide.dimensions) / 2:
             raise BadArgumentError(
-                f"--margin {config.margin} level-0 px is more than half the slide's shorter side ({min(slide.dimensions):,} px): the blend would "
+                f"--margin {config.margin} level-0 px is more than half the slide's shorter side "
+                f"({min(slide.dimensions):,} px): the blend would "
                 "regenerate the whole slide; a margin of a few hundred px hides the seam"
             )
-        patches = plan_patches(regions, slide.dimensions, scale, factor=factor, crop_px=bundle.tile_size, margin_l0=config.margin)
+        patches = plan_patches(
+            regions, slide.dimensions, scale, factor=factor, crop_px=bundle.tile_size, margin_l0=config.margin
+        )
         check_areas(patches, regions, scale, config)
         with claim_outputs(out):
             for p in paths.all():
@@ -139,10 +147,25 @@ def inpaint(
             resumed = prepare_work(work, identity, resume=resume, overwrite=overwrite, saved=_has_patches)
             if resume and not resumed:
                 log(f"nothing to resume in {work}: starting from the beginning")
-            log(f"{len(regions)} region(s) in {len(patches)} patch(es) at {bundle.mpp:g} µm/px ({scale:.3g} level-0 px per model px)")
+            log(
+                f"{len(regions)} region(s) in {len(patches)} patch(es) at {bundle.mpp:g} µm/px ({scale:.3g} level-0 px "
+                "per model px)"
+            )
             try:
                 result = _run(
-                    model, bundle, slide, regions, patches, out, work, config, resumed=resumed, overwrite=overwrite, progress=progress, log=log, on_progress=on_progress
+                    model,
+                    bundle,
+                    slide,
+                    regions,
+                    patches,
+                    out,
+                    work,
+                    config,
+                    resumed=resumed,
+                    overwrite=overwrite,
+                    progress=progress,
+                    log=log,
+                    on_progress=on_progress,
                 )
             except KeyboardInterrupt:
                 raise
@@ -164,7 +187,10 @@ def load_regions(path: str | Path, slide, model_classes: list[dict], config: Inp
 
     loaded = load_annotations(path, keep_unclassified=config.class_ is not None)
     if not loaded.annotations:
-        raise BadAnnotationError(f"{path}: no classified regions ({loaded.unclassified} unclassified): pass --class NAME to regenerate them as NAME")
+        raise BadAnnotationError(
+            f"{path}: no classified regions ({loaded.unclassified} unclassified): pass --class NAME to regenerate them "
+            "as NAME"
+        )
     annotations = clip_to_slide(loaded.annotations, slide.dimensions, slide.name)
     by_name = {c["name"].lower(): c["id"] for c in model_classes}
     if config.class_ is not None:
@@ -172,7 +198,10 @@ def load_regions(path: str | Path, slide, model_classes: list[dict], config: Inp
         return [Region(a.geometry, target, a.name or "(unclassified)") for a in annotations]
     named = [(a, a.name) for a in annotations if a.name is not None]  # clip_to_slide keeps classified regions only
     mapping = _class_map(config.classes, [name for _, name in named])
-    return [Region(a.geometry, _model_class(mapping(name), by_name, model_classes, f"region class {name!r}"), name) for a, name in named]
+    return [
+        Region(a.geometry, _model_class(mapping(name), by_name, model_classes, f"region class {name!r}"), name)
+        for a, name in named
+    ]
 
 
 def _class_map(spec: str | None, names: list[str]):
@@ -198,7 +227,13 @@ def _model_class(name: str, by_name: dict[str, int], model_classes: list[dict], 
     key = name.strip().lower()
     for a, b in SPELLINGS:
         if key not in by_name:
-            key = key.replace(b, a) if key.replace(b, a) in by_name else key.replace(a, b) if key.replace(a, b) in by_name else key
+            key = (
+                key.replace(b, a)
+                if key.replace(b, a) in by_name
+                else key.replace(a, b)
+                if key.replace(a, b) in by_name
+                else key
+            )
     if key not in by_name:
         known = ", ".join(c["name"] for c in model_classes)
         hint = "" if what == "--class" else " (or map it with --classes, or pass --class)"
@@ -214,7 +249,8 @@ def check_areas(patches: list[Patch], regions: list[Region], scale: float, confi
         if area > config.max_area_mp:
             names = ", ".join(f"{regions[i].name} at {_l0_corner(regions[i])}" for i in patch.regions[:3])
             raise BadArgumentError(
-                f"the region(s) {names} need a {round(w * scale):,}×{round(h * scale):,} px patch ({area:.3g} megapixels with context), "
+                f"the region(s) {names} need a {round(w * scale):,}×{round(h * scale):,} px patch ({area:.3g} "
+                "megapixels with context), "
                 f"more than --max-area {config.max_area_mp:g}: split the region, or raise --max-area"
             )
 
@@ -233,7 +269,8 @@ def _check_disk(l0_size: tuple[int, int], out: Path, config: InpaintConfig) -> N
     free = shutil.disk_usage(folder).free
     if need > free:
         raise BadArgumentError(
-            f"the edited slide needs about {human_size(need)} of disk in {folder} and {human_size(free)} is free: free some space or choose another --out"
+            f"the edited slide needs about {human_size(need)} of disk in {folder} and {human_size(free)} is free: free "
+            "some space or choose another --out"
         )
 
 
@@ -276,10 +313,15 @@ def _run(
         if done is None:
             codec = codec or bundle.load_codec(device=config.device)
             task = f"inpaint patch {index + 1}/{len(patches)}"
-            result, info = inpaint_patch(model, bundle, codec, slide, regions, patch, config, on_progress=on_progress, task=task)
+            result, info = inpaint_patch(
+                model, bundle, codec, slide, regions, patch, config, on_progress=on_progress, task=task
+            )
             save_patch(work, index, result, info)
             done = load_patch(work, index)
-            log(f"patch {index + 1}/{len(patches)}: {patch.size[0]}×{patch.size[1]} px, {info['evaluations']} denoiser evaluations")
+            log(
+                f"patch {index + 1}/{len(patches)}: {patch.size[0]}×{patch.size[1]} px, {info['evaluations']} denoiser "
+                "evaluations"
+            )
         assert done is not None
         results.append(done[0])
         infos.append(done[1])
@@ -298,7 +340,14 @@ def _run(
             "config": asdict(config),
             "resumed": resumed,
             "classes": bundle.classes,
-            "regions": [{"name": r.name, "class": bundle.classes[r.class_id]["name"], "l0_bounds": [round(v, 1) for v in r.geometry.bounds]} for r in regions],
+            "regions": [
+                {
+                    "name": r.name,
+                    "class": bundle.classes[r.class_id]["name"],
+                    "l0_bounds": [round(v, 1) for v in r.geometry.bounds],
+                }
+                for r in regions
+            ],
             "patches": infos,
             "evaluations": evaluations,
             "timings": timings,
@@ -322,7 +371,16 @@ def _run(
 
 
 def inpaint_patch(
-    model, bundle, codec, slide, regions: list[Region], patch: Patch, config: InpaintConfig, *, on_progress: ProgressCallback | None = None, task: str = "inpaint"
+    model,
+    bundle,
+    codec,
+    slide,
+    regions: list[Region],
+    patch: Patch,
+    config: InpaintConfig,
+    *,
+    on_progress: ProgressCallback | None = None,
+    task: str = "inpaint",
 ):
     """Sample one patch with its real surroundings kept (`codec`: the bundle's, loaded); returns its level-0 result
     and what it cost. Each solver step is reported to `on_progress` as `task`."""
@@ -351,9 +409,16 @@ def inpaint_patch(
     )
     crop = bundle.tile_size // factor
     batch = config.decode_batch or default_decode_batch(config.device)
-    decoded = DecodedImage(codec, result, bundle.latent.scale, factor, crop, (rgb.shape[0], rgb.shape[1]), config.device, batch=batch)[0 : rgb.shape[0]]
+    decoded = DecodedImage(
+        codec, result, bundle.latent.scale, factor, crop, (rgb.shape[0], rgb.shape[1]), config.device, batch=batch
+    )[0 : rgb.shape[0]]
     weight = blend_weight(codes, config.margin / scale)
-    info = {"box_model_px": list(patch.box), "regions": list(patch.regions), "regenerated_latent_px": int((~known).sum()), **asdict(stats)}
+    info = {
+        "box_model_px": list(patch.box),
+        "regions": list(patch.regions),
+        "regenerated_latent_px": int((~known).sum()),
+        **asdict(stats),
+    }
     return to_level0(decoded, weight, patch, scale, slide.dimensions), info
 
 

@@ -23,8 +23,13 @@ from wsi_synth.models.bundle import Bundle
 
 
 def mask_cleaning(config: GenerateConfig, bundle: Bundle) -> dict:
-    """`mask_classes`' settings for a run; the paper's unknown seams between classes only for a per-class image stage."""
-    return {"min_region": config.min_region, "sigma": config.mask_sigma, "boundaries": bundle.image_conditioning == "per-class"}
+    """`mask_classes`' settings for a run; the paper's unknown seams between classes only for a per-class image
+    stage."""
+    return {
+        "min_region": config.min_region,
+        "sigma": config.mask_sigma,
+        "boundaries": bundle.image_conditioning == "per-class",
+    }
 
 
 def mask_classes(one_hot: np.ndarray, *, min_region: int, sigma: float, boundaries: bool) -> np.ndarray:
@@ -92,7 +97,8 @@ def load_mask(path: str | Path, bundle: Bundle, g: Geometry, *, stretch: bool = 
     (lh, lw), (h, w) = labels.shape, g.px
     if abs(lw * h / w - lh) > 1 and not stretch:
         raise BadArgumentError(
-            f"--mask {path} is {lw}×{lh} px, another aspect ratio than the {w}×{h} px output: give a mask of the same shape, or pass --stretch to resize it to fit"
+            f"--mask {path} is {lw}×{lh} px, another aspect ratio than the {w}×{h} px output: give a mask of the same "
+            "shape, or pass --stretch to resize it to fit"
         )
     ys = _centres(0, g.msk[0], g.px_per_msk, h / lh, lh)
     xs = _centres(0, g.msk[1], g.px_per_msk, w / lw, lw)
@@ -117,9 +123,14 @@ def _annotations_mask(path: Path, bundle: Bundle, g: Geometry) -> np.ndarray:
     ids = {c["name"].lower(): int(c["id"]) for c in bundle.classes}
     unknown = sorted({a.name for a in annotations if a.name is not None and a.name.lower() not in ids})
     if unknown:
-        raise BadAnnotationError(f"--mask {path}: classes {unknown} are not classes of the model ({', '.join(c['name'] for c in bundle.classes)})")
+        raise BadAnnotationError(
+            f"--mask {path}: classes {unknown} are not classes of the model "
+            f"({', '.join(c['name'] for c in bundle.classes)})"
+        )
     shapes = [(a.geometry, ids[a.name.lower()]) for a in annotations]  # type: ignore[union-attr]
-    return rasterize(shapes, out_shape=g.msk, transform=Affine(g.px_per_msk, 0, 0, 0, g.px_per_msk, 0), fill=0, dtype="uint8")
+    return rasterize(
+        shapes, out_shape=g.msk, transform=Affine(g.px_per_msk, 0, 0, 0, g.px_per_msk, 0), fill=0, dtype="uint8"
+    )
 
 
 def _centres(start: int, stop: int, dst_px: float, src_px: float, limit: int) -> np.ndarray:
@@ -212,12 +223,15 @@ def smooth(
     return out
 
 
-def _smooth_band(labels: np.ndarray, src_px: float, width: int, dst_px: float, y0: int, y1: int, chunk: int, roughness: Roughness) -> np.ndarray:
+def _smooth_band(
+    labels: np.ndarray, src_px: float, width: int, dst_px: float, y0: int, y1: int, chunk: int, roughness: Roughness
+) -> np.ndarray:
     y_lo, y_hi, fy = _bilinear_axis(y0, y1, dst_px, src_px, labels.shape[0])
     s0, s1 = max(int(y_lo[0]) - FIELD_RADIUS, 0), min(int(y_hi[-1]) + FIELD_RADIUS + 1, labels.shape[0])
     band = np.asarray(labels[s0:s1])
     ids, field = _class_field(band)
-    settled = _settled(band)  # whole blur support of one class: the field's winner is that class, no need to interpolate
+    # whole blur support of one class: the field's winner is that class, no need to interpolate
+    settled = _settled(band)
     y_lo, y_hi = y_lo - s0, y_hi - s0
     py = (np.arange(y0, y1) + 0.5) * dst_px  # pixel centres in output px: the roughness's frame
     out = np.empty((y1 - y0, width), np.uint8)
@@ -235,7 +249,12 @@ def _class_field(band: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from scipy import ndimage
 
     ids = np.unique(band)
-    field = np.stack([ndimage.gaussian_filter((band == c).astype(np.float32), FIELD_SIGMA, mode="nearest", radius=FIELD_RADIUS) for c in ids])
+    field = np.stack(
+        [
+            ndimage.gaussian_filter((band == c).astype(np.float32), FIELD_SIGMA, mode="nearest", radius=FIELD_RADIUS)
+            for c in ids
+        ]
+    )
     return ids, field
 
 
@@ -246,7 +265,9 @@ def _settled(band: np.ndarray) -> np.ndarray:
     return ndimage.maximum_filter(band, size, mode="nearest") == ndimage.minimum_filter(band, size, mode="nearest")
 
 
-def _bilinear_axis(start: int, stop: int, dst_px: float, src_px: float, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _bilinear_axis(
+    start: int, stop: int, dst_px: float, src_px: float, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For destination pixels start..stop−1: the two source indices around each centre and the weight of the second."""
     u = (np.arange(start, stop) + 0.5) * dst_px / src_px - 0.5
     lo = np.floor(u)
@@ -264,7 +285,9 @@ def _field_vote(band, settled, ids, field, rows: tuple, cols: tuple, roughness: 
     iy, ix = np.nonzero(open_)
     wy, wx = fy[iy][None], fx[ix][None]
     ya, yb, xa, xb = y_lo[iy], y_hi[iy], x_lo[ix], x_hi[ix]
-    p = (1 - wy) * ((1 - wx) * field[:, ya, xa] + wx * field[:, ya, xb]) + wy * ((1 - wx) * field[:, yb, xa] + wx * field[:, yb, xb])
+    p = (1 - wy) * ((1 - wx) * field[:, ya, xa] + wx * field[:, ya, xb]) + wy * (
+        (1 - wx) * field[:, yb, xa] + wx * field[:, yb, xb]
+    )
     if roughness.amplitude > 0:
         p = p + roughness.at(ids, py[iy], px[ix])
     out[iy, ix] = ids[np.argmax(p, axis=0)]
@@ -299,7 +322,9 @@ class PixelLabels:
     """The mask-canvas class map seen at output resolution (smoothly upsampled), row band by row band (never
     materialised)."""
 
-    def __init__(self, labels: np.ndarray, px_per_label: float, shape: tuple[int, int], roughness: Roughness = Roughness()) -> None:
+    def __init__(
+        self, labels: np.ndarray, px_per_label: float, shape: tuple[int, int], roughness: Roughness = Roughness()
+    ) -> None:
         self.labels, self.px_per_label, self.roughness = labels, px_per_label, roughness
         self.shape, self.dtype = shape, np.dtype(np.uint8)
 

@@ -52,25 +52,36 @@ class Patch:
         return x1 - x0, y1 - y0
 
 
-def plan_patches(regions: list[Region], l0_size: tuple[int, int], scale: float, *, factor: int, crop_px: int, margin_l0: int) -> list[Patch]:
+def plan_patches(
+    regions: list[Region], l0_size: tuple[int, int], scale: float, *, factor: int, crop_px: int, margin_l0: int
+) -> list[Patch]:
     """The patches that cover `regions`: each region's model-px box grown by one crop (`crop_px`) and the margin,
     snapped to the latent grid and clamped into the slide; overlapping boxes merged, in reading order."""
     limit = (math.floor(l0_size[0] / scale) // factor * factor, math.floor(l0_size[1] / scale) // factor * factor)
     if min(limit) < crop_px:
         raise BadArgumentError(
-            f"the slide is {limit[0]}×{limit[1]} px at the model's resolution, smaller than one crop of the model ({crop_px} px): nothing to give context"
+            f"the slide is {limit[0]}×{limit[1]} px at the model's resolution, smaller than one crop of the model "
+            f"({crop_px} px): nothing to give context"
         )
     grow = crop_px + math.ceil(margin_l0 / scale)
     boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]] = []
     for i, region in enumerate(regions):
         bx0, by0, bx1, by1 = region.geometry.bounds
-        box = (math.floor(bx0 / scale) - grow, math.floor(by0 / scale) - grow, math.ceil(bx1 / scale) + grow, math.ceil(by1 / scale) + grow)
+        box = (
+            math.floor(bx0 / scale) - grow,
+            math.floor(by0 / scale) - grow,
+            math.ceil(bx1 / scale) + grow,
+            math.ceil(by1 / scale) + grow,
+        )
         boxes.append((_fit(box, limit, factor, crop_px), (i,)))
     merged = _merge(boxes)
-    return [Patch(box, members) for box, members in sorted(merged, key=lambda b: (b[0][1], b[0][0]))]  # unions of fitted boxes fit
+    # unions of fitted boxes fit
+    return [Patch(box, members) for box, members in sorted(merged, key=lambda b: (b[0][1], b[0][0]))]
 
 
-def _fit(box: tuple[int, int, int, int], limit: tuple[int, int], factor: int, crop_px: int) -> tuple[int, int, int, int]:
+def _fit(
+    box: tuple[int, int, int, int], limit: tuple[int, int], factor: int, crop_px: int
+) -> tuple[int, int, int, int]:
     """Snap a box outwards to the latent grid, make it at least one crop on each side, and clamp it into the slide."""
     out = []
     for lo, hi, top in ((box[0], box[2], limit[0]), (box[1], box[3], limit[1])):
@@ -87,7 +98,9 @@ def _int_box(bounds: tuple[float, ...]) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def _merge(boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]]) -> list[tuple[tuple[int, int, int, int], tuple[int, ...]]]:
+def _merge(
+    boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]],
+) -> list[tuple[tuple[int, int, int, int], tuple[int, ...]]]:
     """Boxes that overlap (or touch) become their bounding box, until none do: the union's parts' bounds, repeated,
     since a merged box may reach a box neither part reached (shapely's union keeps thousands of regions fast)."""
     import shapely
@@ -99,7 +112,9 @@ def _merge(boxes: list[tuple[tuple[int, int, int, int], tuple[int, ...]]]) -> li
         if len(parts) == len(merged):
             break
         merged = parts
-    inside, holder = shapely.STRtree([shapely.box(*m) for m in merged]).query([shapely.box(*b) for b, _ in boxes], predicate="within")
+    inside, holder = shapely.STRtree([shapely.box(*m) for m in merged]).query(
+        [shapely.box(*b) for b, _ in boxes], predicate="within"
+    )
     owner = np.empty(len(boxes), np.int64)
     owner[inside] = holder  # every box lies within exactly one merged box (they are disjoint)
     return [(m, tuple(i for k in np.nonzero(owner == j)[0] for i in boxes[k][1])) for j, m in enumerate(merged)]
@@ -154,7 +169,9 @@ def encode_rgb(codec, rgb: np.ndarray, scale: float, factor: int, device: str) -
                 out = np.empty((z.shape[0], h // factor, w // factor), np.float32)
             ky, kx = (ty - y0) // factor, (tx - x0) // factor
             th, tw = min(ENCODE_TILE, h - ty) // factor, min(ENCODE_TILE, w - tx) // factor
-            out[:, ty // factor : ty // factor + th, tx // factor : tx // factor + tw] = z[:, ky : ky + th, kx : kx + tw]
+            out[:, ty // factor : ty // factor + th, tx // factor : tx // factor + tw] = z[
+                :, ky : ky + th, kx : kx + tw
+            ]
     assert out is not None, "an empty image has no latents"
     return out
 
@@ -198,7 +215,10 @@ def to_level0(rgb: np.ndarray, weight: np.ndarray, patch: Patch, scale: float, l
     if scale == 1.0:
         return PatchResult((int(x0), int(y0)), np.ascontiguousarray(rgb), _weight_u8(weight))
     lx0, ly0 = round(x0 * scale), round(y0 * scale)
-    lx1, ly1 = min(l0_size[0], round((x0 + weight.shape[1]) * scale)), min(l0_size[1], round((y0 + weight.shape[0]) * scale))
+    lx1, ly1 = (
+        min(l0_size[0], round((x0 + weight.shape[1]) * scale)),
+        min(l0_size[1], round((y0 + weight.shape[0]) * scale)),
+    )
     size = (lx1 - lx0, ly1 - ly0)
     big_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BICUBIC))
     big_weight = np.asarray(Image.fromarray(weight, mode="F").resize(size, Image.Resampling.BILINEAR))

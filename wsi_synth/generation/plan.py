@@ -14,7 +14,15 @@ import torch
 
 from wsi_synth.diffusion.schedule import alphas_cumprod
 from wsi_synth.diffusion.solvers import make_solver
-from wsi_synth.generation.config import GenerateConfig, Geometry, check_bundle, geometry, planner_config, sampler_config, uses_layout
+from wsi_synth.generation.config import (
+    GenerateConfig,
+    Geometry,
+    check_bundle,
+    geometry,
+    planner_config,
+    sampler_config,
+    uses_layout,
+)
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.canvas import start_step
 from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
@@ -70,7 +78,8 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         # windows are 16 crops a side: smaller ones would evaluate every crop that straddles their edges twice
         plan["notes"] = [
             f"the image stage is {windows} window(s) of 16 crops a side at this size, so at most {windows} of the "
-            f"{config.workers} workers have work; a cluster pays off from about {2 * 16 * g.lat_crop * g.factor:,} px a side"
+            f"{config.workers} workers have work; a cluster pays off from about {2 * 16 * g.lat_crop * g.factor:,} px "
+            "a side"
         ]
     if project:
         plan["projection"] = projection(bundle, config, g, plan)
@@ -131,7 +140,12 @@ def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) 
     decode_s = decode_seconds_per_latent_px(bundle, config, g) * g.lat[0] * g.lat[1] * DECODE_OVERLAP
     out["decode_s"] = round(decode_s, 1)
     out["write_s"] = round(config.width * config.height * 3 / write_bytes_per_second(config), 1)
-    out["total_s"] = round(sum(v["denoiser_s"] + v["host_s"] for k, v in out.items() if isinstance(v, dict)) + out["decode_s"] + out["write_s"], 1)
+    out["total_s"] = round(
+        sum(v["denoiser_s"] + v["host_s"] for k, v in out.items() if isinstance(v, dict))
+        + out["decode_s"]
+        + out["write_s"],
+        1,
+    )
     return out
 
 

@@ -27,7 +27,15 @@ from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost, use_threads
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config, uses_layout
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, Roughness, layout_start, load_mask, mask_classes, mask_cleaning, smooth
+from wsi_synth.generation.masks import (
+    PixelLabels,
+    Roughness,
+    layout_start,
+    load_mask,
+    mask_classes,
+    mask_cleaning,
+    smooth,
+)
 from wsi_synth.generation.plan import plan_run
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
@@ -128,7 +136,8 @@ def generate(
             if (config.scheduler or config.workers > 1) and cluster_lost(exc):
                 where = f"at {config.scheduler}" if config.scheduler else f"of {config.workers} local workers"
                 raise ClusterLostError(
-                    f"the dask cluster {where} was lost during the run ({type(exc).__name__}); the state saved so far is in {work}: "
+                    f"the dask cluster {where} was lost during the run ({type(exc).__name__}); the state saved so far "
+                    f"is in {work}: "
                     "start the cluster again and re-run with --resume"
                 ) from exc
             raise
@@ -163,17 +172,32 @@ def sample_class_map(
         if config.layout_strength == 0:
             return smooth(mask_classes(layout, **mask_cleaning(config, bundle)), g.px_per_lay, g.msk, g.px_per_msk)
         start = layout_start(layout, g.px_per_lay, g, config.layout_strength)
-    one_hot = _sample_stage(model, bundle, config, g, abar, "mask", work, identity or {}, stats, run, on_progress, start=start)
+    one_hot = _sample_stage(
+        model, bundle, config, g, abar, "mask", work, identity or {}, stats, run, on_progress, start=start
+    )
     return mask_classes(one_hot, **mask_cleaning(config, bundle))
 
 
 def _sample_stage(
-    model, bundle: Bundle, config: GenerateConfig, g, abar, stage: str, work: Path | None, identity: dict, stats: dict, run: dict, on_progress, start=None
+    model,
+    bundle: Bundle,
+    config: GenerateConfig,
+    g,
+    abar,
+    stage: str,
+    work: Path | None,
+    identity: dict,
+    stats: dict,
+    run: dict,
+    on_progress,
+    start=None,
 ) -> np.ndarray:
     """The one-hot canvas of the layout or mask stage, prompted with the subtype."""
     canvas = g.lay if stage == "layout" else g.msk
     assert config.subtype is not None and canvas is not None, "check_bundle requires a subtype for the mask stage"
-    condition = bundle.layout_condition(config.subtype) if stage == "layout" else 1 + bundle.subtypes.index(config.subtype)
+    condition = (
+        bundle.layout_condition(config.subtype) if stage == "layout" else 1 + bundle.subtypes.index(config.subtype)
+    )
     one_hot = sample_canvas(
         BundleDenoiser(str(model), stage, config.device),
         (len(bundle.classes), *canvas),
@@ -216,13 +240,25 @@ def _run(
     if uses_layout(bundle, config):
         stats["layout"] = SampleStats()
     with Cluster(workers=config.workers, scheduler=config.scheduler, threads=config.threads) as client:
-        out_of_core = out_of_core or client is not None  # a cluster's tasks share the canvas through the zarr work store
+        # a cluster's tasks share the canvas through the zarr work store
+        out_of_core = out_of_core or client is not None
         run = {"out_of_core": out_of_core, "client": client, "resume": resumed, "save_every": config.save_every}
         started = time.perf_counter()
         if user_mask is not None:
             msk = user_mask
         else:
-            msk = sample_class_map(model, bundle, config, g, work=work, identity=identity, stats=stats, run=run, timings=timings, on_progress=on_progress)
+            msk = sample_class_map(
+                model,
+                bundle,
+                config,
+                g,
+                work=work,
+                identity=identity,
+                stats=stats,
+                run=run,
+                timings=timings,
+                on_progress=on_progress,
+            )
         timings["mask_s"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
         rough = Roughness(config.boundary_roughness, config.seed)
@@ -246,7 +282,16 @@ def _run(
         timings["image_s"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     codec = bundle.load_codec(device=config.device)
-    image = DecodedImage(codec, latents, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device, batch=config.decode_batch or default_decode_batch(config.device))
+    image = DecodedImage(
+        codec,
+        latents,
+        bundle.latent.scale,
+        g.factor,
+        g.lat_crop,
+        g.px,
+        config.device,
+        batch=config.decode_batch or default_decode_batch(config.device),
+    )
     labels = PixelLabels(msk, g.px_per_msk, g.px, Roughness(config.boundary_roughness, config.seed))
 
     def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
@@ -261,7 +306,10 @@ def _run(
             "evaluations": {k: asdict(v) for k, v in stats.items()},
             "classes": bundle.classes,
             "timings": timings,
-            "decode": {"decoded_latent_px": image.decoded_latent_px, "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3)},
+            "decode": {
+                "decoded_latent_px": image.decoded_latent_px,
+                "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3),
+            },
         }
 
     result = write_slide_outputs(
@@ -295,7 +343,9 @@ def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_cor
         )
     from wsi_synth.io.pyramid import slide_output_bytes
 
-    need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(config.width, config.height, lossless=config.format == "ome-zarr")
+    need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(
+        config.width, config.height, lossless=config.format == "ome-zarr"
+    )
     folder = check_folder(out)
     free = shutil.disk_usage(folder).free
     if need_disk > free:
@@ -336,13 +386,20 @@ def _has_saved_state(work: Path) -> bool:
 def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
     """Everything that determines the output: the model's files, the mask file, and every setting that matters."""
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_FINGERPRINT and k != "mask"}
-    return {"wsi_synth": __version__, "model_sha256": model_sha256(bundle), "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None, **settings}
+    return {
+        "wsi_synth": __version__,
+        "model_sha256": model_sha256(bundle),
+        "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None,
+        **settings,
+    }
 
 
 def model_sha256(bundle: Bundle) -> str:
     """One hash over model.json and every file of its networks (and an external codec's folder, or its hub id)."""
     digest = hashlib.sha256((bundle.root / "model.json").read_bytes())
-    folders = [bundle.root / FOLDERS[s] for s in ("codec", "image", "mask", "layout") if s != "layout" or bundle.has("layout")]
+    folders = [
+        bundle.root / FOLDERS[s] for s in ("codec", "image", "mask", "layout") if s != "layout" or bundle.has("layout")
+    ]
     external = bundle.external_codec
     if external:
         folders.append(Path(external)) if Path(external).is_dir() else digest.update(external.encode())
@@ -353,7 +410,9 @@ def model_sha256(bundle: Bundle) -> str:
     return digest.hexdigest()
 
 
-def prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool, saved: Callable[[Path], bool] | None = None) -> bool:
+def prepare_work(
+    work: Path, identity: dict, *, resume: bool, overwrite: bool, saved: Callable[[Path], bool] | None = None
+) -> bool:
     """A fresh work folder, or — with `resume` — the existing one when it was made by the same run (True).
 
     Without `resume`, an interrupted run's saved state (`saved(work)`, by default a stage's `state.json`) is never
@@ -370,7 +429,9 @@ def prepare_work(work: Path, identity: dict, *, resume: bool, overwrite: bool, s
             check_identity({"identity": before}, identity, work)
             return True
     if not resume and not overwrite and has_state(work):
-        raise OutputExistsError(f"an interrupted run left its state in {work}: pass --resume to continue it, or --overwrite to start again")
+        raise OutputExistsError(
+            f"an interrupted run left its state in {work}: pass --resume to continue it, or --overwrite to start again"
+        )
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)

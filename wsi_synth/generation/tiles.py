@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest tile side of a `--count` run: beyond it, a tile is a slide (`generate` without `--count`).
 MAX_TILE = 4096
-#: Tiles sampled together by default: enough crops to fill the denoiser's batches, few enough to lose little to an interruption.
+#: Tiles sampled together by default: enough crops to fill the denoiser's batches, few enough to lose little to an
+#: interruption.
 GROUP = 32
 #: Most tiles in one run (five digits in the file names).
 MAX_COUNT = 99_999
@@ -113,15 +114,21 @@ def generate_tiles(
 
 def _check(model, config: GenerateConfig, count: int, group: int):
     if config.mask is not None:
-        raise BadArgumentError("--count makes independent tiles with their own masks: it cannot take --mask (generate one slide from a mask instead)")
+        raise BadArgumentError(
+            "--count makes independent tiles with their own masks: it cannot take --mask (generate one slide from a "
+            "mask instead)"
+        )
     if not 1 <= count <= MAX_COUNT:
         raise BadArgumentError(f"--count must be 1–{MAX_COUNT:,}, got {count}")
     if max(config.width, config.height) > MAX_TILE:
         raise BadArgumentError(
-            f"--count tiles must be at most {MAX_TILE} px a side, got {config.width}×{config.height}: generate a slide (without --count) and cut it instead"
+            f"--count tiles must be at most {MAX_TILE} px a side, got {config.width}×{config.height}: generate a slide "
+            "(without --count) and cut it instead"
         )
     if config.workers > 1 or config.scheduler:
-        raise BadArgumentError("--count runs in this process (its tiles share the denoiser's batches): drop --workers/--scheduler")
+        raise BadArgumentError(
+            "--count runs in this process (its tiles share the denoiser's batches): drop --workers/--scheduler"
+        )
     if group < 1:
         raise BadArgumentError(f"the group size must be at least 1, got {group}")
     config.validate()
@@ -158,18 +165,32 @@ def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
     }
 
 
-def _prepare_folder(out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool) -> int:
+def _prepare_folder(
+    out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool
+) -> int:
     """A fresh tile folder, or with `resume` the tiles an earlier run of the same settings finished (their number)."""
     if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"--out {out} is a file: --count writes a folder of tiles (images/, masks/, …); choose a folder name")
+        raise OutputExistsError(
+            f"--out {out} is a file: --count writes a folder of tiles (images/, masks/, …); choose a folder name"
+        )
     settings = _settings(bundle, config, count)
     state = out / ".tiles-run.json"
     if resume and state.is_file():
         check_identity({"identity": json.loads(state.read_text())}, settings, out)
         return _finished(out)
-    others = [p.name for p in out.iterdir() if p.name not in (*TILE_ENTRIES, ".tiles-run.json") and not p.name.startswith(".")] if out.is_dir() else []
+    others = (
+        [
+            p.name
+            for p in out.iterdir()
+            if p.name not in (*TILE_ENTRIES, ".tiles-run.json") and not p.name.startswith(".")
+        ]
+        if out.is_dir()
+        else []
+    )
     if others:
-        raise OutputExistsError(f"--out {out} holds other files ({', '.join(sorted(others)[:3])}): choose an empty or new folder")
+        raise OutputExistsError(
+            f"--out {out} holds other files ({', '.join(sorted(others)[:3])}): choose an empty or new folder"
+        )
     if (out / "manifest.csv").exists() and not overwrite:
         hint = "pass --resume to continue it, or " if state.is_file() else ""
         raise OutputExistsError(f"--out {out} already holds tiles: {hint}pass --overwrite to replace them")
@@ -184,7 +205,9 @@ def _prepare_folder(out: Path, bundle: Bundle, config: GenerateConfig, count: in
     legend = "".join(f"{c['id']}: {json.dumps(c['name'])}\n" for c in bundle.classes)
     (out / "legend.yaml").write_text("# class id -> name (wsi-synth import --legend reads this)\n" + legend)
     with open(out / "manifest.csv", "w", newline="") as fh:
-        csv.writer(fh).writerow(["index", "image", "mask", "seed", "subtype"] + [f"fraction_{c['name']}" for c in bundle.classes])
+        csv.writer(fh).writerow(
+            ["index", "image", "mask", "seed", "subtype"] + [f"fraction_{c['name']}" for c in bundle.classes]
+        )
     write_atomic(state, settings)
     return 0
 
@@ -202,7 +225,9 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
 
     abar = bundle.schedule.alphas_cumprod()
     seeds = [tile_seed(config.seed, i) for i in indices]
-    subtypes = [config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds]
+    subtypes = [
+        config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds
+    ]
     tiles = [replace(config, seed=s, subtype=sub) for s, sub in zip(seeds, subtypes, strict=True)]
     one_hots = sample_canvases(
         BundleDenoiser(str(model), "mask", config.device),
@@ -219,21 +244,33 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         (bundle.latent.channels, *g.lat),
         abar,
         [sampler_config(t, g, "image", bundle) for t in tiles],
-        labels=[smooth(m, g.px_per_msk, g.lat, g.factor, roughness=Roughness(config.boundary_roughness, t.seed)) for m, t in zip(masks, tiles, strict=True)],
+        labels=[
+            smooth(m, g.px_per_msk, g.lat, g.factor, roughness=Roughness(config.boundary_roughness, t.seed))
+            for m, t in zip(masks, tiles, strict=True)
+        ],
         stats=stats["image"],
     )
     codec = bundle.load_codec(device=config.device)
     rows = []
     for index, tile, msk, lat in zip(indices, tiles, masks, latents, strict=True):
         image = DecodedImage(
-            codec, lat, bundle.latent.scale, g.factor, g.lat_crop, g.px, config.device, batch=config.decode_batch or default_decode_batch(config.device)
+            codec,
+            lat,
+            bundle.latent.scale,
+            g.factor,
+            g.lat_crop,
+            g.px,
+            config.device,
+            batch=config.decode_batch or default_decode_batch(config.device),
         )[0 : g.px[0]]
         labels = PixelLabels(msk, g.px_per_msk, g.px, Roughness(config.boundary_roughness, tile.seed))[0 : g.px[0]]
         name = f"{index:05d}.png"
         _write_png(out / "images" / name, image)
         _write_png(out / "masks" / name, labels)
         fractions = np.bincount(labels.ravel(), minlength=len(bundle.classes))[: len(bundle.classes)] / labels.size
-        rows.append([index, f"images/{name}", f"masks/{name}", tile.seed, tile.subtype] + [f"{f:.4f}" for f in fractions])
+        rows.append(
+            [index, f"images/{name}", f"masks/{name}", tile.seed, tile.subtype] + [f"{f:.4f}" for f in fractions]
+        )
     with open(out / "manifest.csv", "a", newline="") as fh:  # the group's rows once all its files are in place
         csv.writer(fh).writerows(rows)
         fh.flush()

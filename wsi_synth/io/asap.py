@@ -28,20 +28,27 @@ def mask_to_asap(labels: np.ndarray, *, downsample: float, classes: Sequence[dic
 
     by_id = {int(c["id"]): c for c in classes}
     traced = trace_classes(labels, downsample=downsample)
-    groups = {i: by_id.get(i, {"name": f"class {i}", "color": [128, 128, 128]}) for i in sorted({*by_id, *traced} - {0})}
+    groups = {
+        i: by_id.get(i, {"name": f"class {i}", "color": [128, 128, 128]}) for i in sorted({*by_id, *traced} - {0})
+    }
     root = ET.Element("ASAP_Annotations")
     annotations = ET.SubElement(root, "Annotations")
     for class_id, found in sorted(traced.items()):
         name, colour = str(groups[class_id]["name"]), _hex(groups[class_id]["color"])
         pieces = [ring for coords in found for ring in hole_free_rings(Polygon(coords[0], coords[1:]))]
         for n, ring in enumerate(pieces):
-            element = ET.SubElement(annotations, "Annotation", Name=f"{name} {n + 1}", Type="Polygon", PartOfGroup=name, Color=colour)
+            element = ET.SubElement(
+                annotations, "Annotation", Name=f"{name} {n + 1}", Type="Polygon", PartOfGroup=name, Color=colour
+            )
             coordinates = ET.SubElement(element, "Coordinates")
             for order, (x, y) in enumerate(ring):
                 ET.SubElement(coordinates, "Coordinate", Order=str(order), X=_number(x), Y=_number(y))
     declared = ET.SubElement(root, "AnnotationGroups")
     for cls in groups.values():
-        ET.SubElement(ET.SubElement(declared, "Group", Name=str(cls["name"]), PartOfGroup="None", Color=_hex(cls["color"])), "Attributes")
+        ET.SubElement(
+            ET.SubElement(declared, "Group", Name=str(cls["name"]), PartOfGroup="None", Color=_hex(cls["color"])),
+            "Attributes",
+        )
     ET.indent(root)
     return '<?xml version="1.0"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -60,7 +67,9 @@ def hole_free_rings(polygon) -> list[list[tuple[float, float]]]:
     for left, right in zip(cuts, cuts[1:], strict=False):
         for part in _polygons(polygon.intersection(box(left, miny, right, maxy))):
             if part.interiors:
-                raise ValueError("hole_free_rings needs rings along pixel edges (axis-parallel); a hole survived its cut")
+                raise ValueError(
+                    "hole_free_rings needs rings along pixel edges (axis-parallel); a hole survived its cut"
+                )
             rings.append(list(part.exterior.coords)[:-1])
     return rings
 

@@ -25,11 +25,15 @@ def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> P
     if path.is_dir() and not is_folder_output(path):
         raise OutputExistsError(f"output {path} is a folder: choose a file name")
     if path.is_dir() and not _is_zarr_store(path):
-        raise OutputExistsError(f"output {path} is a folder that is not a Zarr store: it is not replaced (choose another --out)")
+        raise OutputExistsError(
+            f"output {path} is a folder that is not a Zarr store: it is not replaced (choose another --out)"
+        )
     folder = check_folder(path)
     free = shutil.disk_usage(folder).free
     if need_bytes and free < need_bytes:
-        raise OutputWriteError(f"not enough disk space in {folder}: about {human_size(need_bytes)} needed, {human_size(free)} free")
+        raise OutputWriteError(
+            f"not enough disk space in {folder}: about {human_size(need_bytes)} needed, {human_size(free)} free"
+        )
     return path
 
 
@@ -98,7 +102,10 @@ def claim(path: str | Path, what: str = "output", *, create_folder: bool = False
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         if not _try_lock(fd):
             os.close(fd)
-            raise OutputBusyError(f"another run is writing {what} {path} (it holds {lock}): wait for it to finish, or choose another --out")
+            raise OutputBusyError(
+                f"another run is writing {what} {path} (it holds {lock}): wait for it to finish, or choose another "
+                "--out"
+            )
         try:
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:
@@ -211,9 +218,14 @@ def check_apart(out: str | Path, inputs: Iterable[str | Path | None]) -> None:
             continue
         source = Path(given).resolve()
         if target == source or source.is_relative_to(target):
-            raise BadArgumentError(f"--out {out} is or holds the input {given}: choose an --out outside the inputs (nothing was changed)")
+            raise BadArgumentError(
+                f"--out {out} is or holds the input {given}: choose an --out outside the inputs (nothing was changed)"
+            )
         if source.is_dir() and target.is_relative_to(source):
-            raise BadArgumentError(f"--out {out} lies inside the input folder {given}: choose an --out outside the inputs (nothing was changed)")
+            raise BadArgumentError(
+                f"--out {out} lies inside the input folder {given}: choose an --out outside the inputs (nothing was "
+                "changed)"
+            )
 
 
 def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path | None]) -> None:
@@ -225,6 +237,11 @@ def check_not_inputs(outputs: Iterable[str | Path], inputs: Iterable[str | Path 
         out = Path(out)
         for source in sources:
             if out.exists() and os.path.samefile(out, source) or out.resolve() == source.resolve():
-                raise BadArgumentError(f"the output {out} is the input {source}: choose another --out (nothing was changed)")
+                raise BadArgumentError(
+                    f"the output {out} is the input {source}: choose another --out (nothing was changed)"
+                )
             if source.is_dir() and out.resolve().is_relative_to(source.resolve()):
-                raise BadArgumentError(f"the output {out} lies inside the input folder {source}: choose an --out outside it (nothing was changed)")
+                raise BadArgumentError(
+                    f"the output {out} lies inside the input folder {source}: choose an --out outside it (nothing was "
+                    "changed)"
+                )

@@ -23,7 +23,9 @@ def trace_classes(labels: np.ndarray, *, downsample: float) -> dict[int, list]:
 
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     polygons: dict[int, list] = {}
-    for geometry, value in shapes(labels, mask=labels > 0, connectivity=4, transform=Affine(downsample, 0, 0, 0, downsample, 0)):
+    for geometry, value in shapes(
+        labels, mask=labels > 0, connectivity=4, transform=Affine(downsample, 0, 0, 0, downsample, 0)
+    ):
         polygons.setdefault(int(value), []).append(geometry["coordinates"])
     return polygons
 
@@ -39,7 +41,10 @@ def mask_to_geojson(labels: np.ndarray, *, downsample: float, classes: Sequence[
             {
                 "type": "Feature",
                 "geometry": {"type": "MultiPolygon", "coordinates": polygons[class_id]},
-                "properties": {"objectType": "annotation", "classification": {"name": cls["name"], "color": list(cls["color"])}},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": cls["name"], "color": list(cls["color"])},
+                },
             }
         )
     return {"type": "FeatureCollection", "features": features}
@@ -60,8 +65,12 @@ def geojson_to_mask(doc: dict, shape: tuple[int, int], *, downsample: float, cla
         if name is None:
             continue
         if name.lower() not in ids:
-            raise BadAnnotationError(f"feature {i}: class {name!r} is not one of {', '.join(c['name'] for c in classes)}")
+            raise BadAnnotationError(
+                f"feature {i}: class {name!r} is not one of {', '.join(c['name'] for c in classes)}"
+            )
         shapes.append((feature["geometry"], ids[name.lower()]))
     if not shapes:
         return np.zeros(shape, np.uint8)
-    return rasterize(shapes, out_shape=shape, transform=Affine(downsample, 0, 0, 0, downsample, 0), fill=0, dtype="uint8")
+    return rasterize(
+        shapes, out_shape=shape, transform=Affine(downsample, 0, 0, 0, downsample, 0), fill=0, dtype="uint8"
+    )

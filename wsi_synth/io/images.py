@@ -31,7 +31,9 @@ def read_rgb(path: str | Path, *, scale: float = 1.0, what: str = "image") -> np
         else:
             im = _loaded(im, path, what).convert("RGB")
         if scale != 1.0:
-            im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+            im = im.resize(
+                (max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS
+            )
         return np.asarray(im)
 
 
@@ -43,10 +45,16 @@ def read_labels(path: str | Path, *, what: str = "label map") -> np.ndarray:
     else:
         with _opened(path, what) as im:
             labels = np.asarray(_loaded(im, path, what))
-    if labels.ndim == 3 and labels.shape[2] in (3, 4) and all((labels[..., c] == labels[..., 0]).all() for c in range(1, 3)):
+    if (
+        labels.ndim == 3
+        and labels.shape[2] in (3, 4)
+        and all((labels[..., c] == labels[..., 0]).all() for c in range(1, 3))
+    ):
         labels = labels[..., 0]  # grey saved as RGB: the same ids in every channel
     if labels.ndim != 2:
-        raise BadArgumentError(f"{what} {path}: expected a single-channel label image of class ids, got shape {labels.shape}")
+        raise BadArgumentError(
+            f"{what} {path}: expected a single-channel label image of class ids, got shape {labels.shape}"
+        )
     if not np.issubdtype(labels.dtype, np.integer):
         raise BadArgumentError(f"{what} {path}: class ids must be integers, got {labels.dtype}")
     return labels
@@ -92,7 +100,11 @@ def _loaded(im, path: Path, what: str):
         raise BadArgumentError(f"{what} {path}: {_bomb_reason(exc)}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         reason = _first_line(exc)
-        kind = "truncated or corrupt" if "truncat" in reason.lower() or isinstance(exc, EOFError) or "broken" in reason.lower() else "unreadable"
+        kind = (
+            "truncated or corrupt"
+            if "truncat" in reason.lower() or isinstance(exc, EOFError) or "broken" in reason.lower()
+            else "unreadable"
+        )
         raise BadArgumentError(f"{what} {path}: the file is {kind} ({reason})") from exc
     return im
 

@@ -35,7 +35,14 @@ def describe_tiff(path: str | Path) -> dict:
     except (OSError, tifffile.TiffFileError, ValueError) as exc:
         raise BadSlideError(f"cannot read TIFF {path}: {exc}") from exc
     if ome is not None:
-        return {"path": str(path), "format": "ome-tiff", "bigtiff": bigtiff, "levels": levels, "mpp": ome, "openslide": _openslide_view(path, levels)}
+        return {
+            "path": str(path),
+            "format": "ome-tiff",
+            "bigtiff": bigtiff,
+            "levels": levels,
+            "mpp": ome,
+            "openslide": _openslide_view(path, levels),
+        }
     keys = dict(re.findall(r"\|\s*([^=|]+?)\s*=\s*([^|]*)", description))
     return {
         "path": str(path),
@@ -87,7 +94,14 @@ def describe_ngff(path: str | Path) -> dict:
     axes = [a["name"] if isinstance(a, dict) else a for a in image.metadata.get("axes", [])]
     scales = [t[0]["scale"] for t in image.metadata.get("coordinateTransformations", [])]
     mpp = scales[0][axes.index("x")] if scales and "x" in axes else None
-    return {"path": str(path), "format": "ome-zarr", "axes": axes, "levels": [list(d.shape) for d in image.data], "mpp": mpp, "labels": labels}
+    return {
+        "path": str(path),
+        "format": "ome-zarr",
+        "axes": axes,
+        "levels": [list(d.shape) for d in image.data],
+        "mpp": mpp,
+        "labels": labels,
+    }
 
 
 def _openslide_view(path: Path, levels: list[dict]) -> dict:
@@ -101,7 +115,13 @@ def _openslide_view(path: Path, levels: list[dict]) -> dict:
     except openslide.OpenSlideError as exc:
         return {"reads": False, "error": str(exc)}
     tiled = [[lv["width"], lv["height"]] for lv in levels if lv["tile"]]
-    return {"reads": True, "vendor": vendor, "mpp": float(mpp) if mpp else None, "levels": len(dims), "pyramid": len(dims) > 1 and dims == tiled}
+    return {
+        "reads": True,
+        "vendor": vendor,
+        "mpp": float(mpp) if mpp else None,
+        "levels": len(dims),
+        "pyramid": len(dims) > 1 and dims == tiled,
+    }
 
 
 def _float(value: str | None) -> float | None:

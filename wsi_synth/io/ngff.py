@@ -27,7 +27,15 @@ LABEL_NAME = "tissue"
 
 
 def write_ngff(
-    image, labels, path: str | Path, *, mpp: float, classes: Sequence[dict], tile: int = 512, capture_max: int = 0, progress: bool = False
+    image,
+    labels,
+    path: str | Path,
+    *,
+    mpp: float,
+    classes: Sequence[dict],
+    tile: int = 512,
+    capture_max: int = 0,
+    progress: bool = False,
 ) -> tuple[list[LevelInfo], np.ndarray | None, float]:
     """Write an (H, W, 3) uint8 image and, if given, its (H, W) uint8 class map as a new OME-Zarr folder `path`.
 
@@ -46,9 +54,19 @@ def write_ngff(
     path = Path(path)
     root = zarr.open_group(str(path), mode="w-", zarr_format=2)
     name = output_name(path).split(".")[0]
-    levels, _ = _write_levels(root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=output_name(path))
+    levels, _ = _write_levels(
+        root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=output_name(path)
+    )
     channels = [
-        {"label": c, "color": color, "window": {"start": 0, "end": 255, "min": 0, "max": 255}, "active": True, "coefficient": 1.0, "family": "linear", "inverted": False}
+        {
+            "label": c,
+            "color": color,
+            "window": {"start": 0, "end": 255, "min": 0, "max": 255},
+            "active": True,
+            "coefficient": 1.0,
+            "family": "linear",
+            "inverted": False,
+        }
         for c, color in zip("RGB", ("FF0000", "00FF00", "0000FF"), strict=True)
     ]
     _write_multiscales(
@@ -59,7 +77,12 @@ def write_ngff(
         name=name,
         metadata={
             "method": "2x2 box mean (PIL Image.reduce)",
-            "omero": {"name": name, "version": FormatV04().version, "channels": channels, "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0}},
+            "omero": {
+                "name": name,
+                "version": FormatV04().version,
+                "channels": channels,
+                "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0},
+            },
         },
     )
     if labels is None:
@@ -78,25 +101,42 @@ def write_ngff(
         name=f"{output_name(path)} labels",
         capture_max=capture_max,
     )
-    _write_multiscales(label_group, label_levels, mpp=mpp, channel_axis=False, name=LABEL_NAME, metadata={"method": "2x2 mode, ties to the rarer class"})
+    _write_multiscales(
+        label_group,
+        label_levels,
+        mpp=mpp,
+        channel_axis=False,
+        name=LABEL_NAME,
+        metadata={"method": "2x2 mode, ties to the rarer class"},
+    )
     _write_label_colours(group, classes)
     if captured is None:
         return levels, None, 1.0
     return levels, captured, labels.shape[1] / captured.shape[1]
 
 
-def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress: bool, name: str, capture_max: int = 0) -> tuple[list[LevelInfo], np.ndarray | None]:
+def _write_levels(
+    group, source, *, tile: int, halve, spool_dir: Path, progress: bool, name: str, capture_max: int = 0
+) -> tuple[list[LevelInfo], np.ndarray | None]:
     """One Zarr array per level (`0`, `1`, …), filled band by band from the shared level producer; also the first
     level whose sides are ≤ `capture_max` (when asked)."""
     from numcodecs import Blosc
 
     rgb = len(source.shape) == 3
     compressor = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE if not rgb else Blosc.SHUFFLE)
-    with LevelStream(source, tile, halve, spool_dir=spool_dir, capture_max=capture_max, progress=progress, name=name) as stream:
+    with LevelStream(
+        source, tile, halve, spool_dir=spool_dir, capture_max=capture_max, progress=progress, name=name
+    ) as stream:
         for k, (w, h), bands in stream:
             shape, chunks = ((3, h, w), (3, tile, tile)) if rgb else ((h, w), (tile, tile))
             array = group.create_array(
-                str(k), shape=shape, chunks=chunks, dtype="uint8", compressors=compressor, fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"}
+                str(k),
+                shape=shape,
+                chunks=chunks,
+                dtype="uint8",
+                compressors=compressor,
+                fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
             )
             y0 = 0
             for band in bands:
@@ -108,7 +148,9 @@ def _write_levels(group, source, *, tile: int, halve, spool_dir: Path, progress:
     return stream.levels, stream.captured
 
 
-def _write_multiscales(group, levels: list[LevelInfo], *, mpp: float, channel_axis: bool, name: str, metadata: dict) -> None:
+def _write_multiscales(
+    group, levels: list[LevelInfo], *, mpp: float, channel_axis: bool, name: str, metadata: dict
+) -> None:
     from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_multiscales_metadata
 
@@ -118,7 +160,12 @@ def _write_multiscales(group, levels: list[LevelInfo], *, mpp: float, channel_ax
     for k, level in enumerate(levels):
         # Levels are rounded up when halved, so the exact pixel size of level k is the extent over its pixel count.
         scale = [mpp * height / level.height, mpp * width / level.width]
-        datasets.append({"path": str(k), "coordinateTransformations": [{"type": "scale", "scale": ([1.0] if channel_axis else []) + scale}]})
+        datasets.append(
+            {
+                "path": str(k),
+                "coordinateTransformations": [{"type": "scale", "scale": ([1.0] if channel_axis else []) + scale}],
+            }
+        )
     if channel_axis:
         axes = [{"name": "c", "type": "channel"}, *axes]
     write_multiscales_metadata(group, datasets, fmt=FormatV04(), axes=axes, name=name, metadata=metadata)
@@ -129,6 +176,10 @@ def _write_label_colours(labels_group, classes: Sequence[dict]) -> None:
     from ome_zarr.writer import write_label_metadata
 
     # Value 0 is "no label" in NGFF viewers: unknown stays transparent, every other class gets its colour.
-    colours = [{"label-value": int(c["id"]), "rgba": [*map(int, c["color"]), 0 if int(c["id"]) == 0 else 255]} for c in classes]
+    colours = [
+        {"label-value": int(c["id"]), "rgba": [*map(int, c["color"]), 0 if int(c["id"]) == 0 else 255]} for c in classes
+    ]
     properties = [{"label-value": int(c["id"]), "class": str(c["name"])} for c in classes]
-    write_label_metadata(labels_group, LABEL_NAME, colors=colours, properties=properties, fmt=FormatV04(), source={"image": "../../"})
+    write_label_metadata(
+        labels_group, LABEL_NAME, colors=colours, properties=properties, fmt=FormatV04(), source={"image": "../../"}
+    )

@@ -34,14 +34,25 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     """The image format of `out`: `fmt` when given, else implied by the name (`.ome.zarr`/`.zarr`, `.ome.tif(f)`,
     otherwise the TIFF). A name that implies another container than `fmt` is refused rather than written misnamed."""
     name = Path(out).name.lower()
-    implied = "ome-zarr" if name.endswith(".zarr") else "ome-tiff" if name.endswith((".ome.tif", ".ome.tiff")) else "tiff" if name.endswith((".tif", ".tiff")) else None
+    implied = (
+        "ome-zarr"
+        if name.endswith(".zarr")
+        else "ome-tiff"
+        if name.endswith((".ome.tif", ".ome.tiff"))
+        else "tiff"
+        if name.endswith((".tif", ".tiff"))
+        else None
+    )
     if fmt is None:
         return implied or "tiff"
     if fmt not in FORMATS:
         raise BadArgumentError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if implied is not None and implied != fmt and not (implied == "tiff" and fmt == "ome-tiff"):
         suggestion = {"ome-zarr": "s.ome.zarr", "ome-tiff": "s.ome.tiff", "tiff": "s.tiff"}[fmt]
-        raise BadArgumentError(f"--out {Path(out).name} names a {implied} output but --format is {fmt}: name it like {suggestion} (or leave out --format)")
+        raise BadArgumentError(
+            f"--out {Path(out).name} names a {implied} output but --format is {fmt}: name it like {suggestion} (or "
+            "leave out --format)"
+        )
     return fmt
 
 
@@ -50,7 +61,9 @@ def annotation_formats(value: str | Sequence[str]) -> tuple[str, ...]:
     names = [n.strip().lower() for n in (value.split(",") if isinstance(value, str) else value)]
     unknown = [n for n in names if n not in ANNOTATION_FORMATS]
     if unknown or not any(names):
-        raise BadArgumentError(f"annotations must be a comma-separated list of {', '.join(ANNOTATION_FORMATS)}, got {','.join(names)!r}")
+        raise BadArgumentError(
+            f"annotations must be a comma-separated list of {', '.join(ANNOTATION_FORMATS)}, got {','.join(names)!r}"
+        )
     return tuple(f for f in ANNOTATION_FORMATS if f in names)
 
 
@@ -67,14 +80,21 @@ class OutputPaths:
     format: str = "tiff"
 
     @classmethod
-    def beside(cls, image: str | Path, fmt: str | None = None, annotations: Sequence[str] = ("geojson",)) -> OutputPaths:
+    def beside(
+        cls, image: str | Path, fmt: str | None = None, annotations: Sequence[str] = ("geojson",)
+    ) -> OutputPaths:
         image = Path(image)
         fmt = output_format(image, fmt)
         lower = image.name.lower()
-        suffix = next((s for s in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), "")
+        suffix = next(
+            (s for s in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), ""
+        )
         stem = image.name[: len(image.name) - len(suffix)] if suffix and len(suffix) < len(image.name) else image.name
-        # the mask mirrors the image's own name: o.ome.tiff → o.mask.ome.tiff, but an OME-TIFF named o.tiff → o.mask.tiff
-        mask_suffix = image.name[len(stem) :] if suffix and stem != image.name else ".ome.tiff" if fmt == "ome-tiff" else ".tiff"
+        # the mask mirrors the image's own name: o.ome.tiff → o.mask.ome.tiff, but an OME-TIFF named o.tiff →
+        # o.mask.tiff
+        mask_suffix = (
+            image.name[len(stem) :] if suffix and stem != image.name else ".ome.tiff" if fmt == "ome-tiff" else ".tiff"
+        )
         mask = None if fmt == "ome-zarr" else image.with_name(f"{stem}.mask{mask_suffix}")
         return cls(
             image,
@@ -101,7 +121,11 @@ class OutputPaths:
         if not isinstance(outputs, dict):
             return []
         mine = {p.resolve() for p in self.all()}
-        named = [self.record.with_name(Path(v).name) for k in ("image", "mask", "geojson", "asap") if isinstance(v := outputs.get(k), str) and v]
+        named = [
+            self.record.with_name(Path(v).name)
+            for k in ("image", "mask", "geojson", "asap")
+            if isinstance(v := outputs.get(k), str) and v
+        ]
         return [p for p in named if p.exists() and p.resolve() not in mine]
 
     def touched(self, *, overwrite: bool) -> list[Path]:
@@ -120,7 +144,8 @@ def claim_outputs(out: str | Path) -> Iterator[Path]:
             lock = stack.enter_context(claim(record, "the output set of"))
         except OutputBusyError:
             raise OutputBusyError(
-                f"another run is writing {out} or another output set named {record.name[: -len('.json')]}.* (they share {record.name}): "
+                f"another run is writing {out} or another output set named {record.name[: -len('.json')]}.* (they "
+                f"share {record.name}): "
                 "wait for it to finish, or choose another --out"
             ) from None
         remove_stale_temporaries(record)
@@ -128,7 +153,21 @@ def claim_outputs(out: str | Path) -> Iterator[Path]:
 
 
 #: The names a set of stem S can hold: every image format, its mask, annotations and record.
-SET_SUFFIXES = (".tiff", ".tif", ".ome.tiff", ".ome.tif", ".ome.zarr", ".zarr", ".mask.tiff", ".mask.tif", ".mask.ome.tiff", ".mask.ome.tif", ".geojson", ".xml", ".json")
+SET_SUFFIXES = (
+    ".tiff",
+    ".tif",
+    ".ome.tiff",
+    ".ome.tif",
+    ".ome.zarr",
+    ".zarr",
+    ".mask.tiff",
+    ".mask.tif",
+    ".mask.ome.tiff",
+    ".mask.ome.tif",
+    ".geojson",
+    ".xml",
+    ".json",
+)
 #: Temporaries of a set's files: `output_set`'s `.NAME.set-PID`, `atomic_output`'s `.NAME.partial-PID`, and the
 #: pyramid writer's level spools `.NAME.levels-*` (an OME-Zarr's labels: `.NAME labels.levels-*`).
 _TEMPORARY = re.compile(r"\.(?P<name>.+?)(?: labels)?\.(?:set-\d+|partial-\d+|levels-[^/]+)")
@@ -172,9 +211,14 @@ def write_slide_outputs(
     paths = OutputPaths.beside(out, fmt, annotation_formats(annotations))
     stale = paths.replaced() if overwrite else []
     if labels is not None and tuple(labels.shape[:2]) != tuple(image.shape[:2]):
-        raise BadArgumentError(f"the label map is {labels.shape[1]}×{labels.shape[0]} px but the image is {image.shape[1]}×{image.shape[0]} px")
+        raise BadArgumentError(
+            f"the label map is {labels.shape[1]}×{labels.shape[0]} px but the image is "
+            f"{image.shape[1]}×{image.shape[0]} px"
+        )
     if labels is not None and (len(labels.shape) != 2 or np.dtype(labels.dtype) != np.uint8):
-        raise BadArgumentError(f"the label map must be one channel of uint8 class ids, got shape {tuple(labels.shape)} {labels.dtype}")
+        raise BadArgumentError(
+            f"the label map must be one channel of uint8 class ids, got shape {tuple(labels.shape)} {labels.dtype}"
+        )
     wanted = (
         [paths.image]
         + ([p for p in (paths.mask, paths.geojson, paths.asap) if p is not None] if labels is not None else [])
@@ -187,23 +231,41 @@ def write_slide_outputs(
             from wsi_synth.io.ngff import write_ngff
 
             levels, reduced, downsample = write_ngff(
-                image, labels, tmp[paths.image], mpp=mpp, classes=classes, tile=tile, capture_max=GEOJSON_MAX_SIDE, progress=progress
+                image,
+                labels,
+                tmp[paths.image],
+                mpp=mpp,
+                classes=classes,
+                tile=tile,
+                capture_max=GEOJSON_MAX_SIDE,
+                progress=progress,
             )
             if labels is not None:
                 result["labels"] = f"{paths.image}/labels/tissue"
         else:
             ome = paths.format == "ome-tiff"
-            levels = write_slide_pyramid(image, tmp[paths.image], mpp=mpp, tile=tile, quality=quality, overwrite=True, progress=progress, ome=ome)
+            levels = write_slide_pyramid(
+                image, tmp[paths.image], mpp=mpp, tile=tile, quality=quality, overwrite=True, progress=progress, ome=ome
+            )
             if labels is not None and paths.mask is not None:
                 _, reduced, downsample = write_label_pyramid(
-                    labels, tmp[paths.mask], mpp=mpp, tile=tile, classes=classes, overwrite=True, capture_max=GEOJSON_MAX_SIDE, ome=ome
+                    labels,
+                    tmp[paths.mask],
+                    mpp=mpp,
+                    tile=tile,
+                    classes=classes,
+                    overwrite=True,
+                    capture_max=GEOJSON_MAX_SIDE,
+                    ome=ome,
                 )
                 result["mask"] = str(paths.mask)
         result["levels"] = [[lv.width, lv.height] for lv in levels]
         if labels is not None:
             assert reduced is not None, "the label writers return the reduced labels they were given"
             if paths.geojson is not None:
-                _write_json(tmp[paths.geojson], mask_to_geojson(reduced, downsample=downsample, classes=classes), overwrite=True)
+                _write_json(
+                    tmp[paths.geojson], mask_to_geojson(reduced, downsample=downsample, classes=classes), overwrite=True
+                )
                 result["geojson"] = str(paths.geojson)
             if paths.asap is not None:
                 from wsi_synth.io.asap import mask_to_asap
@@ -212,7 +274,9 @@ def write_slide_outputs(
                 result["asap"] = str(paths.asap)
             result["annotations_downsample"] = downsample
         if record is not None:
-            _write_json(tmp[paths.record], {**(record() if callable(record) else record), "outputs": result}, overwrite=True)
+            _write_json(
+                tmp[paths.record], {**(record() if callable(record) else record), "outputs": result}, overwrite=True
+            )
             result["record"] = str(paths.record)
     for path in stale:  # the new set is in place: the old set's files it does not replace go
         remove_output(path)
@@ -254,7 +318,9 @@ def open_image_lazily(path: str | Path, *, labels: bool = False):
                 check_tiff_complete(tf, path, what)
             store = tifffile.imread(path, aszarr=True, level=0)
         except (tifffile.TiffFileError, OSError, ValueError, IndexError, KeyError) as exc:
-            raise BadArgumentError(f"{what} {path}: not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+            raise BadArgumentError(
+                f"{what} {path}: not a readable TIFF ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from exc
         return da.from_zarr(zarr.open(store, mode="r"))
     array = read_labels(path, what=what) if labels else read_rgb(path, what=what)
     return da.from_array(array, chunks=(2048, 2048) + array.shape[2:])

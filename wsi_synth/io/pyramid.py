@@ -90,7 +90,15 @@ def write_slide_pyramid(
 
 
 def write_label_pyramid(
-    labels, path: str | Path, *, mpp: float, tile: int = 512, classes: Sequence[dict] = (), overwrite: bool = False, capture_max: int = 0, ome: bool = False
+    labels,
+    path: str | Path,
+    *,
+    mpp: float,
+    tile: int = 512,
+    classes: Sequence[dict] = (),
+    overwrite: bool = False,
+    capture_max: int = 0,
+    ome: bool = False,
 ) -> tuple[list[LevelInfo], np.ndarray | None, float]:
     """Write an (H, W) uint8 class map as an LZW pyramidal BigTIFF, downsampled by mode (never mean).
 
@@ -102,7 +110,9 @@ def write_label_pyramid(
     """
     check_pyramid_args(labels, 2, mpp, tile)
     legend = ";".join(f"{c['id']}:{c['name']}" for c in classes)
-    header = f"({tile}x{tile}) LZW/LABELS|AppMag = {round(10.0 / mpp, 2)}|MPP = {mpp}" + (f"|Classes = {legend}" if legend else "")
+    header = f"({tile}x{tile}) LZW/LABELS|AppMag = {round(10.0 / mpp, 2)}|MPP = {mpp}" + (
+        f"|Classes = {legend}" if legend else ""
+    )
     priority = rarity_priority(labels)
     levels, captured = _write_pyramid(
         labels,
@@ -148,7 +158,9 @@ def check_write_settings(*, tile: int, quality: int = 90) -> None:
 def slide_output_bytes(width: int, height: int, *, lossless: bool = False) -> int:
     """Disk needed to write a slide's image and label pyramids (outputs and spools), an upper estimate; `lossless`
     for an OME-Zarr's Blosc-zstd image instead of JPEG."""
-    return _estimate_bytes(width, height, 3, output_ratio=LOSSLESS_RATIO if lossless else 0.15) + _estimate_bytes(width, height, 1, output_ratio=0.05)
+    return _estimate_bytes(width, height, 3, output_ratio=LOSSLESS_RATIO if lossless else 0.15) + _estimate_bytes(
+        width, height, 1, output_ratio=0.05
+    )
 
 
 def _estimate_bytes(width: int, height: int, channels: int, *, output_ratio: float) -> int:
@@ -184,13 +196,23 @@ def _write_pyramid(
     height, width = source.shape[:2]
     with (
         atomic_output(path, overwrite=overwrite, need_bytes=need_bytes) as tmp,
-        LevelStream(source, tile, halve, spool_dir=Path(tmp).parent, capture_max=capture_max, progress=progress, name=output_name(path)) as stream,
+        LevelStream(
+            source,
+            tile,
+            halve,
+            spool_dir=Path(tmp).parent,
+            capture_max=capture_max,
+            progress=progress,
+            name=output_name(path),
+        ) as stream,
         tifffile.TiffWriter(tmp, bigtiff=True, ome=ome is not None) as tw,
     ):
         for k, (w, h), bands in stream:
             level_mpp = mpp * width / w
             if ome is None:
-                description = f"Aperio Image Library wsi-synth {__version__}\r\n{width}x{height} [0,0 {width}x{height}] {'' if k == 0 else f'-> {w}x{h} '}{header}"
+                reduced = "" if k == 0 else f"-> {w}x{h} "
+                box = f"{width}x{height} [0,0 {width}x{height}] {reduced}"
+                description = f"Aperio Image Library wsi-synth {__version__}\r\n{box}{header}"
                 layout: dict = dict(description=description, metadata=None, subfiletype=0)
             elif k == 0:
                 layout = dict(
@@ -231,7 +253,17 @@ class LevelStream:
     whole: memory is a few bands. With `capture_max`, `captured` is the first level whose sides are ≤ it.
     """
 
-    def __init__(self, source, tile: int, halve: Halve, *, spool_dir: Path, capture_max: int = 0, progress: bool = False, name: str = "") -> None:
+    def __init__(
+        self,
+        source,
+        tile: int,
+        halve: Halve,
+        *,
+        spool_dir: Path,
+        capture_max: int = 0,
+        progress: bool = False,
+        name: str = "",
+    ) -> None:
         self.source, self.tile, self.halve, self.capture_max = source, tile, halve, capture_max
         height, width = source.shape[:2]
         self.sizes = level_sizes(width, height, tile)
@@ -243,7 +275,14 @@ class LevelStream:
     def __enter__(self) -> LevelStream:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=sum(w * h for w, h in self.sizes), unit="px", unit_scale=True, desc=self._name, disable=not self._progress, leave=False)
+        self._bar = tqdm(
+            total=sum(w * h for w, h in self.sizes),
+            unit="px",
+            unit_scale=True,
+            desc=self._name,
+            disable=not self._progress,
+            leave=False,
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,7 +296,11 @@ class LevelStream:
             self.captured = _read(source, 0, self.sizes[0][1])
         for k, (w, h) in enumerate(self.sizes):
             last = k + 1 == len(self.sizes)
-            spool = None if last else _Spool(Path(self._spools.name) / f"level{k + 1}.raw", source.shape[2:], self.sizes[k + 1][0])
+            spool = (
+                None
+                if last
+                else _Spool(Path(self._spools.name) / f"level{k + 1}.raw", source.shape[2:], self.sizes[k + 1][0])
+            )
             yield k, (w, h), self._counted(_bands(read_band, h, self.tile, spool, self.halve), w)
             if spool is not None:
                 if spool.rows != self.sizes[k + 1][1]:
@@ -287,7 +330,9 @@ def _tiles(bands: Iterator[np.ndarray], width: int, tile: int) -> Iterator[np.nd
             yield padded[:, x0 : x0 + tile]
 
 
-def _bands(read_band: Callable[[int, int], np.ndarray], height: int, rows: int, spool, halve: Halve) -> Iterator[np.ndarray]:
+def _bands(
+    read_band: Callable[[int, int], np.ndarray], height: int, rows: int, spool, halve: Halve
+) -> Iterator[np.ndarray]:
     for y0 in range(0, height, rows):
         band = read_band(y0, min(y0 + rows, height))
         if spool is not None:

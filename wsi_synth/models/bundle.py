@@ -67,7 +67,10 @@ class Bundle:
 
     def _required(self, key: str, stage: str):
         if key not in self.meta:
-            raise BadModelError(f"model bundle {self.root}: model.json lacks {key!r}: train the {stage} stage first (`wsi-synth train {stage} DATA --out {self.root}`)")
+            raise BadModelError(
+                f"model bundle {self.root}: model.json lacks {key!r}: train the {stage} stage first (`wsi-synth train "
+                f"{stage} DATA --out {self.root}`)"
+            )
         return self.meta[key]
 
     @property
@@ -144,16 +147,34 @@ class Bundle:
 
     # --- written by the trainer, here so that model.json has one owner ---------------------------------------------
 
-    def adopt_data(self, *, classes: list[dict], subtypes: list[str], tile_size: int, mpp: float, region_size: int, region_mask_size: int) -> None:
+    def adopt_data(
+        self,
+        *,
+        classes: list[dict],
+        subtypes: list[str],
+        tile_size: int,
+        mpp: float,
+        region_size: int,
+        region_mask_size: int,
+    ) -> None:
         """Record what the bundle was trained on (the classes, subtypes and sizes every stage must share)."""
         self.meta.update(
-            classes=list(classes), subtypes=list(subtypes), tile_size=int(tile_size), mpp=float(mpp), region_size=int(region_size), region_mask_size=int(region_mask_size)
+            classes=list(classes),
+            subtypes=list(subtypes),
+            tile_size=int(tile_size),
+            mpp=float(mpp),
+            region_size=int(region_size),
+            region_mask_size=int(region_mask_size),
         )
 
     def adopt_layout_data(self, *, region_size: int, region_mask_size: int, subtypes: list[str]) -> None:
         """Record the geometry of the layout stage's regions (its own, coarser than the mask stage's) and the subtypes
         its data has (for the others it draws its unconditional layout)."""
-        self.meta["layout"] = {"region_size": int(region_size), "region_mask_size": int(region_mask_size), "subtypes": list(subtypes)}
+        self.meta["layout"] = {
+            "region_size": int(region_size),
+            "region_mask_size": int(region_mask_size),
+            "subtypes": list(subtypes),
+        }
 
     def has_data(self) -> bool:
         """Whether a stage has already bound the bundle to a class scheme (see `adopt_data`)."""
@@ -175,7 +196,9 @@ class Bundle:
         """Forget a stage (before training it again)."""
         self.meta["stages"].pop(stage, None)
 
-    def record_stage(self, stage: str, record: dict, *, schedule: ScheduleSpec, image_conditioning: str | None = None) -> None:
+    def record_stage(
+        self, stage: str, record: dict, *, schedule: ScheduleSpec, image_conditioning: str | None = None
+    ) -> None:
         """Record a trained stage's provenance, the schedule it was trained with and the conditioning scheme."""
         if image_conditioning is not None:
             self.meta["image_conditioning"] = image_conditioning
@@ -183,7 +206,11 @@ class Bundle:
                 self.meta["empty_map"] = "map"
             else:
                 self.meta.pop("empty_map", None)
-        self.meta["schedule"] = {"num_train_timesteps": schedule.num_train_timesteps, "beta_schedule": schedule.beta_schedule, "prediction_type": "epsilon"}
+        self.meta["schedule"] = {
+            "num_train_timesteps": schedule.num_train_timesteps,
+            "beta_schedule": schedule.beta_schedule,
+            "prediction_type": "epsilon",
+        }
         self._describe_conditioning()
         self.meta["stages"][stage] = dict(record)
 
@@ -191,10 +218,12 @@ class Bundle:
         self.meta["conditioning"] = {
             "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
             if self.image_conditioning == "per-class"
-            else "class embedding (0 = null, 1 = map, for every labelled tile) + the crop's class map as K-1 one-hot input channels"
+            else "class embedding (0 = null, 1 = map, for every labelled tile) + the crop's class map as K-1 one-hot "
+            "input channels"
             " (all zeros = unannotated with embedding 1, null with embedding 0)",
             "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
-            "layout": "as the mask stage, on coarser regions (model.json's layout geometry); generate starts the mask stage from it",
+            "layout": "as the mask stage, on coarser regions (model.json's layout geometry); generate starts the mask "
+            "stage from it",
         }
 
     def write_stage(self, stage: str) -> None:
@@ -207,7 +236,9 @@ class Bundle:
             fcntl.flock(lock, fcntl.LOCK_EX)
             path = self.root / "model.json"
             if path.is_file():
-                self.meta = _merged(read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError), self.meta, stage)
+                self.meta = _merged(
+                    read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError), self.meta, stage
+                )
                 self._describe_conditioning()
             self.write_meta()
 
@@ -218,7 +249,9 @@ class Bundle:
     def require(self, stage: str) -> None:
         """Refuse a bundle without `stage`, saying which command trains it."""
         if not self.has(stage):
-            hint = f"wsi-synth train {stage} DATA --out {self.root}" + (" (or pass --codec PATH)" if stage == "codec" else "")
+            hint = f"wsi-synth train {stage} DATA --out {self.root}" + (
+                " (or pass --codec PATH)" if stage == "codec" else ""
+            )
             raise BadModelError(f"model bundle {self.root} has no {stage} stage: train it with `{hint}`")
 
     def check_files(self, stage: str) -> None:
@@ -245,7 +278,8 @@ class Bundle:
             config = json.loads((folder / "config.json").read_text())
         except (OSError, ValueError) as exc:
             raise BadModelError(
-                f"model bundle {self.root}: {folder.name}/config.json is unreadable ({exc}): copy the bundle again, or retrain the {stage} stage"
+                f"model bundle {self.root}: {folder.name}/config.json is unreadable ({exc}): copy the bundle again, or "
+                f"retrain the {stage} stage"
             ) from exc
         if not {"latent", "classes"} <= set(self.meta):
             return  # a bundle being assembled (or written by hand) states nothing yet to check the network against
@@ -255,15 +289,22 @@ class Bundle:
             config = {**config, "downsampling factor": 2 ** (len(config.get("block_out_channels", [0])) - 1)}
         elif stage == "image":
             spatial = self.image_conditioning == "spatial"
-            expected = {"in_channels": self.latent.channels + (n - 1 if spatial else 1), "out_channels": self.latent.channels, "num_class_embeds": 2 if spatial else n}
+            expected = {
+                "in_channels": self.latent.channels + (n - 1 if spatial else 1),
+                "out_channels": self.latent.channels,
+                "num_class_embeds": 2 if spatial else n,
+            }
         else:
             expected = {"in_channels": n, "out_channels": n, "num_class_embeds": len(self.subtypes) + 1}
         for key, want in expected.items():
             if config.get(key) != want:
                 raise BadModelError(
-                    f"model bundle {self.root}: {folder.name}/config.json has {key} {config.get(key)} where model.json ({n} classes, "
-                    f"{len(self.subtypes)} subtypes, {self.latent.channels}-channel latents at f = {self.latent.factor}) needs {want}: "
-                    f"its files come from different trainings; copy the whole bundle again, or retrain the {stage} stage"
+                    f"model bundle {self.root}: {folder.name}/config.json has {key} {config.get(key)} where model.json "
+                    f"({n} classes, "
+                    f"{len(self.subtypes)} subtypes, {self.latent.channels}-channel latents at f = "
+                    f"{self.latent.factor}) needs {want}: "
+                    f"its files come from different trainings; copy the whole bundle again, or retrain the {stage} "
+                    "stage"
                 )
 
     def load_codec(self, *, device: str = "cpu"):
@@ -275,7 +316,11 @@ class Bundle:
         self.check_files("codec")
         source = external or str(self.root / FOLDERS["codec"])
         try:
-            return AutoencoderKL.from_pretrained(source, local_files_only=not _is_hub_id(source), low_cpu_mem_usage=False).to(device).eval()
+            return (
+                AutoencoderKL.from_pretrained(source, local_files_only=not _is_hub_id(source), low_cpu_mem_usage=False)
+                .to(device)
+                .eval()
+            )
         except (OSError, ValueError) as exc:
             raise BadModelError(f"cannot load the codec from {source}: {str(exc).splitlines()[0]}") from exc
 
@@ -286,7 +331,9 @@ class Bundle:
         self.require(stage)
         self.check_files(stage)
         try:
-            return UNet2DModel.from_pretrained(str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False).to(device).eval()
+            return (
+                UNet2DModel.from_pretrained(str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False).to(device).eval()
+            )
         except (OSError, ValueError) as exc:
             raise BadModelError(f"cannot load the {stage} network of {self.root}: {str(exc).splitlines()[0]}") from exc
 
@@ -316,7 +363,11 @@ class Bundle:
             "mpp": m.get("mpp"),
             "latent": m.get("latent"),
             "stages": {
-                s: {k: v for k, v in info.items() if k in ("steps", "external", "dataset_sha256", "final_loss", "psnr_test_db")}
+                s: {
+                    k: v
+                    for k, v in info.items()
+                    if k in ("steps", "external", "dataset_sha256", "final_loss", "psnr_test_db")
+                }
                 for s, info in m.get("stages", {}).items()
             },
         }
@@ -341,7 +392,9 @@ def default_model() -> Path:
 
     bundled = files("wsi_synth") / "default_model"
     if not (bundled / "model.json").is_file():
-        raise BadArgumentError("this install has no bundled default model: pass --model MODEL (train one with `wsi-synth train`)")
+        raise BadArgumentError(
+            "this install has no bundled default model: pass --model MODEL (train one with `wsi-synth train`)"
+        )
     return Path(str(bundled))
 
 
@@ -350,7 +403,12 @@ def _is_hub_id(source: str) -> bool:
 
 
 #: The model.json keys a stage's training sets (beside its record and the schedule every stage writes).
-STAGE_KEYS = {"codec": ("latent",), "image": ("latent", "image_conditioning", "empty_map"), "mask": (), "layout": ("layout",)}
+STAGE_KEYS = {
+    "codec": ("latent",),
+    "image": ("latent", "image_conditioning", "empty_map"),
+    "mask": (),
+    "layout": ("layout",),
+}
 
 
 def _merged(disk: dict, mine: dict, stage: str) -> dict:
@@ -376,7 +434,8 @@ def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
     meta_path = root / "model.json"
     if not meta_path.is_file():
         if create:
-            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):  # hidden: claims, desktop files
+            # hidden: claims, desktop files
+            if root.exists() and any(not p.name.startswith(".") for p in root.iterdir()):
                 raise BadModelError(f"{root} exists and is not a model bundle (no model.json): choose another --out")
             return Bundle(root, {"stages": {}})
         raise BadModelError(f"{root} is not a wsi-synth model bundle (no model.json)")
@@ -402,18 +461,31 @@ def _check_meta(meta: dict, path: Path) -> None:
             and isinstance(v.get("scale"), (int, float))
             and not isinstance(v.get("scale"), bool)
         ),
-        "schedule": lambda v: isinstance(v, dict) and positive_int(v.get("num_train_timesteps")) and isinstance(v.get("beta_schedule"), str),
-        "classes": lambda v: isinstance(v, list) and bool(v) and all(isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in v),
+        "schedule": lambda v: (
+            isinstance(v, dict)
+            and positive_int(v.get("num_train_timesteps"))
+            and isinstance(v.get("beta_schedule"), str)
+        ),
+        "classes": lambda v: (
+            isinstance(v, list)
+            and bool(v)
+            and all(isinstance(c, dict) and isinstance(c.get("id"), int) and isinstance(c.get("name"), str) for c in v)
+        ),
         "subtypes": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
         "tile_size": positive_int,
         "region_size": positive_int,
         "region_mask_size": positive_int,
         "mpp": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-        "layout": lambda v: isinstance(v, dict) and positive_int(v.get("region_size")) and positive_int(v.get("region_mask_size")),
+        "layout": lambda v: (
+            isinstance(v, dict) and positive_int(v.get("region_size")) and positive_int(v.get("region_mask_size"))
+        ),
     }
     for key, ok in checks.items():
         if key in meta and not ok(meta[key]):
-            raise BadModelError(f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was edited by hand; copy the bundle again")
+            raise BadModelError(
+                f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was "
+                "edited by hand; copy the bundle again"
+            )
 
 
 def _check_safetensors(path: Path, stage: str) -> None:
@@ -433,4 +505,7 @@ def _check_safetensors(path: Path, stage: str) -> None:
         if 8 + header_len + end <= size:
             return
         reason = f"it is truncated ({size:,} of {8 + header_len + end:,} bytes)"
-    raise BadModelError(f"{path}: the {stage} network's weights are unreadable ({reason}): copy the bundle again, or retrain the {stage} stage")
+    raise BadModelError(
+        f"{path}: the {stage} network's weights are unreadable ({reason}): copy the bundle again, or retrain the "
+        f"{stage} stage"
+    )

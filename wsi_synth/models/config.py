@@ -61,7 +61,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     sample_every: int = 500
     seed: int = 0
-    #: The image network's conditioning: "spatial" (the class map as one-hot channels; measured better, docs/benchmarks.md) or "per-class" (the paper's).
+    #: The image network's conditioning: "spatial" (the class map as one-hot channels; measured better,
+    #: docs/benchmarks.md) or "per-class" (the paper's).
     image_conditioning: str = "spatial"
     #: What the image network's null condition learns from: "unlabelled" (the unlabelled tiles when there are any,
     #: else the labelled ones) or "all" (every tile, labelled or not: the null condition is then the data's
@@ -86,7 +87,10 @@ class TrainConfig:
         if not 0 <= self.seed < 2**32:
             raise BadArgumentError(f"seed must be in 0–{2**32 - 1}, got {self.seed}")
         if self.warmup_steps < 0 or not 0 <= self.ema_decay < 1 or not self.grad_clip > 0:
-            raise BadArgumentError(f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got {self.warmup_steps}, {self.ema_decay}, {self.grad_clip}")
+            raise BadArgumentError(
+                f"warmup_steps must be ≥ 0, ema_decay in [0, 1) and grad_clip > 0, got {self.warmup_steps}, "
+                f"{self.ema_decay}, {self.grad_clip}"
+            )
         for part in ("codec", "image", "mask", "layout"):
             if not getattr(self, part).lr > 0:
                 raise BadArgumentError(f"{part}.lr must be positive, got {getattr(self, part).lr}")
@@ -101,9 +105,15 @@ PRESETS = {
     # The paper: SD-2 VAE (f = 8, 4 channels, bring it with --codec), a large UNet on 64×64 latents, 128 px masks.
     "paper": TrainConfig(
         codec=CodecConfig(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32),
-        image=UNetConfig(block_out_channels=(256, 512, 768, 768), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
-        mask=UNetConfig(block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
-        layout=UNetConfig(block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4),
+        image=UNetConfig(
+            block_out_channels=(256, 512, 768, 768), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4
+        ),
+        mask=UNetConfig(
+            block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4
+        ),
+        layout=UNetConfig(
+            block_out_channels=(128, 256, 512), layers_per_block=2, attention=True, norm_num_groups=32, lr=1e-4
+        ),
         batch_size=32,
         max_steps=200_000,
         warmup_steps=1000,
@@ -137,9 +147,13 @@ def _from_yaml(path: Path) -> TrainConfig:
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, UnicodeDecodeError, RecursionError, yaml.YAMLError) as exc:
-        raise BadArgumentError(f"--config {path}: not readable YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
+        raise BadArgumentError(
+            f"--config {path}: not readable YAML ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+        ) from exc
     if not isinstance(doc, dict):
-        raise BadArgumentError(f"--config {path}: must be a mapping of settings (e.g. max_steps: 2000), got a {type(doc).__name__}")
+        raise BadArgumentError(
+            f"--config {path}: must be a mapping of settings (e.g. max_steps: 2000), got a {type(doc).__name__}"
+        )
     return config_from_dict(doc, where=f"--config {path}")
 
 
@@ -157,7 +171,9 @@ def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
             sub_known = {f.name for f in fields(nested[key])}
             bad = set(value) - sub_known
             if bad:
-                raise BadArgumentError(f"{where}: unknown key {key}.{sorted(bad)[0]} (known: {', '.join(sorted(sub_known))})")
+                raise BadArgumentError(
+                    f"{where}: unknown key {key}.{sorted(bad)[0]} (known: {', '.join(sorted(sub_known))})"
+                )
             value = nested[key](**{k: _typed(nested[key](), k, v, f"{where}: {key}.{k}") for k, v in value.items()})
         else:
             value = _typed(TrainConfig(), key, value, f"{where}: {key}")
@@ -166,7 +182,8 @@ def config_from_dict(doc: dict, *, where: str = "config") -> TrainConfig:
 
 
 def _typed(defaults: object, key: str, value: object, where: str) -> object:
-    """`value` as the type of the default of `key` (an int is a float; a list of ints a tuple); else a one-line error."""
+    """`value` as the type of the default of `key` (an int is a float; a list of ints a tuple); else a one-line
+    error."""
     default = getattr(defaults, key)
     if default is None:  # optional numbers (image.min_snr_gamma): null or a finite number
         ok = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
@@ -179,7 +196,11 @@ def _typed(defaults: object, key: str, value: object, where: str) -> object:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value  # type: ignore[arg-type]
     elif isinstance(default, tuple):
-        ok = isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        ok = (
+            isinstance(value, (list, tuple))
+            and bool(value)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
+        )
         value = tuple(value) if ok else value  # type: ignore[arg-type]
     else:
         ok = isinstance(value, type(default))
@@ -193,4 +214,6 @@ def _kind(default: object) -> str:
         return "true or false"
     if isinstance(default, tuple):
         return "a list of positive integers, e.g. [32, 64]"
-    return {int: "an integer", float: "a finite number", str: "a string", type(None): "null or a finite number"}.get(type(default), type(default).__name__)
+    return {int: "an integer", float: "a finite number", str: "a string", type(None): "null or a finite number"}.get(
+        type(default), type(default).__name__
+    )

@@ -50,7 +50,9 @@ class BundleDenoiser:
             _NETWORKS.popitem(last=False)
         return _NETWORKS[key]
 
-    def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    def __call__(
+        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None
+    ) -> torch.Tensor:
         return network_eps(self.network(), self.stage, self.device, z, t, labels, masks, non_blocking=self.pin_memory)
 
 
@@ -62,12 +64,22 @@ class NetworkDenoiser:
     stage: str  # "image" or "mask"
     device: str = "cpu"
 
-    def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    def __call__(
+        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None
+    ) -> torch.Tensor:
         return network_eps(self.net, self.stage, self.device, z, t, labels, masks)
 
 
 def network_eps(
-    net, stage: str, device: str, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None, *, non_blocking: bool = False
+    net,
+    stage: str,
+    device: str,
+    z: torch.Tensor,
+    t: torch.Tensor,
+    labels: torch.Tensor,
+    masks: torch.Tensor | None,
+    *,
+    non_blocking: bool = False,
 ) -> torch.Tensor:
     """ε of a stage's UNet for a batch, on the CPU in float32: the image UNet takes the conditioning class's mask (or,
     spatially conditioned, the crop's one-hot class map) as more input channels (zeros: the null condition); the

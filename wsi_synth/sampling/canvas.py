@@ -38,7 +38,16 @@ from wsi_synth.diffusion.solvers import Solver, make_solver
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import atomic_output, is_disk_full
 from wsi_synth.jsonfile import write_atomic
-from wsi_synth.sampling.sampler import Buffers, Denoiser, SamplerConfig, SampleStats, block_noise, step_canvases, step_window, windows_for
+from wsi_synth.sampling.sampler import (
+    Buffers,
+    Denoiser,
+    SamplerConfig,
+    SampleStats,
+    block_noise,
+    step_canvases,
+    step_window,
+    windows_for,
+)
 
 STATE = "state.json"
 #: The noise stream of known pixels' forward diffusion (independent of the sampler's own noise).
@@ -159,7 +168,17 @@ def sample_canvas(
     if start is not None:
         extra.update(start_sha256=start.fingerprint, start_strength=start.strength)
     identity = _identity(shape, config, labels, condition, extra) if work is not None else {}
-    current, target, first = _open_state(shape, config, solver, windows, work=work, out_of_core=out_of_core, resume=resume, identity=identity, stats=stats)
+    current, target, first = _open_state(
+        shape,
+        config,
+        solver,
+        windows,
+        work=work,
+        out_of_core=out_of_core,
+        resume=resume,
+        identity=identity,
+        stats=stats,
+    )
     if client is not None and labels is not None and work is not None:
         # in the shared work folder, not scattered into workers' memory: a lost worker's tasks are recomputed anywhere
         labels = StoredLabels.save(labels, work / "labels.npy")  # type: ignore[assignment]  # read like an array
@@ -169,7 +188,9 @@ def sample_canvas(
     if known is not None and first == 0:
         known.apply(current.x, solver, 0)
     for j in range(first, len(solver)):
-        for r in _run_step(denoiser, current, target, windows, j, solver, config, labels, condition, client, workers, active):
+        for r in _run_step(
+            denoiser, current, target, windows, j, solver, config, labels, condition, client, workers, active
+        ):
             stats.crops += r["crops"]
             stats.evaluations += r["evaluations"]
         stats.steps += 1
@@ -256,15 +277,38 @@ def sample_canvases(
 
 
 def _run_step(
-    denoiser, current: Buffers, target: Buffers, windows, j: int, solver: Solver, config: SamplerConfig, labels, condition: int, client, workers: int, active=None
+    denoiser,
+    current: Buffers,
+    target: Buffers,
+    windows,
+    j: int,
+    solver: Solver,
+    config: SamplerConfig,
+    labels,
+    condition: int,
+    client,
+    workers: int,
+    active=None,
 ) -> list[dict]:
     def one(window):
-        return step_window(denoiser, current, target, window, j, solver, config, labels=labels, condition=condition, active=active)
+        return step_window(
+            denoiser, current, target, window, j, solver, config, labels=labels, condition=condition, active=active
+        )
 
     if client is not None:
         n = len(windows)
         futures = client.map(
-            step_window, [denoiser] * n, [current] * n, [target] * n, windows, [j] * n, [solver] * n, [config] * n, labels=labels, condition=condition, pure=False
+            step_window,
+            [denoiser] * n,
+            [current] * n,
+            [target] * n,
+            windows,
+            [j] * n,
+            [solver] * n,
+            [config] * n,
+            labels=labels,
+            condition=condition,
+            pure=False,
         )
         return client.gather(futures)
     if workers > 1 and len(windows) > 1:
@@ -325,7 +369,16 @@ def _short(value) -> str:
 
 
 def _open_state(
-    shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool, resume: bool, identity: dict, stats: SampleStats
+    shape,
+    config: SamplerConfig,
+    solver: Solver,
+    windows,
+    *,
+    work: Path | None,
+    out_of_core: bool,
+    resume: bool,
+    identity: dict,
+    stats: SampleStats,
 ) -> tuple[Buffers, Buffers, int]:
     """The two buffer sets and the step to start at (0, or where a resumed run stopped)."""
     saved = read_state(work) if resume and work is not None else None
@@ -340,14 +393,17 @@ def _open_state(
                 raise
             raise BadArgumentError(
                 f"cannot --resume from {work}: its saved state is damaged ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); start again with --overwrite instead of --resume"
+                f"{str(exc).splitlines()[0] if str(exc) else 'unreadable'}); start again with --overwrite instead of "
+                "--resume"
             ) from exc
     if work is not None:
         _clear(work)
     return _restore(None, shape, config, solver, windows, work=work, out_of_core=out_of_core)
 
 
-def _restore(saved: dict | None, shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool) -> tuple[Buffers, Buffers, int]:
+def _restore(
+    saved: dict | None, shape, config: SamplerConfig, solver: Solver, windows, *, work: Path | None, out_of_core: bool
+) -> tuple[Buffers, Buffers, int]:
     """The buffers of a saved state (`saved`), or of a fresh start (noise), in memory or in the work store."""
     saved_in_zarr = saved is not None and saved["storage"] == "zarr"
     if out_of_core:
@@ -394,7 +450,14 @@ def _zarr_buffers(work: Path, name: str, shape, solver: Solver, windows, *, crea
             return zarr.open_array(path, mode="r+")
         win = (max(1, windows[0][1] - windows[0][0]), max(1, windows[0][3] - windows[0][2]))
         return zarr.create_array(
-            path, shape=shape, dtype="float32", chunks=_inner_chunks(shape[0], win), shards=(shape[0], *win), compressors=None, fill_value=0.0, overwrite=True
+            path,
+            shape=shape,
+            dtype="float32",
+            chunks=_inner_chunks(shape[0], win),
+            shards=(shape[0], *win),
+            compressors=None,
+            fill_value=0.0,
+            overwrite=True,
         )
 
     return Buffers(array(""), array("_x0") if solver.keeps_x0 else None)
@@ -416,7 +479,9 @@ def _load_memory_state(work: Path, saved: dict, shape) -> Buffers:
     return state
 
 
-def _save_state(work: Path, step: int, current: Buffers, identity: dict, stats: SampleStats, *, out_of_core: bool) -> None:
+def _save_state(
+    work: Path, step: int, current: Buffers, identity: dict, stats: SampleStats, *, out_of_core: bool
+) -> None:
     """Make `current` the saved state: its data first (a new file in memory mode; zarr buffers are already
     written), then the pointer, atomically; then drop the state files the pointer no longer names."""
     if out_of_core:
@@ -429,7 +494,9 @@ def _save_state(work: Path, step: int, current: Buffers, identity: dict, stats: 
             np.savez(fh, x=current.x, **({"x0": current.x0} if current.x0 is not None else {}))
         os.replace(tmp, work / name)
         storage = "memory"
-    write_atomic(work / STATE, {"step": step, "storage": storage, "current": name, "identity": identity, "stats": asdict(stats)})
+    write_atomic(
+        work / STATE, {"step": step, "storage": storage, "current": name, "identity": identity, "stats": asdict(stats)}
+    )
     for old in work.glob("state-*.npz"):
         if old.name != name:
             old.unlink(missing_ok=True)

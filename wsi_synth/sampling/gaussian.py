@@ -33,7 +33,9 @@ class GaussianFieldDenoiser:
             self._maps[t] = torch.from_numpy(m).float()
         return self._maps[t]
 
-    def __call__(self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None) -> torch.Tensor:
+    def __call__(
+        self, z: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor | None
+    ) -> torch.Tensor:
         b, c = z.shape[:2]
         flat = z.reshape(b, c, -1)
         # one matrix-vector product per crop: results do not depend on how crops are batched
@@ -53,4 +55,10 @@ def field_statistics(samples: np.ndarray, edge_period: int) -> dict:
 
     edge = np.arange(edge_period - 1, width - 1, edge_period)
     inner = np.setdiff1d(np.arange(width - 1), edge)
-    return {"variance": var, "lag1": corr(np.arange(width - 1)), "lag4": corr(np.arange(width - 4), 4), "across_edges": corr(edge), "inside": corr(inner)}
+    return {
+        "variance": var,
+        "lag1": corr(np.arange(width - 1)),
+        "lag4": corr(np.arange(width - 4), 4),
+        "across_edges": corr(edge),
+        "inside": corr(inner),
+    }

@@ -38,7 +38,9 @@ class PlannerConfig:
         if self.name not in PLANNERS:
             raise BadArgumentError(f"--planner must be one of {', '.join(PLANNERS)}, got {self.name!r}")
         if not 0 <= self.context < self.crop / 2:
-            raise BadArgumentError(f"--context must be in [0, d/2) = [0, {self.crop / 2:g}) latent px, got {self.context}")
+            raise BadArgumentError(
+                f"--context must be in [0, d/2) = [0, {self.crop / 2:g}) latent px, got {self.context}"
+            )
 
     @property
     def region_size(self) -> int:
@@ -61,7 +63,9 @@ class Plan:
     col_cell: np.ndarray | None = None  # (w,) grid plans: cell column of each window column
 
 
-def plan_window(config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int) -> Plan:
+def plan_window(
+    config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int
+) -> Plan:
     """The crops that own the pixels of `window` = (y0, y1, x0, x1), and the owner map of that window."""
     h, w = canvas
     d = config.crop
@@ -77,11 +81,17 @@ def _grid_geometry(config: PlannerConfig, seed: int, step: int) -> tuple[int, in
     """(context m, owned cell side s, offset) of a grid planner at one step."""
     m = config.context if config.name == "shifted-grid" else 0
     s = config.crop - 2 * m
-    offset = (0, 0) if config.name == "fixed-grid" else tuple(int(v) for v in np.random.default_rng([seed, step, 7]).integers(0, s, 2))
+    offset = (
+        (0, 0)
+        if config.name == "fixed-grid"
+        else tuple(int(v) for v in np.random.default_rng([seed, step, 7]).integers(0, s, 2))
+    )
     return m, s, offset  # type: ignore[return-value]
 
 
-def _grid(canvas: tuple[int, int], window: tuple[int, int, int, int], d: int, m: int, s: int, offset: tuple[int, int]) -> Plan:
+def _grid(
+    canvas: tuple[int, int], window: tuple[int, int, int, int], d: int, m: int, s: int, offset: tuple[int, int]
+) -> Plan:
     y0, y1, x0, x1 = window
     ys = _cell_starts(offset[0], s, y0, y1)
     xs = _cell_starts(offset[1], s, x0, x1)
@@ -101,7 +111,9 @@ def _cell_starts(offset: int, s: int, lo: int, hi: int) -> np.ndarray:
     return np.arange(first, hi, s, dtype=np.int64)
 
 
-def _random_patch(config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int) -> Plan:
+def _random_patch(
+    config: PlannerConfig, canvas: tuple[int, int], window: tuple[int, int, int, int], *, seed: int, step: int
+) -> Plan:
     r = config.region_size
     y0, y1, x0, x1 = window
     if y0 % r or x0 % r or (y1 % r and y1 != canvas[0]) or (x1 % r and x1 != canvas[1]):
@@ -112,14 +124,18 @@ def _random_patch(config: PlannerConfig, canvas: tuple[int, int], window: tuple[
     for ry in range(y0, y1, r):
         for rx in range(x0, x1, r):
             region = (ry, min(ry + r, canvas[0]), rx, min(rx + r, canvas[1]))
-            region_crops, region_owner = plan_region(config.crop, canvas, region, np.random.default_rng([seed, step, ry, rx]))
+            region_crops, region_owner = plan_region(
+                config.crop, canvas, region, np.random.default_rng([seed, step, ry, rx])
+            )
             owner[ry - y0 : region[1] - y0, rx - x0 : region[3] - x0] = region_owner + count
             crops.append(region_crops)
             count += len(region_crops)
     return Plan(np.concatenate(crops).astype(np.int64).reshape(-1, 2), owner, (y0, x0))
 
 
-def plan_region(d: int, canvas: tuple[int, int], region: tuple[int, int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def plan_region(
+    d: int, canvas: tuple[int, int], region: tuple[int, int, int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The paper's random patches in one planning region: crops (N, 2) in canvas px and the region's owner map.
 
     Walk a random permutation of the region's pixels; a pixel not covered by an earlier crop becomes the centre
@@ -145,15 +161,20 @@ def plan_region(d: int, canvas: tuple[int, int], region: tuple[int, int, int, in
         cx = np.clip(rx0 + px - d // 2, 0, canvas[1] - d) - rx0
         accepted = _accept_in_order(py, px, cy, cx, d)
         cy, cx = cy[accepted], cx[accepted]
-        for y0, y1, x0, x1 in zip(np.maximum(cy, 0).tolist(), (cy + d).tolist(), np.maximum(cx, 0).tolist(), (cx + d).tolist(), strict=True):
+        for y0, y1, x0, x1 in zip(
+            np.maximum(cy, 0).tolist(), (cy + d).tolist(), np.maximum(cx, 0).tolist(), (cx + d).tolist(), strict=True
+        ):
             covered_2d[y0:y1, x0:x1] = True
         centres_y.append(cy)
         centres_x.append(cx)
     cy = np.concatenate(centres_y) if centres_y else np.zeros(0, np.int64)
     cx = np.concatenate(centres_x) if centres_x else np.zeros(0, np.int64)
     owner = np.empty((rh, rw), np.int32)
-    bounds = zip(np.maximum(cy, 0).tolist(), (cy + d).tolist(), np.maximum(cx, 0).tolist(), (cx + d).tolist(), strict=True)
-    for k, (y0, y1, x0, x1) in reversed(list(enumerate(bounds))):  # later crops first: each pixel ends with the first that covers it
+    bounds = zip(
+        np.maximum(cy, 0).tolist(), (cy + d).tolist(), np.maximum(cx, 0).tolist(), (cx + d).tolist(), strict=True
+    )
+    # later crops first: each pixel ends with the first that covers it
+    for k, (y0, y1, x0, x1) in reversed(list(enumerate(bounds))):
         owner[y0:y1, x0:x1] = k
     return np.stack([cy + ry0, cx + rx0], 1), owner
 
@@ -174,7 +195,12 @@ def _accept_in_order(py: np.ndarray, px: np.ndarray, cy: np.ndarray, cx: np.ndar
     """Which candidates (in order) become centres: those no earlier accepted candidate's crop covers."""
     n = len(py)
     # covers[i, j]: candidate i's crop contains candidate j, for i < j only
-    covers = (cy[:, None] <= py[None, :]) & (py[None, :] < cy[:, None] + d) & (cx[:, None] <= px[None, :]) & (px[None, :] < cx[:, None] + d)
+    covers = (
+        (cy[:, None] <= py[None, :])
+        & (py[None, :] < cy[:, None] + d)
+        & (cx[:, None] <= px[None, :])
+        & (px[None, :] < cx[:, None] + d)
+    )
     covers &= np.triu(np.ones((n, n), bool), 1)
     accepted = np.zeros(n, bool)
     undecided = np.ones(n, bool)
@@ -187,7 +213,8 @@ def _accept_in_order(py: np.ndarray, px: np.ndarray, cy: np.ndarray, cx: np.ndar
         accepted |= newly
         undecided &= ~newly
         if (undecided == undecided_before).all():
-            raise AssertionError("random-patch planning made no progress")  # cannot happen: the first undecided is always decidable
+            # cannot happen: the first undecided is always decidable
+            raise AssertionError("random-patch planning made no progress")
     return accepted
 
 
@@ -199,13 +226,19 @@ def crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, seed: int 
         return len(_cell_starts(oy, s, 0, h)) * len(_cell_starts(ox, s, 0, w))
     r = config.region_size  # regions own disjoint pixels, and each crop belongs to one region
     return sum(
-        len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0])
+        len(
+            plan_region(
+                config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x])
+            )[0]
+        )
         for y in range(0, h, r)
         for x in range(0, w, r)
     )
 
 
-def estimate_crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, seed: int = 0, step: int = 0, sample_regions: int = 48) -> tuple[int, bool]:
+def estimate_crops_per_step(
+    config: PlannerConfig, canvas: tuple[int, int], *, seed: int = 0, step: int = 0, sample_regions: int = 48
+) -> tuple[int, bool]:
     """(crops per step, exact?) — exact for the grids; for random-patch, exact up to `sample_regions` planning
     regions, else estimated from a sample of interior, edge and corner regions (each kind planned as it would be).
 
@@ -226,7 +259,14 @@ def estimate_crops_per_step(config: PlannerConfig, canvas: tuple[int, int], *, s
     per_kind = max(2, sample_regions // len(kinds))
     for regions in kinds.values():
         chosen = [regions[i] for i in rng.choice(len(regions), min(per_kind, len(regions)), replace=False)]
-        counts = [len(plan_region(config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x]))[0]) for y, x in chosen]
+        counts = [
+            len(
+                plan_region(
+                    config.crop, canvas, (y, min(y + r, h), x, min(x + r, w)), np.random.default_rng([seed, step, y, x])
+                )[0]
+            )
+            for y, x in chosen
+        ]
         total += float(np.mean(counts)) * len(regions)
     return int(round(total)), False
 

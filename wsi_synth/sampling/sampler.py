@@ -54,7 +54,8 @@ class SamplerConfig:
     classes: int = 0  # K, the model's classes with unknown (spatial conditioning needs it)
     #: Spatial conditioning: the embedding of a crop whose map holds no class. "map" (the map embedding: training
     #: gives it to every labelled tile, so an all-unknown map is the labelled sources' unannotated tissue) or "null"
-    #: (the null embedding, the unlabelled tiles' look, which spatial bundles of before model.json's `empty_map` learnt).
+    #: (the null embedding, the unlabelled tiles' look, which spatial bundles of before model.json's `empty_map`
+    #: learnt).
     empty_map: str = "map"
 
     def validate(self) -> None:
@@ -99,7 +100,14 @@ class Jobs:
         return len(self.crop)
 
 
-def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple[int, int, int, int] | None = None, *, stream: int = 0) -> np.ndarray:
+def block_noise(
+    seed: int,
+    step: int,
+    shape: tuple[int, int, int],
+    window: tuple[int, int, int, int] | None = None,
+    *,
+    stream: int = 0,
+) -> np.ndarray:
     """Standard normal noise for `window` of a (C, H, W) canvas, the same whichever window asks for it. `stream` > 0
     draws an independent sequence (e.g. the forward noise of an inpainting's known pixels)."""
     c, h, w = shape
@@ -112,7 +120,9 @@ def block_noise(seed: int, step: int, shape: tuple[int, int, int], window: tuple
             block = np.random.default_rng(key).standard_normal((c, b, b), dtype=np.float32)
             sy0, sy1 = max(by * b, y0), min((by + 1) * b, y1)
             sx0, sx1 = max(bx * b, x0), min((bx + 1) * b, x1)
-            out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[:, sy0 - by * b : sy1 - by * b, sx0 - bx * b : sx1 - bx * b]
+            out[:, sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = block[
+                :, sy0 - by * b : sy1 - by * b, sx0 - bx * b : sx1 - bx * b
+            ]
     return out
 
 
@@ -140,7 +150,12 @@ def step_window(
     """
     work = _prepare_window(current, window, j, config, labels, condition, active)
     (results,) = evaluate_parts(
-        denoiser, [work.part], t=solver.timesteps[j], batch_size=config.batch_size, d=config.planner.crop, spatial_classes=_spatial_classes(config)
+        denoiser,
+        [work.part],
+        t=solver.timesteps[j],
+        batch_size=config.batch_size,
+        d=config.planner.crop,
+        spatial_classes=_spatial_classes(config),
     )
     return _finish_window(work, results, current, target, j, solver, config)
 
@@ -170,7 +185,10 @@ def step_canvases(
         d=configs[0].planner.crop,
         spatial_classes=_spatial_classes(configs[0]),
     )
-    return [_finish_window(w, r, current, target, j, solver, config) for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)]
+    return [
+        _finish_window(w, r, current, target, j, solver, config)
+        for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)
+    ]
 
 
 def _spatial_classes(config: SamplerConfig) -> int:
@@ -192,7 +210,13 @@ class _Window:
 
 
 def _prepare_window(
-    current: Buffers, window: tuple[int, int, int, int], j: int, config: SamplerConfig, labels: np.ndarray | None, condition: int, active: np.ndarray | None = None
+    current: Buffers,
+    window: tuple[int, int, int, int],
+    j: int,
+    config: SamplerConfig,
+    labels: np.ndarray | None,
+    condition: int,
+    active: np.ndarray | None = None,
 ) -> _Window:
     _, h, w = current.x.shape
     d = config.planner.crop
@@ -203,15 +227,26 @@ def _prepare_window(
     crops = plan.crops - np.array([hy0, hx0])
     local_labels = labels[hy0:hy1, hx0:hx1] if labels is not None else None
     crop_labels = crop_views(local_labels, crops, d) if local_labels is not None else None
-    jobs = plan_jobs(crop_labels, len(crops), omega=config.omega, condition=condition, spatial=config.conditioning == "spatial", empty_map=config.empty_map)
+    jobs = plan_jobs(
+        crop_labels,
+        len(crops),
+        omega=config.omega,
+        condition=condition,
+        spatial=config.conditioning == "spatial",
+        empty_map=config.empty_map,
+    )
     if active is not None:
         jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))
     jobs = share_repeated_crops(jobs, crops)
     evaluated = len(np.unique(jobs.crop))  # copies now all point at their first crop: distinct crops = distinct indices
-    return _Window(window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs), evaluated)
+    return _Window(
+        window, (y0 - hy0, x0 - hx0), plan, local_labels, condition, (halo, crops, crop_labels, jobs), evaluated
+    )
 
 
-def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target: Buffers, j: int, solver: Solver, config: SamplerConfig) -> dict:
+def _finish_window(
+    work: _Window, results: np.ndarray, current: Buffers, target: Buffers, j: int, solver: Solver, config: SamplerConfig
+) -> dict:
     c, h, w = current.x.shape
     y0, y1, x0, x1 = work.window
     halo, crops, _, jobs = work.part
@@ -221,7 +256,9 @@ def _finish_window(work: _Window, results: np.ndarray, current: Buffers, target:
         if solver.keeps_x0:
             target.x0[:, y0:y1, x0:x1] = current.x0[:, y0:y1, x0:x1]
         return {"crops": 0, "evaluations": 0}
-    eps = owned_eps(results, jobs, work.plan, crops, work.labels, work.origin, omega=config.omega, condition=work.condition)
+    eps = owned_eps(
+        results, jobs, work.plan, crops, work.labels, work.origin, omega=config.omega, condition=work.condition
+    )
     oy, ox = work.origin
     x_window = halo[:, oy : oy + y1 - y0, ox : ox + x1 - x0]
     x0_prev = np.asarray(current.x0[:, y0:y1, x0:x1]) if solver.keeps_x0 and j > 0 else None
@@ -238,7 +275,15 @@ def crop_views(labels: np.ndarray, crops: np.ndarray, d: int) -> np.ndarray:
     return sliding_window_view(labels, (d, d))[crops[:, 0], crops[:, 1]]
 
 
-def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, condition: int, spatial: bool = False, empty_map: str = "map") -> Jobs:
+def plan_jobs(
+    crop_labels: np.ndarray | None,
+    n_crops: int,
+    *,
+    omega: float,
+    condition: int,
+    spatial: bool = False,
+    empty_map: str = "map",
+) -> Jobs:
     """Evaluations per crop, crop by crop: each class present (ascending), then the null pass where needed
     (ω > 0, unknown pixels in the crop, or no class at all). Without labels: `condition`, then null if ω > 0.
     `spatial`: one pass per crop with its class map (condition 1) for every pixel, then the null pass where ω > 0
@@ -250,7 +295,8 @@ def plan_jobs(crop_labels: np.ndarray | None, n_crops: int, *, omega: float, con
         per_crop = len(conditions)
         index = np.empty((n_crops, 2), np.int64)
         index[:, 1] = np.arange(n_crops) * per_crop  # column 1: the condition's evaluation
-        index[:, 0] = index[:, 1] + 1 if per_crop == 2 else (index[:, 1] if condition == 0 else -1)  # column 0: the null pass
+        # column 0: the null pass
+        index[:, 0] = index[:, 1] + 1 if per_crop == 2 else (index[:, 1] if condition == 0 else -1)
         return Jobs(np.repeat(np.arange(n_crops), per_crop), np.tile(np.array(conditions, np.int64), n_crops), index)
     k = int(crop_labels.max(initial=0)) + 1
     flat = crop_labels.reshape(n_crops, -1)
@@ -280,7 +326,9 @@ def keep_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
         out = np.where(index >= 0, renumber[np.maximum(index, 0)], -1)
         return np.where(wanted[:, None] if index.ndim == 2 else wanted, out, np.where(out >= 0, 0, -1))
 
-    return Jobs(jobs.crop[keep], jobs.condition[keep], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide))
+    return Jobs(
+        jobs.crop[keep], jobs.condition[keep], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide)
+    )
 
 
 def share_repeated_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
@@ -290,7 +338,8 @@ def share_repeated_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
     if len(jobs) == 0:
         return jobs
     y, x = crops[jobs.crop, 0].astype(np.int64), crops[jobs.crop, 1].astype(np.int64)
-    key = (y * (int(x.max()) + 1) + x) * (int(jobs.condition.max()) + 1) + jobs.condition  # one int per (y, x, condition)
+    # one int per (y, x, condition)
+    key = (y * (int(x.max()) + 1) + x) * (int(jobs.condition.max()) + 1) + jobs.condition
     _, first, group = np.unique(key, return_index=True, return_inverse=True)
     if len(first) == len(key):
         return jobs
@@ -302,7 +351,9 @@ def share_repeated_crops(jobs: Jobs, crops: np.ndarray) -> Jobs:
     def remap(index: np.ndarray) -> np.ndarray:
         return np.where(index >= 0, shared[np.maximum(index, 0)], -1)
 
-    return Jobs(jobs.crop[kept], jobs.condition[kept], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide))
+    return Jobs(
+        jobs.crop[kept], jobs.condition[kept], remap(jobs.index), None if jobs.guide is None else remap(jobs.guide)
+    )
 
 
 def _spatial_jobs(crop_labels: np.ndarray, n_crops: int, *, omega: float, empty_map: str) -> Jobs:
@@ -324,19 +375,32 @@ def _spatial_jobs(crop_labels: np.ndarray, n_crops: int, *, omega: float, empty_
     return Jobs(crop, condition, np.repeat(first[:, None], k, 1), guide)
 
 
-def evaluate(denoiser: Denoiser, halo: np.ndarray, crops: np.ndarray, crop_labels: np.ndarray | None, jobs: Jobs, *, t: int, batch_size: int, d: int) -> np.ndarray:
+def evaluate(
+    denoiser: Denoiser,
+    halo: np.ndarray,
+    crops: np.ndarray,
+    crop_labels: np.ndarray | None,
+    jobs: Jobs,
+    *,
+    t: int,
+    batch_size: int,
+    d: int,
+) -> np.ndarray:
     """ε of every evaluation of one window, (n, C, d, d) float32 (see `evaluate_parts`)."""
     return evaluate_parts(denoiser, [(halo, crops, crop_labels, jobs)], t=t, batch_size=batch_size, d=d)[0]
 
 
-def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size: int, d: int, spatial_classes: int = 0) -> list[np.ndarray]:
+def evaluate_parts(
+    denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size: int, d: int, spatial_classes: int = 0
+) -> list[np.ndarray]:
     """ε of every evaluation of each part — a window's (halo, crops, crop labels, jobs) — as (n, C, d, d) float32,
     the parts' evaluations batched together in order. When the denoiser runs on a GPU (it asks for `pin_memory`),
     batch k+1 is gathered and pinned in a background thread while the GPU runs batch k; on a CPU the denoiser's
     own threads use every core, and a gathering thread beside them made sampling 2.5× slower (measured)."""
     channels = parts[0][0].shape[0]
     outs = [np.empty((len(jobs), channels, d, d), np.float32) for _, _, _, jobs in parts]
-    windows = [sliding_window_view(halo, (d, d), axis=(1, 2)).transpose(1, 2, 0, 3, 4) for halo, _, _, _ in parts]  # [y, x] → (C, d, d)
+    # [y, x] → (C, d, d)
+    windows = [sliding_window_view(halo, (d, d), axis=(1, 2)).transpose(1, 2, 0, 3, 4) for halo, _, _, _ in parts]
     # Every evaluation as (part, index in the part), in order; a batch takes the next `batch_size` of them.
     part_of = np.concatenate([np.full(len(jobs), i) for i, (_, _, _, jobs) in enumerate(parts)]).astype(np.int64)
     local = np.concatenate([np.arange(len(jobs)) for _, _, _, jobs in parts]).astype(np.int64)
@@ -348,17 +412,25 @@ def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size
         which = jobs.crop[rows]
         cls = jobs.condition[rows]
         masks = None
-        if crop_labels is not None and spatial_classes:  # the crop's class map as one-hot channels 1…K−1; zeros for the null pass
-            one_hot = crop_labels[which][:, None] == np.arange(1, spatial_classes, dtype=crop_labels.dtype)[None, :, None, None]
+        # the crop's class map as one-hot channels 1…K−1; zeros for the null pass
+        if crop_labels is not None and spatial_classes:
+            one_hot = (
+                crop_labels[which][:, None]
+                == np.arange(1, spatial_classes, dtype=crop_labels.dtype)[None, :, None, None]
+            )
             masks = (one_hot & (cls != 0)[:, None, None, None]).astype(np.float32)
-        elif crop_labels is not None:  # the class's binary mask; all zeros for the null pass (255 is never a class here)
+        # the class's binary mask; all zeros for the null pass (255 is never a class here)
+        elif crop_labels is not None:
             wanted = np.where(cls != 0, cls, 255).astype(crop_labels.dtype)[:, None, None]
             masks = np.equal(crop_labels[which], wanted).astype(np.float32)[:, None]
         return windows[i][crops[which, 0], crops[which, 1]], cls, masks
 
     def batches() -> Iterator[tuple[int, tuple]]:
         for b0 in range(0, len(part_of), batch_size):
-            pieces = [gather(int(i), local[b0 : b0 + batch_size][part_of[b0 : b0 + batch_size] == i]) for i in np.unique(part_of[b0 : b0 + batch_size])]
+            pieces = [
+                gather(int(i), local[b0 : b0 + batch_size][part_of[b0 : b0 + batch_size] == i])
+                for i in np.unique(part_of[b0 : b0 + batch_size])
+            ]
             z = torch.from_numpy(np.concatenate([p[0] for p in pieces]) if len(pieces) > 1 else pieces[0][0])
             cls = np.concatenate([p[1] for p in pieces])
             masks = None if pieces[0][2] is None else torch.from_numpy(np.concatenate([p[2] for p in pieces]))
@@ -376,7 +448,15 @@ def evaluate_parts(denoiser: Denoiser, parts: list[tuple], *, t: int, batch_size
 
 
 def owned_eps(
-    results: np.ndarray, jobs: Jobs, plan: Plan, crops: np.ndarray, labels: np.ndarray | None, origin: tuple[int, int], *, omega: float, condition: int
+    results: np.ndarray,
+    jobs: Jobs,
+    plan: Plan,
+    crops: np.ndarray,
+    labels: np.ndarray | None,
+    origin: tuple[int, int],
+    *,
+    omega: float,
+    condition: int,
 ) -> np.ndarray:
     """(C, h, w) guided ε of the planned window's pixels, each from its owner crop's evaluation for its class:
     one flat index per pixel (evaluation, row and column in the crop), then one `take` per channel."""
@@ -385,19 +465,26 @@ def owned_eps(
     _, channels, d, _ = results.shape
     itype = np.int32 if results.size < 2**31 else np.int64
     owner = plan.owner
-    if plan.row_cell is not None and plan.col_cell is not None:  # grid plans: a pixel's offset depends on its row and column
+    # grid plans: a pixel's offset depends on its row and column
+    if plan.row_cell is not None and plan.col_cell is not None:
         columns = int(plan.col_cell.max()) + 1
         local_y = (np.arange(oy, oy + h) - crops[plan.row_cell * columns, 0]).astype(itype)
         local_x = (np.arange(ox, ox + w) - crops[plan.col_cell, 1]).astype(itype)
         offset = local_y[:, None] * d + local_x[None, :]
     else:
-        offset = ((np.arange(oy, oy + h)[:, None] - crops[owner, 0]) * d + (np.arange(ox, ox + w)[None, :] - crops[owner, 1])).astype(itype)
+        offset = (
+            (np.arange(oy, oy + h)[:, None] - crops[owner, 0]) * d + (np.arange(ox, ox + w)[None, :] - crops[owner, 1])
+        ).astype(itype)
     flat_results = results.reshape(-1)
     pixel_labels = labels[oy : oy + h, ox : ox + w] if labels is not None else None
 
     def gather(column: np.ndarray | None) -> np.ndarray:
         """ε of each pixel's evaluation `column[owner]`, or `index[owner, label]` when column is None."""
-        job = np.take(jobs.index.ravel(), owner * jobs.index.shape[1] + pixel_labels) if column is None else np.take(column, owner)
+        job = (
+            np.take(jobs.index.ravel(), owner * jobs.index.shape[1] + pixel_labels)
+            if column is None
+            else np.take(column, owner)
+        )
         flat = job.astype(itype) * (channels * d * d) + offset
         out = np.empty((channels, h, w), np.float32)
         for c in range(channels):

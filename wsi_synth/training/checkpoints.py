@@ -14,7 +14,9 @@ log = logging.getLogger("wsi_synth")
 LATENT_CACHE_MAX = 20_000  # latents kept per run (float16); beyond that, tiles are re-encoded
 
 
-def save_checkpoint(path: Path, net, optimizer, schedule, ema, step: int, losses: list[float], config: TrainConfig, seconds: float) -> None:
+def save_checkpoint(
+    path: Path, net, optimizer, schedule, ema, step: int, losses: list[float], config: TrainConfig, seconds: float
+) -> None:
     """The state `load_checkpoint` restores, written atomically (a crash mid-write keeps the previous checkpoint)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -42,7 +44,9 @@ def load_checkpoint(path: Path, net, optimizer, schedule, ema, stage: str) -> tu
     try:
         net.load_state_dict(state["net"])
     except RuntimeError as exc:
-        raise BadModelError(f"--resume: the {stage} checkpoint does not match this configuration ({str(exc).splitlines()[0]})") from exc
+        raise BadModelError(
+            f"--resume: the {stage} checkpoint does not match this configuration ({str(exc).splitlines()[0]})"
+        ) from exc
     optimizer.load_state_dict(state["optimizer"])
     schedule.load_state_dict(state["schedule"])
     ema.load_state_dict(state["ema"])

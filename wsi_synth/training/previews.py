@@ -41,10 +41,18 @@ def preview_sample(
 
     n = len(labels) if labels is not None else len(conditions or [])
     config = SamplerConfig(
-        PlannerConfig("fixed-grid", shape[-1], 0), steps=steps, batch_size=max(n, 1), seed=seed, solver="ddim", conditioning=conditioning, classes=classes
+        PlannerConfig("fixed-grid", shape[-1], 0),
+        steps=steps,
+        batch_size=max(n, 1),
+        seed=seed,
+        solver="ddim",
+        conditioning=conditioning,
+        classes=classes,
     )
     maps: list[np.ndarray | None] | None = list(labels) if labels is not None else None
-    canvases = sample_canvases(NetworkDenoiser(net, stage, device), shape, abar.cpu(), [config] * n, labels=maps, conditions=conditions)
+    canvases = sample_canvases(
+        NetworkDenoiser(net, stage, device), shape, abar.cpu(), [config] * n, labels=maps, conditions=conditions
+    )
     return torch.from_numpy(np.stack(canvases))
 
 

@@ -62,7 +62,19 @@ def train(
     created = not Path(out).exists()
     Path(out).mkdir(parents=True, exist_ok=True)
     try:
-        return _train_claimed(stage, dataset, out, config, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress, rank=rank, world=world)
+        return _train_claimed(
+            stage,
+            dataset,
+            out,
+            config,
+            resume=resume,
+            device=device,
+            codec=codec,
+            overwrite=overwrite,
+            progress=progress,
+            rank=rank,
+            world=world,
+        )
     except BaseException:
         if created and rank == 0:
             _remove_if_untrained(Path(out))
@@ -96,7 +108,17 @@ def _train_claimed(
             bundle.set_external_codec(str(Path(codec).resolve()) if Path(codec).exists() else codec)
         spec = build_stage(stage, dataset, bundle, config, device, rank=rank)
         try:
-            return loop(spec, bundle, config, dataset, resume=resume, device=device, progress=progress and rank == 0, rank=rank, world=world)
+            return loop(
+                spec,
+                bundle,
+                config,
+                dataset,
+                resume=resume,
+                device=device,
+                progress=progress and rank == 0,
+                rank=rank,
+                world=world,
+            )
         finally:
             if world > 1:
                 torch.distributed.destroy_process_group()
@@ -119,7 +141,8 @@ def _discard_stage(bundle: Bundle, stage: str) -> None:
     """What a previous `train STAGE` wrote into the bundle: its network folder, checkpoint, previews, record."""
     if stage == "codec" and bundle.has("image") and not bundle.external_codec:
         raise BadModelError(
-            f"{bundle.root}: its image stage was trained on this codec's latents; retrain the codec into a new --out (or retrain the image stage after it)"
+            f"{bundle.root}: its image stage was trained on this codec's latents; retrain the codec into a new --out "
+            "(or retrain the image stage after it)"
         )
     for path in (bundle.root / FOLDERS[stage], bundle.root / "checkpoints" / f"{stage}.pt"):
         if path.is_dir():
@@ -158,13 +181,24 @@ def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str) -> Non
     if bundle.has_data():
         mine = [c["name"] for c in bundle.classes]
         if mine != [c["name"] for c in classes]:
-            raise BadModelError(f"{bundle.root} was trained with classes {mine}, the dataset has {[c['name'] for c in classes]}")
+            raise BadModelError(
+                f"{bundle.root} was trained with classes {mine}, the dataset has {[c['name'] for c in classes]}"
+            )
         if bundle.subtypes != subtypes:
-            raise BadModelError(f"{bundle.root} was trained with subtypes {bundle.subtypes}, the dataset has {subtypes}")
+            raise BadModelError(
+                f"{bundle.root} was trained with subtypes {bundle.subtypes}, the dataset has {subtypes}"
+            )
         if bundle.tile_size != dataset.tile_size:
-            raise BadModelError(f"{bundle.root} was trained on {bundle.tile_size} px tiles, the dataset has {dataset.tile_size}")
+            raise BadModelError(
+                f"{bundle.root} was trained on {bundle.tile_size} px tiles, the dataset has {dataset.tile_size}"
+            )
     bundle.adopt_data(
-        classes=classes, subtypes=subtypes, tile_size=dataset.tile_size, mpp=dataset.mpp, region_size=dataset.region_size, region_mask_size=dataset.region_mask_size
+        classes=classes,
+        subtypes=subtypes,
+        tile_size=dataset.tile_size,
+        mpp=dataset.mpp,
+        region_size=dataset.region_size,
+        region_mask_size=dataset.region_mask_size,
     )
 
 
@@ -172,16 +206,27 @@ def _bind_layout_data(bundle: Bundle, dataset: Dataset) -> None:
     """The layout stage adds to a bundle bound to a class scheme: same classes, subtypes among the bundle's (a layout
     data set may hold some of them only), regions larger than the mask stage's."""
     if not bundle.has_data():
-        raise BadModelError(f"{bundle.root} has no stage yet: train the codec, image and mask stages first; the layout stage adds to them")
+        raise BadModelError(
+            f"{bundle.root} has no stage yet: train the codec, image and mask stages first; the layout stage adds to "
+            "them"
+        )
     mine, theirs = [c["name"] for c in bundle.classes], [c["name"] for c in dataset.classes]
     if mine != theirs:
-        raise BadModelError(f"{bundle.root} was trained with classes {mine}, the layout dataset has {theirs}: import it with the same --classes")
+        raise BadModelError(
+            f"{bundle.root} was trained with classes {mine}, the layout dataset has {theirs}: import it with the same "
+            "--classes"
+        )
     foreign = sorted(set(dataset.subtypes) - set(bundle.subtypes))
     if foreign:
-        raise BadModelError(f"the layout dataset's subtypes {foreign} are not the model's ({', '.join(bundle.subtypes)})")
+        raise BadModelError(
+            f"the layout dataset's subtypes {foreign} are not the model's ({', '.join(bundle.subtypes)})"
+        )
     if dataset.region_size <= bundle.region_size:
         raise BadArgumentError(
-            f"the layout dataset's regions ({dataset.region_size} px) are not larger than the mask stage's ({bundle.region_size} px): "
+            f"the layout dataset's regions ({dataset.region_size} px) are not larger than the mask stage's "
+            f"({bundle.region_size} px): "
             "import the layouts with a larger --region (e.g. 2048) for the layout stage"
         )
-    bundle.adopt_layout_data(region_size=dataset.region_size, region_mask_size=dataset.region_mask_size, subtypes=dataset.subtypes)
+    bundle.adopt_layout_data(
+        region_size=dataset.region_size, region_mask_size=dataset.region_mask_size, subtypes=dataset.subtypes
+    )

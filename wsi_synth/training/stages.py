@@ -27,7 +27,8 @@ LATENT_CACHE_MAX = 20_000  # latents kept per run (float16); beyond that, tiles 
 
 @dataclass
 class StageSpec:
-    """What differs between the stages of training: the network, its learning rate, its loss, preview and final record."""
+    """What differs between the stages of training: the network, its learning rate, its loss, preview and final
+    record."""
 
     name: str
     network: torch.nn.Module
@@ -38,7 +39,9 @@ class StageSpec:
     draw: Callable[[int], tuple] | None = None  # the batch of a step (for inspection and tests)
 
 
-def build_stage(stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, *, rank: int = 0) -> StageSpec:
+def build_stage(
+    stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, *, rank: int = 0
+) -> StageSpec:
     """The stage's network (initialised from the seed, not the global RNG, so every rank starts equal)
     and its data/loss/preview; `rank` selects this process's share of each step's draws."""
     build = {"codec": _codec_stage, "image": _image_stage, "mask": _mask_stage, "layout": _layout_stage}[stage]
@@ -47,7 +50,9 @@ def build_stage(stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfi
         try:
             return build(dataset, bundle, config, device, rank)
         except ValueError as exc:  # diffusers refuses inconsistent sizes (e.g. channels not divisible by groups)
-            raise BadArgumentError(f"the {stage} network cannot be built with this configuration: {str(exc).splitlines()[0]}") from exc
+            raise BadArgumentError(
+                f"the {stage} network cannot be built with this configuration: {str(exc).splitlines()[0]}"
+            ) from exc
 
 
 # --- codec --------------------------------------------------------------------------------------------
@@ -107,7 +112,9 @@ def measure_scale(codec, images: list[np.ndarray], device: str) -> float:
     """1 / std of the latents (posterior means) over `images`: scaled latents have unit variance."""
     n = _chunk(images)
     with torch.no_grad():
-        z = torch.cat([codec.encode(_to_tensor(images[i : i + n], device)).latent_dist.mode() for i in range(0, len(images), n)])
+        z = torch.cat(
+            [codec.encode(_to_tensor(images[i : i + n], device)).latent_dist.mode() for i in range(0, len(images), n)]
+        )
     return float(1.0 / z.float().std().clamp(min=1e-6))
 
 
@@ -129,13 +136,20 @@ def reconstruction_psnr(codec, images: list[np.ndarray], device: str) -> float:
 
 def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
     index, reader = TileIndex.build(dataset), TileReader(dataset)
-    require(index.labelled, "labelled tiles", dataset, "conditional training needs annotated tiles (extract with annotations, or import with --masks)")
+    require(
+        index.labelled,
+        "labelled tiles",
+        dataset,
+        "conditional training needs annotated tiles (extract with annotations, or import with --masks)",
+    )
     codec = bundle.load_codec(device=device)
     for p in codec.parameters():
         p.requires_grad_(False)
     if not bundle.has_latent() or bundle.external_codec:
         images = [reader.image("labelled", s, i) for s, i in index.labelled[:64]]
-        bundle.set_latent(LatentSpec(codec_factor(codec), codec.config.latent_channels, measure_scale(codec, images, device)))
+        bundle.set_latent(
+            LatentSpec(codec_factor(codec), codec.config.latent_channels, measure_scale(codec, images, device))
+        )
     latent = bundle.latent
     tile = dataset.tile_size
     if tile % latent.factor:
@@ -160,7 +174,10 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         key = (kind, source, i)
         if key not in cache:
             with torch.no_grad():
-                z = codec.encode(_to_tensor([reader.image(kind, source, i)], device)).latent_dist.mode()[0] * latent.scale
+                z = (
+                    codec.encode(_to_tensor([reader.image(kind, source, i)], device)).latent_dist.mode()[0]
+                    * latent.scale
+                )
             if len(cache) < LATENT_CACHE_MAX:
                 cache[key] = z.half()
         z = cache[key].float() if key in cache else z
@@ -184,8 +201,11 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
             source, i = index.labelled[int(rng.integers(len(index.labelled)))]
             mask = reader.mask("labelled", source, i)
             if spatial:
-                one_hot = torch.from_numpy(mask[None] == np.arange(1, n_classes, dtype=mask.dtype)[:, None, None]).float()[None]
-                small = torch.rot90(F.adaptive_avg_pool2d(one_hot, lat)[0], k, dims=(1, 2))  # soft edges, as the sampler's smooth maps
+                one_hot = torch.from_numpy(
+                    mask[None] == np.arange(1, n_classes, dtype=mask.dtype)[:, None, None]
+                ).float()[None]
+                # soft edges, as the sampler's smooth maps
+                small = torch.rot90(F.adaptive_avg_pool2d(one_hot, lat)[0], k, dims=(1, 2))
                 masks.append(small.flip(2) if flip else small)
                 latents.append(encode("labelled", source, i, k, flip))
                 labels.append(1)  # an all-unknown map too: unannotated tissue of a labelled source, not the null look
@@ -203,13 +223,23 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
 
     def loss(net, step: int) -> torch.Tensor:
         z0, mask, labels = draw(step)
-        return _eps_loss(net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank, gamma=config.image.min_snr_gamma)
+        return _eps_loss(
+            net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank, gamma=config.image.min_snr_gamma
+        )
 
     def preview(net) -> np.ndarray:
         # an all-unknown map, then each class over the whole tile, all from the same noise
         maps = [np.full((lat, lat), c, np.uint8) for c in range(n_classes)]
         z = preview_sample(
-            net, "image", (latent.channels, lat, lat), abar, device, seed=config.seed, labels=maps, conditioning=config.image_conditioning, classes=n_classes
+            net,
+            "image",
+            (latent.channels, lat, lat),
+            abar,
+            device,
+            seed=config.seed,
+            labels=maps,
+            conditioning=config.image_conditioning,
+            classes=n_classes,
         ).to(device)
         with torch.no_grad():
             return grid(codec.decode(z / latent.scale).sample.clamp(-1, 1), rows=1)
@@ -220,15 +250,24 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
 # --- mask denoiser --------------------------------------------------------------------------------------
 
 
-def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0, *, name: str = "mask") -> StageSpec:
+def _mask_stage(
+    dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0, *, name: str = "mask"
+) -> StageSpec:
     index, reader = TileIndex.build(dataset), TileReader(dataset)
-    require(index.regions, "region masks", dataset, "extract regions (--region/--region-mask) or import masks (or --layouts)")
+    require(
+        index.regions,
+        "region masks",
+        dataset,
+        "extract regions (--region/--region-mask) or import masks (or --layouts)",
+    )
     subtypes = bundle.subtypes
     size = dataset.region_mask_size
     network = getattr(config, name)
     check_fits(network, size, "the region mask size")
     n_classes = len(dataset.classes)
-    net = build_unet(network, in_channels=n_classes, out_channels=n_classes, num_class_embeds=len(subtypes) + 1, sample_size=size)
+    net = build_unet(
+        network, in_channels=n_classes, out_channels=n_classes, num_class_embeds=len(subtypes) + 1, sample_size=size
+    )
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
 
     def draw(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +286,15 @@ def _mask_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: s
 
     def preview(net) -> np.ndarray:
         # unconditional, then each subtype, all from the same noise
-        x = preview_sample(net, name, (n_classes, size, size), abar, device, seed=config.seed, conditions=list(range(len(subtypes) + 1))).to(device)
+        x = preview_sample(
+            net,
+            name,
+            (n_classes, size, size),
+            abar,
+            device,
+            seed=config.seed,
+            conditions=list(range(len(subtypes) + 1)),
+        ).to(device)
         colors = torch.tensor([c["color"] for c in dataset.classes], dtype=torch.float32, device=device)
         rgb = colors[x.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
         return grid(rgb, rows=1)
@@ -294,7 +341,10 @@ def _eps_loss(
 
 def null_pool(index, null_tiles: str) -> list[tuple[str, str, int]]:
     """The (kind, source, i) tiles the image network's null condition learns from (`TrainConfig.null_tiles`)."""
-    unlabelled, labelled = [("unlabelled", s, i) for s, i in index.unlabelled], [("labelled", s, i) for s, i in index.labelled]
+    unlabelled, labelled = (
+        [("unlabelled", s, i) for s, i in index.unlabelled],
+        [("labelled", s, i) for s, i in index.labelled],
+    )
     return unlabelled + labelled if null_tiles == "all" else unlabelled or labelled
 
 
