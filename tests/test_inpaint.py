@@ -17,6 +17,7 @@ from tests.conftest import shared
 from tests.test_generate import _bundled_model
 from wsi_synth.evaluation.metrics import boundary_gradient_energy
 from wsi_synth.generation import inpaint as inpaint_module
+from wsi_synth.models.conditioning import Conditioning
 
 #: Two round regions in tissue of CMU-1-Small-Region (2220 × 2967 px, 0.499 µm/px), far enough apart for two patches.
 CENTRES = ((1100, 1500), (700, 2500))
@@ -342,8 +343,7 @@ def test_skipping_crops_leaves_the_update_of_active_pixels_unchanged(conditionin
         PlannerConfig("shifted-grid", 16, 2),
         steps=5,
         omega=1.0,
-        conditioning=conditioning,
-        classes=3 if conditioning == "spatial" else 0,
+        conditioning=Conditioning(conditioning, 3),
     )
     solver = make_solver("ddim", alphas_cumprod(), 5)
     full, pruned = Buffers(np.zeros_like(x)), Buffers(np.zeros_like(x))

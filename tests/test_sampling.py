@@ -4,6 +4,7 @@ import torch
 
 from wsi_synth.diffusion.schedule import alphas_cumprod
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.models.conditioning import Conditioning
 from wsi_synth.sampling.canvas import sample
 from wsi_synth.sampling.gaussian import GaussianFieldDenoiser, field_statistics
 from wsi_synth.sampling.planners import PlannerConfig, crops_per_step, minimum_crops, plan_window
@@ -185,7 +186,7 @@ def test_spatial_conditioning_renders_every_class_of_a_crop_in_one_pass(omega, e
     calls: list = []
     stats = SampleStats()
     config = SamplerConfig(
-        PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning="spatial", classes=3, empty_map=empty_map
+        PlannerConfig("fixed-grid", 16, 0), steps=1, omega=omega, conditioning=Conditioning("spatial", 3, empty_map)
     )
     eps = _guided_eps(_map_denoiser(calls), config, _three_class_map(), stats)
     assert all(channels == 2 for _, channels in calls)  # K − 1 one-hot channels
@@ -208,7 +209,7 @@ def test_an_unknown_empty_map_setting_is_refused():
             _map_denoiser([]),
             (1, 32, 32),
             ABAR,
-            SamplerConfig(conditioning="spatial", classes=3, empty_map="blank"),
+            SamplerConfig(conditioning=Conditioning("spatial", 3, "blank")),
             labels=_three_class_map(),
         )
 

@@ -12,6 +12,7 @@ from wsi_synth.devices import check_device
 from wsi_synth.errors import BadArgumentError, BadModelError
 from wsi_synth.io.outputs import annotation_formats
 from wsi_synth.models.bundle import Bundle
+from wsi_synth.models.conditioning import Conditioning
 from wsi_synth.options import GENERATE, by_name, check_options, check_sampling
 from wsi_synth.sampling.planners import PlannerConfig
 from wsi_synth.sampling.sampler import SamplerConfig
@@ -116,7 +117,6 @@ def sampler_config(config: GenerateConfig, g: Geometry, stage: str, bundle: Bund
     """The sampler settings of the layout, mask or image stage (the image stage draws from seed + 1, the layout stage
     from seed + 2; the image stage is conditioned the way the bundle's image network was trained)."""
     crop = {"mask": g.msk_crop, "layout": g.lay_crop}.get(stage, g.lat_crop)
-    spatial = stage == "image" and bundle.image_conditioning == "spatial"
     return SamplerConfig(
         planner_config(config, crop),
         steps=config.steps,
@@ -126,9 +126,7 @@ def sampler_config(config: GenerateConfig, g: Geometry, stage: str, bundle: Bund
         window=window_size(crop),
         seed=config.seed + {"mask": 0, "image": 1, "layout": 2}[stage],
         solver=config.solver,
-        conditioning="spatial" if spatial else "per-class",
-        classes=len(bundle.classes) if spatial else 0,
-        empty_map=bundle.empty_map,
+        conditioning=bundle.conditioning if stage == "image" else Conditioning(),
     )
 
 

@@ -427,7 +427,6 @@ def _sampler_config(bundle, config: InpaintConfig, patch: Patch):
     from wsi_synth.sampling.sampler import SamplerConfig
 
     crop = bundle.tile_size // bundle.latent.factor
-    spatial = bundle.image_conditioning == "spatial"
     return SamplerConfig(
         PlannerConfig("shifted-grid", crop, crop // 8),
         steps=config.steps,
@@ -435,7 +434,5 @@ def _sampler_config(bundle, config: InpaintConfig, patch: Patch):
         batch_size=config.batch_size,
         seed=patch_seed(config.seed, patch),
         solver=config.solver,
-        conditioning="spatial" if spatial else "per-class",
-        classes=len(bundle.classes) if spatial else 0,
-        empty_map=bundle.empty_map,
+        conditioning=bundle.conditioning,
     )

@@ -28,7 +28,7 @@ def mask_cleaning(config: GenerateConfig, bundle: Bundle) -> dict:
     return {
         "min_region": config.min_region,
         "sigma": config.mask_sigma,
-        "boundaries": bundle.image_conditioning == "per-class",
+        "boundaries": bundle.conditioning.draws_class_seams,
     }
 
 

@@ -106,7 +106,7 @@ def _class_map_stage(bundle: Bundle, config: GenerateConfig, g: Geometry, stage:
 
 def image_passes(bundle: Bundle, config: GenerateConfig) -> float:
     """Denoiser evaluations per image crop: known for spatial conditioning, estimated for per-class."""
-    if bundle.image_conditioning == "spatial":
+    if bundle.conditioning.spatial:
         return 2.0 if config.omega > 0 else 1.0
     return EVALUATIONS_PER_CROP
 

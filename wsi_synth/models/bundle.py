@@ -23,6 +23,7 @@ from pathlib import Path
 from wsi_synth.concurrency import import_names
 from wsi_synth.errors import BadModelError
 from wsi_synth.jsonfile import read_versioned, write_atomic
+from wsi_synth.models.conditioning import PER_CLASS, Conditioning
 
 FORMAT = "wsi-synth-model"
 VERSION = 1
@@ -122,7 +123,12 @@ class Bundle:
     def image_conditioning(self) -> str:
         """How the image network takes its condition: "per-class" (the paper's: a class and its binary mask) or
         "spatial" (the crop's class map as one-hot channels). Bundles from before the choice are per-class."""
-        return str(self.meta.get("image_conditioning", "per-class"))
+        return str(self.meta.get("image_conditioning", PER_CLASS))
+
+    @property
+    def conditioning(self) -> Conditioning:
+        """The image network's conditioning as sampling and the network check need it (models.conditioning)."""
+        return Conditioning(self.image_conditioning, len(self.classes), self.empty_map)
 
     @property
     def empty_map(self) -> str:
@@ -202,7 +208,7 @@ class Bundle:
         """Record a trained stage's provenance, the schedule it was trained with and the conditioning scheme."""
         if image_conditioning is not None:
             self.meta["image_conditioning"] = image_conditioning
-            if image_conditioning == "spatial":
+            if Conditioning(image_conditioning).spatial:
                 self.meta["empty_map"] = "map"
             else:
                 self.meta.pop("empty_map", None)
@@ -217,7 +223,7 @@ class Bundle:
     def _describe_conditioning(self) -> None:
         self.meta["conditioning"] = {
             "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
-            if self.image_conditioning == "per-class"
+            if not self.conditioning.spatial
             else "class embedding (0 = null, 1 = map, for every labelled tile) + the crop's class map as K-1 one-hot "
             "input channels"
             " (all zeros = unannotated with embedding 1, null with embedding 0)",
@@ -288,11 +294,11 @@ class Bundle:
             expected = {"latent_channels": self.latent.channels, "downsampling factor": self.latent.factor}
             config = {**config, "downsampling factor": 2 ** (len(config.get("block_out_channels", [0])) - 1)}
         elif stage == "image":
-            spatial = self.image_conditioning == "spatial"
+            conditioning = self.conditioning
             expected = {
-                "in_channels": self.latent.channels + (n - 1 if spatial else 1),
+                "in_channels": self.latent.channels + conditioning.mask_channels,
                 "out_channels": self.latent.channels,
-                "num_class_embeds": 2 if spatial else n,
+                "num_class_embeds": conditioning.class_embeddings,
             }
         else:
             expected = {"in_channels": n, "out_channels": n, "num_class_embeds": len(self.subtypes) + 1}

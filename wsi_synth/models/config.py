@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from wsi_synth.errors import BadArgumentError
+from wsi_synth.models.conditioning import KINDS, SPATIAL
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     #: The image network's conditioning: "spatial" (the class map as one-hot channels; measured better,
     #: docs/benchmarks.md) or "per-class" (the paper's).
-    image_conditioning: str = "spatial"
+    image_conditioning: str = SPATIAL
     #: What the image network's null condition learns from: "unlabelled" (the unlabelled tiles when there are any,
     #: else the labelled ones) or "all" (every tile, labelled or not: the null condition is then the data's
     #: marginal, as classifier-free guidance assumes, and not one source's look).
@@ -71,8 +72,8 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse values training cannot use, naming the key."""
-        if self.image_conditioning not in ("per-class", "spatial"):
-            raise BadArgumentError(f"image_conditioning must be per-class or spatial, got {self.image_conditioning!r}")
+        if self.image_conditioning not in KINDS:
+            raise BadArgumentError(f"image_conditioning must be {' or '.join(KINDS)}, got {self.image_conditioning!r}")
         for part in ("image", "mask", "layout"):
             gamma = getattr(self, part).min_snr_gamma
             if gamma is not None and not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):

@@ -25,15 +25,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from wsi_synth.concurrency import prefetch
 from wsi_synth.diffusion.solvers import Solver
-from wsi_synth.errors import BadArgumentError
+from wsi_synth.models.conditioning import Conditioning
 from wsi_synth.options import DEFAULT_SOLVER, DEFAULT_STEPS, check_sampling
 from wsi_synth.sampling.planners import Plan, PlannerConfig, plan_window
 
 #: (latents (B,C,d,d), t (B,), labels (B,), masks (B,1,d,d) or None) → ε (B,C,d,d)
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 NOISE_BLOCK = 64
-CONDITIONING = ("per-class", "spatial")
-EMPTY_MAP = ("map", "null")
 
 
 @dataclass(frozen=True)
@@ -48,25 +46,13 @@ class SamplerConfig:
     window: int = 0  # latent px per planning window (chunk); 0 = whole canvas
     seed: int = 0
     solver: str = DEFAULT_SOLVER
-    #: How the image denoiser is conditioned: "per-class" (the paper: one pass per class present, with that class's
-    #: binary mask) or "spatial" (one pass with the crop's whole class map as one-hot channels, classes 1…K−1).
-    conditioning: str = "per-class"
-    classes: int = 0  # K, the model's classes with unknown (spatial conditioning needs it)
-    #: Spatial conditioning: the embedding of a crop whose map holds no class. "map" (the map embedding: training
-    #: gives it to every labelled tile, so an all-unknown map is the labelled sources' unannotated tissue) or "null"
-    #: (the null embedding, the unlabelled tiles' look, which spatial bundles of before model.json's `empty_map`
-    #: learnt).
-    empty_map: str = "map"
+    #: How the image denoiser takes the class map (models.conditioning); the layout and mask stages take none.
+    conditioning: Conditioning = field(default_factory=Conditioning)
 
     def validate(self) -> None:
         """Refuse settings the sampler cannot use, naming the option."""
         self.planner.validate()
-        if self.conditioning not in CONDITIONING:
-            raise BadArgumentError(f"conditioning must be one of {', '.join(CONDITIONING)}, got {self.conditioning!r}")
-        if self.empty_map not in EMPTY_MAP:
-            raise BadArgumentError(f"empty_map must be one of {', '.join(EMPTY_MAP)}, got {self.empty_map!r}")
-        if self.conditioning == "spatial" and self.classes < 2:
-            raise BadArgumentError(f"spatial conditioning needs the number of classes (at least 2), got {self.classes}")
+        self.conditioning.validate()
         check_sampling(self)
 
 
@@ -155,7 +141,7 @@ def step_window(
         t=solver.timesteps[j],
         batch_size=config.batch_size,
         d=config.planner.crop,
-        spatial_classes=_spatial_classes(config),
+        spatial_classes=config.conditioning.spatial_classes,
     )
     return _finish_window(work, results, current, target, j, solver, config)
 
@@ -183,17 +169,12 @@ def step_canvases(
         t=solver.timesteps[j],
         batch_size=configs[0].batch_size,
         d=configs[0].planner.crop,
-        spatial_classes=_spatial_classes(configs[0]),
+        spatial_classes=configs[0].conditioning.spatial_classes,
     )
     return [
         _finish_window(w, r, current, target, j, solver, config)
         for w, r, (current, target), config in zip(works, results, canvases, configs, strict=True)
     ]
-
-
-def _spatial_classes(config: SamplerConfig) -> int:
-    """K for a spatially conditioned denoiser (its one-hot channels are classes 1…K−1), else 0."""
-    return config.classes if config.conditioning == "spatial" else 0
 
 
 @dataclass
@@ -232,8 +213,8 @@ def _prepare_window(
         len(crops),
         omega=config.omega,
         condition=condition,
-        spatial=config.conditioning == "spatial",
-        empty_map=config.empty_map,
+        spatial=config.conditioning.spatial,
+        empty_map=config.conditioning.empty_map,
     )
     if active is not None:
         jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from wsi_synth.models.bundle import Bundle
+from wsi_synth.models.conditioning import Conditioning
 
 log = logging.getLogger("wsi_synth")
 LATENT_CACHE_MAX = 20_000  # latents kept per run (float16); beyond that, tiles are re-encoded
@@ -29,8 +30,7 @@ def preview_sample(
     labels: list[np.ndarray] | None = None,
     conditions: list[int] | None = None,
     steps: int = 20,
-    conditioning: str = "per-class",
-    classes: int = 0,
+    conditioning: Conditioning | None = None,
 ) -> torch.Tensor:
     """Preview tiles of one crop each, by the same sampler `generate` uses (DDIM, one canvas per class map or
     condition, batched together): a preview shows what generation will make of the network."""
@@ -46,8 +46,7 @@ def preview_sample(
         batch_size=max(n, 1),
         seed=seed,
         solver="ddim",
-        conditioning=conditioning,
-        classes=classes,
+        conditioning=conditioning or Conditioning(),
     )
     maps: list[np.ndarray | None] | None = list(labels) if labels is not None else None
     canvases = sample_canvases(

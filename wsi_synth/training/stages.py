@@ -17,6 +17,7 @@ from wsi_synth.data.store import Dataset
 from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.models.bundle import BadModelError, Bundle, LatentSpec
+from wsi_synth.models.conditioning import Conditioning
 from wsi_synth.models.config import TrainConfig
 from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
 from wsi_synth.training.previews import grid, preview_sample
@@ -157,14 +158,13 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
     lat = tile // latent.factor
     check_fits(config.image, lat, "the latent size")
     n_classes = len(dataset.classes)
-    spatial = config.image_conditioning == "spatial"
-    # per-class: the class as an embedding and its binary mask as one channel; spatial: "map or null" as an
-    # embedding and the whole class map as K−1 one-hot channels (all zeros = null), so one pass renders every class.
+    conditioning = Conditioning(config.image_conditioning, n_classes)
+    spatial = conditioning.spatial
     net = build_unet(
         config.image,
-        in_channels=latent.channels + (n_classes - 1 if spatial else 1),
+        in_channels=latent.channels + conditioning.mask_channels,
         out_channels=latent.channels,
-        num_class_embeds=2 if spatial else n_classes,
+        num_class_embeds=conditioning.class_embeddings,
         sample_size=lat,
     )
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
@@ -195,7 +195,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
             if unconditional:
                 kind, source, i = pool[int(rng.integers(len(pool)))]
                 latents.append(encode(kind, source, i, k, flip))
-                masks.append(torch.zeros(n_classes - 1 if spatial else 1, lat, lat))
+                masks.append(torch.zeros(conditioning.mask_channels, lat, lat))
                 labels.append(0)
                 continue
             source, i = index.labelled[int(rng.integers(len(index.labelled)))]
@@ -238,8 +238,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
             device,
             seed=config.seed,
             labels=maps,
-            conditioning=config.image_conditioning,
-            classes=n_classes,
+            conditioning=conditioning,
         ).to(device)
         with torch.no_grad():
             return grid(codec.decode(z / latent.scale).sample.clamp(-1, 1), rows=1)
