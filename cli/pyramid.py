@@ -17,8 +17,7 @@ from .options import quiet_option, renamed_option, spec_options, take_renamed
 Examples:
   wsi-synth pyramid big.tif --mpp 0.5 --out s.tiff
   wsi-synth pyramid big.tif --labels labels.png --legend legend.yaml --mpp 0.25 --out s.tiff
-  wsi-synth pyramid big.tif --labels labels.png --legend legend.yaml --mpp 0.25 --out s.ome.zarr \
-      --annotations geojson,asap
+  wsi-synth pyramid big.tif --labels l.png --legend legend.yaml --mpp 0.25 --out s.ome.zarr --annotations geojson,asap
 Writes s.tiff (JPEG pyramid), and with --labels also s.mask.tiff (LZW label pyramid) and s.geojson (QuPath);
 with --format ome-tiff s.ome.tiff and s.mask.ome.tiff; with --format ome-zarr one s.ome.zarr folder holding
 the image and its labels; with --annotations asap s.xml (ASAP).""",

@@ -20,3 +20,12 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one_verbatim():
         if line and not line.startswith(("#", "set ", "cd "))
     ]
     assert ci == [tests]
+
+
+def test_relative_links_in_the_readme_and_docs_point_at_files_that_exist():
+    broken = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if not target.startswith(("http://", "https://", "mailto:")) and not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)} → {target}")
+    assert not broken, broken
