@@ -48,32 +48,29 @@ def command(as_json: bool, quiet: bool, **options):
     )
 
 
-def _plan_text(plan: dict) -> str:
-    lines = [
-        f"output {plan['output_px'][0]}×{plan['output_px'][1]} px, {plan['steps']} {plan['solver']} steps, planner "
-        f"{plan['planner']['name']} "
-        f"(context {plan['planner']['context']} latent px)"
-    ]
-    for name, s in plan["stages"].items():
-        evals = s.get("evaluations", s.get("evaluations_estimate"))
-        about = "" if s.get("crops_exact", True) else "~"
-        lines.append(
-            f"  {name}: canvas {s['canvas'][1]}×{s['canvas'][0]}, crop {s['crop']}, {about}{s['crops_per_step']:,} "
-            "crops/step "
-            f"({s['crops_per_step'] / s['n0']:.2f}× N0), ~{evals:,} denoiser evaluations, {s['windows']} window(s)"
-        )
-    lines.append(f"  memory (canvases): {plan['memory_bytes'] / 1e9:.2f} GB")
-    lines += [f"  note: {note}" for note in plan.get("notes", [])]
-    p = plan.get("projection")
+def _plan_text(doc: dict) -> str:
+    from wsi_synth.generation.plan import Plan
+
+    plan = Plan.from_json(doc)
+    width, height = plan.output_px
+    planner = f"planner {plan.planner['name']} (context {plan.planner['context']} latent px)"
+    lines = [f"output {width}×{height} px, {plan.steps} {plan.solver} steps, {planner}"]
+    for name, s in plan.stages.items():
+        crops = f"{'' if s.crops_exact else '~'}{s.crops_per_step:,} crops/step ({s.crops_per_step / s.n0:.2f}× N0)"
+        evaluations = f"{'' if s.evaluations_exact else '~'}{s.evaluations:,} denoiser evaluations"
+        canvas = f"canvas {s.canvas[1]}×{s.canvas[0]}, crop {s.crop}"
+        lines.append(f"  {name}: {canvas}, {s.steps} steps, {crops}, {evaluations}, {s.windows} window(s)")
+    lines.append(f"  memory (canvases): {plan.memory_bytes / 1e9:.2f} GB")
+    lines += [f"  note: {note}" for note in plan.notes]
+    p = plan.projection
     if p:
         lines.append(f"projected on {p['device']}: {_duration(p['total_s'])} in all")
-        for name in ("mask", "image"):
-            if name in p:
-                s = p[name]
-                lines.append(
-                    f"  {name}: denoiser {_duration(s['denoiser_s'])} ({s['denoiser_crops_per_s']:,.0f} crops/s), "
-                    f"host {_duration(s['host_s'])} ({s['host_us_per_crop']:.0f} µs/crop)"
-                )
+        for name in plan.stages:
+            s = p[name]
+            lines.append(
+                f"  {name}: denoiser {_duration(s['denoiser_s'])} ({s['denoiser_crops_per_s']:,.0f} crops/s), "
+                f"host {_duration(s['host_s'])} ({s['host_us_per_crop']:.0f} µs/crop)"
+            )
         lines.append(f"  decode {_duration(p['decode_s'])}, write {_duration(p['write_s'])}")
     return "\n".join(lines)
 

@@ -10,15 +10,14 @@ import tifffile
 from shapely.geometry import shape
 from wsi_synth_cli.main import cli
 
-from tests.conftest import shared
-from tests.test_train import tiny_bundle
+from tests.conftest import shared, tiny_bundle
 from wsi_synth.io.geojson import geojson_to_mask
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    """A tiny bundle trained for a few steps on 8 real tiles: enough to exercise every stage of generate."""
-    return tiny_bundle(tmp_path_factory.mktemp("gen"), steps=10, batch_size=4)[1]
+def bundle(tiny_model):
+    """The session's tiny bundle (tests/conftest.py): enough to exercise every stage of generate."""
+    return tiny_model
 
 
 def _run(runner, model, out, *extra):
@@ -566,10 +565,15 @@ def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_pat
     assert np.array_equal(tifffile.imread(tmp_path / "s.mask.tiff")[100, 100], 1)
     assert _run(runner, model, tmp_path / "t.tiff", *args).exit_code == 0
     assert np.array_equal(tifffile.imread(tmp_path / "s.tiff"), tifffile.imread(tmp_path / "t.tiff"))  # deterministic
-    # a spatial bundle from before `empty_map` learnt an all-unknown map as null: the same passes, another image
+    # a spatial bundle from before `empty_map` (model.json version 1) learnt an all-unknown map as null: the
+    # migration to version 2 says so, and it samples with the same passes, another image
     meta = json.loads((model / "model.json").read_text())
+    assert meta["version"] == 2 and meta["empty_map"] == "map"
     del meta["empty_map"]
-    (model / "model.json").write_text(json.dumps(meta))
+    (model / "model.json").write_text(json.dumps({**meta, "version": 1}))
+    from wsi_synth.models.bundle import open_bundle
+
+    assert open_bundle(model).meta["empty_map"] == "null"
     assert _run(runner, model, tmp_path / "u.tiff", *args).exit_code == 0
     assert json.loads((tmp_path / "u.json").read_text())["evaluations"]["image"] == record
     assert not np.array_equal(
@@ -1012,3 +1016,14 @@ def test_a_slide_with_a_layout_stage_is_the_same_for_any_batch_and_resumes(
     )
     bad = _run(runner, layout_bundle, tmp_path / "e.tiff", "--layout-strength", "1.5")
     assert bad.exit_code == 2 and "--layout-strength" in bad.output
+
+
+def test_the_plan_is_a_typed_record_that_reads_back_what_it_writes(bundle):
+    from wsi_synth.generation import GenerateConfig, make_plan
+    from wsi_synth.generation.plan import Plan
+
+    plan = make_plan(bundle, GenerateConfig(width=700, height=300, subtype="adenocarcinoma", steps=4, workers=4))
+    assert Plan.from_json(json.loads(json.dumps(plan.to_json()))) == plan
+    assert list(plan.stages) == ["mask", "image"] and plan.stages["mask"].evaluations_exact
+    assert not plan.stages["image"].evaluations_exact and "evaluations_estimate" in plan.to_json()["stages"]["image"]
+    assert plan.notes and "workers" in plan.notes[0]  # one window at this size: the note says the cluster idles

@@ -13,8 +13,7 @@ import tifffile
 from PIL import Image
 from wsi_synth_cli.main import cli
 
-from tests.conftest import shared
-from tests.test_train import _eight_tiles, tiny_bundle
+from tests.conftest import eight_tiles, shared
 from wsi_synth.training import loop as training_loop
 
 
@@ -37,8 +36,8 @@ def _refused(result, *fragments: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.mktemp("hostile"), steps=2, batch_size=2)[1]
+def model(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture
@@ -272,7 +271,7 @@ def test_no_output_lands_inside_the_model_bundle_even_with_overwrite(model, tmp_
 def test_a_second_training_of_the_same_stage_is_refused_at_once(model, tmp_path, runner):
     from wsi_synth.io.atomic import claim
 
-    data = _eight_tiles(tmp_path)
+    data = eight_tiles(tmp_path)
     with claim(model / "mask_unet"):
         result = _invoke(runner, "train", "mask", data, "--out", model, "--overwrite", "--max-steps", 2, "-q")
         _refused(result, "another run", "mask stage")
@@ -515,7 +514,7 @@ def test_a_bundle_whose_files_disagree_is_refused_when_opened_not_after_sampling
 
 
 def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp_path, runner, monkeypatch):
-    data = _eight_tiles(tmp_path)
+    data = eight_tiles(tmp_path)
     out = tmp_path / "model"
     calls = {"n": 0}
     real_step = training_loop.save_checkpoint
@@ -557,7 +556,7 @@ def test_an_interrupted_first_stage_resumes_and_overwrite_replaces_one_stage(tmp
 def test_training_out_of_memory_suggests_a_smaller_batch(tmp_path, runner, monkeypatch):
     import torch
 
-    data = _eight_tiles(tmp_path)
+    data = eight_tiles(tmp_path)
 
     def exhausted(*args, **kwargs):
         raise RuntimeError(
@@ -572,7 +571,7 @@ def test_training_out_of_memory_suggests_a_smaller_batch(tmp_path, runner, monke
 
 
 def test_a_bad_training_config_is_one_line(tmp_path, runner):
-    data = _eight_tiles(tmp_path)
+    data = eight_tiles(tmp_path)
     bad = tmp_path / "bad.yaml"
     for text in ("[1, 2", "- a list\n- of things\n", "batch_size: many\n", "max_steps: -3\n", "no_such_key: 1\n"):
         bad.write_text(text)

@@ -114,10 +114,8 @@ def test_only_crops_that_own_region_pixels_are_evaluated(edited):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tests.test_train import tiny_bundle
-
-    return tiny_bundle(tmp_path_factory.mktemp("tiny"), steps=10, batch_size=4, stages=("codec", "image"))[1]
+def tiny(tiny_model):
+    return tiny_model
 
 
 def test_same_seed_same_output_whatever_the_batch_and_an_interrupted_run_resumes_to_it(

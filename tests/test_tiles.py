@@ -9,13 +9,12 @@ import tifffile
 from PIL import Image
 from wsi_synth_cli.main import cli
 
-from tests.test_train import tiny_bundle
 from wsi_synth.generation.tiles import tile_seed
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    return tiny_bundle(tmp_path_factory.mktemp("tiles"), steps=10, batch_size=4)[1]
+def bundle(tiny_model):
+    return tiny_model
 
 
 def _count(runner, model, out, n, *extra):

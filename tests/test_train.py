@@ -8,46 +8,14 @@ import torch
 from PIL import Image
 from wsi_synth_cli.main import cli
 
-from tests.conftest import shared
+from tests.conftest import shared, tiny_bundle
 from wsi_synth import training
 from wsi_synth.data import open_dataset
 from wsi_synth.diffusion.schedule import alphas_cumprod
+from wsi_synth.errors import BadModelError
 from wsi_synth.models.bundle import open_bundle
 from wsi_synth.models.config import load_config
 from wsi_synth.training import stages as training_stages
-
-
-def _eight_tiles(tmp_path):
-    """8 real 64 px WSSS4LUAD crops with their masks, imported as a dataset (plus LC25000 unlabelled tiles)."""
-    wsss = shared("tiles_masks", "wsss4luad_val")
-    img_dir, mask_dir = tmp_path / "img", tmp_path / "mask"
-    img_dir.mkdir()
-    mask_dir.mkdir()
-    for n, path in enumerate(sorted((wsss / "img").glob("*.png"))[:8]):
-        image, mask = Image.open(path).convert("RGB"), Image.open(wsss / "mask" / path.name)
-        image.crop((0, 0, 64, 64)).save(img_dir / f"{n}.png")
-        mask.crop((0, 0, 64, 64)).save(mask_dir / f"{n}.png")
-    (tmp_path / "legend.yaml").write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
-    data = tmp_path / "data"
-    from wsi_synth.data.importer import ImportConfig, import_tiles
-
-    import_tiles(
-        img_dir,
-        data,
-        ImportConfig(tile_size=64, subtype="adenocarcinoma", region_size=64, region_mask_size=16, test_fraction=0),
-        masks=mask_dir,
-        legend=tmp_path / "legend.yaml",
-        progress=False,
-    )
-    return data
-
-
-def tiny_bundle(tmp, *, steps: int, batch_size: int, stages=("codec", "image", "mask")):
-    """`stages` of the tiny preset trained `steps` steps each on `_eight_tiles`: (data, model folder, results)."""
-    data = _eight_tiles(tmp)
-    model = tmp / "model"
-    config = load_config("tiny", max_steps=steps, batch_size=batch_size, checkpoint_every=steps, sample_every=steps)
-    return data, model, [training.train(stage, data, model, config, progress=False) for stage in stages]
 
 
 @pytest.fixture(scope="module")
@@ -428,3 +396,20 @@ def test_stages_trained_at_once_into_one_bundle_keep_both_records(trained, tmp_p
     merged = open_bundle(tmp_path / "m")
     assert set(merged.meta["stages"]) == {"codec", "mask", "image"} and merged.image_conditioning == "spatial"
     assert merged.meta["latent"] == open_bundle(model).meta["latent"]
+
+
+def test_a_version_1_model_json_is_migrated_to_what_its_readers_assumed(tmp_path):
+    old = {"format": "wsi-synth-model", "version": 1, "classes": [{"id": 0, "name": "unknown"}]}
+    old["stages"] = {"image": {}}
+    (tmp_path / "model.json").write_text(json.dumps(old))
+    bundle = open_bundle(tmp_path)
+    assert bundle.meta["image_conditioning"] == "per-class" and "empty_map" not in bundle.meta
+    bundle.write_meta()
+    written = json.loads((tmp_path / "model.json").read_text())
+    assert written["version"] == 2 and written["image_conditioning"] == "per-class"  # explicit from now on
+    spatial = {**old, "image_conditioning": "spatial"}
+    (tmp_path / "model.json").write_text(json.dumps(spatial))
+    assert open_bundle(tmp_path).meta["empty_map"] == "null"  # spatial bundles before the key learnt null
+    (tmp_path / "model.json").write_text(json.dumps({**spatial, "version": 3}))
+    with pytest.raises(BadModelError, match="newer than this wsi-synth reads"):
+        open_bundle(tmp_path)

@@ -302,7 +302,7 @@ def generate(
             model, out, config, count, overwrite=overwrite, resume=resume, log=log, on_progress=on_progress
         )
     if dry_run:
-        return make_plan(model, config, project=_has_weights(model))
+        return make_plan(model, config, project=_has_weights(model)).to_json()
     return run(
         model, out, config, overwrite=overwrite, resume=resume, progress=progress, log=log, on_progress=on_progress
     )

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from wsi_synth.errors import WsiSynthError
 
+#: Upgrades a document of version v (the key) to version v + 1, in place of the keys that changed.
+Migration = Callable[[dict], dict]
 
-def read_versioned(path: Path, *, fmt: str, version: int, error: type[WsiSynthError], hint: str = "") -> dict:
-    """The document at `path`, checked to be `fmt` at a version this code reads (the keys are removed)."""
+
+def read_versioned(
+    path: Path,
+    *,
+    fmt: str,
+    version: int,
+    error: type[WsiSynthError],
+    hint: str = "",
+    migrations: Mapping[int, Migration] | None = None,
+) -> dict:
+    """The document at `path`, checked to be `fmt` at a version this code reads, and brought to `version` by
+    `migrations` (one per older version); the format and version keys are removed."""
     try:
         doc = json.loads(path.read_text())
     except ValueError as exc:
@@ -23,7 +36,11 @@ def read_versioned(path: Path, *, fmt: str, version: int, error: type[WsiSynthEr
         raise error(
             f"{path}: format version {doc['version']} is newer than this wsi-synth reads ({version}); upgrade wsi-synth"
         )
-    doc.pop("format"), doc.pop("version", None)
+    doc.pop("format")
+    found = int(doc.pop("version", 0))
+    for older in range(found, version):
+        if migrations and older in migrations:
+            doc = migrations[older](doc)
     return doc
 
 

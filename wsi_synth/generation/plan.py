@@ -6,8 +6,9 @@ denoiser, decode, write) calibrated on the chosen device.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,7 +37,83 @@ EVALUATIONS_PER_CROP = 2.0
 DECODE_OVERLAP = (16 / 15) ** 2
 
 
-def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = False) -> dict:
+@dataclass(frozen=True)
+class StagePlan:
+    """One stage of a plan: its canvas (h, w) and crop, crops per step against the minimum N0, steps, denoiser
+    evaluations (exact, or estimated where the class map is not known yet) and planning windows."""
+
+    canvas: tuple[int, int]
+    crop: int
+    crops_per_step: int
+    crops_exact: bool
+    n0: int
+    evaluations: int
+    evaluations_exact: bool
+    windows: int
+    steps: int
+
+    def to_json(self) -> dict:
+        """The stage as `--dry-run --json` prints it (an estimate is named `evaluations_estimate`)."""
+        key = "evaluations" if self.evaluations_exact else "evaluations_estimate"
+        doc = {"canvas": list(self.canvas), "crop": self.crop, "steps": self.steps}
+        doc |= {"crops_per_step": self.crops_per_step, "crops_exact": self.crops_exact, "n0": self.n0}
+        return doc | {key: self.evaluations, "windows": self.windows}
+
+    @classmethod
+    def from_json(cls, doc: dict, steps: int) -> StagePlan:
+        """A stage of a plan read back (a stage without `steps` runs the plan's)."""
+        exact = "evaluations" in doc
+        canvas = (int(doc["canvas"][0]), int(doc["canvas"][1]))
+        evaluations = int(doc["evaluations" if exact else "evaluations_estimate"])
+        return cls(
+            canvas, int(doc["crop"]), int(doc["crops_per_step"]), bool(doc.get("crops_exact", True)), int(doc["n0"]),
+            evaluations, exact, int(doc["windows"]), int(doc.get("steps", steps)),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a `generate` run will do: output size, planner, solver and steps, each stage, canvas memory, notes, and
+    the projected seconds per part when the weights were at hand. `to_json`/`from_json` are the `--dry-run --json`
+    document (and the run record's `plan`)."""
+
+    output_px: tuple[int, int]
+    planner: dict
+    solver: str
+    steps: int
+    stages: dict[str, StagePlan]
+    memory_bytes: int
+    notes: tuple[str, ...] = ()
+    projection: dict[str, Any] | None = field(default=None)
+
+    def to_json(self) -> dict:
+        """The plan as a JSON-ready dict."""
+        doc: dict = {"output_px": list(self.output_px), "planner": dict(self.planner), "solver": self.solver}
+        doc |= {"steps": self.steps, "stages": {k: v.to_json() for k, v in self.stages.items()}}
+        doc["memory_bytes"] = self.memory_bytes
+        if self.notes:
+            doc["notes"] = list(self.notes)
+        if self.projection is not None:
+            doc["projection"] = self.projection
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Plan:
+        """A plan read back from its JSON."""
+        steps = int(doc["steps"])
+        return cls(
+            (int(doc["output_px"][0]), int(doc["output_px"][1])),
+            dict(doc["planner"]),
+            str(doc["solver"]),
+            steps,
+            {k: StagePlan.from_json(v, steps) for k, v in doc["stages"].items()},
+            int(doc["memory_bytes"]),
+            tuple(doc.get("notes", ())),
+            doc.get("projection"),
+        )
+
+
+def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = False) -> Plan:
     """What a run will do (no weights loaded unless `project`): canvases, crops per step vs N0, evaluations,
     memory; with `project`, also the projected seconds per stage on `config.device`."""
     config.validate()
@@ -45,10 +122,10 @@ def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = Fals
     return plan_run(bundle, config, geometry(bundle, config), project=project)
 
 
-def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bool = False) -> dict:
+def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bool = False) -> Plan:
     """`make_plan` for a bundle already opened and checked, and its geometry."""
     steps = len(make_solver(config.solver, bundle.schedule.alphas_cumprod(), config.steps))
-    stages = {}
+    stages: dict[str, StagePlan] = {}
     layout = uses_layout(bundle, config)
     if layout:
         stages["layout"] = _class_map_stage(bundle, config, g, "layout", steps)
@@ -56,52 +133,43 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         skipped = start_step(steps, config.layout_strength) if layout else 0
         stages["mask"] = _class_map_stage(bundle, config, g, "mask", steps - skipped)
     crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
-    stages["image"] = {
-        "canvas": list(g.lat),
-        "crop": g.lat_crop,
-        "crops_per_step": crops,
-        "crops_exact": exact,
-        "n0": minimum_crops(g.lat, g.lat_crop),
-        "evaluations_estimate": int(crops * image_passes(bundle, config) * steps),
-        "windows": len(windows_for(sampler_config(config, g, "image", bundle), g.lat)),
-    }
-    plan = {
-        "output_px": [config.width, config.height],
-        "planner": asdict(planner_config(config, g.lat_crop)),
-        "solver": config.solver,
-        "steps": steps,
-        "stages": stages,
-        "memory_bytes": canvas_bytes(bundle, g, config),
-    }
-    windows = stages["image"]["windows"]
+    windows = len(windows_for(sampler_config(config, g, "image", bundle), g.lat))
+    stages["image"] = StagePlan(
+        g.lat,
+        g.lat_crop,
+        crops,
+        exact,
+        minimum_crops(g.lat, g.lat_crop),
+        int(crops * image_passes(bundle, config) * steps),
+        False,  # passes per crop follow the drawn map (per-class), and repeated edge crops share one evaluation
+        windows,
+        steps,
+    )
+    notes: tuple[str, ...] = ()
     if config.workers > 1 and windows < config.workers:
         # windows are 16 crops a side: smaller ones would evaluate every crop that straddles their edges twice
-        plan["notes"] = [
+        notes = (
             f"the image stage is {windows} window(s) of 16 crops a side at this size, so at most {windows} of the "
             f"{config.workers} workers have work; a cluster pays off from about {2 * 16 * g.lat_crop * g.factor:,} px "
-            "a side"
-        ]
-    if project:
-        plan["projection"] = projection(bundle, config, g, plan)
-    return plan
+            "a side",
+        )
+    planner = asdict(planner_config(config, g.lat_crop))
+    plan = Plan(
+        (config.width, config.height), planner, config.solver, steps, stages, canvas_bytes(bundle, g, config), notes
+    )
+    return replace(plan, projection=projection(bundle, config, g, plan)) if project else plan
 
 
-def _class_map_stage(bundle: Bundle, config: GenerateConfig, g: Geometry, stage: str, steps: int) -> dict:
+def _class_map_stage(bundle: Bundle, config: GenerateConfig, g: Geometry, stage: str, steps: int) -> StagePlan:
     """The plan of the layout or mask stage: `steps` steps over its canvas, one pass per crop (two with guidance)."""
     canvas, crop = (g.lay, g.lay_crop) if stage == "layout" else (g.msk, g.msk_crop)
     assert canvas is not None, "a plan lists the layout stage only when the run has one"
     crops, exact = estimate_crops_per_step(planner_config(config, crop), canvas)
     passes = 2 if config.mask_omega > 0 else 1
-    return {
-        "canvas": list(canvas),
-        "crop": crop,
-        "steps": steps,
-        "crops_per_step": crops,
-        "crops_exact": exact,
-        "n0": minimum_crops(canvas, crop),
-        "evaluations": crops * passes * steps,
-        "windows": len(windows_for(sampler_config(config, g, stage, bundle), canvas)),
-    }
+    windows = len(windows_for(sampler_config(config, g, stage, bundle), canvas))
+    return StagePlan(
+        canvas, crop, crops, exact, minimum_crops(canvas, crop), crops * passes * steps, True, windows, steps
+    )
 
 
 def image_passes(bundle: Bundle, config: GenerateConfig) -> float:
@@ -117,19 +185,19 @@ def canvas_bytes(bundle: Bundle, g: Geometry, config: GenerateConfig) -> int:
     return sets * bundle.latent.channels * g.lat[0] * g.lat[1] * 4 + g.lat[0] * g.lat[1]
 
 
-def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: dict) -> dict:
+def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: Plan) -> dict:
     """Projected seconds per stage on `config.device`, from short calibrations of each part."""
     from wsi_synth.models.denoiser import BundleDenoiser
 
     channels = bundle.latent.channels
     out: dict = {"device": config.device}
-    for stage, info in plan["stages"].items():
+    for stage, info in plan.stages.items():
         crop = {"mask": g.msk_crop, "layout": g.lay_crop}.get(stage)
         shape = (len(bundle.classes), crop, crop) if crop else (channels, g.lat_crop, g.lat_crop)
         denoiser = BundleDenoiser(str(bundle.root), stage, config.device)
         per_call = calibrate(denoiser, shape, config.batch_size, with_mask=stage == "image")
-        evaluations = info.get("evaluations", info.get("evaluations_estimate"))
-        crops = info["crops_per_step"] * info.get("steps", plan["steps"])
+        evaluations = info.evaluations
+        crops = info.crops_per_step * info.steps
         host = host_seconds_per_crop(shape, sampler_config(config, g, stage, bundle), labelled=stage == "image")
         out[stage] = {
             "denoiser_s": round(evaluations / config.batch_size * per_call, 1),

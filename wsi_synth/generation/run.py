@@ -36,7 +36,7 @@ from wsi_synth.generation.masks import (
     mask_cleaning,
     smooth,
 )
-from wsi_synth.generation.plan import plan_run
+from wsi_synth.generation.plan import Plan, plan_run
 from wsi_synth.io.atomic import is_disk_full
 from wsi_synth.jsonfile import write_atomic
 from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
@@ -100,11 +100,11 @@ def generate(
         for p in paths.all():
             check_output(p, overwrite=overwrite)
         plan = plan_run(bundle, config, g)
-        out_of_core = plan["memory_bytes"] > config.max_memory_gb * 1e9
+        out_of_core = plan.memory_bytes > config.max_memory_gb * 1e9
         check_resources(plan, config, Path(out), out_of_core=out_of_core)
         user_mask = load_mask(config.mask, bundle, g, stretch=config.stretch) if config.mask is not None else None
-        log(f"plan: {json.dumps(plan)}")
-        for note in plan.get("notes", []):
+        log(f"plan: {json.dumps(plan.to_json())}")
+        for note in plan.notes:
             log(f"note: {note}")
         work = Path(out).with_name(f".{Path(out).name}.work")
         identity = run_fingerprint(bundle, config)
@@ -220,7 +220,7 @@ def _run(
     out,
     config: GenerateConfig,
     g,
-    plan: dict,
+    plan: Plan,
     work: Path,
     identity: dict,
     user_mask: np.ndarray | None,
@@ -264,8 +264,8 @@ def _run(
         rough = Roughness(config.boundary_roughness, config.seed)
         lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor, roughness=rough)
         log(
-            f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan['steps']} {config.solver} steps"
-            + (f"; in a zarr work store ({plan['memory_bytes'] / 1e9:.1f} GB > --max-memory)" if out_of_core else "")
+            f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan.steps} {config.solver} steps"
+            + (f"; in a zarr work store ({plan.memory_bytes / 1e9:.1f} GB > --max-memory)" if out_of_core else "")
         )
         latents = sample_canvas(
             BundleDenoiser(str(model), "image", config.device),
@@ -300,7 +300,7 @@ def _run(
             "model": str(Path(model).resolve()),
             "wsi_synth": __version__,
             "config": asdict(config),
-            "plan": plan,
+            "plan": plan.to_json(),
             "out_of_core": out_of_core,
             "resumed": resumed,
             "evaluations": {k: asdict(v) for k, v in stats.items()},
@@ -329,12 +329,12 @@ def _run(
     return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}
 
 
-def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_core: bool) -> None:
+def check_resources(plan: Plan, config: GenerateConfig, out: Path, *, out_of_core: bool) -> None:
     """Refuse at the start a run that cannot finish: canvases larger than the memory available, or a work store
     and outputs larger than the free disk. Each message gives the estimate and the way out."""
     from wsi_synth.io.atomic import check_folder, human_size
 
-    need_memory = 0 if out_of_core else plan["memory_bytes"]
+    need_memory = 0 if out_of_core else plan.memory_bytes
     available = available_memory()
     if available is not None and need_memory > available:
         raise BadArgumentError(
@@ -343,7 +343,7 @@ def check_resources(plan: dict, config: GenerateConfig, out: Path, *, out_of_cor
         )
     from wsi_synth.io.pyramid import slide_output_bytes
 
-    need_disk = (plan["memory_bytes"] if out_of_core else 0) + slide_output_bytes(
+    need_disk = (plan.memory_bytes if out_of_core else 0) + slide_output_bytes(
         config.width, config.height, lossless=config.format == "ome-zarr"
     )
     folder = check_folder(out)

@@ -23,10 +23,12 @@ from pathlib import Path
 from wsi_synth.concurrency import import_names
 from wsi_synth.errors import BadModelError
 from wsi_synth.jsonfile import read_versioned, write_atomic
-from wsi_synth.models.conditioning import PER_CLASS, Conditioning
+from wsi_synth.models.conditioning import PER_CLASS, SPATIAL, Conditioning
 
 FORMAT = "wsi-synth-model"
-VERSION = 1
+#: 2: the image stage's conditioning and a spatial stage's empty-map embedding are always written (version 1 left
+#: them out where a reader had to assume the old behaviour: per-class, and null for a spatial bundle).
+VERSION = 2
 STAGES = ("codec", "image", "mask", "layout")
 FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet", "layout": "layout_unet"}
 
@@ -243,7 +245,9 @@ class Bundle:
             path = self.root / "model.json"
             if path.is_file():
                 self.meta = _merged(
-                    read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError), self.meta, stage
+                    read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError, migrations=MIGRATIONS),
+                    self.meta,
+                    stage,
                 )
                 self._describe_conditioning()
             self.write_meta()
@@ -445,10 +449,24 @@ def open_bundle(root: str | Path, *, create: bool = False) -> Bundle:
                 raise BadModelError(f"{root} exists and is not a model bundle (no model.json): choose another --out")
             return Bundle(root, {"stages": {}})
         raise BadModelError(f"{root} is not a wsi-synth model bundle (no model.json)")
-    meta = read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadModelError)
+    meta = read_versioned(meta_path, fmt=FORMAT, version=VERSION, error=BadModelError, migrations=MIGRATIONS)
     meta.setdefault("stages", {})
     _check_meta(meta, meta_path)
     return Bundle(root, meta)
+
+
+def _from_version_1(meta: dict) -> dict:
+    """Version 1 → 2: what an older reader assumed, written out. A bundle with an image stage and no conditioning key
+    was trained per-class; a spatial one without `empty_map` learnt an all-unknown map as the null embedding."""
+    meta = dict(meta)
+    if "image" in meta.get("stages", {}) and "image_conditioning" not in meta:
+        meta["image_conditioning"] = PER_CLASS
+    if meta.get("image_conditioning") == SPATIAL and "empty_map" not in meta:
+        meta["empty_map"] = "null"
+    return meta
+
+
+MIGRATIONS = {1: _from_version_1}
 
 
 def _check_meta(meta: dict, path: Path) -> None:
