@@ -24,11 +24,12 @@ import numpy as np
 from PIL import Image
 
 from wsi_synth.classes import ClassMap, Unmapped, load_class_map, read_legend
-from wsi_synth.data.store import DatasetSpec, SourceWriter, sha256_file, writing_dataset
+from wsi_synth.data.store import DatasetSpec, SourceWriter, writing_dataset
 from wsi_synth.errors import BadArgumentError, BadDatasetError
 from wsi_synth.extraction.raster import class_fractions
 from wsi_synth.extraction.split import assign_splits
 from wsi_synth.io.images import image_size, read_mask_values, read_rgb
+from wsi_synth.resumable import sha256_file
 
 log = logging.getLogger("wsi_synth")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})

@@ -465,14 +465,3 @@ def _write_csv(path: Path, rows: Iterable[dict]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
-
-
-def sha256_file(path: str | Path, *, chunk: int = 1 << 22) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()

@@ -24,13 +24,14 @@ import shapely
 
 from wsi_synth.annotations import Annotation, clip_to_slide, match_annotations, names_and_colors
 from wsi_synth.classes import ClassMap, Unmapped, load_class_map
-from wsi_synth.data.store import Dataset, DatasetSpec, SourceWriter, sha256_file, writing_dataset
+from wsi_synth.data.store import Dataset, DatasetSpec, SourceWriter, writing_dataset
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.extraction.raster import ClassGeometries
 from wsi_synth.extraction.split import assign_splits
 from wsi_synth.extraction.tissue import box_fractions, tissue_mask
 from wsi_synth.extraction.worker import SlideJob, TileCutter, cut_in_worker, init_worker
 from wsi_synth.io.atomic import check_apart
+from wsi_synth.resumable import sha256_file
 from wsi_synth.slide import MPP_TOLERANCE, Slide, find_slides, open_slide
 
 log = logging.getLogger("wsi_synth")

@@ -103,10 +103,10 @@ def inpaint(
     slide, its label map, annotations and record beside `out` (see `io.outputs`). Returns the record. `on_progress`
     receives a `Progress` report after every solver step of each patch."""
     log = log or logger.info  # a library logs; the CLI passes its own stderr writer
-    from wsi_synth.generation.run import keep_or_remove_work, model_sha256, prepare_work
     from wsi_synth.io.atomic import check_not_inputs, check_output
     from wsi_synth.io.outputs import OutputPaths, claim_outputs
     from wsi_synth.models.bundle import open_bundle
+    from wsi_synth.resumable import WorkFolder, model_sha256
     from wsi_synth.slide import open_slide
 
     config.validate()
@@ -142,16 +142,17 @@ def inpaint(
             for p in paths.all():
                 check_output(p, overwrite=overwrite)
             _check_disk(slide.dimensions, Path(out), config)
-            work = Path(out).with_name(f".{Path(out).name}.work")
             identity = _fingerprint(bundle, slide_path, regions_path, config, model_sha256(bundle))
-            resumed = prepare_work(work, identity, resume=resume, overwrite=overwrite, saved=_has_patches)
+            folder = WorkFolder.beside(out, identity, saved=_has_patches)
+            work = folder.path
+            resumed = folder.prepare(resume=resume, overwrite=overwrite)
             if resume and not resumed:
                 log(f"nothing to resume in {work}: starting from the beginning")
             log(
                 f"{len(regions)} region(s) in {len(patches)} patch(es) at {bundle.mpp:g} µm/px ({scale:.3g} level-0 px "
                 "per model px)"
             )
-            try:
+            with folder.running(log):
                 result = _run(
                     model,
                     bundle,
@@ -167,12 +168,6 @@ def inpaint(
                     log=log,
                     on_progress=on_progress,
                 )
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:
-                keep_or_remove_work(work, exc, log, saved=_has_patches)
-                raise
-            shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -275,7 +270,7 @@ def _check_disk(l0_size: tuple[int, int], out: Path, config: InpaintConfig) -> N
 
 
 def _fingerprint(bundle, slide_path, regions_path, config: InpaintConfig, model_hash: str) -> dict:
-    from wsi_synth.data.store import sha256_file
+    from wsi_synth.resumable import sha256_file
 
     settings = {k: v for k, v in asdict(config).items() if k not in NOT_IN_FINGERPRINT}
     return {

@@ -9,21 +9,20 @@ matches (otherwise a one-line error names what changed) and produces the same ou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from wsi_synth import __version__
-from wsi_synth.data.store import sha256_file
-from wsi_synth.errors import BadArgumentError, OutputExistsError
+from wsi_synth.errors import BadArgumentError
 from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost, use_threads
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config, uses_layout
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
@@ -37,12 +36,11 @@ from wsi_synth.generation.masks import (
     smooth,
 )
 from wsi_synth.generation.plan import Plan, plan_run
-from wsi_synth.io.atomic import is_disk_full
-from wsi_synth.jsonfile import write_atomic
-from wsi_synth.models.bundle import FOLDERS, Bundle, open_bundle
+from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.models.denoiser import BundleDenoiser
 from wsi_synth.progress import ProgressCallback, TaskClock
-from wsi_synth.sampling.canvas import check_identity, sample_canvas
+from wsi_synth.resumable import WorkFolder, model_sha256, sha256_file
+from wsi_synth.sampling.canvas import sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
 
 logger = logging.getLogger(__name__)
@@ -106,12 +104,13 @@ def generate(
         log(f"plan: {json.dumps(plan.to_json())}")
         for note in plan.notes:
             log(f"note: {note}")
-        work = Path(out).with_name(f".{Path(out).name}.work")
         identity = run_fingerprint(bundle, config)
-        resumed = prepare_work(work, identity, resume=resume, overwrite=overwrite)
+        folder = WorkFolder.beside(out, identity, saved=_has_saved_state)
+        work = folder.path
+        resumed = folder.prepare(resume=resume, overwrite=overwrite)
         if resume and not resumed:
             log(f"nothing to resume in {work}: starting from the beginning")
-        try:
+        with folder.running(log), _cluster_loss_named(config, work):
             result = _run(
                 model,
                 bundle,
@@ -129,19 +128,6 @@ def generate(
                 log=log,
                 on_progress=on_progress,
             )
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:
-            keep_or_remove_work(work, exc, log)
-            if (config.scheduler or config.workers > 1) and cluster_lost(exc):
-                where = f"at {config.scheduler}" if config.scheduler else f"of {config.workers} local workers"
-                raise ClusterLostError(
-                    f"the dask cluster {where} was lost during the run ({type(exc).__name__}); the state saved so far "
-                    f"is in {work}: "
-                    "start the cluster again and re-run with --resume"
-                ) from exc
-            raise
-        shutil.rmtree(work, ignore_errors=True)
     return result
 
 
@@ -369,13 +355,19 @@ def available_memory() -> int | None:
         return None
 
 
-def keep_or_remove_work(work: Path, exc: BaseException, log, saved: Callable[[Path], bool] | None = None) -> None:
-    """After a failed run: keep a work folder that holds a saved state (`saved(work)`, by default a stage's
-    `state.json`) unless the disk is full, else remove it."""
-    if (saved or _has_saved_state)(work) and not is_disk_full(exc):
-        log(f"the work folder {work} holds the state saved so far: fix the cause and re-run with --resume to continue")
-    else:
-        shutil.rmtree(work, ignore_errors=True)
+@contextmanager
+def _cluster_loss_named(config: GenerateConfig, work: Path) -> Iterator[None]:
+    """A lost dask cluster as one line that says where the saved state is and how to go on."""
+    try:
+        yield
+    except Exception as exc:
+        if (config.scheduler or config.workers > 1) and cluster_lost(exc):
+            where = f"at {config.scheduler}" if config.scheduler else f"of {config.workers} local workers"
+            raise ClusterLostError(
+                f"the dask cluster {where} was lost during the run ({type(exc).__name__}); the state saved so far "
+                f"is in {work}: start the cluster again and re-run with --resume"
+            ) from exc
+        raise
 
 
 def _has_saved_state(work: Path) -> bool:
@@ -392,48 +384,3 @@ def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
         "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None,
         **settings,
     }
-
-
-def model_sha256(bundle: Bundle) -> str:
-    """One hash over model.json and every file of its networks (and an external codec's folder, or its hub id)."""
-    digest = hashlib.sha256((bundle.root / "model.json").read_bytes())
-    folders = [
-        bundle.root / FOLDERS[s] for s in ("codec", "image", "mask", "layout") if s != "layout" or bundle.has("layout")
-    ]
-    external = bundle.external_codec
-    if external:
-        folders.append(Path(external)) if Path(external).is_dir() else digest.update(external.encode())
-    for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []:
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(bytes.fromhex(sha256_file(path)))
-    return digest.hexdigest()
-
-
-def prepare_work(
-    work: Path, identity: dict, *, resume: bool, overwrite: bool, saved: Callable[[Path], bool] | None = None
-) -> bool:
-    """A fresh work folder, or — with `resume` — the existing one when it was made by the same run (True).
-
-    Without `resume`, an interrupted run's saved state (`saved(work)`, by default a stage's `state.json`) is never
-    discarded silently: `overwrite` discards it.
-    """
-    has_state = saved or _has_saved_state
-    record = work / "run.json"
-    if resume and record.is_file():
-        try:
-            before = json.loads(record.read_text())
-        except ValueError:
-            before = None
-        if isinstance(before, dict):
-            check_identity({"identity": before}, identity, work)
-            return True
-    if not resume and not overwrite and has_state(work):
-        raise OutputExistsError(
-            f"an interrupted run left its state in {work}: pass --resume to continue it, or --overwrite to start again"
-        )
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    write_atomic(record, identity)
-    return False

@@ -34,7 +34,7 @@ from wsi_synth.generation.decode import DecodedImage, default_decode_batch
 from wsi_synth.generation.masks import PixelLabels, Roughness, mask_classes, mask_cleaning, smooth
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.progress import ProgressCallback, TaskClock
-from wsi_synth.sampling.canvas import check_identity
+from wsi_synth.resumable import check_identity
 from wsi_synth.sampling.sampler import SampleStats
 
 logger = logging.getLogger(__name__)
@@ -142,27 +142,10 @@ def _check(model, config: GenerateConfig, count: int, group: int):
 
 
 def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
-    from wsi_synth.generation.run import model_sha256
+    """What determines the tiles: a slide's fingerprint (every setting that changes pixels) and the count."""
+    from wsi_synth.generation.run import run_fingerprint
 
-    return {
-        "wsi_synth": __version__,
-        "model_sha256": model_sha256(bundle),
-        "count": count,
-        "width": config.width,
-        "height": config.height,
-        "subtype": config.subtype,
-        "steps": config.steps,
-        "solver": config.solver,
-        "eta": config.eta,
-        "omega": config.omega,
-        "mask_omega": config.mask_omega,
-        "planner": config.planner,
-        "context": config.context,
-        "seed": config.seed,
-        "min_region": config.min_region,
-        "mask_sigma": config.mask_sigma,
-        "boundary_roughness": config.boundary_roughness,
-    }
+    return {**run_fingerprint(bundle, config), "count": count}
 
 
 def _prepare_folder(

@@ -38,6 +38,7 @@ from wsi_synth.diffusion.solvers import Solver, make_solver
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import atomic_output, is_disk_full
 from wsi_synth.jsonfile import write_atomic
+from wsi_synth.resumable import check_identity
 from wsi_synth.sampling.sampler import (
     Buffers,
     Denoiser,
@@ -349,23 +350,6 @@ def read_state(work: Path) -> dict | None:
     except ValueError:
         return None
     return doc if isinstance(doc, dict) and "step" in doc and "identity" in doc else None
-
-
-def check_identity(saved: dict, identity: dict, work: Path) -> None:
-    """Refuse to resume a state made with other settings, naming each one that changed."""
-    old = saved.get("identity", {})
-    changed = sorted(k for k in set(old) | set(identity) if old.get(k) != identity.get(k))
-    if changed:
-        what = ", ".join(f"{k} {_short(old.get(k))} → {_short(identity.get(k))}" for k in changed[:6])
-        raise BadArgumentError(
-            f"cannot --resume from {work}: it was made with other settings ({what}); "
-            "run with the original arguments, or with --overwrite instead of --resume to start again"
-        )
-
-
-def _short(value) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 24 else text[:21] + "…"
 
 
 def _open_state(
