@@ -118,6 +118,9 @@ def test_interrupted_count_run_resumes_to_the_same_tiles(bundle, tmp_path, runne
     monkeypatch.setattr(tiles, "_write_group", real)
     changed = _count(runner, bundle, tmp_path / "part", 5, "--resume", "--seed", "9")
     assert changed.exit_code == 2 and "seed" in changed.output
+    for setting in (("--layout-strength", "0.5"), ("--boundary-roughness", "0.3")):  # every setting that changes tiles
+        changed = _count(runner, bundle, tmp_path / "part", 5, "--resume", *setting)
+        assert changed.exit_code == 2 and setting[0][2:].replace("-", "_") in changed.output, changed.output
     resumed = _count(runner, bundle, tmp_path / "part", 5, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.output)["resumed_at"] == 2
