@@ -149,3 +149,11 @@ def test_every_package_folder_is_installed_and_the_cli_under_its_own_name():
     import wsi_synth_cli.main
 
     assert Path(wsi_synth_cli.main.__file__).parent.name == "cli"  # the folder, installed under the package's name
+
+
+def test_the_version_is_defined_once_and_the_installed_package_reports_it():
+    from importlib.metadata import version
+
+    assert version("wsi-synth") == wsi_synth.__version__
+    changelog = (Path(__file__).resolve().parents[1] / "CHANGELOG.md").read_text()
+    assert f"## [{wsi_synth.__version__}]" in changelog, "the CHANGELOG has a section for this version"

@@ -23,7 +23,7 @@ from wsi_synth.errors import (
     WsiSynthError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "open_bundle": "wsi_synth.models.bundle",
