@@ -829,7 +829,10 @@ def test_evaluate_reads_what_generate_writes_a_count_folder_and_an_ome_zarr(bund
         == 0
     )
     assert (
-        runner.invoke(cli, ["generate", *common, "--size", "512", "--out", str(tmp_path / "s.ome.zarr")]).exit_code == 0
+        runner.invoke(
+            cli, ["generate", *common, "--size", "512", "--ngff", "0.5", "--out", str(tmp_path / "s.ome.zarr")]
+        ).exit_code
+        == 0
     )
     result = runner.invoke(
         cli,

@@ -41,12 +41,12 @@ def holey_labels(height, width, seed=0):
     return labels
 
 
-def read_ngff(path):
-    from ome_zarr.format import FormatV04
+def read_ngff(path, version="0.4"):
+    from ome_zarr.format import FormatV04, FormatV05
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Label, Reader
 
-    nodes = list(Reader(parse_url(str(path), fmt=FormatV04()))())
+    nodes = list(Reader(parse_url(str(path), fmt=FormatV05() if version == "0.5" else FormatV04()))())
     image = nodes[0]
     labels = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
     return image, labels
@@ -254,3 +254,40 @@ def test_cli_bad_format_requests_are_one_line(tmp_path, runner, extra, message):
     result = runner.invoke(cli, [*args, *extra])
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(("s.", ".s."))]
+
+
+def test_ngff_0_5_is_zarr_v3_sharded_and_read_by_the_0_5_reader_without_a_warning(tmp_path, caplog, recwarn):
+    import zarr
+
+    img, labels = tissue_like(1000, 1300), holey_labels(1000, 1300)
+    out = tmp_path / "s.ome.zarr"
+    with caplog.at_level("WARNING"):
+        write_slide_outputs(img, labels, out, mpp=0.25, classes=CLASSES, tile=256, ngff="0.5")
+        image, found = read_ngff(out, "0.5")
+    assert not [r for r in caplog.records if r.name.startswith("ome_zarr")]  # no "version mismatch"
+    assert not [w for w in recwarn.list if not issubclass(w.category, DeprecationWarning)]
+    write_slide_outputs(img, labels, tmp_path / "v04.ome.zarr", mpp=0.25, classes=CLASSES, tile=256)
+    with caplog.at_level("WARNING"):
+        read_ngff(tmp_path / "v04.ome.zarr", "0.5")  # the warning this test would see: a 0.4 folder
+    assert any("version mismatch" in r.getMessage() for r in caplog.records)
+    assert np.array_equal(np.moveaxis(np.asarray(image.data[0]), 0, 2), img)  # lossless, as 0.4
+    assert len(found) == 1 and np.array_equal(np.asarray(found[0].data[0]), labels)
+    assert {int(k): v["class"] for k, v in found[0].metadata["properties"].items()}[1] == "tumour"
+    meta = json.loads((out / "zarr.json").read_text())
+    assert meta["zarr_format"] == 3 and meta["attributes"]["ome"]["version"] == "0.5"
+    level0 = zarr.open_group(str(out), mode="r")["0"]
+    assert level0.shards == (3, 256, 1536) and level0.chunks == (3, 256, 256)  # a row of 6 chunks: one shard
+    files = [p for p in (out / "0").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert len(files) == 4  # one file per row of tiles, not one per chunk (24)
+
+
+def test_cli_writes_ngff_0_5_and_refuses_it_for_a_tiff(tmp_path, runner):
+    tifffile.imwrite(tmp_path / "img.tif", tissue_like(300, 400))
+    args = ["pyramid", str(tmp_path / "img.tif"), "--mpp", "0.5", "--ngff", "0.5", "-q"]
+    result = runner.invoke(cli, [*args, "--out", str(tmp_path / "s.ome.zarr")])
+    assert result.exit_code == 0, result.output
+    described = json.loads(runner.invoke(cli, ["info", str(tmp_path / "s.ome.zarr"), "--json"]).output)
+    assert described["ngff"] == "0.5" and described["levels"][0] == [3, 300, 400]
+    refused = runner.invoke(cli, [*args, "--out", str(tmp_path / "t.tiff")])
+    assert refused.exit_code == 2 and "--ngff 0.5 applies to an OME-Zarr output" in refused.output
+    assert not (tmp_path / "t.tiff").exists()

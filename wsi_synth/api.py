@@ -233,6 +233,7 @@ def generate(
     threads: int = _G["threads"].default,
     scheduler: str | None = _G["scheduler"].default,
     format: str | None = _G["format"].default,
+    ngff: str = _G["ngff"].default,
     annotations: str = _G["annotations"].default,
     overwrite: bool = _G["overwrite"].default,
     progress: bool = False,
@@ -279,6 +280,7 @@ def generate(
         threads=threads,
         scheduler=scheduler,
         format=format,
+        ngff=ngff,
         annotations=annotation_formats(annotations),
     )
     if count is not None:
@@ -290,6 +292,7 @@ def generate(
             for n, v in (
                 ("dry-run", dry_run),
                 ("format", format is not None),
+                ("ngff", ngff != _G["ngff"].default),
                 ("annotations", annotations != "geojson"),
             )
             if v
@@ -330,6 +333,7 @@ def inpaint(
     tiff_tile: int = _I["tiff_tile"].default,
     quality: int = _I["quality"].default,
     format: str | None = _I["format"].default,
+    ngff: str = _I["ngff"].default,
     annotations: str = _I["annotations"].default,
     resume: bool = _I["resume"].default,
     overwrite: bool = _I["overwrite"].default,
@@ -361,6 +365,7 @@ def inpaint(
         tiff_tile=tiff_tile,
         quality=quality,
         format=format,
+        ngff=ngff,
         annotations=annotation_formats(annotations),
     )
     return run(
@@ -388,6 +393,7 @@ def pyramid(
     tiff_tile: int = _P["tiff_tile"].default,
     quality: int = _P["quality"].default,
     format: str | None = _P["format"].default,
+    ngff: str = _P["ngff"].default,
     annotations: str = _P["annotations"].default,
     overwrite: bool = _P["overwrite"].default,
     progress: bool = False,
@@ -399,15 +405,17 @@ def pyramid(
     from wsi_synth.io.outputs import (
         OutputPaths,
         annotation_formats,
+        check_ngff,
         claim_outputs,
         open_image_lazily,
         write_slide_outputs,
     )
     from wsi_synth.options import PYRAMID, check_options
 
-    check_options(_Arguments(mpp=mpp, tiff_tile=tiff_tile, quality=quality, format=format), PYRAMID)
+    check_options(_Arguments(mpp=mpp, tiff_tile=tiff_tile, quality=quality, format=format, ngff=ngff), PYRAMID)
     kinds = annotation_formats(annotations)
     paths = OutputPaths.beside(out, format, kinds)
+    check_ngff(ngff, paths.format)
     check_not_inputs(paths.touched(overwrite=overwrite), [image, labels, legend])
     classes = (
         _legend_classes(legend) if legend else [{"id": i, "name": f"class {i}", "color": [0, 0, 0]} for i in range(256)]
@@ -435,6 +443,7 @@ def pyramid(
             overwrite=overwrite,
             progress=progress,
             fmt=format,
+            ngff=ngff,
             annotations=kinds,
             record=record,
         )

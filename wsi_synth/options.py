@@ -23,6 +23,7 @@ from wsi_synth.errors import BadArgumentError
 SOLVERS = ("ddim", "dpm-solver++")
 PLANNERS = ("shifted-grid", "random-patch", "fixed-grid")
 FORMATS = ("tiff", "ome-tiff", "ome-zarr")
+NGFF_VERSIONS = ("0.4", "0.5")
 #: Chosen by measurement (docs/benchmarks.md, "Fewer steps"): DPM-Solver++(2M) at 20 steps matches or beats
 #: 50 DDIM steps on the Gaussian oracle and on the bundled model, at 2.5× fewer denoiser evaluations.
 DEFAULT_SOLVER = "dpm-solver++"
@@ -169,9 +170,17 @@ FORMAT = Option(
     "choice",
     None,
     "tiff: Aperio-style (OpenSlide, QuPath, ASAP); ome-tiff: OME-XML, levels in SubIFDs (Bio-Formats, OMERO); "
-    "ome-zarr: NGFF v0.4 folder with labels (napari, vizarr, QuPath). Default: from the --out name "
+    "ome-zarr: NGFF folder with labels (napari, vizarr, QuPath; --ngff). Default: from the --out name "
     "(.ome.zarr, .ome.tiff), else tiff.",
     choices=FORMATS,
+)
+NGFF = Option(
+    "ngff",
+    "choice",
+    "0.4",
+    "OME-Zarr outputs: NGFF 0.4 (Zarr v2; what napari-ome-zarr, vizarr and QuPath read today) or 0.5 (Zarr v3, "
+    "sharded; ome-zarr-py ≥ 0.10 and newer viewers).",
+    choices=NGFF_VERSIONS,
 )
 ANNOTATIONS = Option(
     "annotations",
@@ -180,7 +189,7 @@ ANNOTATIONS = Option(
     "Annotation files beside the image: geojson (QuPath), asap (ASAP XML), or both: geojson,asap.",
 )
 OVERWRITE = Option("overwrite", "bool", False, "Replace an existing output instead of refusing.")
-OUTPUT = (TIFF_TILE, QUALITY, FORMAT, ANNOTATIONS, OVERWRITE)
+OUTPUT = (TIFF_TILE, QUALITY, FORMAT, NGFF, ANNOTATIONS, OVERWRITE)
 
 # -- generate ----------------------------------------------------------------------------------------------------
 GENERATE = (

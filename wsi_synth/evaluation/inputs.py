@@ -77,24 +77,37 @@ def open_source(
 
 
 def _is_zarr_image(path: Path) -> bool:
-    """An OME-Zarr image (`generate --format ome-zarr`): a folder with multiscales metadata."""
+    """An OME-Zarr image (`generate --format ome-zarr`, NGFF 0.4 or 0.5): a folder with multiscales metadata."""
+    return path.is_dir() and _multiscales(path) is not None
+
+
+def _multiscales(path: Path) -> dict | None:
+    """The first multiscales entry of an NGFF image: in `.zattrs` (0.4, Zarr v2) or under `ome` in `zarr.json`
+    attributes (0.5, Zarr v3); None when there is none."""
     import json
 
-    try:
-        return path.is_dir() and "multiscales" in json.loads((path / ".zattrs").read_text())
-    except (OSError, ValueError):
-        return False
+    for name, keys in ((".zattrs", ()), ("zarr.json", ("attributes", "ome"))):
+        try:
+            doc = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        for key in keys:
+            doc = doc.get(key, {}) if isinstance(doc, dict) else {}
+        found = doc.get("multiscales") if isinstance(doc, dict) else None
+        if isinstance(found, list) and found:
+            return found[0]
+    return None
 
 
 class _ZarrSlide:
     """Level 0 of an OME-Zarr RGB image with the two reads evaluation needs (level-0 regions and a thumbnail)."""
 
     def __init__(self, path: Path) -> None:
-        import json
-
         import zarr
 
-        meta = json.loads((path / ".zattrs").read_text())["multiscales"][0]
+        meta = _multiscales(path)
+        if meta is None:
+            raise BadArgumentError(f"{path}: not an OME-Zarr image (no multiscales metadata)")
         names = [a["name"] for a in meta["axes"]]
         root = zarr.open_group(str(path), mode="r")
         self._levels = [_array(root[d["path"]]) for d in meta["datasets"]]

@@ -55,6 +55,7 @@ class GenerateConfig:
     layout_strength: float = _G["layout_strength"].default
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
+    ngff: str = _G["ngff"].default  # the NGFF version of an OME-Zarr output
     annotations: tuple[str, ...] = tuple(_G["annotations"].default.split(","))  # geojson (QuPath), asap (ASAP XML)
 
     def validate(self) -> None:

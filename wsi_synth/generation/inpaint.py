@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 _I = by_name(INPAINT)  # each field's default is its option's (wsi_synth.options)
 
 #: Settings that do not change the result (how the work runs, or how it is stored), left out of the fingerprint.
-NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tiff_tile", "quality", "format", "annotations")
+NOT_IN_FINGERPRINT = ("batch_size", "decode_batch", "device", "tiff_tile", "quality", "format", "ngff", "annotations")
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class InpaintConfig:
     tiff_tile: int = _I["tiff_tile"].default
     quality: int = _I["quality"].default  # the kept pixels are re-encoded once: 95 keeps them ≥ 40 dB from the original
     format: str | None = None
+    ngff: str = _I["ngff"].default
     annotations: tuple[str, ...] = tuple(_I["annotations"].default.split(","))
 
     def validate(self) -> None:
@@ -104,7 +105,7 @@ def inpaint(
     receives a `Progress` report after every solver step of each patch."""
     log = log or logger.info  # a library logs; the CLI passes its own stderr writer
     from wsi_synth.io.atomic import check_not_inputs, check_output
-    from wsi_synth.io.outputs import OutputPaths, claim_outputs
+    from wsi_synth.io.outputs import OutputPaths, check_ngff, claim_outputs
     from wsi_synth.models.bundle import open_bundle
     from wsi_synth.resumable import WorkFolder, model_sha256
     from wsi_synth.slide import open_slide
@@ -120,6 +121,7 @@ def inpaint(
             "trained on"
         )
     paths = OutputPaths.beside(out, config.format, config.annotations)
+    check_ngff(config.ngff, paths.format)
     check_not_inputs(
         paths.touched(overwrite=overwrite),
         [slide_path, regions_path, model, config.classes if config.classes and Path(config.classes).exists() else None],
@@ -360,6 +362,7 @@ def _run(
         progress=progress,
         record=record,
         fmt=config.format,
+        ngff=config.ngff,
         annotations=config.annotations,
     )
     return {**outputs, "patches": len(patches), "evaluations": evaluations, "timings": timings}

@@ -58,6 +58,7 @@ NOT_IN_FINGERPRINT = (
     "threads",
     "scheduler",
     "format",
+    "ngff",
     "annotations",
 )
 
@@ -83,7 +84,7 @@ def generate(
     """
     log = log or logger.info  # a library logs; the CLI passes its own stderr writer
     from wsi_synth.io.atomic import check_not_inputs, check_output
-    from wsi_synth.io.outputs import OutputPaths, claim_outputs
+    from wsi_synth.io.outputs import OutputPaths, check_ngff, claim_outputs
 
     config.validate()
     use_threads(config.threads)
@@ -93,6 +94,7 @@ def generate(
         bundle.check_files(stage)
     g = geometry(bundle, config)
     paths = OutputPaths.beside(out, config.format, config.annotations)
+    check_ngff(config.ngff, paths.format)
     check_not_inputs(paths.touched(overwrite=overwrite), [config.mask, model])
     with claim_outputs(out):
         for p in paths.all():
@@ -310,6 +312,7 @@ def _run(
         progress=progress,
         record=record,
         fmt=config.format,
+        ngff=config.ngff,
         annotations=config.annotations,
     )
     return {**result, "timings": timings, "evaluations": {k: asdict(v) for k, v in stats.items()}}

@@ -97,6 +97,7 @@ def describe_ngff(path: str | Path) -> dict:
     return {
         "path": str(path),
         "format": "ome-zarr",
+        "ngff": location.fmt.version,
         "axes": axes,
         "levels": [list(d.shape) for d in image.data],
         "mpp": mpp,

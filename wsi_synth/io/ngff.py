@@ -1,6 +1,8 @@
-"""OME-Zarr (NGFF v0.4) output: the slide as a multiscale image and its class map as an NGFF label image.
+"""OME-Zarr output: the slide as a multiscale image and its class map as an NGFF label image, in NGFF 0.4 (Zarr v2,
+the default: what today's viewers read) or NGFF 0.5 (Zarr v3, sharded: one file per shard of 16 chunks in a row,
+not one per chunk).
 
-Layout (`s.ome.zarr/`, Zarr v2 storage, as NGFF v0.4 requires):
+Layout (`s.ome.zarr/`):
 - `0 … n`: the image levels, axes (c, y, x), uint8, chunks (3, tile, tile), Blosc-zstd; the same levels and the
   same 2× box downsampling as the TIFF pyramid, scale transforms in µm from the MPP, and `omero` rendering
   metadata that shows the three channels as RGB (napari, vizarr, QuPath).
@@ -24,6 +26,17 @@ from wsi_synth.io.pyramid import LevelInfo, LevelStream, halve_labels, halve_rgb
 
 #: The label image's name under `labels/` (NGFF allows several; ours is the tissue class map).
 LABEL_NAME = "tissue"
+#: The NGFF versions written: 0.4 on Zarr v2, 0.5 on Zarr v3 with sharding.
+VERSIONS = ("0.4", "0.5")
+#: NGFF 0.5: chunks per shard along x. Shards are one chunk tall, so every band of one tile row fills whole shards
+#: (no shard is read back and rewritten) and a 100,000² level is 3,700 files instead of 38,000.
+SHARD_CHUNKS = 16
+
+
+def _format(version: str):
+    from ome_zarr.format import FormatV04, FormatV05
+
+    return {"0.4": FormatV04, "0.5": FormatV05}[version]()
 
 
 def write_ngff(
@@ -36,23 +49,26 @@ def write_ngff(
     tile: int = 512,
     capture_max: int = 0,
     progress: bool = False,
+    version: str = "0.4",
 ) -> tuple[list[LevelInfo], np.ndarray | None, float]:
-    """Write an (H, W, 3) uint8 image and, if given, its (H, W) uint8 class map as a new OME-Zarr folder `path`.
+    """Write an (H, W, 3) uint8 image and, if given, its (H, W) uint8 class map as a new OME-Zarr folder `path`, in
+    NGFF `version` (0.4 or 0.5).
 
     `path` must not exist (callers write to a temporary name and rename; see `io.outputs`). With `capture_max`,
     also returns the first label level whose sides are ≤ it and its downsample (for the GeoJSON), like
     `write_label_pyramid`.
     """
     import zarr
-    from ome_zarr.format import FormatV04
 
     from wsi_synth.io.pyramid import check_pyramid_args
+
+    fmt = _format(version)
 
     check_pyramid_args(image, 3, mpp, tile)
     if labels is not None:
         check_pyramid_args(labels, 2, mpp, tile)
     path = Path(path)
-    root = zarr.open_group(str(path), mode="w-", zarr_format=2)
+    root = zarr.open_group(str(path), mode="w-", zarr_format=fmt.zarr_format)
     name = output_name(path).split(".")[0]
     levels, _ = _write_levels(
         root, image, tile=tile, halve=halve_rgb, spool_dir=path.parent, progress=progress, name=output_name(path)
@@ -72,6 +88,7 @@ def write_ngff(
     _write_multiscales(
         root,
         levels,
+        fmt,
         mpp=mpp,
         channel_axis=True,
         name=name,
@@ -79,7 +96,7 @@ def write_ngff(
             "method": "2x2 box mean (PIL Image.reduce)",
             "omero": {
                 "name": name,
-                "version": FormatV04().version,
+                "version": fmt.version,
                 "channels": channels,
                 "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0},
             },
@@ -104,12 +121,13 @@ def write_ngff(
     _write_multiscales(
         label_group,
         label_levels,
+        fmt,
         mpp=mpp,
         channel_axis=False,
         name=LABEL_NAME,
         metadata={"method": "2x2 mode, ties to the rarer class"},
     )
-    _write_label_colours(group, classes)
+    _write_label_colours(group, classes, fmt)
     if captured is None:
         return levels, None, 1.0
     return levels, captured, labels.shape[1] / captured.shape[1]
@@ -120,23 +138,15 @@ def _write_levels(
 ) -> tuple[list[LevelInfo], np.ndarray | None]:
     """One Zarr array per level (`0`, `1`, …), filled band by band from the shared level producer; also the first
     level whose sides are ≤ `capture_max` (when asked)."""
-    from numcodecs import Blosc
-
     rgb = len(source.shape) == 3
-    compressor = Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE if not rgb else Blosc.SHUFFLE)
+    v3 = group.metadata.zarr_format == 3
     with LevelStream(
         source, tile, halve, spool_dir=spool_dir, capture_max=capture_max, progress=progress, name=name
     ) as stream:
         for k, (w, h), bands in stream:
             shape, chunks = ((3, h, w), (3, tile, tile)) if rgb else ((h, w), (tile, tile))
             array = group.create_array(
-                str(k),
-                shape=shape,
-                chunks=chunks,
-                dtype="uint8",
-                compressors=compressor,
-                fill_value=0,
-                chunk_key_encoding={"name": "v2", "separator": "/"},
+                str(k), shape=shape, chunks=chunks, dtype="uint8", fill_value=0, **_storage(rgb, v3, tile, w)
             )
             y0 = 0
             for band in bands:
@@ -148,10 +158,24 @@ def _write_levels(
     return stream.levels, stream.captured
 
 
+def _storage(rgb: bool, v3: bool, tile: int, width: int) -> dict:
+    """Blosc-zstd (byte shuffle for RGB, bit shuffle for labels); Zarr v2 keys nested by `/` as NGFF 0.4 asks, or
+    Zarr v3 shards of one tile row (`SHARD_CHUNKS` chunks wide)."""
+    if not v3:
+        from numcodecs import Blosc
+
+        compressor = Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE if rgb else Blosc.BITSHUFFLE)
+        return {"compressors": compressor, "chunk_key_encoding": {"name": "v2", "separator": "/"}}
+    from zarr.codecs import BloscCodec
+
+    codec = BloscCodec(cname="zstd", clevel=5, shuffle="shuffle" if rgb else "bitshuffle", typesize=1)
+    wide = tile * min(SHARD_CHUNKS, -(-width // tile))
+    return {"compressors": codec, "shards": (3, tile, wide) if rgb else (tile, wide)}
+
+
 def _write_multiscales(
-    group, levels: list[LevelInfo], *, mpp: float, channel_axis: bool, name: str, metadata: dict
+    group, levels: list[LevelInfo], fmt, *, mpp: float, channel_axis: bool, name: str, metadata: dict
 ) -> None:
-    from ome_zarr.format import FormatV04
     from ome_zarr.writer import write_multiscales_metadata
 
     width, height = levels[0].width, levels[0].height
@@ -168,11 +192,10 @@ def _write_multiscales(
         )
     if channel_axis:
         axes = [{"name": "c", "type": "channel"}, *axes]
-    write_multiscales_metadata(group, datasets, fmt=FormatV04(), axes=axes, name=name, metadata=metadata)
+    write_multiscales_metadata(group, datasets, fmt=fmt, axes=axes, name=name, metadata=metadata)
 
 
-def _write_label_colours(labels_group, classes: Sequence[dict]) -> None:
-    from ome_zarr.format import FormatV04
+def _write_label_colours(labels_group, classes: Sequence[dict], fmt) -> None:
     from ome_zarr.writer import write_label_metadata
 
     # Value 0 is "no label" in NGFF viewers: unknown stays transparent, every other class gets its colour.
@@ -181,5 +204,5 @@ def _write_label_colours(labels_group, classes: Sequence[dict]) -> None:
     ]
     properties = [{"label-value": int(c["id"]), "class": str(c["name"])} for c in classes]
     write_label_metadata(
-        labels_group, LABEL_NAME, colors=colours, properties=properties, fmt=FormatV04(), source={"image": "../../"}
+        labels_group, LABEL_NAME, colors=colours, properties=properties, fmt=fmt, source={"image": "../../"}
     )

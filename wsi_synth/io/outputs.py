@@ -186,6 +186,19 @@ def remove_stale_temporaries(record: Path) -> list[Path]:
     return removed
 
 
+def check_ngff(version: str, fmt: str) -> None:
+    """Refuse an NGFF version nothing writes, or 0.5 asked of an output that is not an OME-Zarr."""
+    from wsi_synth.options import NGFF_VERSIONS
+
+    if version not in NGFF_VERSIONS:
+        raise BadArgumentError(f"--ngff must be one of {', '.join(NGFF_VERSIONS)}, got {version!r}")
+    if version != "0.4" and fmt != "ome-zarr":
+        raise BadArgumentError(
+            f"--ngff {version} applies to an OME-Zarr output (--format ome-zarr, or an --out ending .ome.zarr), "
+            f"not to {fmt}"
+        )
+
+
 def write_slide_outputs(
     image,
     labels,
@@ -200,15 +213,18 @@ def write_slide_outputs(
     progress: bool = False,
     fmt: str | None = None,
     annotations: Sequence[str] = ("geojson",),
+    ngff: str = "0.4",
 ) -> dict:
     """Write the image, its label map and annotations (and `record` as JSON) beside `out`, in format `fmt`
-    (`tiff`, `ome-tiff`, `ome-zarr`; default: from the name of `out`) with `annotations` (`geojson`, `asap`).
+    (`tiff`, `ome-tiff`, `ome-zarr` in NGFF version `ngff`; default: from the name of `out`) with `annotations`
+    (`geojson`, `asap`).
 
     The set is written under temporary names and renamed into place together once every file is complete, so
     a refusal or a failure never leaves half a set, nor a new image beside an old record. `record` may be a
     callable, asked for the document after the other outputs are written (so it can hold their timings).
     """
     paths = OutputPaths.beside(out, fmt, annotation_formats(annotations))
+    check_ngff(ngff, paths.format)
     stale = paths.replaced() if overwrite else []
     if labels is not None and tuple(labels.shape[:2]) != tuple(image.shape[:2]):
         raise BadArgumentError(
@@ -239,6 +255,7 @@ def write_slide_outputs(
                 tile=tile,
                 capture_max=GEOJSON_MAX_SIDE,
                 progress=progress,
+                version=ngff,
             )
             if labels is not None:
                 result["labels"] = f"{paths.image}/labels/tissue"
