@@ -1030,3 +1030,14 @@ def test_the_plan_is_a_typed_record_that_reads_back_what_it_writes(bundle):
     assert list(plan.stages) == ["mask", "image"] and plan.stages["mask"].evaluations_exact
     assert not plan.stages["image"].evaluations_exact and "evaluations_estimate" in plan.to_json()["stages"]["image"]
     assert plan.notes and "workers" in plan.notes[0]  # one window at this size: the note says the cluster idles
+
+
+def test_the_run_record_reads_back_as_a_typed_record(bundle, tmp_path):
+    import wsi_synth
+    from wsi_synth.generation.run import RunRecord
+
+    wsi_synth.generate(bundle, tmp_path / "r.tiff", size=96, subtype="adenocarcinoma", steps=2)
+    doc = json.loads((tmp_path / "r.json").read_text())
+    record = RunRecord.from_json(doc)
+    assert record.to_json() == doc and record.outputs and record.outputs["format"] == "tiff"
+    assert record.evaluations["image"].evaluations > 0 and record.plan.stages["image"].steps == 2

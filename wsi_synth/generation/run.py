@@ -16,7 +16,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +61,51 @@ NOT_IN_FINGERPRINT = (
     "ngff",
     "annotations",
 )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What `s.json` says of a `generate` run: the model, the version, every setting, the plan, whether it ran out of
+    core or resumed, the evaluations per stage, the classes, the timings and the decode's cost; `outputs` is what
+    was written (added by the writer). `to_json`/`from_json` are the file's document."""
+
+    model: str
+    wsi_synth: str
+    config: dict
+    plan: Plan
+    out_of_core: bool
+    resumed: bool
+    evaluations: dict[str, SampleStats]
+    classes: list[dict]
+    timings: dict[str, float]
+    decode: dict[str, float]
+    outputs: dict | None = None
+
+    def to_json(self) -> dict:
+        """The record as written to `s.json` (without `outputs`, which the writer adds)."""
+        doc: dict = {"model": self.model, "wsi_synth": self.wsi_synth, "config": self.config}
+        doc["plan"] = self.plan.to_json()
+        doc |= {"out_of_core": self.out_of_core, "resumed": self.resumed}
+        doc["evaluations"] = {k: asdict(v) for k, v in self.evaluations.items()}
+        doc |= {"classes": self.classes, "timings": self.timings, "decode": self.decode}
+        return doc | ({"outputs": self.outputs} if self.outputs is not None else {})
+
+    @classmethod
+    def from_json(cls, doc: dict) -> RunRecord:
+        """A record read back from `s.json`."""
+        return cls(
+            str(doc["model"]),
+            str(doc["wsi_synth"]),
+            dict(doc["config"]),
+            Plan.from_json(doc["plan"]),
+            bool(doc["out_of_core"]),
+            bool(doc["resumed"]),
+            {k: SampleStats(**v) for k, v in doc["evaluations"].items()},
+            list(doc["classes"]),
+            dict(doc["timings"]),
+            dict(doc["decode"]),
+            doc.get("outputs"),
+        )
 
 
 def generate(
@@ -284,21 +329,14 @@ def _run(
 
     def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
         timings["decode_write_s"] = round(time.perf_counter() - started, 2)
-        return {
-            "model": str(Path(model).resolve()),
-            "wsi_synth": __version__,
-            "config": asdict(config),
-            "plan": plan.to_json(),
-            "out_of_core": out_of_core,
-            "resumed": resumed,
-            "evaluations": {k: asdict(v) for k, v in stats.items()},
-            "classes": bundle.classes,
-            "timings": timings,
-            "decode": {
-                "decoded_latent_px": image.decoded_latent_px,
-                "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3),
-            },
+        decode = {
+            "decoded_latent_px": image.decoded_latent_px,
+            "relative_to_one_plain_decode": round(image.decoded_latent_px / (g.lat[0] * g.lat[1]), 3),
         }
+        model_path = str(Path(model).resolve())
+        made = RunRecord(model_path, __version__, asdict(config), plan, out_of_core, resumed, stats, bundle.classes,
+                         timings, decode)  # fmt: skip
+        return made.to_json()
 
     result = write_slide_outputs(
         image,
