@@ -1041,3 +1041,15 @@ def test_the_run_record_reads_back_as_a_typed_record(bundle, tmp_path):
     record = RunRecord.from_json(doc)
     assert record.to_json() == doc and record.outputs and record.outputs["format"] == "tiff"
     assert record.evaluations["image"].evaluations > 0 and record.plan.stages["image"].steps == 2
+
+
+def test_generate_writes_a_dicom_folder_with_its_segmentation(bundle, tmp_path, runner):
+    import pydicom
+
+    result = _run(runner, bundle, tmp_path / "s.dcm")
+    assert result.exit_code == 0, result.output
+    modalities = sorted(
+        pydicom.dcmread(str(p), stop_before_pixels=True).Modality for p in (tmp_path / "s.dcm").iterdir()
+    )
+    assert modalities.count("SEG") == 1 and modalities.count("SM") >= 1
+    assert json.loads((tmp_path / "s.json").read_text())["outputs"]["format"] == "dicom"

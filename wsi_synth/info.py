@@ -9,7 +9,8 @@ from wsi_synth.errors import BadArgumentError
 
 
 def describe(path: str | Path) -> dict:
-    """Summarise a dataset folder, a model, an output (TIFF, OME-TIFF, OME-Zarr), or any slide openslide opens."""
+    """Summarise a dataset folder, a model, an output (TIFF, OME-TIFF, OME-Zarr, DICOM), or any slide openslide
+    opens."""
     path = Path(path)
     if not path.exists():
         raise BadArgumentError(f"path not found: {path}")
@@ -27,6 +28,10 @@ def describe(path: str | Path) -> dict:
         from wsi_synth.io.inspect import describe_ngff
 
         return {"kind": "ome-zarr", **describe_ngff(path)}
+    if path.is_dir() and any(path.glob("*.dcm")):
+        from wsi_synth.io.dicom import describe_dicom
+
+        return {"kind": "dicom", **describe_dicom(path)}
     if path.suffix.lower() in (".tif", ".tiff"):
         from wsi_synth.io.inspect import describe_tiff
 

@@ -22,7 +22,7 @@ from wsi_synth.errors import BadArgumentError
 #: The names each choice accepts; the modules that implement them import these (one list each).
 SOLVERS = ("ddim", "dpm-solver++")
 PLANNERS = ("shifted-grid", "random-patch", "fixed-grid")
-FORMATS = ("tiff", "ome-tiff", "ome-zarr")
+FORMATS = ("tiff", "ome-tiff", "ome-zarr", "dicom")
 NGFF_VERSIONS = ("0.4", "0.5")
 #: Chosen by measurement (docs/benchmarks.md, "Fewer steps"): DPM-Solver++(2M) at 20 steps matches or beats
 #: 50 DDIM steps on the Gaussian oracle and on the bundled model, at 2.5× fewer denoiser evaluations.
@@ -170,8 +170,9 @@ FORMAT = Option(
     "choice",
     None,
     "tiff: Aperio-style (OpenSlide, QuPath, ASAP); ome-tiff: OME-XML, levels in SubIFDs (Bio-Formats, OMERO); "
-    "ome-zarr: NGFF folder with labels (napari, vizarr, QuPath; --ngff). Default: from the --out name "
-    "(.ome.zarr, .ome.tiff), else tiff.",
+    "ome-zarr: NGFF folder with labels (napari, vizarr, QuPath; --ngff); dicom: a DICOM WSI folder with the mask "
+    "as a Segmentation (OpenSlide ≥ 4, wsidicom, PACS). Default: from the --out name (.ome.zarr, .ome.tiff, .dcm), "
+    "else tiff.",
     choices=FORMATS,
 )
 NGFF = Option(

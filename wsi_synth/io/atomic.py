@@ -16,17 +16,19 @@ from wsi_synth.errors import BadArgumentError, OutputBusyError, OutputExistsErro
 def check_output(path: str | Path, *, overwrite: bool, need_bytes: int = 0) -> Path:
     """Refuse an existing output (unless `overwrite`), a missing or unwritable folder, or too little space.
 
-    Outputs are files, except Zarr stores (`*.zarr`), which are folders: an existing folder is replaced only when
-    it is itself a Zarr store, so `--overwrite` never deletes a folder of other files.
+    Outputs are files, except Zarr stores (`*.zarr`) and DICOM folders (`*.dcm`, `*.dicom`): an existing folder is
+    replaced only when it is itself one (a Zarr store, a folder of DICOM files only), so `--overwrite` never deletes
+    a folder of other files.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output {path} exists: pass --overwrite to replace it")
     if path.is_dir() and not is_folder_output(path):
         raise OutputExistsError(f"output {path} is a folder: choose a file name")
-    if path.is_dir() and not _is_zarr_store(path):
+    if path.is_dir() and not _is_our_folder(path):
+        kind = "a Zarr store" if path.name.lower().endswith(".zarr") else "a DICOM folder"
         raise OutputExistsError(
-            f"output {path} is a folder that is not a Zarr store: it is not replaced (choose another --out)"
+            f"output {path} is a folder that is not {kind}: it is not replaced (choose another --out)"
         )
     folder = check_folder(path)
     free = shutil.disk_usage(folder).free
@@ -169,9 +171,20 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+#: Outputs written as folders: Zarr stores (`s.ome.zarr`) and DICOM WSI folders (`s.dcm`, `s.dicom`).
+FOLDER_SUFFIXES = (".zarr", ".dcm", ".dicom")
+
+
 def is_folder_output(path: str | Path) -> bool:
-    """Whether an output is written as a folder: Zarr stores (`s.ome.zarr`)."""
-    return Path(path).name.lower().endswith(".zarr")
+    """Whether an output is written as a folder (`FOLDER_SUFFIXES`)."""
+    return Path(path).name.lower().endswith(FOLDER_SUFFIXES)
+
+
+def _is_our_folder(path: Path) -> bool:
+    """A folder an output of ours may replace: a Zarr store, or a folder of DICOM files only."""
+    from wsi_synth.io.dicom import is_dicom_folder
+
+    return _is_zarr_store(path) or is_dicom_folder(path)
 
 
 def _is_zarr_store(path: Path) -> bool:
@@ -195,8 +208,8 @@ def _replace(tmp: Path, path: Path) -> None:
 
 
 def remove_output(path: Path) -> None:
-    """Remove an output file, or a Zarr store; any other folder is left alone (it is not ours to delete)."""
-    if path.is_dir() and not _is_zarr_store(path):
+    """Remove an output file, a Zarr store or a DICOM folder; any other folder is left alone (not ours to delete)."""
+    if path.is_dir() and not _is_our_folder(path):
         return
     remove_path(path)
 

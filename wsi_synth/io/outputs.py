@@ -37,6 +37,8 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     implied = (
         "ome-zarr"
         if name.endswith(".zarr")
+        else "dicom"
+        if name.endswith((".dcm", ".dicom"))
         else "ome-tiff"
         if name.endswith((".ome.tif", ".ome.tiff"))
         else "tiff"
@@ -48,7 +50,7 @@ def output_format(out: str | Path, fmt: str | None = None) -> str:
     if fmt not in FORMATS:
         raise BadArgumentError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if implied is not None and implied != fmt and not (implied == "tiff" and fmt == "ome-tiff"):
-        suggestion = {"ome-zarr": "s.ome.zarr", "ome-tiff": "s.ome.tiff", "tiff": "s.tiff"}[fmt]
+        suggestion = {"ome-zarr": "s.ome.zarr", "ome-tiff": "s.ome.tiff", "tiff": "s.tiff", "dicom": "s.dcm"}[fmt]
         raise BadArgumentError(
             f"--out {Path(out).name} names a {implied} output but --format is {fmt}: name it like {suggestion} (or "
             "leave out --format)"
@@ -87,7 +89,12 @@ class OutputPaths:
         fmt = output_format(image, fmt)
         lower = image.name.lower()
         suffix = next(
-            (s for s in (".ome.zarr", ".zarr", ".ome.tiff", ".ome.tif", ".tiff", ".tif") if lower.endswith(s)), ""
+            (
+                s
+                for s in (".ome.zarr", ".zarr", ".dicom", ".dcm", ".ome.tiff", ".ome.tif", ".tiff", ".tif")
+                if lower.endswith(s)
+            ),
+            "",
         )
         stem = image.name[: len(image.name) - len(suffix)] if suffix and len(suffix) < len(image.name) else image.name
         # the mask mirrors the image's own name: o.ome.tiff → o.mask.ome.tiff, but an OME-TIFF named o.tiff →
@@ -95,7 +102,7 @@ class OutputPaths:
         mask_suffix = (
             image.name[len(stem) :] if suffix and stem != image.name else ".ome.tiff" if fmt == "ome-tiff" else ".tiff"
         )
-        mask = None if fmt == "ome-zarr" else image.with_name(f"{stem}.mask{mask_suffix}")
+        mask = None if fmt in ("ome-zarr", "dicom") else image.with_name(f"{stem}.mask{mask_suffix}")  # inside
         return cls(
             image,
             mask,
@@ -259,6 +266,20 @@ def write_slide_outputs(
             )
             if labels is not None:
                 result["labels"] = f"{paths.image}/labels/tissue"
+        elif paths.format == "dicom":
+            from wsi_synth.io.dicom import write_dicom
+
+            levels, reduced, downsample = write_dicom(
+                image,
+                labels,
+                tmp[paths.image],
+                mpp=mpp,
+                classes=classes,
+                tile=tile,
+                quality=quality,
+                capture_max=GEOJSON_MAX_SIDE,
+                progress=progress,
+            )
         else:
             ome = paths.format == "ome-tiff"
             levels = write_slide_pyramid(
