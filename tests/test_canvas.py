@@ -50,6 +50,7 @@ def test_out_of_core_run_resumes_after_an_interruption(tmp_path):
     assert np.array_equal(np.asarray(full[:]), np.asarray(resumed[:]))
 
 
+@pytest.mark.slow
 def test_a_two_worker_dask_cluster_gives_the_same_canvas(tmp_path):
     distributed = pytest.importorskip(
         "distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')"
@@ -63,6 +64,7 @@ def test_a_two_worker_dask_cluster_gives_the_same_canvas(tmp_path):
     assert np.array_equal(reference, np.asarray(out[:]))
 
 
+@pytest.mark.slow
 def test_a_cluster_run_survives_losing_its_workers_one_after_another(tmp_path):
     import os
     import signal

@@ -15,6 +15,7 @@ def _write_tiles(folder, tiles):
     return folder
 
 
+@pytest.mark.slow
 def test_real_tiles_against_themselves_and_against_noise(tmp_path, runner):
     lc = shared("tiles", "lc25000_224", "lung_aca")
     files = sorted(lc.glob("*.jpeg"))[:120]
@@ -42,6 +43,7 @@ def test_real_tiles_against_themselves_and_against_noise(tmp_path, runner):
     assert m["fid"] > 10 * m_other["fid"] > 0  # FID has no absolute scale across feature extractors; compare
 
 
+@pytest.mark.slow
 def test_copies_of_training_tiles_are_flagged_and_held_out_tiles_are_not(tmp_path, runner):
     scc = sorted(shared("tiles", "lc25000_224", "lung_scc").glob("*.jpeg"))
     tiles = [np.asarray(Image.open(f).convert("RGB")) for f in scc[:300]]

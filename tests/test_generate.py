@@ -43,6 +43,7 @@ def _run(runner, model, out, *extra):
     )
 
 
+@pytest.mark.slow
 def test_end_to_end_outputs_open_and_agree(bundle, tmp_path, runner):
     out = tmp_path / "s.tiff"
     result = runner.invoke(
@@ -267,6 +268,7 @@ def test_tiled_decode_blends_exactly_and_costs_little():
     assert image.decoded_latent_px / (200 * 260) < 1.25
 
 
+@pytest.mark.slow
 def test_out_of_core_and_a_local_cluster_give_the_same_slide(bundle, tmp_path, runner):
     assert _run(runner, bundle, tmp_path / "mem.tiff").exit_code == 0
     result = _run(runner, bundle, tmp_path / "disk.tiff", "--max-memory", "0")
@@ -526,6 +528,7 @@ def test_ome_zarr_and_asap_outputs_hold_the_same_slide_as_the_tiff(bundle, tmp_p
     assert tumour.area == pytest.approx(170 * 160 - 60 * 60, rel=0.05)  # the hole stays a hole
 
 
+@pytest.mark.slow
 def test_a_spatially_conditioned_bundle_generates_with_one_pass_per_crop(tmp_path_factory, tmp_path, runner):
     from wsi_synth.models.bundle import open_bundle
 
@@ -649,6 +652,7 @@ def test_cli_shows_a_bar_per_stage_and_names_the_output_not_its_temporary(bundle
     assert ".set-" not in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("omega", [0.0, 1.0])
 def test_the_plan_estimates_the_evaluations_a_run_makes(bundle, tmp_path, omega):
     import wsi_synth
@@ -660,6 +664,7 @@ def test_the_plan_estimates_the_evaluations_a_run_makes(bundle, tmp_path, omega)
     assert 0.8 < plan["stages"]["image"]["evaluations_estimate"] / made < 1.25  # was 2× for spatial bundles
 
 
+@pytest.mark.slow
 def test_generate_on_a_local_cluster_survives_a_killed_worker_and_records_where_its_state_lived(bundle, tmp_path):
     import os
     import signal
@@ -734,6 +739,7 @@ def _start_cluster(port: int, log_dir: Path):
     raise RuntimeError("the test cluster did not start")
 
 
+@pytest.mark.slow
 def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bundle, tmp_path, runner):
     import signal
 

@@ -118,6 +118,7 @@ def tiny(tiny_model):
     return tiny_model
 
 
+@pytest.mark.slow
 def test_same_seed_same_output_whatever_the_batch_and_an_interrupted_run_resumes_to_it(
     tiny, cmu_slide, tmp_path, runner, monkeypatch
 ):

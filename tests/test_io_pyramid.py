@@ -33,7 +33,10 @@ def psnr(a, b):
     return 10 * np.log10(255**2 / np.mean((a.astype(float) - b.astype(float)) ** 2))
 
 
-@pytest.mark.parametrize("width, height, tile", [(10001, 7003, 512), (300, 37, 256), (1, 1, 256), (1025, 513, 256)])
+@pytest.mark.parametrize(
+    "width, height, tile",
+    [pytest.param(10001, 7003, 512, marks=pytest.mark.slow), (300, 37, 256), (1, 1, 256), (1025, 513, 256)],
+)
 def test_openslide_reads_every_level_with_mpp_and_pixels_match(tmp_path, width, height, tile):
     img = tissue_like(height, width)
     out = tmp_path / "s.tiff"

@@ -24,6 +24,7 @@ def trained(tmp_path_factory):
     return data, model, codec
 
 
+@pytest.mark.slow
 def test_image_model_overfits_eight_real_tiles(trained, tmp_path):
     data, model, _ = trained
     bundle_dir = tmp_path / "m"
@@ -278,6 +279,7 @@ def test_training_errors_through_the_cli(trained, tmp_path, runner):
     assert info["kind"] == "model" and info["classes"] == ["unknown", "normal", "stroma", "tumour epithelium"]
 
 
+@pytest.mark.slow
 def test_torchrun_trains_data_parallel_on_two_cpu_processes(trained, tmp_path):
     """DDP through torchrun (gloo on CPU): both ranks train, rank 0 writes a bundle that records the world size."""
     import socket
