@@ -88,9 +88,9 @@ def cli(debug: bool, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from . import evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train
+    from . import evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train, view
 
-    for module in (extract, import_tiles, train, generate, inpaint, info, pyramid, evaluate):
+    for module in (extract, import_tiles, train, generate, inpaint, info, pyramid, evaluate, view):
         cli.add_command(module.command)
 
 

@@ -33,7 +33,7 @@ _LAZY = {
     "Progress": "wsi_synth.progress",
     **{
         name: "wsi_synth.api"
-        for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate")
+        for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate", "view")
     },
 }
 
@@ -60,6 +60,7 @@ __all__ = [
     "open_dataset",
     "pyramid",
     "train",
+    "view",
 ]
 
 

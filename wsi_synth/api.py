@@ -498,6 +498,27 @@ def evaluate(
     return run(real, synthetic, extractor, out, train=train, config=config, overwrite=overwrite, progress=progress)
 
 
+@checked
+def view(
+    path: str | Path,
+    path2: str | Path | None = None,
+    *,
+    port: int = 8765,
+    host: str = "127.0.0.1",
+    block: bool = True,
+):
+    """`wsi-synth view`: serve a viewer of `path` (and `path2` beside it, in step) on `host`:`port`. With `block`
+    (the CLI), until Ctrl-C; without, in a background thread: returns the running `Viewer` (`.url`, `.close()`)."""
+    from wsi_synth.viewer import Viewer, open_viewed
+
+    slides = [open_viewed(p) for p in (path, path2) if p is not None]
+    viewer = Viewer(slides, host=host, port=port)
+    if not block:
+        return viewer.start()
+    viewer.serve_forever()
+    return viewer
+
+
 def _model(model: str | Path | None) -> str:
     if model is not None:
         return str(model)
