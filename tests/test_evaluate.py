@@ -137,7 +137,16 @@ def test_dataset_and_slide_inputs_and_seam_score(tmp_path, runner):
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert report["inputs"]["synthetic"] == {"path": str(slides), "kind": "slides", "tiles": 32, "mode": "tiled"}
+    listed = [str(slides / "clean.tiff"), str(slides / "seamed.tiff")]
+    assert report["inputs"]["synthetic"] == {
+        "path": str(slides),
+        "kind": "slides",
+        "tiles": 32,
+        "mode": "tiled",
+        "slides": listed,
+    }
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert all(f"wsi-synth view {path}" in page for path in listed)  # each slide, one command from the viewer
     seams = {s["slide"]: s for s in report["metrics"]["seams"]}
     assert seams["seamed.tiff"]["boundary_energy_ratio"] > 1.5 > seams["clean.tiff"]["boundary_energy_ratio"]
     ds = tmp_path / "ds"

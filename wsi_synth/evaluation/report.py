@@ -7,6 +7,7 @@ import html
 import io
 import json
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +68,12 @@ def _fmt(value: object) -> str:
     return json.dumps(value) if isinstance(value, (dict, list)) else str(value)
 
 
+def _view_commands(slides: list[str]) -> str:
+    """How to look at each slide of an input: the `wsi-synth view` command (the viewer is a local server)."""
+    shown = "".join(f"<br><code>wsi-synth view {html.escape(shlex.quote(s))}</code>" for s in slides[:8])
+    return shown + (f"<br>… and {len(slides) - 8} more" if len(slides) > 8 else "")
+
+
 def render_html(report: dict, gallery: list, histogram: dict) -> str:
     """The report as one self-contained HTML page: metrics, inputs, the nearest-neighbour gallery and histogram."""
     fx = report["feature_extractor"]
@@ -83,7 +90,8 @@ def render_html(report: dict, gallery: list, histogram: dict) -> str:
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report["metrics"].items()
     )
     inputs = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v['path'])} — {v['tiles']} tiles ({v['kind']})</td></tr>"
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(v['path'])} — {v['tiles']} tiles ({v['kind']})"
+        f"{_view_commands(v.get('slides', []))}</td></tr>"
         for k, v in report["inputs"].items()
     )
     cells = "".join(

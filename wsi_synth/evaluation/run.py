@@ -143,6 +143,7 @@ def evaluate(
                 "kind": s.kind,
                 "tiles": len(embedded[label].features),
                 "mode": s.mode if s.kind == "slides" else None,
+                **({"slides": [str(p) for p in s.items]} if s.kind == "slides" else {}),
             }
             for label, s in sources.items()
         },
