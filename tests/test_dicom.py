@@ -52,8 +52,7 @@ def test_dicom_levels_mpp_and_a_label_map_segmentation_of_the_same_frame(tmp_pat
         assert slide.properties["openslide.vendor"] == "dicom"
     segmentation = hd.seg.segread(str(seg_path))
     assert np.array_equal(segmentation.get_total_pixel_matrix(combine_segments=True), labels)
-    # a label map's segment 0 is its background (highdicom's), here the unknown class
-    assert {s.SegmentNumber: s.SegmentLabel for s in segmentation.SegmentSequence if s.SegmentNumber} == {
+    assert {s.SegmentNumber: s.SegmentLabel for s in segmentation.SegmentSequence} == {
         1: "tumour",
         2: "stroma",
         3: "normal",
@@ -98,3 +97,18 @@ def test_cli_writes_dicom_by_name_refuses_a_foreign_folder_and_replaces_its_own(
     assert (foreign / "notes.txt").read_text() == "mine"
     wrong = runner.invoke(cli, [*args, str(tmp_path / "t.tiff"), "--format", "dicom"])
     assert wrong.exit_code == 2 and "s.dcm" in wrong.output
+
+
+def test_every_instance_passes_the_dicom3tools_validator(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        pytest.skip("dciodvfy (Debian's dicom3tools) is not installed: the DICOM files are not validated")
+    _written(tmp_path)
+    for path, dataset in _instances(tmp_path / "s.dcm").items():
+        checked = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+        said = [
+            line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith(("Error", "Warning"))
+        ]
+        assert not said, (dataset.Modality, said)
