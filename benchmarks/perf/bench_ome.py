@@ -1,4 +1,5 @@
-"""OME-Zarr and OME-TIFF writing against the Aperio-style TIFF writer: speed, peak memory and size, one run.
+"""OME-Zarr (NGFF 0.4 and 0.5), OME-TIFF and DICOM writing against the Aperio-style TIFF writer: speed, peak memory,
+size and file count, one run.
 
     python -m benchmarks.perf.bench_ome [--sizes 16384 32768] [--tile 512]
 
@@ -21,7 +22,21 @@ from pathlib import Path
 
 from benchmarks.common import ROOT, emit, machine
 
-NAMES = {"tiff": "s.tiff", "ome-tiff": "s.ome.tiff", "ome-zarr": "s.ome.zarr"}
+NAMES = {
+    "tiff": "s.tiff",
+    "ome-tiff": "s.ome.tiff",
+    "ome-zarr": "s.ome.zarr",
+    "ome-zarr-0.5": "s.ome.zarr",
+    "dicom": "s.dcm",
+}
+#: What each row asks `write_slide_outputs` for: its format and NGFF version.
+SETTINGS = {
+    "tiff": ("tiff", "0.4"),
+    "ome-tiff": ("ome-tiff", "0.4"),
+    "ome-zarr": ("ome-zarr", "0.4"),
+    "ome-zarr-0.5": ("ome-zarr", "0.5"),
+    "dicom": ("dicom", "0.4"),
+}
 
 
 def write_once(size: int, fmt: str, tile: int, folder: Path) -> dict:
@@ -39,14 +54,16 @@ named = [("unknown", (0, 0, 0)), ("tumour", (200, 0, 0)), ("stroma", (0, 200, 0)
 classes = [dict(id=i, name=n, color=c) for i, (n, c) in enumerate(named)]
 before = peak_rss_mb()
 with Timer() as t:
-    write_slide_outputs(image, labels, {str(folder / NAMES[fmt])!r}, mpp=0.5, classes=classes, tile={tile}, fmt={fmt!r})
+    write_slide_outputs(image, labels, {str(folder / NAMES[fmt])!r}, mpp=0.5, classes=classes, tile={tile},
+                        fmt={SETTINGS[fmt][0]!r}, ngff={SETTINGS[fmt][1]!r})
 print(json.dumps({{"seconds": round(t.seconds, 1), "peak_rss_mb": round(peak_rss_mb()),
                   "baseline_rss_mb": round(before)}}))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     doc = json.loads(out.strip().splitlines()[-1])
     written = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    size_bytes = sum(f.stat().st_size for p in written for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    files = [f for p in written for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
+    size_bytes = sum(f.stat().st_size for f in files)
     for p in written:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
     return {
@@ -55,6 +72,7 @@ print(json.dumps({{"seconds": round(t.seconds, 1), "peak_rss_mb": round(peak_rss
         **doc,
         "mb_s": round(size * size * 3 / 1e6 / doc["seconds"], 1),
         "output_mb": round(size_bytes / 1e6, 1),
+        "files": len(files),
     }
 
 
