@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -250,36 +251,19 @@ def write_slide_outputs(
     with output_set(wanted, overwrite=overwrite) as temps:
         tmp = dict(zip(wanted, temps, strict=True))
         result: dict = {"format": paths.format, "image": str(paths.image)}
+        # the folder formats hold the image and its labels in one output
+        common: dict[str, Any] = {"mpp": mpp, "classes": classes, "tile": tile, "capture_max": GEOJSON_MAX_SIDE}
+        common["progress"] = progress
         if paths.format == "ome-zarr":
             from wsi_synth.io.ngff import write_ngff
 
-            levels, reduced, downsample = write_ngff(
-                image,
-                labels,
-                tmp[paths.image],
-                mpp=mpp,
-                classes=classes,
-                tile=tile,
-                capture_max=GEOJSON_MAX_SIDE,
-                progress=progress,
-                version=ngff,
-            )
+            levels, reduced, downsample = write_ngff(image, labels, tmp[paths.image], version=ngff, **common)
             if labels is not None:
                 result["labels"] = f"{paths.image}/labels/tissue"
         elif paths.format == "dicom":
             from wsi_synth.io.dicom import write_dicom
 
-            levels, reduced, downsample = write_dicom(
-                image,
-                labels,
-                tmp[paths.image],
-                mpp=mpp,
-                classes=classes,
-                tile=tile,
-                quality=quality,
-                capture_max=GEOJSON_MAX_SIDE,
-                progress=progress,
-            )
+            levels, reduced, downsample = write_dicom(image, labels, tmp[paths.image], quality=quality, **common)
         else:
             ome = paths.format == "ome-tiff"
             levels = write_slide_pyramid(
