@@ -112,14 +112,15 @@ async function main() {
         });
       }
       entry.svg = await outlinesOverlay(viewer, slide, index);
-      if (entry.svg) entry.svg.style.display = controls.outlines.checked ? "" : "none";
+      if (entry.svg) entry.svg.style.visibility = controls.outlines.checked ? "visible" : "hidden";
     });
     opened.push(entry);
   });
   const restyle = () => {
     for (const e of opened) {
       if (e.mask) e.mask.setOpacity(controls.mask.checked ? +controls.opacity.value : 0);
-      if (e.svg) e.svg.style.display = controls.outlines.checked ? "" : "none";
+      // visibility, not display: OpenSeadragon sets an overlay's display on every frame
+      if (e.svg) e.svg.style.visibility = controls.outlines.checked ? "visible" : "hidden";
     }
   };
   for (const c of Object.values(controls)) c.addEventListener("input", restyle);
@@ -127,4 +128,5 @@ async function main() {
   window.viewers = opened;
 }
 
-main();
+// after the style sheet applies: a viewer measures its pane once when it is made
+if (document.readyState === "complete") main(); else window.addEventListener("load", main);
