@@ -141,6 +141,12 @@ def test_the_page_shows_the_slide_and_the_overlay_changes_it_in_a_real_browser(s
         tumour_plain[..., 2] - tumour_plain[..., 0]
     ).mean()
     assert blue_gain > 80  # the tumour class (blue) is laid over the tissue
+    # drawn at its own aspect (2000 × 1500): a pane measured before the page's style applied once stretched it
+    slide_pixels = plain.mean(2) > 90  # the pane is #222, its border #444: the slide is far brighter
+    slide_pixels[:200, 700:] = False  # the navigator
+    columns = np.flatnonzero(slide_pixels[300:600].mean(0) > 0.9)
+    rows = np.flatnonzero(slide_pixels[:, columns[0] : 600].mean(1) > 0.9)  # left of the navigator
+    assert (columns[-1] - columns[0]) / (rows[-1] - rows[0]) == pytest.approx(2000 / 1500, rel=0.03)
     outside_plain, outside_overlaid = plain[550:650, 600:800], overlaid[550:650, 600:800]
     assert np.abs(outside_plain.mean((0, 1)) - outside_overlaid.mean((0, 1))).max() < 12  # unknown stays clear
 
