@@ -391,41 +391,14 @@ def test_resume_of_a_run_with_other_settings_is_refused_and_counts_cover_every_s
 
 
 def test_dry_run_with_weights_projects_the_time_of_each_stage(bundle, tmp_path, runner):
-    result = runner.invoke(
-        cli,
-        [
-            "generate",
-            "--model",
-            str(bundle),
-            "--size",
-            "4096",
-            "--subtype",
-            "adenocarcinoma",
-            "--out",
-            str(tmp_path / "x.tiff"),
-            "--dry-run",
-            "--json",
-        ],
-    )
+    args = ["generate", "--model", str(bundle), "--size", "4096", "--subtype", "adenocarcinoma"]
+    args += ["--out", str(tmp_path / "x.tiff"), "--dry-run"]
+    result = runner.invoke(cli, [*args, "--json"])
     assert result.exit_code == 0, result.output
     projection = json.loads(result.output)["projection"]
     assert projection["device"] == "cpu" and projection["image"]["denoiser_crops_per_s"] > 0
     assert projection["total_s"] >= projection["image"]["denoiser_s"] + projection["decode_s"] > 0
-    text = runner.invoke(
-        cli,
-        [
-            "generate",
-            "--model",
-            str(bundle),
-            "--size",
-            "4096",
-            "--subtype",
-            "adenocarcinoma",
-            "--out",
-            str(tmp_path / "x.tiff"),
-            "--dry-run",
-        ],
-    ).output
+    text = runner.invoke(cli, args).output
     assert "projected on cpu" in text and "dpm-solver++" in text
 
 
