@@ -58,6 +58,21 @@ async function outlinesOverlay(viewer, slide, index) {
   return svg;
 }
 
+// OpenSeadragon sizes its canvas in pixels and stretches it to its pane with CSS (100 %); when the pane grows, one
+// frame can show the old pixels stretched, out of proportion. Sizing the canvas in CSS pixels from its own pixel size
+// leaves that frame with a strip to fill instead, never a stretched slide (headless screenshots resize the page).
+function keepCanvasUnstretched(viewer) {
+  const fit = () => {
+    const canvas = viewer.drawer && viewer.drawer.canvas;
+    if (!canvas || !canvas.width) return;
+    const density = OpenSeadragon.pixelDensity || 1;
+    canvas.style.width = `${canvas.width / density}px`;
+    canvas.style.height = `${canvas.height / density}px`;
+  };
+  for (const event of ["open", "resize", "update-viewport", "animation"]) viewer.addHandler(event, fit);
+  window.addEventListener("resize", () => viewer.forceResize());
+}
+
 function showLegend(slides) {
   const seen = new Map();
   for (const s of slides) for (const c of s.classes) if (!seen.has(c.name)) seen.set(c.name, c.color || [255, 0, 255]);
@@ -102,6 +117,7 @@ async function main() {
       drawer: "canvas",  // 2-D canvas: what every browser, headless ones included, draws the same
     });
     viewer.addHandler("tile-loaded", () => { window.tilesLoaded += 1; });
+    keepCanvasUnstretched(viewer);
     scaleBar(viewer, slide, pane.querySelector(".scalebar"));
     const entry = { viewer, slide, mask: null, svg: null };
     viewer.addHandler("open", async () => {
