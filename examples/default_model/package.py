@@ -395,6 +395,12 @@ at the same scale; `examples/default_model/slide_picture.py`):
 
 ![A generated 4096² slide beside real tissue](../../docs/images/slide_4096.jpg)
 
+At the size of a real section, 16,384² (18 mm; `generate --size 16384 --subtype adenocarcinoma --steps 10`), the
+thumbnail is a field of tissue texture with pale patches rather than a section with a tissue edge, and level 0 shows
+the crop grid in pale areas:
+
+![A generated 16,384² slide beside a real section and real tissue](../../docs/images/slide_16384.jpg)
+
 - Codec reconstruction PSNR on {quality["held_out_tiles"]} held-out tiles (test split, every source):
   **{quality["codec_psnr_test_db"]} dB**. For scale, bicubic down- and up-sampling of the same tiles gives
   {quality[f"bicubic_x{factor}_psnr_db"]} dB at ×{factor} and {quality[f"bicubic_x{factor // 2}_psnr_db"]} dB at ×{factor // 2}.
