@@ -12,7 +12,7 @@ the concatenation, in the order `--help` shows them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -125,11 +125,6 @@ def check_options(config: Any, options: Iterable[Option]) -> None:
 def by_name(options: Iterable[Option]) -> dict[str, Option]:
     """The options by their Python name."""
     return {o.name: o for o in options}
-
-
-def defaults(options: Iterable[Option]) -> Iterator[tuple[str, Any]]:
-    """(configuration attribute, default) of each option a configuration holds."""
-    return ((o.attribute, o.default) for o in options)
 
 
 # -- what to sample ----------------------------------------------------------------------------------------------

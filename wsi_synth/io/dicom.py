@@ -26,7 +26,6 @@ from wsi_synth.io.pyramid import LevelInfo, LevelStream, halve_labels, rarity_pr
 
 #: The largest side of the label map in the Segmentation (a uint8 array of this size is built in memory).
 SEGMENTATION_MAX_SIDE = 16384
-SUFFIXES = (".dcm", ".dicom")
 PATIENT_NAME = "SYNTHETIC^WSI-SYNTH"
 
 
@@ -127,13 +126,12 @@ def _label_level(labels, tile: int, max_side: int, spool_dir: Path) -> tuple[np.
 
 def _write_segmentation(folder: Path, labels: np.ndarray, downsample: float, mpp: float, classes: Sequence[dict]):
     import highdicom as hd
-    import pydicom
     from pydicom.uid import generate_uid
 
     from wsi_synth import __version__
 
-    sources = [pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))]
-    base = max(sources, key=lambda ds: int(ds.TotalPixelMatrixColumns))
+    instances = read_instances(folder)
+    base = instances[level0_instance(instances, folder)]
     algorithm = hd.AlgorithmIdentificationSequence(
         name="wsi-synth", version=__version__, family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence")
     )
@@ -182,11 +180,27 @@ def base_thickness(dataset) -> float:
     return float(getattr(measures, "SliceThickness", 0.0) or 0.0)
 
 
+def read_instances(folder: Path) -> dict:
+    """Each `.dcm` file of the folder and its header (pixels not read), in name order."""
+    import pydicom
+
+    return {p: pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))}
+
+
+def level0_instance(instances: dict, folder: Path) -> Path:
+    """The whole-slide image instance of the finest level (the one OpenSlide opens the series by)."""
+    from wsi_synth.errors import BadSlideError
+
+    images = [p for p, ds in instances.items() if ds.Modality == "SM"]
+    if not images:
+        raise BadSlideError(f"{folder}: no DICOM whole-slide image instances")
+    return max(images, key=lambda p: int(instances[p].TotalPixelMatrixColumns))
+
+
 def describe_dicom(folder: str | Path) -> dict:
     """What `wsi-synth info` prints for a DICOM WSI folder, read through `wsidicom` and OpenSlide (not our writer):
     levels, MPP, and the segmentations with their classes."""
     import openslide
-    import pydicom
     from wsidicom import WsiDicom
 
     from wsi_synth.errors import BadSlideError
@@ -198,17 +212,15 @@ def describe_dicom(folder: str | Path) -> dict:
             mpp = float(slide.mpp.width)
     except Exception as exc:  # wsidicom raises many kinds for a folder that is not a WSI
         raise BadSlideError(f"cannot read DICOM WSI {folder}: {exc}") from exc
-    instances = {p: pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))}
+    instances = read_instances(folder)
     segmentations = [
         {"file": p.name, "classes": {int(s.SegmentNumber): str(s.SegmentLabel) for s in ds.SegmentSequence}}
         for p, ds in instances.items()
         if ds.Modality == "SEG"
     ]
-    images = [p for p, ds in instances.items() if ds.Modality == "SM"]
-    level0 = max(images, key=lambda p: int(instances[p].TotalPixelMatrixColumns))
     openslide_view: dict[str, object]
     try:
-        with openslide.OpenSlide(str(level0)) as slide:
+        with openslide.OpenSlide(str(level0_instance(instances, folder))) as slide:
             openslide_view = {"reads": True, "levels": len(slide.level_dimensions)}
     except openslide.OpenSlideError as exc:
         openslide_view = {"reads": False, "error": str(exc)}

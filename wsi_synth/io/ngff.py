@@ -26,8 +26,6 @@ from wsi_synth.io.pyramid import LevelInfo, LevelStream, halve_labels, halve_rgb
 
 #: The label image's name under `labels/` (NGFF allows several; ours is the tissue class map).
 LABEL_NAME = "tissue"
-#: The NGFF versions written: 0.4 on Zarr v2, 0.5 on Zarr v3 with sharding.
-VERSIONS = ("0.4", "0.5")
 #: NGFF 0.5: chunks per shard along x. Shards are one chunk tall, so every band of one tile row fills whole shards
 #: (no shard is read back and rewritten) and a 100,000² level is 3,700 files instead of 38,000.
 SHARD_CHUNKS = 16

@@ -168,6 +168,8 @@ SET_SUFFIXES = (
     ".ome.tif",
     ".ome.zarr",
     ".zarr",
+    ".dcm",
+    ".dicom",
     ".mask.tiff",
     ".mask.tif",
     ".mask.ome.tiff",

@@ -282,14 +282,10 @@ def _ngff_classes(tissue: Path) -> list[dict]:
 
 
 def _dicom(folder: Path) -> ViewedSlide:
-    import pydicom
+    from wsi_synth.io.dicom import level0_instance, read_instances
 
-    instances = {p: pydicom.dcmread(str(p), stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))}
-    images = [p for p, ds in instances.items() if ds.Modality == "SM"]
-    if not images:
-        raise BadArgumentError(f"{folder}: no DICOM whole-slide image instances")
-    level0 = max(images, key=lambda p: int(instances[p].TotalPixelMatrixColumns))
-    slide = _openslide(level0)
+    instances = read_instances(folder)
+    slide = _openslide(level0_instance(instances, folder))
     slide.path = folder
     segmentations = [p for p, ds in instances.items() if ds.Modality == "SEG"]
     if segmentations:

@@ -12,7 +12,6 @@ const controls = {
 controls.mask.checked = params.get("overlay") === "1";
 controls.opacity.value = params.get("opacity") || controls.opacity.value;
 controls.outlines.checked = params.get("outlines") === "1";
-window.tilesLoaded = 0;
 
 function tileSource(slide, index, kind) {
   return {
@@ -116,7 +115,6 @@ async function main() {
       tileSources: tileSource(slide, index, "image"), immediateRender: true, crossOriginPolicy: false,
       drawer: "canvas",  // 2-D canvas: what every browser, headless ones included, draws the same
     });
-    viewer.addHandler("tile-loaded", () => { window.tilesLoaded += 1; });
     keepCanvasUnstretched(viewer);
     scaleBar(viewer, slide, pane.querySelector(".scalebar"));
     const entry = { viewer, slide, mask: null, svg: null };
@@ -141,7 +139,6 @@ async function main() {
   };
   for (const c of Object.values(controls)) c.addEventListener("input", restyle);
   if (opened.length === 2) keepInStep(opened[0], opened[1]);
-  window.viewers = opened;
 }
 
 // after the style sheet applies: a viewer measures its pane once when it is made
