@@ -81,10 +81,27 @@ def cli(debug: bool, verbose: bool) -> None:
       wsi-synth import tiles/img --masks tiles/mask --legend legend.yaml --out data/
       wsi-synth info data/                                   # what a dataset / slide / output holds
     """
+    _log_to_stderr(click.get_current_context(), verbose)
+
+
+def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
+    """Our notes go to stderr for the length of one command, then the logger is as it was.
+
+    Restoring matters when the CLI runs inside a Python process (tests, notebooks): a logger left
+    non-propagating would hide the library's notes from that process's own handlers.
+    """
     logger = logging.getLogger("wsi_synth")
+    before = (logger.handlers[:], logger.level, logger.propagate)
     logger.handlers[:] = [_LineHandler()]
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.propagate = False
+
+    def restore() -> None:
+        logger.handlers[:] = before[0]
+        logger.setLevel(before[1])
+        logger.propagate = before[2]
+
+    ctx.call_on_close(restore)
 
 
 def _register() -> None:

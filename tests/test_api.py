@@ -184,3 +184,19 @@ def test_every_cli_default_is_the_api_default(command):
             assert cli_default is None, f"train --{name}: the config's value unless given"
             continue
         assert cli_default == api_default, f"{command} --{name}: CLI {cli_default!r} ≠ API {api_default!r}"
+
+
+def test_a_cli_command_run_in_process_leaves_the_library_logger_as_it_found_it(runner, tmp_path, caplog):
+    """Tests and notebooks run the CLI in-process; afterwards the library's notes must still reach their handlers."""
+    import logging
+
+    from wsi_synth_cli.main import cli
+
+    logger = logging.getLogger("wsi_synth")
+    before = (logger.handlers[:], logger.level, logger.propagate)
+    result = runner.invoke(cli, ["-v", "info", str(tmp_path / "missing.tiff")])
+    assert result.exit_code == 2
+    assert (logger.handlers, logger.level, logger.propagate) == before
+    with caplog.at_level(logging.INFO, logger="wsi_synth"):
+        logging.getLogger("wsi_synth.generation.run").info("plan: after the CLI")
+    assert [r.getMessage() for r in caplog.records] == ["plan: after the CLI"]
