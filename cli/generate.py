@@ -54,12 +54,13 @@ def _plan_text(doc: dict) -> str:
     plan = Plan.from_json(doc)
     width, height = plan.output_px
     planner = f"planner {plan.planner['name']} (context {plan.planner['context']} latent px)"
-    lines = [f"output {width}×{height} px, {plan.steps} {plan.solver} steps, {planner}"]
+    lines = [f"output {width}×{height} px, {plan.steps} steps, {planner}"]
     for name, s in plan.stages.items():
         crops = f"{'' if s.crops_exact else '~'}{s.crops_per_step:,} crops/step ({s.crops_per_step / s.n0:.2f}× N0)"
         evaluations = f"{'' if s.evaluations_exact else '~'}{s.evaluations:,} denoiser evaluations"
         canvas = f"canvas {s.canvas[1]}×{s.canvas[0]}, crop {s.crop}"
-        lines.append(f"  {name}: {canvas}, {s.steps} steps, {crops}, {evaluations}, {s.windows} window(s)")
+        steps = f"{s.steps} {s.solver or plan.solver} steps" + (" (student)" if s.solver == "distilled" else "")
+        lines.append(f"  {name}: {canvas}, {steps}, {crops}, {evaluations}, {s.windows} window(s)")
     lines.append(f"  memory (canvases): {plan.memory_bytes / 1e9:.2f} GB")
     lines += [f"  note: {note}" for note in plan.notes]
     p = plan.projection

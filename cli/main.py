@@ -38,7 +38,7 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             resume = (
                 "re-run the same command with --resume"
-                if ctx.invoked_subcommand in ("generate", "train", "inpaint")
+                if ctx.invoked_subcommand in ("generate", "train", "distill", "inpaint")
                 else "re-run the same command"
             )
             _fail(f"interrupted ({resume} to continue)", 130)
@@ -105,9 +105,9 @@ def _log_to_stderr(ctx: click.Context, verbose: bool) -> None:
 
 
 def _register() -> None:
-    from . import evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train, view
+    from . import distill, evaluate, extract, generate, import_tiles, info, inpaint, pyramid, train, view
 
-    for module in (extract, import_tiles, train, generate, inpaint, info, pyramid, evaluate, view):
+    for module in (extract, import_tiles, train, distill, generate, inpaint, info, pyramid, evaluate, view):
         cli.add_command(module.command)
 
 

@@ -19,12 +19,14 @@ import wsi_synth
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.generation.config import GenerateConfig
 from wsi_synth.generation.inpaint import InpaintConfig
-from wsi_synth.options import GENERATE, INPAINT, PYRAMID, Option, by_name
+from wsi_synth.options import DISTILL, GENERATE, INPAINT, PYRAMID, Option, by_name
+from wsi_synth.training.distill import DistillConfig
 
 COMMANDS = {
     "generate": (GENERATE, wsi_synth.generate, GenerateConfig),
     "inpaint": (INPAINT, wsi_synth.inpaint, InpaintConfig),
     "pyramid": (PYRAMID, wsi_synth.pyramid, None),
+    "distill": (DISTILL, wsi_synth.distill, DistillConfig),
 }
 CLI_ONLY = {"quiet", "as_json", "renamed_tiff_tile"}  # how the CLI prints, and a renamed flag's hidden old spelling
 API_ONLY = {"progress", "log", "on_progress"}  # the CLI derives these from --quiet
@@ -45,7 +47,8 @@ def test_cli_options_and_api_parameters_are_the_same_set_with_the_same_defaults(
         if p.kind is p.KEYWORD_ONLY and n not in API_ONLY
     }
     # generate(model, out)
-    positional_outputs = {"out", "model"} & set(inspect.signature(function).parameters) - set(api)
+    arguments = {p.name for p in cli.commands[command].params if isinstance(p, click.Argument)}  # distill MODEL DATA
+    positional_outputs = {"out", "model"} & set(inspect.signature(function).parameters) - set(api) - arguments
     assert set(params) == set(specs), "every CLI option is a spec and every spec a CLI option"
     assert set(api) | positional_outputs == set(specs), "every API parameter is a spec and every spec an API parameter"
     for name, spec in specs.items():
@@ -74,12 +77,12 @@ def test_cli_ranges_and_choices_are_the_specs(command):
             ), spec.name
 
 
-@pytest.mark.parametrize("command", ["generate", "inpaint"])
+@pytest.mark.parametrize("command", ["generate", "inpaint", "distill"])
 def test_configuration_defaults_are_the_specs(command):
     options, _, config_class = COMMANDS[command]
     fields = {f.name: f for f in dataclasses.fields(config_class)}
     held = [o for o in options if o.attribute in fields]
-    assert len(held) >= 12, "the configuration holds the sampling and output options"
+    assert len(held) >= 9, "the configuration holds the sampling (and output) options"
     for spec in held:
         field = fields[spec.attribute]
         if field.default is not dataclasses.MISSING and spec.default is not None:
@@ -157,3 +160,14 @@ def test_the_renamed_tile_flag_still_works_and_says_its_new_name(runner, tmp_pat
 def test_docs_api_signatures_are_the_code():
     check = runpy.run_path(str(Path(__file__).resolve().parents[1] / "docs" / "signatures.py"))["main"]
     assert check(["--check"]) == 0, "docs/api.md is stale: run python docs/signatures.py"
+
+
+@pytest.mark.parametrize("spec", _bounded(DISTILL), ids=lambda o: o.flag)
+def test_distill_refuses_a_value_outside_the_range_in_the_cli_and_the_configuration(spec, runner, tmp_path):
+    for value in _outside(spec):
+        result = runner.invoke(cli, ["distill", str(tmp_path), str(tmp_path), spec.flag, str(value)])
+        assert result.exit_code == 2 and spec.flag in result.output, (spec.flag, value, result.output)
+        with pytest.raises(BadArgumentError) as refused:
+            DistillConfig(**{spec.attribute: value}).validate()
+        assert spec.flag in refused.value.cli_message()
+    assert not any(tmp_path.iterdir())

@@ -1,9 +1,9 @@
 """wsi-synth: synthetic H&E whole-slide images with tissue masks, by hierarchical random-patch latent diffusion.
 
 The commands are functions here, with the command-line arguments as keyword parameters (`wsi_synth.api`):
-`extract`, `import_tiles`, `train`, `generate`, `inpaint`, `pyramid`, `evaluate`, and `describe` for `info`; with
-`open_bundle`, `open_dataset` and `default_model`. They are imported on first use, so `import wsi_synth` stays light
-(no torch).
+`extract`, `import_tiles`, `train`, `distill`, `generate`, `inpaint`, `pyramid`, `evaluate`, and `describe` for
+`info`; with `open_bundle`, `open_dataset` and `default_model`. They are imported on first use, so
+`import wsi_synth` stays light (no torch).
 
 The library is split by responsibility (see DESIGN.md): `slide` and `annotations` read what users have,
 `extraction` and `data` turn it into a training set, `training` trains the `models`' networks, `diffusion` holds the
@@ -33,7 +33,17 @@ _LAZY = {
     "Progress": "wsi_synth.progress",
     **{
         name: "wsi_synth.api"
-        for name in ("extract", "import_tiles", "train", "generate", "inpaint", "pyramid", "evaluate", "view")
+        for name in (
+            "extract",
+            "import_tiles",
+            "train",
+            "distill",
+            "generate",
+            "inpaint",
+            "pyramid",
+            "evaluate",
+            "view",
+        )
     },
 }
 
@@ -51,6 +61,7 @@ __all__ = [
     "__version__",
     "default_model",
     "describe",
+    "distill",
     "evaluate",
     "extract",
     "generate",

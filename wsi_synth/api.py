@@ -20,10 +20,10 @@ from types import SimpleNamespace as _Arguments
 from typing import Any
 
 from wsi_synth.arguments import checked
-from wsi_synth.options import GENERATE, INPAINT, PYRAMID, by_name
+from wsi_synth.options import DISTILL, GENERATE, INPAINT, PYRAMID, by_name
 from wsi_synth.progress import ProgressCallback
 
-_G, _I, _P = by_name(GENERATE), by_name(INPAINT), by_name(PYRAMID)  # the defaults of each command's options
+_G, _I, _P, _D = by_name(GENERATE), by_name(INPAINT), by_name(PYRAMID), by_name(DISTILL)  # each command's defaults
 
 #: Defaults of the settings a dataset fixes, used when `out` is not a dataset yet (else the dataset's own).
 DATASET_DEFAULTS = {"tile": 512, "mpp": 0.5, "region": 2048, "region_mask": 128}
@@ -197,6 +197,46 @@ def train(
     return run(
         stage, data, out, settings, resume=resume, device=device, codec=codec, overwrite=overwrite, progress=progress
     )
+
+
+@checked
+def distill(
+    model: str | Path,
+    data: str | Path,
+    *,
+    stage: str = _D["stage"].default,
+    steps: int = _D["steps"].default,
+    omega: float = _D["omega"].default,
+    teacher_steps: int = _D["teacher_steps"].default,
+    max_steps: int = _D["max_steps"].default,
+    batch_size: int = _D["batch_size"].default,
+    lr: float = _D["lr"].default,
+    checkpoint_every: int = _D["checkpoint_every"].default,
+    sample_every: int = _D["sample_every"].default,
+    seed: int = _D["seed"].default,
+    device: str = _D["device"].default,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """`wsi-synth distill`: a student of the bundle's `stage` for ≤ `steps` steps (guidance `omega` folded in),
+    trained on `data` (the dataset the stage was trained on) into the bundle beside its teacher. `generate`,
+    `inpaint` and `--count` then use it when `--steps` is at most `steps` (solver `auto`). Returns its record."""
+    from wsi_synth.training.distill import DistillConfig
+    from wsi_synth.training.distill import distill as run
+
+    config = DistillConfig(
+        steps=steps,
+        omega=omega,
+        teacher_steps=teacher_steps,
+        max_steps=max_steps,
+        batch_size=batch_size,
+        lr=lr,
+        checkpoint_every=checkpoint_every,
+        sample_every=sample_every,
+        seed=seed,
+    )
+    return run(model, data, stage, config, resume=resume, overwrite=overwrite, device=device, progress=progress)
 
 
 @checked

@@ -20,7 +20,9 @@ from wsi_synth.defaults import BOUNDARY_ROUGHNESS, LAYOUT_STRENGTH
 from wsi_synth.errors import BadArgumentError
 
 #: The names each choice accepts; the modules that implement them import these (one list each).
-SOLVERS = ("ddim", "dpm-solver++")
+SOLVERS = ("ddim", "dpm-solver++", "distilled")
+#: What the commands accept: a solver, or `auto` (the stage's distilled student where it serves, else the default).
+SOLVER_CHOICES = ("auto", *SOLVERS)
 PLANNERS = ("shifted-grid", "random-patch", "fixed-grid")
 FORMATS = ("tiff", "ome-tiff", "ome-zarr", "dicom")
 NGFF_VERSIONS = ("0.4", "0.5")
@@ -133,9 +135,11 @@ STEPS = Option("steps", "int", DEFAULT_STEPS, "Solver steps per stage.", low=1)
 SOLVER = Option(
     "solver",
     "choice",
-    DEFAULT_SOLVER,
-    "DPM-Solver++(2M) (20 steps match 50 DDIM steps) or the paper's DDIM.",
-    choices=SOLVERS,
+    "auto",
+    "auto: a stage's distilled student (`wsi-synth distill`) when --steps is at most what it was distilled for and "
+    "the guidance is the one it folded in, else dpm-solver++; dpm-solver++: DPM-Solver++(2M) (20 steps match 50 "
+    "DDIM steps); ddim: the paper's; distilled: the image stage's student, or an error.",
+    choices=SOLVER_CHOICES,
 )
 ETA = Option("eta", "float", 0.0, "DDIM η (0 = deterministic; needs --solver ddim).", low=0, high=1)
 OMEGA = Option(
@@ -319,4 +323,45 @@ PYRAMID = (
     Option("labels", "path", None, "uint8 class map of the same size (TIFF/PNG)."),
     Option("legend", "path", None, "YAML/JSON: class value -> name (for the mask and GeoJSON)."),
     *OUTPUT,
+)
+
+# -- distill -----------------------------------------------------------------------------------------------------
+DISTILL = (
+    Option(
+        "stage",
+        "choice",
+        "image",
+        "The stage to distil: image (the whole cost of a slide), mask or layout.",
+        choices=("image", "mask", "layout"),
+    ),
+    Option(
+        "steps",
+        "int",
+        4,
+        "The most steps the student will be asked for (it serves 1 … N).",
+        low=1,
+        high=16,
+        why="a student for more steps saves little over the teacher",
+    ),
+    OMEGA.but(
+        help="Guidance folded into the student (generate uses it when --omega, or --mask-omega for the mask stages, "
+        "is this value).",
+    ),
+    Option(
+        "teacher_steps",
+        "int",
+        DEFAULT_STEPS,
+        "DPM-Solver++ steps the teacher spends on the whole schedule (fewer on a shorter span).",
+        low=2,
+        high=1000,
+    ),
+    Option("max_steps", "int", 2000, "Training steps.", low=1),
+    BATCH_SIZE.but(help="Examples per training step.", default=16),
+    Option("lr", "float", 1e-4, "Learning rate.", low=0, high=1, low_open=True, high_open=True),
+    Option("checkpoint_every", "int", 250, "Steps between checkpoints (for --resume).", low=1),
+    Option("sample_every", "int", 1000, "Steps between preview PNGs (MODEL/previews/).", low=1),
+    SEED,
+    DEVICE,
+    Option("resume", "bool", False, "Continue from the student's last checkpoint."),
+    Option("overwrite", "bool", False, "Distil the stage again from its teacher (the old student is replaced)."),
 )

@@ -11,6 +11,10 @@ apply on its own.
   sigmas come from diffusers' `DPMSolverMultistepScheduler` (linspace spacing, final sigma zero, lower-order
   final steps); the coefficients mirror its `step()` (a test runs both side by side). It keeps the previous
   step's x̂₀ per pixel, so the state is two buffers.
+- `distilled`: multistep consistency sampling (Song et al. 2023; Luo et al. 2023) for a distilled student
+  (`training.distill`), whose x̂₀ is the teacher's sample at the end of its ODE: x_prev = √ᾱ_prev x̂₀ + √(1−ᾱ_prev) z
+  with fresh noise z, none after the last step. Timesteps and the boundary scalings come from diffusers'
+  `LCMScheduler`; the update mirrors its `step()` (a test runs both side by side).
 """
 
 from __future__ import annotations
@@ -37,11 +41,18 @@ class Solver:
     # dpm-solver++: per step (α_s, σ_s) of the current timestep and (a, b, c) in x_prev = a x + b x̂₀ + c x̂₀_prev
     alpha_sigma: tuple[tuple[float, float], ...] = ()
     coefficients: tuple[tuple[float, float, float], ...] = ()
+    #: distilled: per step (c_skip, c_out) of the consistency boundary condition, x̂₀ ← c_out x̂₀ + c_skip x
+    boundary: tuple[tuple[float, float], ...] = ()
 
     @property
     def keeps_x0(self) -> bool:
         """True when the update needs the previous step's x̂₀ (a second canvas buffer)."""
         return self.name == "dpm-solver++"
+
+    @property
+    def stochastic(self) -> bool:
+        """True when every step but the last draws fresh noise (the sampler keys it by seed, step and position)."""
+        return self.name == "distilled"
 
     def __len__(self) -> int:
         return len(self.timesteps)
@@ -50,7 +61,7 @@ class Solver:
         """(α, σ) of the state before step j, x_j = α x₀ + σ ε; j = len(self) is the end, (1, 0)."""
         if j >= len(self.timesteps):
             return 1.0, 0.0
-        if self.name == "ddim":
+        if self.name in ("ddim", "distilled"):
             abar = float(self.abar[self.timesteps[j]])
             return math.sqrt(abar), math.sqrt(1.0 - abar)
         return self.alpha_sigma[j]
@@ -70,6 +81,8 @@ class Solver:
             a_t = self.abar[self.timesteps[j]]
             a_prev = self.abar[self.timesteps[j + 1]] if j + 1 < len(self.timesteps) else torch.tensor(1.0)
             return ddim_update(x, eps, a_t, a_prev, eta=eta, noise=noise), None
+        if self.name == "distilled":
+            return self._consistency_update(j, x, eps, noise), None
         alpha, sigma = self.alpha_sigma[j]
         x0 = (x - sigma * eps) / alpha
         a, b, c = self.coefficients[j]
@@ -78,6 +91,18 @@ class Solver:
             assert x0_prev is not None, "a second-order step needs the previous x̂₀"
             out += c * x0_prev
         return out.astype(np.float32, copy=False), x0.astype(np.float32, copy=False)
+
+    def _consistency_update(self, j: int, x: np.ndarray, eps: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        abar_t = float(self.abar[self.timesteps[j]])
+        c_skip, c_out = self.boundary[j]
+        x0 = (x - np.float32(math.sqrt(1 - abar_t)) * eps) / np.float32(math.sqrt(abar_t))
+        denoised = np.float32(c_out) * x0 + np.float32(c_skip) * x
+        if j + 1 == len(self.timesteps):
+            return denoised.astype(np.float32, copy=False)
+        assert noise is not None, "a consistency step before the last needs fresh noise"
+        abar_prev = float(self.abar[self.timesteps[j + 1]])
+        out = np.float32(math.sqrt(abar_prev)) * denoised + np.float32(math.sqrt(1 - abar_prev)) * noise
+        return out.astype(np.float32, copy=False)
 
 
 def ddim_update(
@@ -127,18 +152,52 @@ def make_solver(name: str, abar: torch.Tensor, steps: int, start: int = 0) -> So
         raise BadArgumentError(f"the first step must be in 0–{steps - 1}, got {start}")
     if name == "ddim":
         return Solver(name, tuple(ddim_timesteps(len(abar), steps))[start:], abar)
+    if name == "distilled":
+        return _consistency(abar, steps, start)
     return _dpm_solver_pp(abar, steps, start)
+
+
+def lcm_scheduler(abar: torch.Tensor):
+    """diffusers' LCMScheduler for the schedule ᾱ (the timesteps and boundary scalings of `distilled`)."""
+    (LCMScheduler,) = import_names("diffusers", "LCMScheduler")
+
+    return LCMScheduler(num_train_timesteps=len(abar), trained_betas=_betas(abar))
+
+
+def consistency_timesteps(abar: torch.Tensor, steps: int) -> tuple[int, ...]:
+    """The timesteps of `steps` multistep consistency steps (LCMScheduler's skipping-step grid)."""
+    scheduler = lcm_scheduler(abar)
+    scheduler.set_timesteps(steps)
+    return tuple(int(t) for t in scheduler.timesteps)
+
+
+def distillation_timesteps(abar: torch.Tensor, steps: int) -> tuple[int, ...]:
+    """Every timestep a student distilled for `steps` may be asked at: those of 1 … `steps` consistency steps."""
+    return tuple(sorted({t for k in range(1, steps + 1) for t in consistency_timesteps(abar, k)}, reverse=True))
+
+
+def _consistency(abar: torch.Tensor, steps: int, start: int = 0) -> Solver:
+    scheduler = lcm_scheduler(abar)
+    scheduler.set_timesteps(steps)
+    timesteps = tuple(int(t) for t in scheduler.timesteps)
+    boundary = tuple(
+        tuple(float(v) for v in scheduler.get_scalings_for_boundary_condition_discrete(t)) for t in timesteps
+    )
+    return Solver("distilled", timesteps[start:], abar, boundary=boundary[start:])  # type: ignore[arg-type]
+
+
+def _betas(abar: torch.Tensor) -> np.ndarray:
+    abar64 = abar.double()
+    return (1 - abar64 / torch.cat([torch.ones(1, dtype=torch.float64), abar64[:-1]])).numpy()
 
 
 def dpm_scheduler(abar: torch.Tensor):
     """diffusers' DPM-Solver++(2M) scheduler for the schedule ᾱ (the reference our table mirrors)."""
     (DPMSolverMultistepScheduler,) = import_names("diffusers", "DPMSolverMultistepScheduler")
 
-    abar64 = abar.double()
-    betas = (1 - abar64 / torch.cat([torch.ones(1, dtype=torch.float64), abar64[:-1]])).numpy()
     return DPMSolverMultistepScheduler(
         num_train_timesteps=len(abar),
-        trained_betas=betas,
+        trained_betas=_betas(abar),
         algorithm_type="dpmsolver++",
         solver_order=2,
         solver_type="midpoint",

@@ -122,12 +122,15 @@ def slides_quality(
             generate(model, out, size=size, subtype=subtype, seed=seed)
             made.setdefault(subtype, []).append(out)
     groups = {"all": [p for paths in made.values() for p in paths], **made}
-    rows = {}
-    for group, paths in groups.items():
-        folder = work / f"slides-{group}"  # the slide images only: evaluate reads every slide in the folder
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        for path in paths:
-            shutil.copy(path, folder / f"{path.parent.name}-{path.name}")
-        rows[group] = over_yardstick(measure(real, folder, work / f"report-{group}", slide_tile=TILE), yardstick)
-    return rows
+    return {group: paths_quality(paths, real, yardstick, work, group) for group, paths in groups.items()}
+
+
+def paths_quality(paths: Sequence[Path], real: str | Path, yardstick: dict, work: str | Path, name: str) -> dict:
+    """Generated slides `paths` (named SUBTYPE/FILE) cut into the model's tiles at level 0, against the held-out
+    `real` tiles, with FID over the yardstick's."""
+    folder = Path(work) / f"slides-{name}"  # the slide images only: evaluate reads every slide in the folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    for path in paths:
+        shutil.copy(path, folder / f"{path.parent.name}-{path.name}")
+    return over_yardstick(measure(real, folder, Path(work) / f"report-{name}", slide_tile=TILE), yardstick)

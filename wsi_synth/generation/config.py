@@ -5,15 +5,18 @@ mask-canvas pixels.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from wsi_synth.devices import check_device
 from wsi_synth.errors import BadArgumentError, BadModelError
 from wsi_synth.io.outputs import annotation_formats
-from wsi_synth.models.bundle import Bundle
+from wsi_synth.models.bundle import FOLDERS, Bundle
 from wsi_synth.models.conditioning import Conditioning
-from wsi_synth.options import GENERATE, by_name, check_options, check_sampling
+from wsi_synth.models.denoiser import BundleDenoiser
+from wsi_synth.options import DEFAULT_SOLVER, GENERATE, by_name, check_options, check_sampling
 from wsi_synth.sampling.planners import PlannerConfig
 from wsi_synth.sampling.sampler import SamplerConfig
 
@@ -116,19 +119,73 @@ def planner_config(config: GenerateConfig, crop: int) -> PlannerConfig:
 
 def sampler_config(config: GenerateConfig, g: Geometry, stage: str, bundle: Bundle) -> SamplerConfig:
     """The sampler settings of the layout, mask or image stage (the image stage draws from seed + 1, the layout stage
-    from seed + 2; the image stage is conditioned the way the bundle's image network was trained)."""
+    from seed + 2; the image stage is conditioned the way the bundle's image network was trained). A stage run by its
+    distilled student samples without guidance: the student has it folded in."""
     crop = {"mask": g.msk_crop, "layout": g.lay_crop}.get(stage, g.lat_crop)
+    omega = config.omega if stage == "image" else config.mask_omega
+    solver = stage_solver(bundle, stage, config.solver, config.steps, omega)
     return SamplerConfig(
         planner_config(config, crop),
         steps=config.steps,
         eta=config.eta,
-        omega=config.omega if stage == "image" else config.mask_omega,
+        omega=0.0 if solver == "distilled" else omega,
         batch_size=config.batch_size,
         window=window_size(crop),
         seed=config.seed + {"mask": 0, "image": 1, "layout": 2}[stage],
-        solver=config.solver,
+        solver=solver,
         conditioning=bundle.conditioning if stage == "image" else Conditioning(),
     )
+
+
+def stage_solver(bundle: Bundle, stage: str, solver: str, steps: int, omega: float) -> str:
+    """The solver `stage` runs. `auto`: its distilled student where the bundle holds a current one (its teacher
+    unchanged since) for at least `steps` steps with guidance `omega` folded in, else DPM-Solver++. `distilled`: the
+    student, refused with the reason where the image stage's cannot serve (a class-map stage without a student of
+    its own runs DPM-Solver++). Any other name is the teacher with that solver."""
+    if solver not in ("auto", "distilled"):
+        return solver
+    why_not = _student_unfit(bundle, stage, steps, omega)
+    if why_not is None:
+        return "distilled"
+    if solver == "distilled" and (stage == "image" or bundle.student(stage) is not None):
+        raise BadArgumentError(f"--solver distilled: {why_not}")
+    return DEFAULT_SOLVER
+
+
+def _student_unfit(bundle: Bundle, stage: str, steps: int, omega: float) -> str | None:
+    """Why `stage`'s student cannot run these steps and guidance, or None when it can."""
+    record = bundle.student(stage)
+    if record is None:
+        return (
+            f"the model has no distilled {stage} stage (make one with `wsi-synth distill MODEL DATA --stage {stage}`)"
+        )
+    if steps > int(record.get("distilled_steps", 0)):
+        return f"the {stage} stage was distilled for at most {record.get('distilled_steps')} steps, not {steps}"
+    if float(record.get("omega", 0.0)) != omega:
+        flag = "--omega" if stage == "image" else "--mask-omega"
+        return f"the {stage} student has guidance {record.get('omega')} folded in, not {flag} {omega}"
+    if record.get("teacher_sha256") != _teacher_sha256(bundle, stage):
+        return f"the {stage} stage was retrained after its student was distilled: distil it again (--overwrite)"
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_sha256(folder: str, stamp: tuple) -> str:
+    from wsi_synth.models.bundle import open_bundle
+
+    return open_bundle(folder).teacher_sha256(stamp[0])
+
+
+def _teacher_sha256(bundle: Bundle, stage: str) -> str:
+    """The teacher's weights hash, computed once per file version (sampler settings are made many times a run)."""
+    weights = sorted((bundle.root / FOLDERS[stage]).glob("*.safetensors"))
+    stamp = (stage, *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in weights))
+    return _cached_sha256(str(bundle.root), stamp)
+
+
+def stage_denoiser(model: str | Path, stage: str, device: str, sampler: SamplerConfig) -> BundleDenoiser:
+    """The network that runs a stage with these sampler settings: its distilled student, or the stage's own."""
+    return BundleDenoiser(str(model), stage, device, student=sampler.solver == "distilled")
 
 
 def window_size(crop: int) -> int:

@@ -382,8 +382,8 @@ def inpaint_patch(
 ):
     """Sample one patch with its real surroundings kept (`codec`: the bundle's, loaded); returns its level-0 result
     and what it cost. Each solver step is reported to `on_progress` as `task`."""
+    from wsi_synth.generation.config import stage_denoiser
     from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-    from wsi_synth.models.denoiser import BundleDenoiser
     from wsi_synth.sampling.canvas import KnownLatents, sample_canvas
     from wsi_synth.sampling.sampler import SampleStats
 
@@ -396,7 +396,7 @@ def inpaint_patch(
     stats = SampleStats()
     sampler = _sampler_config(bundle, config, patch)
     result = sample_canvas(
-        BundleDenoiser(str(model), "image", config.device),
+        stage_denoiser(model, "image", config.device, sampler),
         latents.shape,
         bundle.schedule.alphas_cumprod(),
         sampler,
@@ -421,16 +421,18 @@ def inpaint_patch(
 
 
 def _sampler_config(bundle, config: InpaintConfig, patch: Patch):
+    from wsi_synth.generation.config import stage_solver
     from wsi_synth.sampling.planners import PlannerConfig
     from wsi_synth.sampling.sampler import SamplerConfig
 
     crop = bundle.tile_size // bundle.latent.factor
+    solver = stage_solver(bundle, "image", config.solver, config.steps, config.omega)
     return SamplerConfig(
         PlannerConfig("shifted-grid", crop, crop // 8),
         steps=config.steps,
-        omega=config.omega,
+        omega=0.0 if solver == "distilled" else config.omega,
         batch_size=config.batch_size,
         seed=patch_seed(config.seed, patch),
-        solver=config.solver,
+        solver=solver,
         conditioning=bundle.conditioning,
     )

@@ -22,12 +22,13 @@ from wsi_synth.generation.config import (
     geometry,
     planner_config,
     sampler_config,
+    stage_denoiser,
     uses_layout,
 )
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.sampling.canvas import start_step
 from wsi_synth.sampling.planners import estimate_crops_per_step, minimum_crops
-from wsi_synth.sampling.sampler import windows_for
+from wsi_synth.sampling.sampler import SamplerConfig, windows_for
 
 #: Denoiser evaluations per image crop of a per-class bundle when the class map is not known yet: one per class
 #: present plus the null pass for unknown pixels; measured 1.4–2.9 on real masks (docs/benchmarks.md). A spatial
@@ -51,11 +52,13 @@ class StagePlan:
     evaluations_exact: bool
     windows: int
     steps: int
+    solver: str = ""  # "distilled" where the stage runs its student; "" (older plans): the plan's
 
     def to_json(self) -> dict:
         """The stage as `--dry-run --json` prints it (an estimate is named `evaluations_estimate`)."""
         key = "evaluations" if self.evaluations_exact else "evaluations_estimate"
         doc = {"canvas": list(self.canvas), "crop": self.crop, "steps": self.steps}
+        doc |= {"solver": self.solver} if self.solver else {}
         doc |= {"crops_per_step": self.crops_per_step, "crops_exact": self.crops_exact, "n0": self.n0}
         return doc | {key: self.evaluations, "windows": self.windows}
 
@@ -67,7 +70,7 @@ class StagePlan:
         evaluations = int(doc["evaluations" if exact else "evaluations_estimate"])
         return cls(
             canvas, int(doc["crop"]), int(doc["crops_per_step"]), bool(doc.get("crops_exact", True)), int(doc["n0"]),
-            evaluations, exact, int(doc["windows"]), int(doc.get("steps", steps)),
+            evaluations, exact, int(doc["windows"]), int(doc.get("steps", steps)), str(doc.get("solver", "")),
         )  # fmt: skip
 
 
@@ -124,7 +127,8 @@ def make_plan(model: str | Path, config: GenerateConfig, *, project: bool = Fals
 
 def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bool = False) -> Plan:
     """`make_plan` for a bundle already opened and checked, and its geometry."""
-    steps = len(make_solver(config.solver, bundle.schedule.alphas_cumprod(), config.steps))
+    image = sampler_config(config, g, "image", bundle)
+    steps = len(make_solver(image.solver, bundle.schedule.alphas_cumprod(), config.steps))
     stages: dict[str, StagePlan] = {}
     layout = uses_layout(bundle, config)
     if layout:
@@ -133,17 +137,18 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         skipped = start_step(steps, config.layout_strength) if layout else 0
         stages["mask"] = _class_map_stage(bundle, config, g, "mask", steps - skipped)
     crops, exact = estimate_crops_per_step(planner_config(config, g.lat_crop), g.lat)
-    windows = len(windows_for(sampler_config(config, g, "image", bundle), g.lat))
+    windows = len(windows_for(image, g.lat))
     stages["image"] = StagePlan(
         g.lat,
         g.lat_crop,
         crops,
         exact,
         minimum_crops(g.lat, g.lat_crop),
-        int(crops * image_passes(bundle, config) * steps),
+        int(crops * image_passes(bundle, image.omega) * steps),
         False,  # passes per crop follow the drawn map (per-class), and repeated edge crops share one evaluation
         windows,
         steps,
+        image.solver,
     )
     notes: tuple[str, ...] = ()
     if config.workers > 1 and windows < config.workers:
@@ -155,7 +160,7 @@ def plan_run(bundle: Bundle, config: GenerateConfig, g: Geometry, *, project: bo
         )
     planner = asdict(planner_config(config, g.lat_crop))
     plan = Plan(
-        (config.width, config.height), planner, config.solver, steps, stages, canvas_bytes(bundle, g, config), notes
+        (config.width, config.height), planner, image.solver, steps, stages, canvas_bytes(bundle, g, image), notes
     )
     return replace(plan, projection=projection(bundle, config, g, plan)) if project else plan
 
@@ -165,40 +170,43 @@ def _class_map_stage(bundle: Bundle, config: GenerateConfig, g: Geometry, stage:
     canvas, crop = (g.lay, g.lay_crop) if stage == "layout" else (g.msk, g.msk_crop)
     assert canvas is not None, "a plan lists the layout stage only when the run has one"
     crops, exact = estimate_crops_per_step(planner_config(config, crop), canvas)
-    passes = 2 if config.mask_omega > 0 else 1
-    windows = len(windows_for(sampler_config(config, g, stage, bundle), canvas))
+    sampler = sampler_config(config, g, stage, bundle)
+    passes = 2 if sampler.omega > 0 else 1
+    windows = len(windows_for(sampler, canvas))
     return StagePlan(
-        canvas, crop, crops, exact, minimum_crops(canvas, crop), crops * passes * steps, True, windows, steps
-    )
+        canvas, crop, crops, exact, minimum_crops(canvas, crop), crops * passes * steps, True, windows, steps,
+        sampler.solver,
+    )  # fmt: skip
 
 
-def image_passes(bundle: Bundle, config: GenerateConfig) -> float:
-    """Denoiser evaluations per image crop: known for spatial conditioning, estimated for per-class."""
+def image_passes(bundle: Bundle, omega: float) -> float:
+    """Denoiser evaluations per image crop at guidance `omega`: known for spatial conditioning, estimated for
+    per-class."""
     if bundle.conditioning.spatial:
-        return 2.0 if config.omega > 0 else 1.0
+        return 2.0 if omega > 0 else 1.0
     return EVALUATIONS_PER_CROP
 
 
-def canvas_bytes(bundle: Bundle, g: Geometry, config: GenerateConfig) -> int:
+def canvas_bytes(bundle: Bundle, g: Geometry, image: SamplerConfig) -> int:
     """Bytes of the image stage's state: two buffer sets (x, and x̂₀ for multistep solvers) and the class map."""
-    sets = 2 * (2 if config.solver != "ddim" else 1)
+    sets = 2 * (2 if image.solver == "dpm-solver++" else 1)
     return sets * bundle.latent.channels * g.lat[0] * g.lat[1] * 4 + g.lat[0] * g.lat[1]
 
 
 def projection(bundle: Bundle, config: GenerateConfig, g: Geometry, plan: Plan) -> dict:
     """Projected seconds per stage on `config.device`, from short calibrations of each part."""
-    from wsi_synth.models.denoiser import BundleDenoiser
 
     channels = bundle.latent.channels
     out: dict = {"device": config.device}
     for stage, info in plan.stages.items():
         crop = {"mask": g.msk_crop, "layout": g.lay_crop}.get(stage)
         shape = (len(bundle.classes), crop, crop) if crop else (channels, g.lat_crop, g.lat_crop)
-        denoiser = BundleDenoiser(str(bundle.root), stage, config.device)
+        sampler = sampler_config(config, g, stage, bundle)
+        denoiser = stage_denoiser(bundle.root, stage, config.device, sampler)
         per_call = calibrate(denoiser, shape, config.batch_size, with_mask=stage == "image")
         evaluations = info.evaluations
         crops = info.crops_per_step * info.steps
-        host = host_seconds_per_crop(shape, sampler_config(config, g, stage, bundle), labelled=stage == "image")
+        host = host_seconds_per_crop(shape, sampler, labelled=stage == "image")
         out[stage] = {
             "denoiser_s": round(evaluations / config.batch_size * per_call, 1),
             "host_s": round(crops * host, 1),

@@ -24,7 +24,14 @@ import numpy as np
 from wsi_synth import __version__
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.generation.cluster import Cluster, ClusterLostError, cluster_lost, use_threads
-from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config, uses_layout
+from wsi_synth.generation.config import (
+    GenerateConfig,
+    check_bundle,
+    geometry,
+    sampler_config,
+    stage_denoiser,
+    uses_layout,
+)
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
 from wsi_synth.generation.masks import (
     PixelLabels,
@@ -37,7 +44,6 @@ from wsi_synth.generation.masks import (
 )
 from wsi_synth.generation.plan import Plan, plan_run
 from wsi_synth.models.bundle import Bundle, open_bundle
-from wsi_synth.models.denoiser import BundleDenoiser
 from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.resumable import WorkFolder, model_sha256, sha256_file
 from wsi_synth.sampling.canvas import sample_canvas
@@ -231,11 +237,12 @@ def _sample_stage(
     condition = (
         bundle.layout_condition(config.subtype) if stage == "layout" else 1 + bundle.subtypes.index(config.subtype)
     )
+    sampler = sampler_config(config, g, stage, bundle)
     one_hot = sample_canvas(
-        BundleDenoiser(str(model), stage, config.device),
+        stage_denoiser(model, stage, config.device, sampler),
         (len(bundle.classes), *canvas),
         abar=abar,
-        config=sampler_config(config, g, stage, bundle),
+        config=sampler,
         work=work / stage if work is not None else None,
         condition=condition,
         stats=stats[stage],
@@ -297,14 +304,15 @@ def _run(
         rough = Roughness(config.boundary_roughness, config.seed)
         lat_labels = smooth(msk, g.px_per_msk, g.lat, g.factor, roughness=rough)
         log(
-            f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan.steps} {config.solver} steps"
+            f"image stage: canvas {g.lat[1]}×{g.lat[0]} latent px, {plan.steps} {plan.solver} steps"
             + (f"; in a zarr work store ({plan.memory_bytes / 1e9:.1f} GB > --max-memory)" if out_of_core else "")
         )
+        sampler = sampler_config(config, g, "image", bundle)
         latents = sample_canvas(
-            BundleDenoiser(str(model), "image", config.device),
+            stage_denoiser(model, "image", config.device, sampler),
             (bundle.latent.channels, *g.lat),
             abar=abar,
-            config=sampler_config(config, g, "image", bundle),
+            config=sampler,
             work=work / "image",
             labels=lat_labels,
             stats=stats["image"],

@@ -29,7 +29,7 @@ import numpy as np
 
 from wsi_synth import __version__
 from wsi_synth.errors import BadArgumentError, OutputExistsError
-from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config
+from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config, stage_denoiser
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
 from wsi_synth.generation.masks import PixelLabels, Roughness, mask_classes, mask_cleaning, smooth
 from wsi_synth.models.bundle import Bundle, open_bundle
@@ -203,7 +203,6 @@ def _finished(out: Path) -> int:
 
 
 def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, indices: list[int], stats: dict) -> None:
-    from wsi_synth.models.denoiser import BundleDenoiser
     from wsi_synth.sampling.canvas import sample_canvases
 
     abar = bundle.schedule.alphas_cumprod()
@@ -212,21 +211,23 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds
     ]
     tiles = [replace(config, seed=s, subtype=sub) for s, sub in zip(seeds, subtypes, strict=True)]
+    mask_configs = [sampler_config(t, g, "mask", bundle) for t in tiles]
     one_hots = sample_canvases(
-        BundleDenoiser(str(model), "mask", config.device),
+        stage_denoiser(model, "mask", config.device, mask_configs[0]),
         (len(bundle.classes), *g.msk),
         abar,
-        [sampler_config(t, g, "mask", bundle) for t in tiles],
+        mask_configs,
         conditions=[1 + bundle.subtypes.index(str(t.subtype)) for t in tiles],  # every tile has drawn its subtype
         stats=stats["mask"],
     )
     cleaning = mask_cleaning(config, bundle)
     masks = [mask_classes(o, **cleaning) for o in one_hots]
+    image_configs = [sampler_config(t, g, "image", bundle) for t in tiles]
     latents = sample_canvases(
-        BundleDenoiser(str(model), "image", config.device),
+        stage_denoiser(model, "image", config.device, image_configs[0]),
         (bundle.latent.channels, *g.lat),
         abar,
-        [sampler_config(t, g, "image", bundle) for t in tiles],
+        image_configs,
         labels=[
             smooth(m, g.px_per_msk, g.lat, g.factor, roughness=Roughness(config.boundary_roughness, t.seed))
             for m, t in zip(masks, tiles, strict=True)

@@ -6,6 +6,7 @@
       codec/            AutoencoderKL (or model.json names an external codec: a local folder or a hub id)
       image_unet/       UNet2DModel (EMA weights)
       mask_unet/        UNet2DModel (EMA weights)
+      image_student/    a few-step student of a stage (`wsi-synth distill`; float16 weights), optional
       checkpoints/      training state for --resume (not needed to generate)
 
 Writes are atomic per file (`model.json` last), so an interrupted save never leaves a bundle that claims
@@ -30,7 +31,15 @@ FORMAT = "wsi-synth-model"
 #: them out where a reader had to assume the old behaviour: per-class, and null for a spatial bundle).
 VERSION = 2
 STAGES = ("codec", "image", "mask", "layout")
-FOLDERS = {"codec": "codec", "image": "image_unet", "mask": "mask_unet", "layout": "layout_unet"}
+#: The diffusion stages a student can be distilled from, and the name of each student (its record and folder).
+STUDENTS = {"image": "image_student", "mask": "mask_student", "layout": "layout_student"}
+FOLDERS = {
+    "codec": "codec",
+    "image": "image_unet",
+    "mask": "mask_unet",
+    "layout": "layout_unet",
+    **{student: student for student in STUDENTS.values()},
+}
 
 
 @dataclass(frozen=True)
@@ -234,6 +243,22 @@ class Bundle:
             "stage from it",
         }
 
+    def forget_stage(self, stage: str) -> None:
+        """Remove `stage`'s record from model.json on disk too (under the lock `write_stage` takes), so a stage whose
+        files were discarded is not claimed by the file in the meantime nor merged back by a later `write_stage`."""
+        import fcntl
+
+        self.drop_stage(stage)
+        path = self.root / "model.json"
+        if not path.is_file():
+            return
+        with open(self.root / ".model.json.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError, migrations=MIGRATIONS)
+            disk.get("stages", {}).pop(stage, None)
+            rest = {k: v for k, v in disk.items() if k not in ("format", "version")}
+            write_atomic(path, {"format": FORMAT, "version": VERSION, **rest})
+
     def write_stage(self, stage: str) -> None:
         """Write model.json with `stage`'s record merged into the file as it is now, under a lock: stages trained at
         the same time into one bundle (another process, another GPU) each keep their record."""
@@ -252,6 +277,21 @@ class Bundle:
                 self._describe_conditioning()
             self.write_meta()
 
+    def student(self, stage: str) -> dict | None:
+        """The record of `stage`'s distilled student (steps, timesteps, folded guidance, teacher hash), or None."""
+        return self.meta.get("stages", {}).get(STUDENTS.get(stage, ""))
+
+    def teacher_sha256(self, stage: str) -> str:
+        """The SHA-256 of `stage`'s network weights: what a student records of its teacher, so a student whose
+        teacher was retrained since is known stale."""
+        import hashlib
+
+        self.check_files(stage)
+        digest = hashlib.sha256()
+        for path in sorted((self.root / FOLDERS[stage]).glob("*.safetensors")):
+            digest.update(path.read_bytes())
+        return digest.hexdigest()
+
     def has(self, stage: str) -> bool:
         """Whether `stage` has been trained into this bundle."""
         return stage in self.meta.get("stages", {})
@@ -259,6 +299,12 @@ class Bundle:
     def require(self, stage: str) -> None:
         """Refuse a bundle without `stage`, saying which command trains it."""
         if not self.has(stage):
+            if stage in STUDENTS.values():
+                teacher = _teacher_of(stage)
+                raise BadModelError(
+                    f"model bundle {self.root} has no distilled {teacher} stage: distil it with `wsi-synth distill "
+                    f"{self.root} DATA --stage {teacher}`, or choose another --solver"
+                )
             hint = f"wsi-synth train {stage} DATA --out {self.root}" + (
                 " (or pass --codec PATH)" if stage == "codec" else ""
             )
@@ -297,7 +343,7 @@ class Bundle:
         if stage == "codec":
             expected = {"latent_channels": self.latent.channels, "downsampling factor": self.latent.factor}
             config = {**config, "downsampling factor": 2 ** (len(config.get("block_out_channels", [0])) - 1)}
-        elif stage == "image":
+        elif _teacher_of(stage) == "image":
             conditioning = self.conditioning
             expected = {
                 "in_channels": self.latent.channels + conditioning.mask_channels,
@@ -335,24 +381,34 @@ class Bundle:
             raise BadModelError(f"cannot load the codec from {source}: {str(exc).splitlines()[0]}") from exc
 
     def load_unet(self, stage: str, *, device: str = "cpu"):
-        """The `stage` UNet (a diffusers UNet2DModel) on `device`, in eval mode."""
+        """The `stage` UNet (a diffusers UNet2DModel; `image_student` etc. for a student) on `device`, in eval mode,
+        in float32 whatever it was saved in."""
+        import torch
+
         (UNet2DModel,) = import_names("diffusers", "UNet2DModel")
 
         self.require(stage)
         self.check_files(stage)
         try:
             return (
-                UNet2DModel.from_pretrained(str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False).to(device).eval()
+                UNet2DModel.from_pretrained(
+                    str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False, torch_dtype=torch.float32
+                )
+                .to(device)
+                .eval()
             )
         except (OSError, ValueError) as exc:
             raise BadModelError(f"cannot load the {stage} network of {self.root}: {str(exc).splitlines()[0]}") from exc
 
-    def save_network(self, stage: str, network) -> None:
-        """Write a network's folder (via a temporary folder + rename)."""
+    def save_network(self, stage: str, network, *, half: bool = False) -> None:
+        """Write a network's folder (via a temporary folder + rename); `half` stores float16 weights (half the
+        size; loaded back as float32)."""
+        import copy
+
         final = self.root / FOLDERS[stage]
         tmp = self.root / f".{FOLDERS[stage]}.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        network.save_pretrained(tmp, safe_serialization=True)
+        (copy.deepcopy(network).half() if half else network).save_pretrained(tmp, safe_serialization=True)
         _readable_like_other_files(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -418,7 +474,13 @@ STAGE_KEYS = {
     "image": ("latent", "image_conditioning", "empty_map"),
     "mask": (),
     "layout": ("layout",),
+    **{student: () for student in STUDENTS.values()},
 }
+
+
+def _teacher_of(name: str) -> str:
+    """The stage a network belongs to: `image` for `image` and for its student `image_student`."""
+    return next((teacher for teacher, student in STUDENTS.items() if student == name), name)
 
 
 def _merged(disk: dict, mine: dict, stage: str) -> dict:

@@ -29,8 +29,9 @@ class BundleDenoiser:
     """A bundle's network as a denoiser: picklable (path, stage, device); loads the UNet once per process."""
 
     model: str
-    stage: str  # "image" or "mask"
+    stage: str  # "image", "mask" or "layout"
     device: str = "cpu"
+    student: bool = False  # the stage's distilled student instead of its own network
 
     @property
     def pin_memory(self) -> bool:
@@ -39,13 +40,14 @@ class BundleDenoiser:
 
     def network(self):
         """The stage's UNet, loaded once per process and device (a small LRU cache)."""
-        key = (self.model, self.stage, self.device)
+        key = (self.model, self.stage, self.device, self.student)
         if key in _NETWORKS:
             _NETWORKS.move_to_end(key)
             return _NETWORKS[key]
-        from wsi_synth.models.bundle import open_bundle
+        from wsi_synth.models.bundle import STUDENTS, open_bundle
 
-        _NETWORKS[key] = open_bundle(self.model).load_unet(self.stage, device=self.device)
+        name = STUDENTS[self.stage] if self.student else self.stage
+        _NETWORKS[key] = open_bundle(self.model).load_unet(name, device=self.device)
         while len(_NETWORKS) > _CACHE_SIZE:
             _NETWORKS.popitem(last=False)
         return _NETWORKS[key]

@@ -3,6 +3,10 @@
 For x₀ ~ N(0, K) and x_t = √ᾱ x₀ + √(1−ᾱ) ε, the optimal prediction is E[ε | x_t] = √(1−ᾱ) (ᾱK + (1−ᾱ)I)⁻¹ x_t,
 a linear map per timestep (a Wiener filter). Sampling a canvas much larger than d with it shows exactly
 what a planner costs in fidelity (variance, correlation, seams) with no training noise in the way.
+
+`GaussianFieldStudent` is the exact distilled student of that oracle: the ε that points at the end of the
+probability-flow ODE from x_t, which keeps each eigen-component's standardised value, x₀ = U diag(√(λ / (ᾱλ + 1 − ᾱ)))
+Uᵀ x_t. It is what `wsi-synth distill` approximates, so sampling with it shows what the `distilled` solver can do.
 """
 
 from __future__ import annotations
@@ -41,6 +45,19 @@ class GaussianFieldDenoiser:
         # one matrix-vector product per crop: results do not depend on how crops are batched
         out = torch.stack([torch.stack([self._map(int(t[i])) @ flat[i, j] for j in range(c)]) for i in range(b)])
         return out.reshape(z.shape)
+
+
+class GaussianFieldStudent(GaussianFieldDenoiser):
+    """The perfect distilled student of `GaussianFieldDenoiser`: ε̂ = (x_t − √ᾱ f(x_t)) / √(1−ᾱ), f the ODE's end."""
+
+    def _map(self, t: int) -> torch.Tensor:
+        if t not in self._maps:
+            a = float(self.abar[t])
+            lam, u = np.linalg.eigh(self.K)
+            lam = np.clip(lam, 0, None)
+            end = (u * np.sqrt(lam / (a * lam + 1 - a))) @ u.T  # x_t → where the ODE ends
+            self._maps[t] = torch.from_numpy((np.eye(len(self.K)) - np.sqrt(a) * end) / np.sqrt(1 - a)).float()
+        return self._maps[t]
 
 
 def field_statistics(samples: np.ndarray, edge_period: int) -> dict:

@@ -243,7 +243,8 @@ def _finish_window(
     oy, ox = work.origin
     x_window = halo[:, oy : oy + y1 - y0, ox : ox + x1 - x0]
     x0_prev = np.asarray(current.x0[:, y0:y1, x0:x1]) if solver.keeps_x0 and j > 0 else None
-    noise = block_noise(config.seed, j, (c, h, w), work.window) if config.eta > 0 else None
+    fresh = config.eta > 0 or (solver.stochastic and j + 1 < len(solver))
+    noise = block_noise(config.seed, j, (c, h, w), work.window) if fresh else None
     x_next, x0_next = solver.update(j, x_window, eps, x0_prev, eta=config.eta, noise=noise)
     target.x[:, y0:y1, x0:x1] = x_next
     if solver.keeps_x0:

@@ -143,7 +143,7 @@ def _finish(
     ema.copy_to(net.parameters())
     net.eval()
     extra = spec.finish(net)
-    bundle.save_network(spec.name, net)
+    bundle.save_network(spec.name, net, half=spec.half)
     head, tail = float(np.mean(losses[:20])) if losses else None, float(np.mean(losses[-20:])) if losses else None
     bundle.record_stage(
         spec.name,

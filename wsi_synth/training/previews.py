@@ -30,10 +30,12 @@ def preview_sample(
     labels: list[np.ndarray] | None = None,
     conditions: list[int] | None = None,
     steps: int = 20,
+    solver: str = "ddim",
     conditioning: Conditioning | None = None,
 ) -> torch.Tensor:
-    """Preview tiles of one crop each, by the same sampler `generate` uses (DDIM, one canvas per class map or
-    condition, batched together): a preview shows what generation will make of the network."""
+    """Preview tiles of one crop each, by the same sampler `generate` uses (DDIM, or a distilled student's
+    `distilled` solver; one canvas per class map or condition, batched together): a preview shows what generation
+    will make of the network."""
     from wsi_synth.models.denoiser import NetworkDenoiser
     from wsi_synth.sampling.canvas import sample_canvases
     from wsi_synth.sampling.planners import PlannerConfig
@@ -45,7 +47,7 @@ def preview_sample(
         steps=steps,
         batch_size=max(n, 1),
         seed=seed,
-        solver="ddim",
+        solver=solver,
         conditioning=conditioning or Conditioning(),
     )
     maps: list[np.ndarray | None] | None = list(labels) if labels is not None else None

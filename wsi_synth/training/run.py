@@ -15,7 +15,7 @@ from wsi_synth.data.store import Dataset, open_dataset
 from wsi_synth.devices import check_device
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import check_apart, claim
-from wsi_synth.models.bundle import FOLDERS, STAGES, BadModelError, Bundle, open_bundle
+from wsi_synth.models.bundle import FOLDERS, STAGES, STUDENTS, BadModelError, Bundle, open_bundle
 from wsi_synth.models.config import TrainConfig
 from wsi_synth.training.loop import loop
 from wsi_synth.training.stages import build_stage
@@ -98,9 +98,9 @@ def _train_claimed(
     # rank 0 writes the stage: it claims it first, so a second `train STAGE` on this bundle stops at once
     with claim(Path(out) / FOLDERS[stage], f"the {stage} stage of") if rank == 0 else contextlib.nullcontext():
         bundle = open_bundle(out, create=True)
-        _bind_bundle_to_dataset(bundle, dataset, stage)
+        bind_bundle_to_dataset(bundle, dataset, stage)
         if overwrite and rank == 0:
-            _discard_stage(bundle, stage)
+            discard_stage(bundle, stage)
         if rank == 0 and not (bundle.root / "model.json").is_file():
             bundle.write_meta()  # claims the folder as a bundle at once, so an interrupted first stage can --resume
         if codec is not None:
@@ -137,7 +137,7 @@ def _remove_if_untrained(root: Path) -> None:
         root.rmdir()
 
 
-def _discard_stage(bundle: Bundle, stage: str) -> None:
+def discard_stage(bundle: Bundle, stage: str) -> None:
     """What a previous `train STAGE` wrote into the bundle: its network folder, checkpoint, previews, record."""
     if stage == "codec" and bundle.has("image") and not bundle.external_codec:
         raise BadModelError(
@@ -151,7 +151,9 @@ def _discard_stage(bundle: Bundle, stage: str) -> None:
             path.unlink(missing_ok=True)
     for path in (bundle.root / "previews").glob(f"{stage}_step*.png"):
         path.unlink()
-    bundle.drop_stage(stage)
+    bundle.forget_stage(stage)
+    if stage in STUDENTS:  # a student of the old teacher would be stale
+        discard_stage(bundle, STUDENTS[stage])
 
 
 def _init_distributed(device: str) -> tuple[int, int, str]:
@@ -171,10 +173,11 @@ def _init_distributed(device: str) -> tuple[int, int, str]:
     return torch.distributed.get_rank(), world, device
 
 
-def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str) -> None:
-    """A bundle serves one class scheme and subtype list: refuse a dataset that disagrees."""
+def bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str, *, check_only: bool = False) -> None:
+    """A bundle serves one class scheme and subtype list: refuse a dataset that disagrees (`check_only`: and change
+    nothing, e.g. a distillation on the data the stage was trained on)."""
     if stage == "layout":
-        _bind_layout_data(bundle, dataset)
+        _bind_layout_data(bundle, dataset, check_only=check_only)
         return
     classes = dataset.classes
     subtypes = dataset.subtypes
@@ -192,6 +195,8 @@ def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str) -> Non
             raise BadModelError(
                 f"{bundle.root} was trained on {bundle.tile_size} px tiles, the dataset has {dataset.tile_size}"
             )
+    if check_only:
+        return
     bundle.adopt_data(
         classes=classes,
         subtypes=subtypes,
@@ -202,7 +207,7 @@ def _bind_bundle_to_dataset(bundle: Bundle, dataset: Dataset, stage: str) -> Non
     )
 
 
-def _bind_layout_data(bundle: Bundle, dataset: Dataset) -> None:
+def _bind_layout_data(bundle: Bundle, dataset: Dataset, *, check_only: bool = False) -> None:
     """The layout stage adds to a bundle bound to a class scheme: same classes, subtypes among the bundle's (a layout
     data set may hold some of them only), regions larger than the mask stage's."""
     if not bundle.has_data():
@@ -227,6 +232,8 @@ def _bind_layout_data(bundle: Bundle, dataset: Dataset) -> None:
             f"({bundle.region_size} px): "
             "import the layouts with a larger --region (e.g. 2048) for the layout stage"
         )
+    if check_only:
+        return
     bundle.adopt_layout_data(
         region_size=dataset.region_size, region_mask_size=dataset.region_mask_size, subtypes=dataset.subtypes
     )

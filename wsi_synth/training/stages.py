@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -38,16 +39,34 @@ class StageSpec:
     preview: Callable[[torch.nn.Module], np.ndarray]
     finish: Callable[[torch.nn.Module], dict]
     draw: Callable[[int], tuple] | None = None  # the batch of a step (for inspection and tests)
+    half: bool = False  # saved with float16 weights (a distilled student)
+
+
+#: How a stage's previews are sampled: (solver, steps); a student's previews use its own solver and steps.
+TEACHER_PREVIEW = ("ddim", 20)
 
 
 def build_stage(
-    stage: str, dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, *, rank: int = 0
+    stage: str,
+    dataset: Dataset,
+    bundle: Bundle,
+    config: TrainConfig,
+    device: str,
+    *,
+    rank: int = 0,
+    preview: tuple[str, int] = TEACHER_PREVIEW,
 ) -> StageSpec:
     """The stage's network (initialised from the seed, not the global RNG, so every rank starts equal)
-    and its data/loss/preview; `rank` selects this process's share of each step's draws."""
-    build = {"codec": _codec_stage, "image": _image_stage, "mask": _mask_stage, "layout": _layout_stage}[stage]
+    and its data/loss/preview; `rank` selects this process's share of each step's draws; `preview` is the
+    (solver, steps) its previews are sampled with."""
+    if stage == "codec":
+        build = _codec_stage
+    else:
+        build = functools.partial(
+            {"image": _image_stage, "mask": _mask_stage, "layout": _layout_stage}[stage], preview=preview
+        )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_seed(config.seed, stage))
+        torch.manual_seed(seed_of(config.seed, stage))
         try:
             return build(dataset, bundle, config, device, rank)
         except ValueError as exc:  # diffusers refuses inconsistent sizes (e.g. channels not divisible by groups)
@@ -78,7 +97,7 @@ def _codec_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
         x = batch(step)
         posterior = net.encode(x).latent_dist
         if config.codec.sample_posterior:
-            z = posterior.sample(generator=torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, rank)))
+            z = posterior.sample(generator=torch.Generator(device="cpu").manual_seed(seed_of(config.seed, step, rank)))
         else:
             z = posterior.mode()
         recon = net.decode(z).sample
@@ -135,7 +154,15 @@ def reconstruction_psnr(codec, images: list[np.ndarray], device: str) -> float:
 # --- image denoiser -------------------------------------------------------------------------------------
 
 
-def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+def _image_stage(
+    dataset: Dataset,
+    bundle: Bundle,
+    config: TrainConfig,
+    device: str,
+    rank: int = 0,
+    *,
+    preview: tuple[str, int] = TEACHER_PREVIEW,
+) -> StageSpec:
     index, reader = TileIndex.build(dataset), TileReader(dataset)
     require(
         index.labelled,
@@ -227,7 +254,7 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
             net, z0, step, config, abar, device, extra=mask, labels=labels, rank=rank, gamma=config.image.min_snr_gamma
         )
 
-    def preview(net) -> np.ndarray:
+    def sample_preview(net) -> np.ndarray:
         # an all-unknown map, then each class over the whole tile, all from the same noise
         maps = [np.full((lat, lat), c, np.uint8) for c in range(n_classes)]
         z = preview_sample(
@@ -239,18 +266,27 @@ def _image_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: 
             seed=config.seed,
             labels=maps,
             conditioning=conditioning,
+            solver=preview[0],
+            steps=preview[1],
         ).to(device)
         with torch.no_grad():
             return grid(codec.decode(z / latent.scale).sample.clamp(-1, 1), rows=1)
 
-    return StageSpec("image", net, config.image.lr, loss, preview, lambda net: {}, draw)
+    return StageSpec("image", net, config.image.lr, loss, sample_preview, lambda net: {}, draw)
 
 
 # --- mask denoiser --------------------------------------------------------------------------------------
 
 
 def _mask_stage(
-    dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0, *, name: str = "mask"
+    dataset: Dataset,
+    bundle: Bundle,
+    config: TrainConfig,
+    device: str,
+    rank: int = 0,
+    *,
+    name: str = "mask",
+    preview: tuple[str, int] = TEACHER_PREVIEW,
 ) -> StageSpec:
     index, reader = TileIndex.build(dataset), TileReader(dataset)
     require(
@@ -283,7 +319,7 @@ def _mask_stage(
         x0, labels = draw(step)
         return _eps_loss(net, x0, step, config, abar, device, labels=labels, rank=rank, gamma=network.min_snr_gamma)
 
-    def preview(net) -> np.ndarray:
+    def sample_preview(net) -> np.ndarray:
         # unconditional, then each subtype, all from the same noise
         x = preview_sample(
             net,
@@ -293,23 +329,34 @@ def _mask_stage(
             device,
             seed=config.seed,
             conditions=list(range(len(subtypes) + 1)),
+            solver=preview[0],
+            steps=preview[1],
         ).to(device)
         colors = torch.tensor([c["color"] for c in dataset.classes], dtype=torch.float32, device=device)
         rgb = colors[x.argmax(1)].permute(0, 3, 1, 2) / 127.5 - 1
         return grid(rgb, rows=1)
 
-    return StageSpec(name, net, network.lr, loss, preview, lambda net: {}, draw)
+    return StageSpec(name, net, network.lr, loss, sample_preview, lambda net: {}, draw)
 
 
-def _layout_stage(dataset: Dataset, bundle: Bundle, config: TrainConfig, device: str, rank: int = 0) -> StageSpec:
+def _layout_stage(
+    dataset: Dataset,
+    bundle: Bundle,
+    config: TrainConfig,
+    device: str,
+    rank: int = 0,
+    *,
+    preview: tuple[str, int] = TEACHER_PREVIEW,
+) -> StageSpec:
     """The mask stage's network and loss on the layout dataset's regions, with the layout network's settings."""
-    return _mask_stage(dataset, bundle, config, device, rank, name="layout")
+    return _mask_stage(dataset, bundle, config, device, rank, name="layout", preview=preview)
 
 
 # --- shared pieces --------------------------------------------------------------------------------------
 
 
-def _seed(*parts: int | str) -> int:
+def seed_of(*parts: int | str) -> int:
+    """A 63-bit seed for a torch generator from any parts (the run's seed, a stage, a step, a rank)."""
     return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little") & (2**63 - 1)
 
 
@@ -327,7 +374,7 @@ def _eps_loss(
     gamma: float | None = None,
 ) -> torch.Tensor:
     """ε-prediction L2 loss at uniformly drawn timesteps, min-SNR-`gamma` weighted when the stage's network asks."""
-    gen = torch.Generator(device="cpu").manual_seed(_seed(config.seed, step, 1, rank))
+    gen = torch.Generator(device="cpu").manual_seed(seed_of(config.seed, step, 1, rank))
     noise = torch.randn(x0.shape, generator=gen).to(device)
     t = torch.randint(0, config.num_train_timesteps, (len(x0),), generator=gen).to(device)
     xt = add_noise(x0, noise, t, abar)
