@@ -300,6 +300,7 @@ def _run(
     log,
     on_progress: ProgressCallback | None = None,
 ) -> dict:
+    from wsi_synth.generation.config import stage_solver
     from wsi_synth.io.outputs import write_slide_outputs
 
     started = time.perf_counter()
@@ -335,6 +336,7 @@ def _run(
             "slide": str(Path(slide.path).resolve()),
             "slide_mpp": slide.mpp,
             "config": asdict(config),
+            "solver": stage_solver(bundle, "image", config.solver, config.steps, config.omega),
             "resumed": resumed,
             "classes": bundle.classes,
             "regions": [

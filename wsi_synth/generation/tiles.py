@@ -92,6 +92,7 @@ def generate_tiles(
             "wsi_synth": __version__,
             "count": count,
             "config": asdict(config),
+            "solvers": {stage: sampler_config(config, g, stage, bundle).solver for stage in ("mask", "image")},
             "classes": bundle.classes,
             "resumed_at": done,
             "seconds": round(time.perf_counter() - started, 2),
