@@ -6,7 +6,8 @@
 #   DATA=/path/to/shared/data OUT=my-model bash examples/train_default_model.sh
 # Stages after the codec may also run at the same time, one core each (OMP_NUM_THREADS=1): image, and mask then
 # layout, into the same --out (each merges its record into model.json); the 0.2 bundle was built so, in 95 min.
-# An interrupted stage continues with the same command and --resume.
+# An interrupted stage continues with the same command and --resume. The image stage's student (`distill`, last)
+# took about an hour on one core beside other work.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
@@ -22,4 +23,6 @@ time wsi-synth train image "$WORK" --out "$OUT" --max-steps "${IMAGE_STEPS:-4000
 time wsi-synth train mask "$WORK" --out "$OUT" --max-steps "${MASK_STEPS:-8000}" "${STEPS[@]}"
 # the layout stage: tissue layout at slide scale (2048 px regions at 64 px per layout px), from the layouts alone
 time wsi-synth train layout "$WORK-layouts" --out "$OUT" --max-steps "${LAYOUT_STEPS:-3000}" "${STEPS[@]}"
+# last, from the finished image stage: a student for 1-8 steps (generate uses it at --steps <= 8); --resume continues it
+time wsi-synth distill "$OUT" "$WORK" --steps 8 --max-steps "${DISTILL_STEPS:-4000}" --batch-size 16 --checkpoint-every 250 -q
 wsi-synth info "$OUT"

@@ -362,3 +362,33 @@ def test_inpaint_uses_the_student_and_keeps_the_slide_outside_the_regions(distil
     assert np.abs(before[far] - after[far]).mean() < 3  # re-encoded once, not regenerated
     inside = np.abs(before[1480:1520, 1080:1120] - after[1480:1520, 1080:1120]).mean()
     assert inside > 10
+
+
+def test_the_mask_stage_distils_too_and_each_stage_picks_its_own_student(distilled, tmp_path, runner):
+    _, model, _ = distilled
+    data = distilled[0]
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    result = runner.invoke(
+        cli,
+        [
+            "distill",
+            str(copy),
+            str(data),
+            "--stage",
+            "mask",
+            "--steps",
+            "2",
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "-q",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["stage"] == "mask_student"
+    two, three = _plan(runner, copy, "--steps", "2"), _plan(runner, copy, "--steps", "3")
+    assert two["stages"]["mask"]["solver"] == "distilled" and two["stages"]["image"]["solver"] == "distilled"
+    assert three["stages"]["mask"]["solver"] == "dpm-solver++" and three["stages"]["image"]["solver"] == "distilled"
+    assert _plan(runner, copy, "--steps", "2", "--mask-omega", "1")["stages"]["mask"]["solver"] == "dpm-solver++"

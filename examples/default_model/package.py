@@ -33,8 +33,8 @@ def copy_bundle(src: Path, dest: Path) -> None:
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     shutil.copy(src / "model.json", dest / "model.json")
-    for folder in ("codec", "image_unet", "mask_unet", "layout_unet"):
-        if folder != "layout_unet" or (src / folder).is_dir():
+    for folder in ("codec", "image_unet", "mask_unet", "layout_unet", "image_student"):
+        if folder in ("codec", "image_unet", "mask_unet") or (src / folder).is_dir():
             shutil.copytree(src / folder, dest / folder)
 
 
