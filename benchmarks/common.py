@@ -147,3 +147,21 @@ def import_wsss(out: Path) -> None:
             "--out",
             str(out),
         )
+
+
+def heldout_yardstick(work: Path, yardstick_tiles: int) -> tuple[Path, dict]:
+    """The recipe's data in `work/data` (imported unless there), its held-out test split (every tile of every source,
+    never trained on) as `work/real-test`, and the yardstick: a seeded sample of `yardstick_tiles` real training tiles
+    against it in the same feature space. Returns (held-out folder, {held_out_tiles, yardstick_train_tiles,
+    yardstick})."""
+    from wsi_synth.evaluation import heldout
+
+    kinds = ("labelled", "unlabelled")
+    data = work / "data"
+    if not (data / "dataset.json").is_file():
+        recipe_data(data)
+    held_out, train = work / "real-test", work / "real-train"
+    n_test = heldout.export_split(data, "test", held_out, kinds=kinds)
+    n_train = heldout.export_split(data, "train", train, kinds=kinds, limit=yardstick_tiles)
+    yardstick = heldout.measure(held_out, train, work / "report-yardstick")
+    return held_out, {"held_out_tiles": n_test, "yardstick_train_tiles": n_train, "yardstick": yardstick}

@@ -109,7 +109,7 @@ def _interrupted_at(step_to_stop: int):
     return stop
 
 
-@pytest.mark.parametrize("solver", ["ddim", "dpm-solver++"])
+@pytest.mark.parametrize("solver", ["ddim", "dpm-solver++", "distilled"])
 @pytest.mark.parametrize(
     "first_out_of_core, then_out_of_core", [(False, False), (False, True), (True, False), (True, True)]
 )

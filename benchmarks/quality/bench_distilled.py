@@ -25,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import ROOT, machine, recipe_data
+from benchmarks.common import ROOT, heldout_yardstick, machine
 from wsi_synth.evaluation import heldout
 
-KINDS = ("labelled", "unlabelled")
 RUNS = {
     "default": {"steps": 20, "solver": "dpm-solver++"},
     "student-4": {"steps": 4, "solver": "distilled"},
@@ -70,16 +69,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None))
-    data = work / "data"
-    if not (data / "dataset.json").is_file():
-        recipe_data(data)
-    held_out, train = work / "real-test", work / "real-train"
-    n_test = heldout.export_split(data, "test", held_out, kinds=KINDS)
-    n_train = heldout.export_split(data, "train", train, kinds=KINDS, limit=args.yardstick_tiles)
-    yardstick = heldout.measure(held_out, train, work / "report-yardstick")
+    held_out, split = heldout_yardstick(work, args.yardstick_tiles)
+    yardstick = split["yardstick"]
     model = args.model or str(ROOT / "wsi_synth" / "default_model")
     doc: dict = {"benchmark": "distilled", "machine": machine(), "model": model, "size": args.size, "seeds": args.seeds}
-    doc["held_out_tiles"], doc["yardstick_train_tiles"], doc["yardstick"] = n_test, n_train, yardstick
+    doc |= split
     runs = {name: RUNS[name] for name in args.runs.split(",")}
     doc["runs"] = {}
     # one slide (subtype, seed) of every run before the next, so that a change in machine load hits all runs alike

@@ -22,10 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import ROOT, machine, recipe_data
+from benchmarks.common import ROOT, heldout_yardstick, machine
 from wsi_synth.evaluation import heldout
-
-KINDS = ("labelled", "unlabelled")  # every tile of the split, of every source
 
 
 def main() -> None:
@@ -38,13 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None))
-    data = work / "data"
-    if not (data / "dataset.json").is_file():
-        recipe_data(data)
-    held_out, train = work / "real-test", work / "real-train"
-    n_test = heldout.export_split(data, "test", held_out, kinds=KINDS)
-    n_train = heldout.export_split(data, "train", train, kinds=KINDS, limit=args.yardstick_tiles)
-    yardstick = heldout.measure(held_out, train, work / "report-yardstick")
+    held_out, split = heldout_yardstick(work, args.yardstick_tiles)
+    yardstick = split["yardstick"]
     model = args.model or str(ROOT / "wsi_synth" / "default_model")
     doc: dict = {
         "benchmark": "slide_fidelity",
@@ -53,8 +46,7 @@ def main() -> None:
         "size": args.size,
         "seeds": args.seeds,
     }
-    doc["held_out_tiles"], doc["yardstick_train_tiles"] = n_test, n_train
-    doc["yardstick"] = yardstick
+    doc |= split
     doc["slides"] = heldout.slides_quality(model, args.size, args.seeds, held_out, yardstick, work)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(doc, indent=2))
