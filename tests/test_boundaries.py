@@ -69,3 +69,17 @@ def test_refined_contours_are_the_same_in_any_band_chunk_and_canvas_and_follow_t
     other = smooth(small, 8.0, (192, 192), 1.0, roughness=Roughness(0.3, 8))
     assert 0 < (other != fine).mean() < 0.1  # another seed moves the contours, not the regions
     assert np.array_equal(smooth(small, 8.0, small.shape, 8.0, roughness=rough), small)  # no upsampling: unchanged
+
+
+def test_an_output_map_kept_whole_is_the_one_computed_band_by_band(monkeypatch):
+    """Small maps are computed once and kept (the writers read them twice); the rows are those of the band path."""
+    from wsi_synth.generation import masks
+
+    labels = np.random.default_rng(3).integers(0, 4, (40, 56)).astype(np.uint8)
+    made = masks.PixelLabels(labels, 8.0, (300, 430), masks.Roughness(0.1, 7))
+    kept = [made[slice(y, y + 77)] for y in range(0, 300, 77)]
+    assert made._kept is not None
+    monkeypatch.setattr(masks, "KEEP_PIXELS", 0)
+    banded = masks.PixelLabels(labels, 8.0, (300, 430), masks.Roughness(0.1, 7))
+    assert all(np.array_equal(k, banded[slice(y, y + 77)]) for k, y in zip(kept, range(0, 300, 77), strict=True))
+    assert banded._kept is None

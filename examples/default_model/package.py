@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument(
         "--layout", type=Path, default=None, help="bench_layout.py JSON: layout structure, real against generated."
     )
+    parser.add_argument(
+        "--distilled", type=Path, default=None, help="bench_distilled.py JSON: the student against the default."
+    )
     args = parser.parse_args()
     meta = json.loads((args.model / "model.json").read_text())
     heldout = held_out_quality(args, meta)
@@ -161,7 +164,13 @@ def main() -> None:
                 picture(image, mask, colors, ROOT / "docs" / "images" / "generated_example.jpg")
     copy_bundle(args.model, args.dest)
     quality["against_held_out_tiles"] = heldout
-    sources = (("scales", args.scales), ("choices", args.choices), ("slides", args.slides), ("layout", args.layout))
+    sources = (
+        ("scales", args.scales),
+        ("choices", args.choices),
+        ("slides", args.slides),
+        ("layout", args.layout),
+        ("distilled", args.distilled),
+    )
     measured = {name: json.loads(path.read_text()) for name, path in sources if path is not None}
     (args.dest / "MODEL_CARD.md").write_text(model_card(meta, quality, **measured))
     (args.dest / "quality.json").write_text(json.dumps(quality, indent=2))
@@ -305,6 +314,31 @@ def slides_table(slides: dict | None) -> str:
     )
 
 
+def distilled_table(meta: dict, distilled: dict | None) -> str:
+    """The image stage's student against the default and the teacher at as few steps (bench_distilled.py)."""
+    student = meta["stages"].get("image_student")
+    if not student or not distilled:
+        return ""
+    y = distilled["yardstick"]
+    rows = [f"| real training tiles (yardstick) | | {y['precision']:.3f} | {y['recall']:.3f} | 1× |"]
+    for name, row in distilled["runs"].items():
+        settings = f"{row['settings']['steps']} {row['settings']['solver']} steps"
+        rows.append(
+            f"| {name}: {settings} | {row['mean_seconds']:.0f} s ({row['speedup_over_default']}×) | "
+            f"{row['precision']:.3f} | {row['recall']:.3f} | {row['fid_over_yardstick']}× |"
+        )
+    return (
+        f"**Four-step slides.** The image stage ships a distilled student for 1–{student['distilled_steps']} steps "
+        f"(`image_student/`, float16; `wsi-synth distill`, {student['steps']:,} steps of {student['config']['batch_size']}, "
+        f"{student.get('train_seconds', 0) / 60:.0f} min on one CPU core). `generate --steps 4` uses it (the default 20 "
+        f"steps keep the teacher). {distilled['size']}² slides of both subtypes, timed end to end in one run on this "
+        "2-core CPU, their 64 px tiles against the held-out tiles (`python -m benchmarks.quality.bench_distilled`):\n\n"
+        "| run | seconds per slide (speed-up) | precision | recall | FID / real-vs-real |\n|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
 def layout_table(layout: dict | None) -> str:
     """Layout structure of generated adenocarcinoma class maps against the real layouts (bench_layout.py)."""
     if not layout:
@@ -335,6 +369,7 @@ def model_card(
     choices: dict | None = None,
     slides: dict | None = None,
     layout: dict | None = None,
+    distilled: dict | None = None,
 ) -> str:
     stages = meta["stages"]
     rows = "\n".join(
@@ -390,6 +425,7 @@ held-out tiles, in the same feature space. The image stage is conditioned `{meta
 
 {slides_table(slides)}
 {layout_table(layout)}
+{distilled_table(meta, distilled)}
 A generated 4096² adenocarcinoma slide (thumbnail, mask, a real section for its layout; level 0 beside real tissue
 at the same scale; `examples/default_model/slide_picture.py`):
 
@@ -502,7 +538,7 @@ def _means(quality: dict, meta: dict) -> str:
 
 
 def _networks(stage: str, config: dict) -> str:
-    net = config["codec" if stage == "codec" else stage]
+    net = config["codec" if stage == "codec" else stage.removesuffix("_student")]
     extra = (
         f", {net['latent_channels']} latent channels"
         if stage == "codec"

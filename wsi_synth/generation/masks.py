@@ -174,9 +174,22 @@ def _value_noise(seed: int, ids: np.ndarray, octave: int, gy: np.ndarray, gx: np
     ty, tx = gy - iy, gx - ix
     ty, tx = (ty * ty * (3 - 2 * ty))[None], (tx * tx * (3 - 2 * tx))[None]  # smoothstep: no creases at lattice lines
     iy, ix = iy.astype(np.int64), ix.astype(np.int64)
+    if iy.size == 0:
+        return np.zeros((len(ids), 0), np.float32)
+    # the lattice values once per lattice point of the pixels' bounding box (a lattice cell holds scale² pixels), then
+    # gathered: the same hash of the same keys as hashing each pixel's four corners, at a fraction of the work
+    y0, x0 = int(iy.min()), int(ix.min())
+    lattice = _hash_unit(
+        seed,
+        ids.astype(np.int64)[:, None, None],
+        octave,
+        np.arange(y0, int(iy.max()) + 2)[None, :, None],
+        np.arange(x0, int(ix.max()) + 2)[None, None, :],
+    )
+    ry, rx = iy - y0, ix - x0
 
     def corner(dy: int, dx: int) -> np.ndarray:
-        return _hash_unit(seed, ids[:, None].astype(np.int64), octave, (iy + dy)[None], (ix + dx)[None])
+        return lattice[:, ry + dy, rx + dx]
 
     top = corner(0, 0) * (1 - tx) + corner(0, 1) * tx
     bottom = corner(1, 0) * (1 - tx) + corner(1, 1) * tx
@@ -318,16 +331,29 @@ def layout_start(layout: np.ndarray, px_per_layout: float, g: Geometry, strength
     return StartCanvas(rows, strength, f"{digest}:{px_per_layout}")
 
 
+#: Output maps up to this many pixels are computed once and kept (64 MB): the writers read the map twice (class
+#: counts for the pyramid's tie-breaks, then the levels). Larger maps are recomputed band by band, never held.
+KEEP_PIXELS = 64 << 20
+
+
 class PixelLabels:
     """The mask-canvas class map seen at output resolution (smoothly upsampled), row band by row band (never
-    materialised)."""
+    materialised beyond `KEEP_PIXELS`)."""
 
     def __init__(
         self, labels: np.ndarray, px_per_label: float, shape: tuple[int, int], roughness: Roughness = Roughness()
     ) -> None:
         self.labels, self.px_per_label, self.roughness = labels, px_per_label, roughness
         self.shape, self.dtype = shape, np.dtype(np.uint8)
+        self._kept: np.ndarray | None = None
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         y0, y1, _ = rows.indices(self.shape[0])
+        if self.shape[0] * self.shape[1] <= KEEP_PIXELS:
+            if self._kept is None:
+                self._kept = self._rows(0, self.shape[0])
+            return self._kept[y0:y1]
+        return self._rows(y0, y1)
+
+    def _rows(self, y0: int, y1: int) -> np.ndarray:
         return smooth(self.labels, self.px_per_label, self.shape, 1.0, rows=(y0, y1), roughness=self.roughness)
