@@ -392,3 +392,22 @@ def test_the_mask_stage_distils_too_and_each_stage_picks_its_own_student(distill
     assert two["stages"]["mask"]["solver"] == "distilled" and two["stages"]["image"]["solver"] == "distilled"
     assert three["stages"]["mask"]["solver"] == "dpm-solver++" and three["stages"]["image"]["solver"] == "distilled"
     assert _plan(runner, copy, "--steps", "2", "--mask-omega", "1")["stages"]["mask"]["solver"] == "dpm-solver++"
+
+
+@pytest.mark.parametrize(
+    "damage", [{"distilled_steps": "8"}, {"distilled_steps": 0}, {"omega": None}, {"teacher_sha256": 3}, None]
+)
+def test_a_damaged_student_record_is_one_line_naming_it(distilled, tmp_path, runner, damage):
+    _, model, _ = distilled
+    copy = tmp_path / "model"
+    shutil.copytree(model, copy)
+    meta = json.loads((copy / "model.json").read_text())
+    meta["stages"]["image_student"] = None if damage is None else {**meta["stages"]["image_student"], **damage}
+    (copy / "model.json").write_text(json.dumps(meta))
+    result = runner.invoke(
+        cli,
+        ["generate", "-m", str(copy), "--size", "128", "--subtype", "adenocarcinoma", "--out", str(tmp_path / "x.tiff"),
+         "--steps", "2", "--dry-run"],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "image_student" in result.output and len(result.output.strip().splitlines()) == 1, result.output

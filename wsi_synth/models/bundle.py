@@ -566,10 +566,24 @@ def _check_meta(meta: dict, path: Path) -> None:
             isinstance(v, dict) and positive_int(v.get("region_size")) and positive_int(v.get("region_mask_size"))
         ),
     }
+
+    def student_record(v: object) -> bool:  # what `generate` reads of a student's record to decide whether it serves
+        return (
+            isinstance(v, dict)
+            and positive_int(v.get("distilled_steps"))
+            and isinstance(v.get("omega"), (int, float))
+            and not isinstance(v.get("omega"), bool)
+            and isinstance(v.get("teacher_sha256"), str)
+        )
+
+    # a student's record first: a damaged one is named, not reported as the whole "stages"
+    checks = {**{f"stages.{student}": student_record for student in STUDENTS.values()}, **checks}
+    stages: dict = meta["stages"] if isinstance(meta.get("stages"), dict) else {}
+    flat = {**meta, **{f"stages.{k}": v for k, v in stages.items()}}
     for key, ok in checks.items():
-        if key in meta and not ok(meta[key]):
+        if key in flat and not ok(flat[key]):
             raise BadModelError(
-                f"{path}: {key!r} has an unexpected value {json.dumps(meta[key])[:80]}: the file is damaged or was "
+                f"{path}: {key!r} has an unexpected value {json.dumps(flat[key])[:80]}: the file is damaged or was "
                 "edited by hand; copy the bundle again"
             )
 
