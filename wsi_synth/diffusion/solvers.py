@@ -166,9 +166,7 @@ def lcm_scheduler(abar: torch.Tensor):
 
 def consistency_timesteps(abar: torch.Tensor, steps: int) -> tuple[int, ...]:
     """The timesteps of `steps` multistep consistency steps (LCMScheduler's skipping-step grid)."""
-    scheduler = lcm_scheduler(abar)
-    scheduler.set_timesteps(steps)
-    return tuple(int(t) for t in scheduler.timesteps)
+    return make_solver("distilled", abar, steps).timesteps
 
 
 def distillation_timesteps(abar: torch.Tensor, steps: int) -> tuple[int, ...]:

@@ -5,7 +5,6 @@ mask-canvas pixels.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 from wsi_synth.devices import check_device
 from wsi_synth.errors import BadArgumentError, BadModelError
 from wsi_synth.io.outputs import annotation_formats
-from wsi_synth.models.bundle import FOLDERS, Bundle
+from wsi_synth.models.bundle import Bundle
 from wsi_synth.models.conditioning import Conditioning
 from wsi_synth.models.denoiser import BundleDenoiser
 from wsi_synth.options import DEFAULT_SOLVER, GENERATE, by_name, check_options, check_sampling
@@ -164,23 +163,9 @@ def _student_unfit(bundle: Bundle, stage: str, steps: int, omega: float) -> str 
     if float(record.get("omega", 0.0)) != omega:
         flag = "--omega" if stage == "image" else "--mask-omega"
         return f"the {stage} student has guidance {record.get('omega')} folded in, not {flag} {omega}"
-    if record.get("teacher_sha256") != _teacher_sha256(bundle, stage):
+    if record.get("teacher_sha256") != bundle.teacher_sha256(stage):
         return f"the {stage} stage was retrained after its student was distilled: distil it again (--overwrite)"
     return None
-
-
-@functools.lru_cache(maxsize=8)
-def _cached_sha256(folder: str, stamp: tuple) -> str:
-    from wsi_synth.models.bundle import open_bundle
-
-    return open_bundle(folder).teacher_sha256(stamp[0])
-
-
-def _teacher_sha256(bundle: Bundle, stage: str) -> str:
-    """The teacher's weights hash, computed once per file version (sampler settings are made many times a run)."""
-    weights = sorted((bundle.root / FOLDERS[stage]).glob("*.safetensors"))
-    stamp = (stage, *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in weights))
-    return _cached_sha256(str(bundle.root), stamp)
 
 
 def stage_denoiser(model: str | Path, stage: str, device: str, sampler: SamplerConfig) -> BundleDenoiser:

@@ -15,9 +15,13 @@ a stage it does not hold.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -246,36 +250,35 @@ class Bundle:
     def forget_stage(self, stage: str) -> None:
         """Remove `stage`'s record from model.json on disk too (under the lock `write_stage` takes), so a stage whose
         files were discarded is not claimed by the file in the meantime nor merged back by a later `write_stage`."""
-        import fcntl
-
         self.drop_stage(stage)
-        path = self.root / "model.json"
-        if not path.is_file():
-            return
-        with open(self.root / ".model.json.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            disk = read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError, migrations=MIGRATIONS)
-            disk.get("stages", {}).pop(stage, None)
-            rest = {k: v for k, v in disk.items() if k not in ("format", "version")}
-            write_atomic(path, {"format": FORMAT, "version": VERSION, **rest})
+        with self._locked_file() as disk:
+            if disk is not None:
+                disk.get("stages", {}).pop(stage, None)
+                _write_file(self.root, disk)
 
     def write_stage(self, stage: str) -> None:
         """Write model.json with `stage`'s record merged into the file as it is now, under a lock: stages trained at
         the same time into one bundle (another process, another GPU) each keep their record."""
+        with self._locked_file() as disk:
+            if disk is not None:
+                self.meta = _merged(disk, self.meta, stage)
+                self._describe_conditioning()
+            self.write_meta()
+
+    @contextmanager
+    def _locked_file(self) -> Iterator[dict | None]:
+        """model.json as on disk (None before the first write), read and rewritten under an exclusive lock."""
         import fcntl
 
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".model.json.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             path = self.root / "model.json"
-            if path.is_file():
-                self.meta = _merged(
-                    read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError, migrations=MIGRATIONS),
-                    self.meta,
-                    stage,
-                )
-                self._describe_conditioning()
-            self.write_meta()
+            yield (
+                read_versioned(path, fmt=FORMAT, version=VERSION, error=BadModelError, migrations=MIGRATIONS)
+                if path.is_file()
+                else None
+            )
 
     def student(self, stage: str) -> dict | None:
         """The record of `stage`'s distilled student (steps, timesteps, folded guidance, teacher hash), or None."""
@@ -283,14 +286,11 @@ class Bundle:
 
     def teacher_sha256(self, stage: str) -> str:
         """The SHA-256 of `stage`'s network weights: what a student records of its teacher, so a student whose
-        teacher was retrained since is known stale."""
-        import hashlib
-
+        teacher was retrained since is known stale. Computed once per version of the files (generation asks for it
+        whenever it picks a stage's solver)."""
         self.check_files(stage)
-        digest = hashlib.sha256()
-        for path in sorted((self.root / FOLDERS[stage]).glob("*.safetensors")):
-            digest.update(path.read_bytes())
-        return digest.hexdigest()
+        weights = sorted((self.root / FOLDERS[stage]).glob("*.safetensors"))
+        return _weights_sha256(tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in weights))
 
     def has(self, stage: str) -> bool:
         """Whether `stage` has been trained into this bundle."""
@@ -416,7 +416,7 @@ class Bundle:
     def write_meta(self) -> None:
         """Write model.json atomically."""
         self.root.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.root / "model.json", {"format": FORMAT, "version": VERSION, **self.meta})
+        _write_file(self.root, self.meta)
 
     def summary(self) -> dict:
         """What `wsi-synth info` shows of a bundle."""
@@ -476,6 +476,19 @@ STAGE_KEYS = {
     "layout": ("layout",),
     **{student: () for student in STUDENTS.values()},
 }
+
+
+def _write_file(root: Path, meta: dict) -> None:
+    write_atomic(root / "model.json", {"format": FORMAT, "version": VERSION, **meta})
+
+
+@functools.lru_cache(maxsize=16)
+def _weights_sha256(files: tuple[tuple[str, int, int], ...]) -> str:
+    """One SHA-256 over the bytes of `files` (path, mtime, size: a new version of a file is a new key)."""
+    digest = hashlib.sha256()
+    for path, _, _ in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def _teacher_of(name: str) -> str:

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from wsi_synth.data.store import Dataset, open_dataset
 from wsi_synth.devices import check_device
+from wsi_synth.diffusion.schedule import guided
 from wsi_synth.diffusion.solvers import distillation_timesteps, make_solver
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.atomic import check_apart, claim
@@ -184,28 +185,16 @@ class TeacherODE:
         return torch.from_numpy(np.ascontiguousarray(x)).to(xt.device)
 
     def guided_eps(self, x: torch.Tensor, t: int, labels: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
-        """ε̃ as the sampler forms it: (1+ω)ε(z,c) − ωε(z,∅) where a pixel has a class (all pixels of a mask-stage
+        """ε̃ as the sampler forms it: guided (`schedule.guided`) where a pixel has a class (all pixels of a mask-stage
         region with a subtype), the conditional ε elsewhere."""
         ts = torch.full((len(x),), t, dtype=torch.long)
-        eps = network_eps(self.net, self.stage, self.device, x, ts, labels.cpu(), _cpu(extra))
+        labels, extra = labels.cpu(), extra.cpu() if extra is not None else None
+        eps = network_eps(self.net, self.stage, self.device, x, ts, labels, extra)
         if self.omega == 0:
             return eps
-        null = network_eps(
-            self.net,
-            self.stage,
-            self.device,
-            x,
-            ts,
-            torch.zeros_like(labels.cpu()),
-            _cpu(torch.zeros_like(extra)) if extra is not None else None,
-        )
-        guided = (1 + self.omega) * eps - self.omega * null
-        if extra is None:
-            where = (labels.cpu() != 0).view(-1, 1, 1, 1)
-        else:
-            where = (extra.cpu().sum(1, keepdim=True) > 0.5) & (labels.cpu() != 0).view(-1, 1, 1, 1)
-        return torch.where(where, guided, eps)
-
-
-def _cpu(x: torch.Tensor | None) -> torch.Tensor | None:
-    return x.cpu() if x is not None else None
+        null_extra = torch.zeros_like(extra) if extra is not None else None
+        null = network_eps(self.net, self.stage, self.device, x, ts, torch.zeros_like(labels), null_extra)
+        where = (labels != 0).view(-1, 1, 1, 1)
+        if extra is not None:
+            where = where & (extra.sum(1, keepdim=True) > 0.5)
+        return torch.where(where, guided(eps, null, self.omega), eps)
