@@ -44,6 +44,12 @@ Importing into an existing dataset adds a source; importing the same files twice
     show_default=True,
     help="Resize images by this factor first (e.g. 0.5: 40x -> 20x).",
 )
+@click.option(
+    "--stride",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --layouts: px between windows (default: half of --region). Smaller gives more, overlapping, windows.",
+)
 @click.option("--stretch", is_flag=True, help="Resize masks of another size than their image to fit (else refused).")
 @tile_options
 @seed_option
@@ -59,6 +65,7 @@ def command(
     legend,
     subtype,
     scale,
+    stride,
     stretch,
     tile_size,
     mpp,
@@ -73,7 +80,8 @@ def command(
     quiet,
 ):
     """Import a folder of tile IMAGES (optionally with masks) into a dataset, or with --layouts a folder of label
-    masks without images (region masks for the mask stage: windows of --region px overlapping by half).
+    masks without images (region masks for the mask stage: windows of --region px every --stride px, the last
+    ones flush with each layout's far edges).
 
     Into an existing dataset, --tile, --mpp, --region, --region-mask and --classes default to the dataset's own.
     """
@@ -89,6 +97,7 @@ def command(
         subtype=subtype,
         scale=scale,
         stretch=stretch,
+        stride=stride,
         tile=tile,
         mpp=mpp,
         classes=classes,

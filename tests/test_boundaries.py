@@ -83,3 +83,22 @@ def test_an_output_map_kept_whole_is_the_one_computed_band_by_band(monkeypatch):
     banded = masks.PixelLabels(labels, 8.0, (300, 430), masks.Roughness(0.1, 7))
     assert all(np.array_equal(k, banded[slice(y, y + 77)]) for k, y in zip(kept, range(0, 300, 77), strict=True))
     assert banded._kept is None
+
+
+def test_the_layout_as_drawn_keeps_regions_thinner_than_the_mask_stages_opening():
+    """--layout-strength 0 cleans the layout at its own px: an opening of the mask canvas's 3 px, applied to 64 px
+    layout pixels, erased every region thinner than 0.2 mm (normal lung along an edge, a band of stroma)."""
+    from types import SimpleNamespace
+
+    from wsi_synth.generation.config import GenerateConfig
+    from wsi_synth.generation.masks import mask_classes, mask_cleaning
+
+    bundle = SimpleNamespace(conditioning=SimpleNamespace(draws_class_seams=False))
+    one_hot = -np.ones((5, 16, 16), np.float32)
+    one_hot[1] = 1  # tumour everywhere …
+    one_hot[1, :, 7:9], one_hot[3, :, 7:9] = -1, 1  # … but a band of normal lung two layout px wide
+    config = GenerateConfig(width=1024, height=1024)
+    at_layout = mask_classes(one_hot, **mask_cleaning(config, bundle, coarser=8))
+    at_mask = mask_classes(one_hot, **mask_cleaning(config, bundle))
+    assert (at_layout[:, 7:9] == 3).all() and (at_layout[:, :7] == 1).all()
+    assert not (at_mask == 3).any()  # the mask canvas's opening, where it belongs, removes such a band

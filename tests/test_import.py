@@ -154,15 +154,16 @@ def test_layouts_without_images_become_region_masks_beside_imported_tiles(tmp_pa
     assert result.exit_code == 2 and "--legend" in result.output
     result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common])
     assert result.exit_code == 0, result.output
-    # windows overlap by half: 512×768 px gives 3 × 5 of 256 px, 300² gives one, 100×900 none
+    # windows overlap by half, the last ones flush with the far edges: 512×768 px gives 3 × 5 of 256 px, 300² gives
+    # 2 × 2 (at 0 and 44), 100×900 none
     assert (
-        "3 layouts -> 0 labelled, 0 unlabelled tiles, 16 regions; 1 layouts smaller than a region skipped"
+        "3 layouts -> 0 labelled, 0 unlabelled tiles, 19 regions; 1 layouts smaller than a region skipped"
         in result.output
     )
     ds = open_dataset(tmp_path / "d")
     layout_source = next(s for s in ds.sources if s["kind"] == "layouts")
     regions = ds.source_group(layout_source["id"])["regions/masks"][:]
-    assert regions.shape == (16, 32, 32)
+    assert regions.shape == (19, 32, 32)
     names = ds.class_names
     tumour, stroma, background = names.index("tumour epithelium"), names.index("stroma"), names.index("background")
     # layout_0's window at (0, 0): a 128 × 192 px background corner = 16 × 24 mask px, tumour around it
@@ -173,10 +174,35 @@ def test_layouts_without_images_become_region_masks_beside_imported_tiles(tmp_pa
     last_of_first = regions[14]  # window (512, 256): stroma from x = 384, i.e. all of it
     assert (last_of_first == stroma).all()
     rows = sorted((r for r in ds.manifest() if r["source"] == layout_source["id"]), key=lambda r: int(r["index"]))
-    assert {r["kind"] for r in rows} == {"regions"} and len(rows) == 16
+    assert {r["kind"] for r in rows} == {"regions"} and len(rows) == 19
     assert len({r["split"] for r in rows[:15]}) == 1  # one layout's windows never straddle train and test
+    # the flush windows of the 300² layout: its far edges (x, y ≥ 256) are inside a window
+    assert {(int(r["x"]), int(r["y"])) for r in rows[15:]} == {(0, 0), (44, 0), (0, 44), (44, 44)}
     again = runner.invoke(cli, ["import", "--layouts", str(layouts), *common])
     assert again.exit_code == 0 and "nothing to do" in again.output
+
+
+def test_layout_stride_spaces_the_windows_and_the_last_ones_reach_the_far_edges(tmp_path, runner):
+    from wsi_synth.data.importer import layout_windows
+
+    assert layout_windows((512, 300), 256, 128) == [(0, 0), (128, 0), (256, 0), (0, 44), (128, 44), (256, 44)]
+    assert layout_windows((256, 256), 256, 64) == [(0, 0)]
+    assert layout_windows((255, 900), 256, 64) == []
+    layouts = _layouts(tmp_path / "layouts", [(512, 768)])
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour\n1: stroma\n3: background\n")
+    common = ["--legend", str(legend), "--tile", "64", "--region", "256", "--region-mask", "32", "-q"]
+    result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common, "--stride", "64", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert "45 regions" in result.output  # x 0, 64, …, 512 (9) × y 0, 64, …, 256 (5) of a 768 × 512 px layout
+    ds = open_dataset(tmp_path / "d")
+    regions = ds.source_group(ds.sources[0]["id"])["regions/masks"][:]
+    background = ds.class_names.index("background")
+    # the background corner is 192 px wide: 24 mask px in the window at x = 0, 16 in the next one, 64 px on
+    assert [int((regions[i][0] == background).sum()) for i in (0, 1, 2, 3)] == [24, 16, 8, 0]
+    refused = runner.invoke(cli, ["import", str(layouts), "--stride", "64", "--out", str(tmp_path / "e")])
+    assert refused.exit_code == 2 and "--stride spaces the windows of --layouts" in refused.output
+    assert not (tmp_path / "e").exists()
 
 
 def test_block_majority_keeps_the_dominant_class_where_centre_sampling_aliases():

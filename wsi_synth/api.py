@@ -119,12 +119,14 @@ def import_tiles(
     region_mask: int | None = None,
     test_fraction: float = 0.2,
     seed: int = 0,
+    stride: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ):
     """`wsi-synth import`: a folder of tile images (with `masks` and their `legend`, or unlabelled) into the dataset
     `out`, as one source; or, with `layouts` instead of `images`, a folder of label masks without images (tissue
-    layouts, with their `legend`) as region masks for the mask stage. Returns the `ImportSummary`."""
+    layouts, with their `legend`) as region masks for the mask stage, a window every `stride` px (default: half the
+    region). Returns the `ImportSummary`."""
     from wsi_synth.data.importer import ImportConfig, import_layouts
     from wsi_synth.data.importer import import_tiles as run
     from wsi_synth.errors import BadArgumentError
@@ -136,6 +138,10 @@ def import_tiles(
         )
     if layouts is not None and (masks is not None or legend is None):
         raise BadArgumentError("--layouts are label masks themselves: give their --legend, and no --masks")
+    if stride is not None and layouts is None:
+        raise BadArgumentError("--stride spaces the windows of --layouts; tiles of IMAGES do not overlap")
+    if stride is not None and stride < 1:
+        raise BadArgumentError(f"--stride must be at least 1 px, got {stride}")
 
     s = _dataset_settings(out, overwrite, tile=tile, mpp=mpp, region=region, region_mask=region_mask, classes=classes)
     config = ImportConfig(
@@ -151,6 +157,7 @@ def import_tiles(
         test_fraction=test_fraction,
         seed=seed,
         stretch=stretch,
+        layout_stride=stride,
     )
     if layouts is not None:
         return import_layouts(layouts, out, config, legend=legend, overwrite=overwrite, progress=progress)  # type: ignore[arg-type]

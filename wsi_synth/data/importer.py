@@ -7,8 +7,10 @@ legend (mask value → class name); a pixel takes the legend value nearest to it
 Each image file is one split unit (imported tiles rarely say which patient they came from).
 
 `import_layouts` takes label masks without images (annotations of slides that cannot be shared, layouts from other
-tools): they become region masks for the mask (layout) stage only, cut as `region_size` windows overlapping by half
-(layouts are few and large) and downsampled by the majority class of each block, so thin structures do not alias.
+tools): they become region masks for the mask (layout) stage only, cut as `region_size` windows every
+`layout_stride` px (half a region by default: layouts are few and large), the last row and column flush with the
+layout's far edges so that every annotated pixel is seen, and downsampled by the majority class of each block, so thin
+structures do not alias.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ImportConfig:
     test_fraction: float = 0.2
     seed: int = 0
     stretch: bool = False  # resize masks of another size than their image (else refused)
+    layout_stride: int | None = None  # px between layout windows; None: half the region
 
 
 @dataclass
@@ -316,7 +319,8 @@ def _import_layout_source(
 ) -> None:
     from tqdm import tqdm
 
-    rs, r, stride = config.region_size, config.region_mask_size, max(config.region_size // 2, 1)
+    rs, r = config.region_size, config.region_mask_size
+    stride = config.layout_stride or max(rs // 2, 1)
     regions, inexact, pixels, units = [], 0, 0, {}
     for path in tqdm(files, desc=source_id, unit="layout", disable=not progress, leave=False):
         own = image_size(path)
@@ -324,7 +328,7 @@ def _import_layout_source(
         labels, bad = _mask_classes(path, path, own, size, values, lut, stretch=False)
         inexact, pixels = inexact + bad, pixels + labels.size
         units[path.name] = set(np.unique(labels).tolist()) - {0}
-        windows = [(x, y) for y in range(0, size[1] - rs + 1, stride) for x in range(0, size[0] - rs + 1, stride)]
+        windows = layout_windows(size, rs, stride)
         if not windows:
             summary.too_small += 1
         for x, y in windows:
@@ -465,6 +469,19 @@ def _mask_classes(
 
 def _scaled(size: tuple[int, int], scale: float) -> tuple[int, int]:
     return (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+
+
+def layout_windows(size: tuple[int, int], region: int, stride: int) -> list[tuple[int, int]]:
+    """Top-left corners of the `region` px windows of a layout of `size` (w, h): every `stride` px, plus a last row
+    and column flush with the far edges (whose pixels a plain stride would never show); none when it is smaller."""
+
+    def starts(length: int) -> list[int]:
+        if length < region:
+            return []
+        return sorted(set(range(0, length - region + 1, stride)) | {length - region})
+
+    xs, ys = starts(size[0]), starts(size[1])
+    return [(x, y) for y in ys for x in xs]
 
 
 def _windows(size: tuple[int, int], tile: int) -> list[tuple[int, int]]:

@@ -22,12 +22,13 @@ from wsi_synth.io.images import read_labels
 from wsi_synth.models.bundle import Bundle
 
 
-def mask_cleaning(config: GenerateConfig, bundle: Bundle) -> dict:
+def mask_cleaning(config: GenerateConfig, bundle: Bundle, *, coarser: float = 1.0) -> dict:
     """`mask_classes`' settings for a run; the paper's unknown seams between classes only for a per-class image
-    stage."""
+    stage. For a canvas `coarser` times the mask canvas's px (the layout's), the sizes are scaled to it: the settings
+    are mask-canvas px, and at the layout's an opening of 3 px would erase every region thinner than 0.2 mm."""
     return {
-        "min_region": config.min_region,
-        "sigma": config.mask_sigma,
+        "min_region": max(1, round(config.min_region / coarser)),
+        "sigma": config.mask_sigma / coarser,
         "boundaries": bundle.conditioning.draws_class_seams,
     }
 

@@ -209,7 +209,8 @@ def sample_class_map(
         layout = _sample_stage(model, bundle, config, g, abar, "layout", work, identity or {}, stats, run, on_progress)
         timings["layout_s"] = round(time.perf_counter() - started, 2)
         if config.layout_strength == 0:
-            return smooth(mask_classes(layout, **mask_cleaning(config, bundle)), g.px_per_lay, g.msk, g.px_per_msk)
+            cleaning = mask_cleaning(config, bundle, coarser=g.px_per_lay / g.px_per_msk)
+            return smooth(mask_classes(layout, **cleaning), g.px_per_lay, g.msk, g.px_per_msk)
         start = layout_start(layout, g.px_per_lay, g, config.layout_strength)
     one_hot = _sample_stage(
         model, bundle, config, g, abar, "mask", work, identity or {}, stats, run, on_progress, start=start
