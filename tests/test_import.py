@@ -192,7 +192,9 @@ def test_layout_stride_spaces_the_windows_and_the_last_ones_reach_the_far_edges(
     legend = tmp_path / "legend.yaml"
     legend.write_text("0: tumour\n1: stroma\n3: background\n")
     common = ["--legend", str(legend), "--tile", "64", "--region", "256", "--region-mask", "32", "-q"]
-    result = runner.invoke(cli, ["import", "--layouts", str(layouts), *common, "--stride", "64", "--out", str(tmp_path / "d")])
+    result = runner.invoke(
+        cli, ["import", "--layouts", str(layouts), *common, "--stride", "64", "--out", str(tmp_path / "d")]
+    )
     assert result.exit_code == 0, result.output
     assert "45 regions" in result.output  # x 0, 64, …, 512 (9) × y 0, 64, …, 256 (5) of a 768 × 512 px layout
     ds = open_dataset(tmp_path / "d")
