@@ -98,9 +98,7 @@ class Plan:
         if self.row_cell is None or self.row_next is None:
             return np.unique(self.owner[pixels])
         return np.unique(
-            np.concatenate(
-                [(r[:, None] * self.columns + c[None, :])[pixels & (w > 0)] for r, c, w in self.sources()]
-            )
+            np.concatenate([(r[:, None] * self.columns + c[None, :])[pixels & (w > 0)] for r, c, w in self.sources()])
         )
 
 

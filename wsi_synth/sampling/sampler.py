@@ -449,6 +449,7 @@ def owned_eps(
     itype = np.int32 if results.size < 2**31 else np.int64
     rows, cols = np.arange(oy, oy + h), np.arange(ox, ox + w)
     # (owner map, offset in the owner's crop, weight) of each source; grid plans: offsets are separable in y and x
+    sources: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
     if plan.row_cell is not None and plan.col_cell is not None:
         sources = [
             (
