@@ -236,11 +236,7 @@ def _batch_sensitive(z, t, labels, masks):
 
 @pytest.mark.parametrize("planner", PLANNERS[:2] + PLANNERS[3:], ids=lambda p: f"{p.name}-m{p.context}")
 def test_vectorised_sampler_is_bit_identical_to_v0_1_for_the_same_batches(planner):
-    from dataclasses import replace
-
     from benchmarks.perf import legacy_sampler
-
-    planner = replace(planner, blend=False)  # v0.1's pixels take their owner crop's ε alone
 
     labels = np.zeros((100, 130), np.uint8)
     labels[10:60, 20:90], labels[40:100, 70:130], labels[70:90, 5:40] = 1, 2, 3
@@ -313,47 +309,3 @@ def test_batches_gathered_ahead_for_a_gpu_denoiser_give_the_same_canvas():
         sample(Overlapped(), (2, 96, 96), ABAR, config, labels=labels),
         sample(_batch_sensitive, (2, 96, 96), ABAR, config, labels=labels),
     )
-
-
-@pytest.mark.parametrize("m", [2, 4])
-@pytest.mark.parametrize("window", [(0, 100, 0, 130), (32, 80, 48, 112)])
-def test_blended_grid_fades_neighbouring_crops_over_the_margin_and_never_jumps(window, m):
-    """Crops never agree exactly (a bright and a dim crop in flat glass): with hard ownership the last step's cells
-    showed as a grid at level 0; blended, ε ramps from one crop's to the next over the context margin."""
-    from dataclasses import replace
-
-    from wsi_synth.sampling.sampler import owned_eps, plan_jobs
-
-    d, canvas = 16, (100, 130)
-    blended = PlannerConfig("shifted-grid", d, m)
-    y0, y1, x0, x1 = window
-    plans = {b: plan_window(replace(blended, blend=b), canvas, window, seed=2, step=3) for b in (False, True)}
-    level = np.random.default_rng(0).normal(size=len(plans[True].crops)).astype(np.float32)
-
-    def eps(plan):
-        jobs = plan_jobs(None, len(plan.crops), omega=0.0, condition=1)
-        by_crop = {tuple(c): level[k] for k, c in enumerate(plans[True].crops)}  # one level per crop position
-        results = np.stack([np.full((1, d, d), by_crop[tuple(c)], np.float32) for c in plan.crops])
-        return owned_eps(results, jobs, plan, plan.crops, None, (y0, x0), omega=0.0, condition=1)[0]
-
-    hard, soft = eps(plans[False]), eps(plans[True])
-    jump = max(np.abs(np.diff(hard, axis=a)).max() for a in (0, 1))
-    ramp = max(np.abs(np.diff(soft, axis=a)).max() for a in (0, 1))
-    assert jump > 1.0 and ramp < jump / 3  # a jump becomes a ramp of 2m px
-    # away from the cells' edges (≥ m px from every edge) each pixel keeps its owner's ε exactly; with m = d/4 the
-    # cells are 2m wide and every pixel fades
-    interior = (plans[True].row_weight == 0)[:, None] & (plans[True].col_weight == 0)[None, :]
-    assert interior.mean() > (0.2 if m == 2 else -1) and np.array_equal(soft[interior], hard[interior])
-    # the weights sum to one: a denoiser that agrees with itself everywhere gives that ε back
-    flat = np.full((len(plans[True].crops), 1, d, d), 0.7, np.float32)
-    jobs = plan_jobs(None, len(plans[True].crops), omega=0.0, condition=1)
-    same = owned_eps(flat, jobs, plans[True], plans[True].crops, None, (y0, x0), omega=0.0, condition=1)
-    assert np.allclose(same, 0.7, atol=1e-6)
-    # every crop a pixel fades into covers that pixel
-    for r, c, w in plans[True].sources():
-        crops = plans[True].crops
-        cy = crops[r * plans[True].columns, 0][:, None]
-        cx = crops[c, 1][None, :]
-        yy, xx = np.arange(y0, y1)[:, None], np.arange(x0, x1)[None, :]
-        inside = (yy >= cy) & (yy < cy + d) & (xx >= cx) & (xx < cx + d)
-        assert inside[w > 0].all()

@@ -5,11 +5,7 @@ Coordinates are latent pixels of the canvas, `(y, x)` / `(height, width)` throug
 - `shifted-grid`: owned cells of side s = d − 2m on a grid with a fresh random offset every step (one offset
   per step, from (seed, step)); each crop is its cell grown by the context margin m and clamped into the
   canvas, so every owned pixel sees ≥ m pixels of context where the canvas allows. m = 0: plain shifted
-  windows (≈1.0× the minimum number of crops); m = d/8: ≈1.8×. With `blend` (the default), a pixel within m of
-  its cell's edge takes ε cross-faded with the neighbouring cell's crop, which also covers it (weights ramp from ½
-  at the edge to 0 at m): neighbouring crops never agree exactly, and a hard edge between them showed the last
-  step's grid in flat areas (glass) at level 0. The plan then holds one ring of cells around the window's, so the
-  result stays independent of the window.
+  windows (≈1.0× the minimum number of crops); m = d/8: ≈1.8×.
 - `fixed-grid`: the same with no offset and m = 0: shows tiling seams (benchmarks and tests only).
 - `random-patch` (the paper): inside each fixed planning region (a sampler constant, not the chunk size),
   repeatedly pick a random pixel not yet owned, centre a d×d crop on it (clamped into the canvas), own its
@@ -20,7 +16,7 @@ Coordinates are latent pixels of the canvas, `(y, x)` / `(height, width)` throug
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +32,6 @@ class PlannerConfig:
     crop: int = 64  # d, latent px
     context: int = 8  # m, latent px (shifted-grid)
     region: int = 0  # random-patch planning region; 0 = 16 d
-    blend: bool = True  # shifted-grid with m > 0: cross-fade ε over the context margins (no seams)
 
     def validate(self) -> None:
         """Refuse an unknown planner or sizes it cannot use."""
@@ -46,16 +41,6 @@ class PlannerConfig:
             raise BadArgumentError(
                 f"--context must be in [0, d/2) = [0, {self.crop / 2:g}) latent px, got {self.context}"
             )
-
-    @property
-    def blends(self) -> bool:
-        """Whether plans cross-fade neighbouring crops' ε (shifted-grid with a context margin)."""
-        return self.blend and self.name == "shifted-grid" and self.context > 0
-
-    @property
-    def reach(self) -> int:
-        """How far beyond a window its plan's crops reach, latent px: the halo a step reads."""
-        return 2 * self.crop if self.blends else self.crop
 
     @property
     def region_size(self) -> int:
@@ -76,30 +61,6 @@ class Plan:
     origin: tuple[int, int]  # the window's top-left in the canvas
     row_cell: np.ndarray | None = None  # (h,) grid plans: cell row of each window row
     col_cell: np.ndarray | None = None  # (w,) grid plans: cell column of each window column
-    columns: int = 0  # grid plans: cells per row of `crops`
-    # blended grid plans: per window row / column, the neighbouring cell it fades into and that cell's weight
-    row_next: np.ndarray | None = None
-    row_weight: np.ndarray | None = None
-    col_next: np.ndarray | None = None
-    col_weight: np.ndarray | None = None
-
-    def sources(self) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(cell row, cell column, weight) arrays whose weighted sum gives each window pixel's ε: the owner alone,
-        or for blended plans the owner and its neighbours, separable in y and x (the weights sum to 1)."""
-        assert self.row_cell is not None and self.col_cell is not None, "grid plans only"
-        if self.row_next is None or self.row_weight is None or self.col_next is None or self.col_weight is None:
-            return [(self.row_cell, self.col_cell, np.ones((len(self.row_cell), len(self.col_cell)), np.float32))]
-        rows = [(self.row_cell, 1 - self.row_weight), (self.row_next, self.row_weight)]
-        cols = [(self.col_cell, 1 - self.col_weight), (self.col_next, self.col_weight)]
-        return [(r, c, wy[:, None] * wx[None, :]) for r, wy in rows for c, wx in cols if wy.any() and wx.any()]
-
-    def crops_of(self, pixels: np.ndarray) -> np.ndarray:
-        """The crops whose ε reaches the window pixels marked in `pixels` (h, w) bool."""
-        if self.row_cell is None or self.row_next is None:
-            return np.unique(self.owner[pixels])
-        return np.unique(
-            np.concatenate([(r[:, None] * self.columns + c[None, :])[pixels & (w > 0)] for r, c, w in self.sources()])
-        )
 
 
 def plan_window(
@@ -113,7 +74,7 @@ def plan_window(
     if config.name == "random-patch":
         return _random_patch(config, canvas, window, seed=seed, step=step)
     m, s, offset = _grid_geometry(config, seed, step)
-    return _grid(canvas, window, d, m, s, offset, blend=config.blends)
+    return _grid(canvas, window, d, m, s, offset)
 
 
 def _grid_geometry(config: PlannerConfig, seed: int, step: int) -> tuple[int, int, tuple[int, int]]:
@@ -129,51 +90,19 @@ def _grid_geometry(config: PlannerConfig, seed: int, step: int) -> tuple[int, in
 
 
 def _grid(
-    canvas: tuple[int, int],
-    window: tuple[int, int, int, int],
-    d: int,
-    m: int,
-    s: int,
-    offset: tuple[int, int],
-    *,
-    blend: bool = False,
+    canvas: tuple[int, int], window: tuple[int, int, int, int], d: int, m: int, s: int, offset: tuple[int, int]
 ) -> Plan:
     y0, y1, x0, x1 = window
-    ring = s if blend else 0  # blended plans also hold the cells next to the window's: its edge pixels fade into them
-    ys = _cell_starts(offset[0], s, max(0, y0 - ring), min(canvas[0], y1 + ring))
-    xs = _cell_starts(offset[1], s, max(0, x0 - ring), min(canvas[1], x1 + ring))
+    ys = _cell_starts(offset[0], s, y0, y1)
+    xs = _cell_starts(offset[1], s, x0, x1)
     crop_y = np.clip(ys - m, 0, canvas[0] - d)
     crop_x = np.clip(xs - m, 0, canvas[1] - d)
     crops = np.stack(np.broadcast_arrays(crop_y[:, None], crop_x[None, :]), -1).reshape(-1, 2).astype(np.int64)
-    # Each pixel's cell, row-major over the plan's cells: the same numbering as `crops`.
+    # Each pixel's cell, row-major over the cells that intersect the window: the same numbering as `crops`.
     cell_row = (np.arange(y0, y1) - ys[0]) // s
     cell_col = (np.arange(x0, x1) - xs[0]) // s
     owner = (cell_row[:, None] * len(xs) + cell_col[None, :]).astype(np.int32)
-    plan = Plan(crops, owner, (y0, x0), cell_row, cell_col, len(xs))
-    if not blend:
-        return plan
-    row_next, row_weight = _fade(np.arange(y0, y1), ys, crop_y, cell_row, s, m)
-    col_next, col_weight = _fade(np.arange(x0, x1), xs, crop_x, cell_col, s, m)
-    return replace(plan, row_next=row_next, row_weight=row_weight, col_next=col_next, col_weight=col_weight)
-
-
-def _fade(
-    pos: np.ndarray, starts: np.ndarray, crop_starts: np.ndarray, cell: np.ndarray, s: int, m: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Along one axis: each position's nearer neighbouring cell and its weight, ½ − dist / 2r at `dist` px (pixel
-    centre) from the shared edge, over r = min(m, s/2); 0 where the neighbour lies outside the canvas (not among
-    `starts`) or its crop, clamped, is the owner's own (a canvas of one crop). Within m of its edge the neighbour's
-    crop covers the position (crops are cells grown by m, clamped inwards), so its ε there is the neighbour's own
-    prediction, not an extrapolation."""
-    u = pos - starts[cell]
-    to_first, to_last = u + 0.5, s - u - 0.5
-    first = to_first <= to_last
-    dist = np.where(first, to_first, to_last)
-    neighbour = np.where(first, cell - 1, cell + 1)
-    exists = (neighbour >= 0) & (neighbour < len(starts))
-    exists &= crop_starts[np.clip(neighbour, 0, len(starts) - 1)] != crop_starts[cell]
-    weight = np.where(exists, np.clip(0.5 - dist / (2 * min(m, s / 2)), 0, 0.5), 0).astype(np.float32)
-    return np.where(weight > 0, neighbour, cell), weight
+    return Plan(crops, owner, (y0, x0), cell_row, cell_col)
 
 
 def _cell_starts(offset: int, s: int, lo: int, hi: int) -> np.ndarray:

@@ -200,9 +200,9 @@ def _prepare_window(
     active: np.ndarray | None = None,
 ) -> _Window:
     _, h, w = current.x.shape
-    d, reach = config.planner.crop, config.planner.reach
+    d = config.planner.crop
     y0, y1, x0, x1 = window
-    hy0, hy1, hx0, hx1 = max(0, y0 - reach), min(h, y1 + reach), max(0, x0 - reach), min(w, x1 + reach)
+    hy0, hy1, hx0, hx1 = max(0, y0 - d), min(h, y1 + d), max(0, x0 - d), min(w, x1 + d)
     halo = np.asarray(current.x[:, hy0:hy1, hx0:hx1])
     plan = plan_window(config.planner, (h, w), window, seed=config.seed, step=j)
     crops = plan.crops - np.array([hy0, hx0])
@@ -217,7 +217,7 @@ def _prepare_window(
         empty_map=config.conditioning.empty_map,
     )
     if active is not None:
-        jobs = keep_crops(jobs, plan.crops_of(active[y0:y1, x0:x1]))
+        jobs = keep_crops(jobs, np.unique(plan.owner[active[y0:y1, x0:x1]]))
     jobs = share_repeated_crops(jobs, crops)
     evaluated = len(np.unique(jobs.crop))  # copies now all point at their first crop: distinct crops = distinct indices
     return _Window(
@@ -440,51 +440,39 @@ def owned_eps(
     omega: float,
     condition: int,
 ) -> np.ndarray:
-    """(C, h, w) guided ε of the planned window's pixels, each from its owner crop's evaluation for its class (or,
-    for blended plans, cross-faded with its neighbouring cells' crops near a cell's edge): one flat index per pixel
-    (evaluation, row and column in the crop), then one `take` per channel."""
+    """(C, h, w) guided ε of the planned window's pixels, each from its owner crop's evaluation for its class:
+    one flat index per pixel (evaluation, row and column in the crop), then one `take` per channel."""
     oy, ox = origin
     h, w = plan.owner.shape
     _, channels, d, _ = results.shape
     itype = np.int32 if results.size < 2**31 else np.int64
-    rows, cols = np.arange(oy, oy + h), np.arange(ox, ox + w)
-    # (owner map, offset in the owner's crop, weight) of each source; grid plans: offsets are separable in y and x
-    sources: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]
+    owner = plan.owner
+    # grid plans: a pixel's offset depends on its row and column
     if plan.row_cell is not None and plan.col_cell is not None:
-        sources = [
-            (
-                (r[:, None] * plan.columns + c[None, :]).astype(np.int32),
-                ((rows - crops[r * plan.columns, 0])[:, None] * d + (cols - crops[c, 1])[None, :]).astype(itype),
-                weight,
-            )
-            for r, c, weight in plan.sources()
-        ]
+        columns = int(plan.col_cell.max()) + 1
+        local_y = (np.arange(oy, oy + h) - crops[plan.row_cell * columns, 0]).astype(itype)
+        local_x = (np.arange(ox, ox + w) - crops[plan.col_cell, 1]).astype(itype)
+        offset = local_y[:, None] * d + local_x[None, :]
     else:
-        owner = plan.owner
-        offset = ((rows[:, None] - crops[owner, 0]) * d + (cols[None, :] - crops[owner, 1])).astype(itype)
-        sources = [(owner, offset, None)]
+        offset = (
+            (np.arange(oy, oy + h)[:, None] - crops[owner, 0]) * d + (np.arange(ox, ox + w)[None, :] - crops[owner, 1])
+        ).astype(itype)
     flat_results = results.reshape(-1)
     pixel_labels = labels[oy : oy + h, ox : ox + w] if labels is not None else None
 
     def gather(column: np.ndarray | None) -> np.ndarray:
         """ε of each pixel's evaluation `column[owner]`, or `index[owner, label]` when column is None."""
-        total = None
-        for owner, offset, weight in sources:
-            job = (
-                np.take(jobs.index.ravel(), owner * jobs.index.shape[1] + pixel_labels)
-                if column is None
-                else np.take(column, owner)
-            )
-            flat = job.astype(itype) * (channels * d * d) + offset
-            out = np.empty((channels, h, w), np.float32)
-            for c in range(channels):
-                np.take(flat_results, flat, out=out[c])
-                flat += d * d
-            if weight is None or len(sources) == 1:
-                return out
-            total = out * weight if total is None else total + out * weight
-        assert total is not None
-        return total
+        job = (
+            np.take(jobs.index.ravel(), owner * jobs.index.shape[1] + pixel_labels)
+            if column is None
+            else np.take(column, owner)
+        )
+        flat = job.astype(itype) * (channels * d * d) + offset
+        out = np.empty((channels, h, w), np.float32)
+        for c in range(channels):
+            np.take(flat_results, flat, out=out[c])
+            flat += d * d
+        return out
 
     if labels is None:
         eps = gather(jobs.index[:, 1])
