@@ -1000,6 +1000,33 @@ def test_a_slide_with_a_layout_stage_is_the_same_for_any_batch_and_resumes(
     assert bad.exit_code == 2 and "--layout-strength" in bad.output
 
 
+def test_section_draws_the_layout_as_tissue_on_glass_and_auto_leaves_small_slides_alone(
+    layout_bundle, tmp_path, runner
+):
+    """`--section on`: glass (class background) along the whole border and around the tissue; `auto` on a slide
+    smaller than four layout crops a side is `off`; a model without a background class is refused in one line."""
+    refused = _run(runner, layout_bundle, tmp_path / "r.tiff", "--section", "on", "--layout-strength", "0.5")
+    assert refused.exit_code == 2 and "background class" in refused.output and "Traceback" not in refused.output
+    model = tmp_path / "glass-model"
+    shutil.copytree(layout_bundle, model)
+    meta = json.loads((model / "model.json").read_text())
+    meta["classes"][3]["name"] = "background"  # the tiny bundle's fourth class, renamed: its networks are unchanged
+    (model / "model.json").write_text(json.dumps(meta))
+    masks = {}
+    for choice in ("on", "off", "auto"):
+        # strength 0: the class map is the layout as drawn (the tiny mask stage, barely trained, would redraw it)
+        size = ("--size", "1024", "--height", "768") if choice == "on" else ()  # a section of 64 × 48 layout px
+        result = _run(runner, model, tmp_path / f"{choice}.tiff", "--section", choice, "--layout-strength", "0", *size)
+        assert result.exit_code == 0, result.output
+        masks[choice] = tifffile.imread(tmp_path / f"{choice}.mask.tiff")
+    on = masks["on"]
+    border = np.concatenate([on[:8].ravel(), on[-8:].ravel(), on[:, :8].ravel(), on[:, -8:].ravel()])
+    assert (border == 3).mean() > 0.95 and 0.3 < (on == 3).mean() < 0.8  # tissue in the middle, glass around it
+    assert (masks["off"] == 3).mean() < 0.3
+    assert np.array_equal(masks["auto"], masks["off"])  # 256 px is one layout crop: auto draws no section
+    assert json.loads((tmp_path / "on.json").read_text())["config"]["section"] == "on"
+
+
 def test_the_plan_is_a_typed_record_that_reads_back_what_it_writes(bundle):
     from wsi_synth.generation import GenerateConfig, make_plan
     from wsi_synth.generation.plan import Plan

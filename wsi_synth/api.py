@@ -264,6 +264,7 @@ def generate(
     mask_omega: float = _G["mask_omega"].default,
     boundary_roughness: float = _G["boundary_roughness"].default,
     layout_strength: float = _G["layout_strength"].default,
+    section: str = _G["section"].default,
     planner: str = _G["planner"].default,
     context: int | None = _G["context"].default,
     batch_size: int = _G["batch_size"].default,
@@ -293,7 +294,8 @@ def generate(
     of that many tiles with masks (see `generation.tiles`). With `dry_run`, returns the plan and writes nothing.
     `on_progress(wsi_synth.Progress)` is called after every solver step of each stage (every group of tiles with
     `count`), with the evaluations so far and an ETA. A bundle with a layout stage draws the slide's layout first and
-    starts the mask stage from it; `layout_strength` (0–1) is how far the mask stage departs from it (1: ignored).
+    starts the mask stage from it; `layout_strength` (0–1) is how far the mask stage departs from it (1: ignored);
+    `section` ("auto", "on", "off") draws that layout as a tissue section on glass (`generation.section`).
     Returns the run's record."""
     from wsi_synth.generation import GenerateConfig, make_plan
     from wsi_synth.generation import generate as run
@@ -311,6 +313,7 @@ def generate(
         mask_omega=mask_omega,
         boundary_roughness=boundary_roughness,
         layout_strength=layout_strength,
+        section=section,
         planner=planner,
         context=context,
         batch_size=batch_size,

@@ -26,6 +26,7 @@ SOLVER_CHOICES = ("auto", *SOLVERS)
 PLANNERS = ("shifted-grid", "random-patch", "fixed-grid")
 FORMATS = ("tiff", "ome-tiff", "ome-zarr", "dicom")
 NGFF_VERSIONS = ("0.4", "0.5")
+SECTIONS = ("auto", "on", "off")
 #: Chosen by measurement (docs/benchmarks.md, "Fewer steps"): DPM-Solver++(2M) at 20 steps matches or beats
 #: 50 DDIM steps on the Gaussian oracle and on the bundled model, at 2.5× fewer denoiser evaluations.
 DEFAULT_SOLVER = "dpm-solver++"
@@ -231,6 +232,14 @@ GENERATE = (
         "drawn, 1: ignore it).",
         low=0,
         high=1,
+    ),
+    Option(
+        "section",
+        "choice",
+        "auto",
+        "Models with a layout stage and a background class: draw a tissue section on glass (a seeded outline, glass "
+        "outside). auto: on slides of at least 4 layout crops a side (9 mm with the bundled model).",
+        choices=SECTIONS,
     ),
     Option("planner", "choice", "shifted-grid", "Which crops each step evaluates.", choices=PLANNERS),
     Option("context", "int", None, "shifted-grid context margin, latent px (default d/8).", low=0),

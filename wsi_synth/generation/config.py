@@ -55,6 +55,7 @@ class GenerateConfig:
     boundary_roughness: float = _G["boundary_roughness"].default
     # how far the mask stage departs from the layout (1: ignores it)
     layout_strength: float = _G["layout_strength"].default
+    section: str = _G["section"].default  # a tissue section on glass (generation.section): auto, on, off
     stretch: bool = False  # a --mask of another aspect ratio is resized to fit (else refused)
     format: str | None = None  # tiff, ome-tiff, ome-zarr; None: from the output's name
     ngff: str = _G["ngff"].default  # the NGFF version of an OME-Zarr output
@@ -193,6 +194,14 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
             raise BadArgumentError(
                 f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}"
             )
+    if config.section == "on" and (
+        not uses_layout(bundle, config) or "background" not in [c["name"] for c in bundle.classes]
+    ):
+        raise BadArgumentError(
+            "--section on draws the section's outline around the layout stage's layout, glass (class background) "
+            "outside: the run needs a model with a layout stage and a background class, and no --mask or "
+            "--layout-strength 1"
+        )
     # each refuses a bundle that lacks it
     _ = (bundle.latent, bundle.tile_size, bundle.region_size, bundle.region_mask_size)
     if not bundle.classes:

@@ -207,6 +207,7 @@ def sample_class_map(
     if uses_layout(bundle, config):
         started = time.perf_counter()
         layout = _sample_stage(model, bundle, config, g, abar, "layout", work, identity or {}, stats, run, on_progress)
+        layout = _as_section(layout, bundle, config, g)
         timings["layout_s"] = round(time.perf_counter() - started, 2)
         if config.layout_strength == 0:
             cleaning = mask_cleaning(config, bundle, coarser=g.px_per_lay / g.px_per_msk)
@@ -216,6 +217,18 @@ def sample_class_map(
         model, bundle, config, g, abar, "mask", work, identity or {}, stats, run, on_progress, start=start
     )
     return mask_classes(one_hot, **mask_cleaning(config, bundle))
+
+
+def _as_section(layout: np.ndarray, bundle: Bundle, config: GenerateConfig, g) -> np.ndarray:
+    """The layout as a tissue section on glass where `--section` asks for one (and the model has a background
+    class), else unchanged."""
+    from wsi_synth.generation.section import on_glass, section_field, wants_section
+
+    names = [c["name"] for c in bundle.classes]
+    if "background" not in names or not wants_section(config.section, g.lay, g.lay_crop):
+        return layout
+    extent = (g.px[0] / g.px_per_lay, g.px[1] / g.px_per_lay)  # the slide in layout px (the canvas may overhang it)
+    return on_glass(layout, section_field(layout.shape[1:], extent, config.seed), names.index("background"))
 
 
 def _sample_stage(
