@@ -1025,6 +1025,12 @@ def test_section_draws_the_layout_as_tissue_on_glass_and_auto_leaves_small_slide
     assert (masks["off"] == 3).mean() < 0.3
     assert np.array_equal(masks["auto"], masks["off"])  # 256 px is one layout crop: auto draws no section
     assert json.loads((tmp_path / "on.json").read_text())["config"]["section"] == "on"
+    from wsi_synth.generation.section import GLASS
+
+    def off_glass(path) -> int:  # the corner's largest distance from clean glass, after the TIFF's JPEG
+        return int(np.abs(tifffile.imread(path)[:8, :8].astype(int) - np.array(GLASS)).max())
+
+    assert off_glass(tmp_path / "on.tiff") <= 4 and off_glass(tmp_path / "off.tiff") > 20
 
 
 def test_the_plan_is_a_typed_record_that_reads_back_what_it_writes(bundle):

@@ -56,3 +56,18 @@ def test_the_layout_is_kept_inside_and_glass_outside():
 )
 def test_auto_draws_a_section_on_slides_of_four_layout_crops_or_more(choice, canvas, crop, wanted):
     assert wants_section(choice, canvas, crop) is wanted
+
+
+def test_outside_the_section_background_pixels_are_clean_glass_and_tissue_is_never_touched():
+    from wsi_synth.generation.section import GLASS, OnGlass
+
+    image = np.zeros((64, 64, 3), np.uint8) + np.array([200, 100, 150], np.uint8)  # a pinkish "background" drawing
+    labels = np.full((64, 64), 4, np.uint8)
+    labels[:, 32:] = 1  # tumour on the right
+    field = np.zeros((8, 8), np.float32)
+    field[:4] = 1  # the section covers the top half (8 px per field px)
+    out = np.concatenate([OnGlass(image, labels, field, 8.0, background=4)[y : y + 16] for y in range(0, 64, 16)])
+    assert (out[40:, :32] == GLASS).all()  # outside the section, background is glass
+    assert (out[:24, :32] == image[:24, :32]).all()  # inside, the drawn background stays
+    assert (out[:, 32:] == image[:, 32:]).all()  # tissue is never changed
+    assert len(np.unique(out[24:40, 0, 1])) > 4  # and the change is a fade, not a step

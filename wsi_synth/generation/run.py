@@ -43,6 +43,7 @@ from wsi_synth.generation.masks import (
     smooth,
 )
 from wsi_synth.generation.plan import Plan, plan_run
+from wsi_synth.generation.section import OnGlass
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.resumable import WorkFolder, model_sha256, sha256_file
@@ -219,16 +220,25 @@ def sample_class_map(
     return mask_classes(one_hot, **mask_cleaning(config, bundle))
 
 
-def _as_section(layout: np.ndarray, bundle: Bundle, config: GenerateConfig, g) -> np.ndarray:
-    """The layout as a tissue section on glass where `--section` asks for one (and the model has a background
-    class), else unchanged."""
-    from wsi_synth.generation.section import on_glass, section_field, wants_section
+def _section(bundle: Bundle, config: GenerateConfig, g) -> tuple[np.ndarray, int] | None:
+    """(the section's field on the layout canvas, the background class) where `--section` draws one, else None."""
+    from wsi_synth.generation.section import section_field, wants_section
 
     names = [c["name"] for c in bundle.classes]
-    if "background" not in names or not wants_section(config.section, g.lay, g.lay_crop):
-        return layout
+    if not uses_layout(bundle, config) or "background" not in names:
+        return None
+    if not wants_section(config.section, g.lay, g.lay_crop):
+        return None
     extent = (g.px[0] / g.px_per_lay, g.px[1] / g.px_per_lay)  # the slide in layout px (the canvas may overhang it)
-    return on_glass(layout, section_field(layout.shape[1:], extent, config.seed), names.index("background"))
+    return section_field(g.lay, extent, config.seed), names.index("background")
+
+
+def _as_section(layout: np.ndarray, bundle: Bundle, config: GenerateConfig, g) -> np.ndarray:
+    """The layout as a tissue section on glass where `--section` asks for one, else unchanged."""
+    from wsi_synth.generation.section import on_glass
+
+    section = _section(bundle, config, g)
+    return layout if section is None else on_glass(layout, *section)
 
 
 def _sample_stage(
@@ -348,6 +358,10 @@ def _run(
         batch=config.decode_batch or default_decode_batch(config.device),
     )
     labels = PixelLabels(msk, g.px_per_msk, g.px, Roughness(config.boundary_roughness, config.seed))
+    pixels: DecodedImage | OnGlass = image
+    section = _section(bundle, config, g) if user_mask is None else None
+    if section is not None:
+        pixels = OnGlass(image, labels, section[0], g.px_per_lay, section[1])
 
     def record() -> dict:  # written last, once the pyramids are complete, so it holds the decode's own figures
         timings["decode_write_s"] = round(time.perf_counter() - started, 2)
@@ -361,7 +375,7 @@ def _run(
         return made.to_json()
 
     result = write_slide_outputs(
-        image,
+        pixels,
         labels,
         out,
         mpp=bundle.mpp,

@@ -7,6 +7,10 @@ fractal value noise, thresholded to cover `COVER` of the slide, one piece with g
 layout stage's class channels are kept inside and replaced by `background` outside, smoothly over about a layout
 pixel, before the mask stage starts from them; the mask stage then draws the tissue's edge at its own resolution.
 
+Outside the section the slide is empty glass: there, the image's `background` pixels fade to `GLASS` (`OnGlass`).
+The image stage's background class is what WSSS4LUAD annotates as background, alveolar space and glass with its
+debris; drawn over a whole slide's margin it looked like dirty glass. Pixels of a tissue class are never changed.
+
 The outline is computed at the layout canvas's resolution (64 output px per pixel for the bundled model: 1,563² at
 100,000 px), whole, from the seed alone, so it does not depend on chunking, workers or batch size.
 """
@@ -17,6 +21,8 @@ import math
 
 import numpy as np
 
+#: Clean glass, RGB: the median of CMU-1-Small-Region.svs's non-tissue pixels (../shared/data).
+GLASS = (246, 243, 243)
 #: Share of the slide the section covers: a real whole section's, TCGA-CR-7395 in ../shared/data (0.62 of its scan).
 COVER = 0.6
 #: `--section auto` draws a section on slides at least this many layout crops a side (the bundled model: 4 × 2.3 mm
@@ -99,3 +105,32 @@ def _one_piece(inside: np.ndarray) -> np.ndarray:
     if n > 1:
         inside = labels == (np.bincount(labels.ravel())[1:].argmax() + 1)
     return ndimage.binary_fill_holes(inside)
+
+
+class OnGlass:
+    """An image read in row bands (`image[y0:y1]`, (rows, W, 3) uint8) whose `background` pixels fade to `GLASS`
+    outside the section: by 1 − the section's field, bilinearly upsampled from its canvas (`px_per_field` output px
+    per pixel). Row bands are read in order, as the pyramid writers read a decoded image."""
+
+    def __init__(self, image, labels, field: np.ndarray, px_per_field: float, background: int) -> None:
+        self.image, self.labels, self.field = image, labels, field
+        self.px_per_field, self.background = px_per_field, background
+        self.shape, self.dtype = image.shape, image.dtype
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        from wsi_synth.generation.masks import _bilinear_axis
+
+        y0, y1, _ = rows.indices(self.shape[0])
+        pixels = np.asarray(self.image[y0:y1])
+        labels = np.asarray(self.labels[y0:y1])
+        h, w = self.field.shape
+        y_lo, y_hi, fy = _bilinear_axis(y0, y1, 1.0, self.px_per_field, h)
+        x_lo, x_hi, fx = _bilinear_axis(0, pixels.shape[1], 1.0, self.px_per_field, w)
+        top = self.field[y_lo][:, x_lo] * (1 - fx) + self.field[y_lo][:, x_hi] * fx
+        bottom = self.field[y_hi][:, x_lo] * (1 - fx) + self.field[y_hi][:, x_hi] * fx
+        inside = top * (1 - fy[:, None]) + bottom * fy[:, None]
+        glass = np.where(labels == self.background, 1 - inside, 0).astype(np.float32)[..., None]
+        if not glass.any():
+            return pixels
+        out = pixels * (1 - glass) + np.asarray(GLASS, np.float32) * glass
+        return np.round(out).astype(np.uint8)
