@@ -265,7 +265,7 @@ def test_tiled_decode_blends_exactly_and_costs_little():
         .clip(0, 255)
     )
     assert np.abs(bands.astype(int) - expected.astype(int)).max() <= 1
-    assert image.decoded_latent_px / (200 * 260) < 1.25
+    assert image.decoded_latent_px / (200 * 260) < 1.5  # (2d / (2d − d/4))² = 1.31 plus the clamped last tiles
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
 """Latents → RGB row bands: overlapping decode tiles, batched codec calls, tapered blending, bounded memory.
 
-Tiles are 2d latent px with a d/8 overlap, blended with linear ramps and normalised by the summed weights, so
-no tile edge shows, at (2d / (2d − d/8))² ≈ 1.14× the work of one non-overlapping decode (the paper's four
-shifted Hann tilings cost 4×). The weights are separable, so their sums are two 1-D arrays and every tile's
-contribution is normalised as it arrives.
+Tiles are 2d latent px with a d/4 overlap, blended with linear ramps and normalised by the summed weights, so
+no tile edge shows, at (2d / (2d − d/4))² ≈ 1.31× the work of one non-overlapping decode (the paper's four
+shifted Hann tilings cost 4×). The codec's output drifts near a tile's edge (its group norms see only the tile), and
+a d/8 overlap left the tile grid faintly visible in flat glass: its seams measured 1.25× the mean step between
+neighbouring pixels there, against 1.10× (the measure's floor) at d/4 (docs/benchmarks.md, "Decode seams").
+The weights are separable, so their sums are two 1-D arrays and every tile's contribution is normalised as it
+arrives.
 
 Memory does not grow with the slide's area: a row of tiles is decoded `batch` tiles per codec call (on a GPU the
 next batch decoding while the current one is blended), columns are finished left to right as soon as
@@ -46,7 +49,7 @@ class DecodedImage:
         self.batch = max(1, batch)
         _, lh, lw = latents.shape
         self.tile = min(2 * crop, lh, lw)
-        self.overlap = max(1, crop // 8) if self.tile < max(lh, lw) else 0
+        self.overlap = max(1, crop // 4) if self.tile < max(lh, lw) else 0
         self.shape, self.dtype = (*shape, 3), np.dtype(np.uint8)
         self.row_starts, self.col_starts = self._starts(lh), self._starts(lw)
         self.row_total = self._total(self.row_starts, lh)
