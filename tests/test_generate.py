@@ -713,13 +713,20 @@ def _start_cluster(port: int, log_dir: Path):
 
 
 @pytest.mark.slow
-def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bundle, tmp_path, runner):
+def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bundle, tmp_path, runner, request):
     import signal
+
+    import torch
 
     pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
     import wsi_synth
 
     kwargs = {"size": 256, "subtype": "adenocarcinoma", "steps": 4}
+    # dask's nanny starts workers with OMP_NUM_THREADS=1; torch's float sums depend on the thread count, so this
+    # process (the reference, and the cluster runs' own stages and decode) runs on one thread too
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(torch_threads))
     reference = wsi_synth.generate(bundle, tmp_path / "ref.tiff", **kwargs)
     port = _free_port()
     scheduler, worker = _start_cluster(port, tmp_path)

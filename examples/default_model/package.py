@@ -524,8 +524,9 @@ def _unknown_why(meta: dict) -> str:
         return (
             ": the layouts the mask and layout stages learn from leave nothing unknown. Glass is a class instead, and"
             " the layout over-draws it (a third of an adenocarcinoma slide against a fifth of the real layouts; at 2048²,"
-            " a single layout crop, from half to three quarters), where the image stage draws a pale field whose block"
-            " edges show at thumbnail scale"
+            " a single layout crop, from half to three quarters), where the image stage draws a pale field with specks"
+            " (WSSS4LUAD's background is alveolar space and glass with debris). Slides of four layout crops or more are"
+            " sections on glass (`--section`): outside the procedural outline, background fades to clean glass"
         )
     return ": WSSS4LUAD's background and OCDC's non-tumour tissue are unknown in its training masks"
 
