@@ -83,12 +83,10 @@ def main() -> None:
     doc: dict = {"benchmark": "decode_seams", "machine": machine(), "model": model, "size": args.size, "runs": []}
     doc["glass_share"] = round(float(glass.mean()), 3)
     for overlap in args.overlaps:
-        image = DecodedImage(codec, latents, bundle.latent.scale, made.factor, made.tile // 2, (args.size,) * 2, "cpu")
-        image.overlap = overlap  # the geometry follows from tile and overlap
-        image.row_starts, image.col_starts = image._starts(latents.shape[1]), image._starts(latents.shape[2])
-        image.row_total = image._total(image.row_starts, latents.shape[1])
-        image.col_total = image._total(image.col_starts, latents.shape[2])
-        image._rows = image._finished_rows()
+        crop = made.tile // 2
+        image = DecodedImage(
+            codec, latents, bundle.latent.scale, made.factor, crop, (args.size,) * 2, "cpu", overlap=overlap
+        )
         started = time.perf_counter()
         pixels = image[0 : args.size]
         doc["runs"].append(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from wsi_synth.devices import check_device
 from wsi_synth.errors import BadArgumentError, BadModelError
+from wsi_synth.generation.section import background_id
 from wsi_synth.io.outputs import annotation_formats
 from wsi_synth.models.bundle import Bundle
 from wsi_synth.models.conditioning import Conditioning
@@ -194,9 +195,7 @@ def check_bundle(bundle: Bundle, config: GenerateConfig) -> None:
             raise BadArgumentError(
                 f"--subtype {config.subtype!r} is not one the model knows: {', '.join(bundle.subtypes) or '(none)'}"
             )
-    if config.section == "on" and (
-        not uses_layout(bundle, config) or "background" not in [c["name"] for c in bundle.classes]
-    ):
+    if config.section == "on" and (not uses_layout(bundle, config) or background_id(bundle.classes) is None):
         raise BadArgumentError(
             "--section on draws the section's outline around the layout stage's layout, glass (class background) "
             "outside: the run needs a model with a layout stage and a background class, and no --mask or "

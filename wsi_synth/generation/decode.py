@@ -44,12 +44,14 @@ class DecodedImage:
         device: str,
         *,
         batch: int = 4,
+        overlap: int | None = None,
     ) -> None:
         self.codec, self.latents, self.scale, self.factor, self.device = codec, latents, scale, factor, device
         self.batch = max(1, batch)
         _, lh, lw = latents.shape
         self.tile = min(2 * crop, lh, lw)
-        self.overlap = max(1, crop // 4) if self.tile < max(lh, lw) else 0
+        default = max(1, crop // 4)  # latent px; measured in benchmarks/quality/bench_decode_seams.py
+        self.overlap = (default if overlap is None else overlap) if self.tile < max(lh, lw) else 0
         self.shape, self.dtype = (*shape, 3), np.dtype(np.uint8)
         self.row_starts, self.col_starts = self._starts(lh), self._starts(lw)
         self.row_total = self._total(self.row_starts, lh)

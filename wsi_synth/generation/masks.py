@@ -279,6 +279,18 @@ def _settled(band: np.ndarray) -> np.ndarray:
     return ndimage.maximum_filter(band, size, mode="nearest") == ndimage.minimum_filter(band, size, mode="nearest")
 
 
+def bilinear_rows(array: np.ndarray, y0: int, y1: int, width: int, dst_px: float, src_px: float) -> np.ndarray:
+    """Rows y0..y1−1 (and `width` columns) of `array` (..., h, w) bilinearly resampled from `src_px` to `dst_px`
+    output px per pixel, as float32 (..., y1 − y0, width)."""
+    height, src_width = array.shape[-2:]
+    y_lo, y_hi, fy = _bilinear_axis(y0, y1, dst_px, src_px, height)
+    x_lo, x_hi, fx = _bilinear_axis(0, width, dst_px, src_px, src_width)
+    top, bottom = array[..., y_lo, :], array[..., y_hi, :]
+    top = top[..., x_lo] * (1 - fx) + top[..., x_hi] * fx
+    bottom = bottom[..., x_lo] * (1 - fx) + bottom[..., x_hi] * fx
+    return (top * (1 - fy[:, None]) + bottom * fy[:, None]).astype(np.float32)
+
+
 def _bilinear_axis(
     start: int, stop: int, dst_px: float, src_px: float, limit: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -318,15 +330,9 @@ def layout_start(layout: np.ndarray, px_per_layout: float, g: Geometry, strength
     from wsi_synth.sampling.canvas import StartCanvas
 
     layout = np.clip(np.asarray(layout, np.float32), -1, 1)
-    height, width = layout.shape[1:]
-    x_lo, x_hi, fx = _bilinear_axis(0, g.msk[1], g.px_per_msk, px_per_layout, width)
 
     def rows(y0: int, y1: int) -> np.ndarray:
-        y_lo, y_hi, fy = _bilinear_axis(y0, y1, g.px_per_msk, px_per_layout, height)
-        top, bottom = layout[:, y_lo], layout[:, y_hi]
-        top = top[:, :, x_lo] * (1 - fx) + top[:, :, x_hi] * fx
-        bottom = bottom[:, :, x_lo] * (1 - fx) + bottom[:, :, x_hi] * fx
-        return (top * (1 - fy[:, None]) + bottom * fy[:, None]).astype(np.float32)
+        return bilinear_rows(layout, y0, y1, g.msk[1], g.px_per_msk, px_per_layout)
 
     digest = hashlib.sha256(np.ascontiguousarray(layout).data).hexdigest()
     return StartCanvas(rows, strength, f"{digest}:{px_per_layout}")

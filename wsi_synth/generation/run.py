@@ -222,15 +222,13 @@ def sample_class_map(
 
 def _section(bundle: Bundle, config: GenerateConfig, g) -> tuple[np.ndarray, int] | None:
     """(the section's field on the layout canvas, the background class) where `--section` draws one, else None."""
-    from wsi_synth.generation.section import section_field, wants_section
+    from wsi_synth.generation.section import background_id, section_field, wants_section
 
-    names = [c["name"] for c in bundle.classes]
-    if not uses_layout(bundle, config) or "background" not in names:
-        return None
-    if not wants_section(config.section, g.lay, g.lay_crop):
+    background = background_id(bundle.classes)
+    if background is None or not uses_layout(bundle, config) or not wants_section(config.section, g.lay, g.lay_crop):
         return None
     extent = (g.px[0] / g.px_per_lay, g.px[1] / g.px_per_lay)  # the slide in layout px (the canvas may overhang it)
-    return section_field(g.lay, extent, config.seed), names.index("background")
+    return section_field(g.lay, extent, config.seed), background
 
 
 def _as_section(layout: np.ndarray, bundle: Bundle, config: GenerateConfig, g) -> np.ndarray:
@@ -359,7 +357,7 @@ def _run(
     )
     labels = PixelLabels(msk, g.px_per_msk, g.px, Roughness(config.boundary_roughness, config.seed))
     pixels: DecodedImage | OnGlass = image
-    section = _section(bundle, config, g) if user_mask is None else None
+    section = _section(bundle, config, g)  # None with a --mask: no layout stage runs
     if section is not None:
         pixels = OnGlass(image, labels, section[0], g.px_per_lay, section[1])
 

@@ -17,6 +17,7 @@ The outline is computed at the layout canvas's resolution (64 output px per pixe
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -38,6 +39,11 @@ MARGIN, BAND = 0.04, 0.2
 SOLIDITY = 0.887
 
 
+def background_id(classes: list[dict]) -> int | None:
+    """The id of the class named `background` (glass) in a bundle's classes, or None."""
+    return next((c["id"] for c in classes if c["name"] == "background"), None)
+
+
 def wants_section(choice: str, layout_canvas: tuple[int, int], layout_crop: int) -> bool:
     """Whether a run draws a section: `on`, or `auto` on a layout canvas of at least `AUTO_CROPS` crops a side."""
     if choice == "on":
@@ -45,11 +51,13 @@ def wants_section(choice: str, layout_canvas: tuple[int, int], layout_crop: int)
     return choice == "auto" and min(layout_canvas) >= AUTO_CROPS * layout_crop
 
 
+@functools.lru_cache(maxsize=4)
 def section_field(
     canvas: tuple[int, int], extent: tuple[float, float], seed: int, *, cover: float = COVER
 ) -> np.ndarray:
     """(h, w) float32 in [0, 1] on a canvas of `canvas` pixels: 1 inside the section, 0 on the glass, a smooth step
-    of about a pixel between. `extent` is the slide's size in canvas pixels (the canvas may overhang it: glass)."""
+    of about a pixel between. `extent` is the slide's size in canvas pixels (the canvas may overhang it: glass).
+    Computed once per arguments (a run asks for it for the layout and again for the glass), and read-only."""
     from scipy import ndimage
 
     h, w = canvas
@@ -73,7 +81,9 @@ def section_field(
     field = np.where(edge < MARGIN, -np.inf, field)
     inside = field > np.quantile(field[np.isfinite(field)], 1 - cover * eh * ew / max(np.isfinite(field).sum(), 1))
     inside = _one_piece(inside)
-    return np.clip(ndimage.gaussian_filter(inside.astype(np.float32), 0.75, mode="constant"), 0, 1)
+    field = np.clip(ndimage.gaussian_filter(inside.astype(np.float32), 0.75, mode="constant"), 0, 1)
+    field.flags.writeable = False
+    return field
 
 
 def on_glass(layout: np.ndarray, inside: np.ndarray, background: int) -> np.ndarray:
@@ -118,17 +128,12 @@ class OnGlass:
         self.shape, self.dtype = image.shape, image.dtype
 
     def __getitem__(self, rows: slice) -> np.ndarray:
-        from wsi_synth.generation.masks import _bilinear_axis
+        from wsi_synth.generation.masks import bilinear_rows
 
         y0, y1, _ = rows.indices(self.shape[0])
         pixels = np.asarray(self.image[y0:y1])
         labels = np.asarray(self.labels[y0:y1])
-        h, w = self.field.shape
-        y_lo, y_hi, fy = _bilinear_axis(y0, y1, 1.0, self.px_per_field, h)
-        x_lo, x_hi, fx = _bilinear_axis(0, pixels.shape[1], 1.0, self.px_per_field, w)
-        top = self.field[y_lo][:, x_lo] * (1 - fx) + self.field[y_lo][:, x_hi] * fx
-        bottom = self.field[y_hi][:, x_lo] * (1 - fx) + self.field[y_hi][:, x_hi] * fx
-        inside = top * (1 - fy[:, None]) + bottom * fy[:, None]
+        inside = bilinear_rows(self.field, y0, y1, pixels.shape[1], 1.0, self.px_per_field)
         glass = np.where(labels == self.background, 1 - inside, 0).astype(np.float32)[..., None]
         if not glass.any():
             return pixels
