@@ -23,6 +23,7 @@ Examples:
   wsi-synth generate --model model/ --size 4096 --subtype squamous --solver ddim --steps 50 --out s.tiff
   wsi-synth generate --model model/ --size 16384 --subtype squamous --out s.ome.zarr --annotations geojson,asap
   wsi-synth generate --model model/ --count 1000 --size 256 --out tiles/   # images/, masks/, legend, manifest
+  wsi-synth generate --model model/ --count 1000 --size 256 --mask my_masks/ --out tiles/   # new tissue for your masks
 Writes s.tiff (image pyramid), s.mask.tiff (labels), s.geojson (QuPath annotations), s.json (run record);
 --format ome-tiff writes s.ome.tiff and s.mask.ome.tiff, --format ome-zarr one s.ome.zarr folder with the
 labels inside; --annotations asap adds s.xml (ASAP).

@@ -37,6 +37,7 @@ def _click_type(option: Option) -> Any:
         "str": lambda: str,
         "path": lambda: click.Path(exists=option.exists, dir_okay=False),
         "folder": lambda: click.Path(exists=option.exists, file_okay=False),
+        "entry": lambda: click.Path(exists=option.exists),
         "output": lambda: click.Path(writable=True),
     }
     return kinds[option.kind]()

@@ -41,7 +41,8 @@ MAX_SIDE = 1_000_000
 @dataclass(frozen=True)
 class Option:
     """One option: `name` is the API parameter (and the click parameter), `flag` the CLI spelling, `field` the run
-    configuration's attribute. `kind` is int, float, str, bool (a flag), choice, path (a file), folder or output.
+    configuration's attribute. `kind` is int, float, str, bool (a flag), choice, path (a file), folder, entry (a file
+    or a folder) or output.
     A range is `low`–`high` (either open with `low_open`/`high_open`); `step` asks for a multiple of it."""
 
     name: str
@@ -208,7 +209,14 @@ GENERATE = (
     ),
     Option("height", "int", None, "Height in px (default: --size).", low=1, high=MAX_SIDE),
     Option("subtype", "str", None, "Subtype prompt for the mask stage (one of the model's subtypes)."),
-    Option("mask", "path", None, "Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON.", exists=False),
+    Option(
+        "mask",
+        "entry",
+        None,
+        "Skip the mask stage: a label TIFF/PNG or QuPath GeoJSON; with --count, one for every tile or a folder of "
+        "them (tile i takes the i-th in name order, cycling).",
+        exists=False,
+    ),
     Option("stretch", "bool", False, "Resize a --mask image of another aspect ratio to fit (else refused)."),
     Option("out", "output", None, "Output: s.tiff, s.ome.tiff or s.ome.zarr.", required=True, short="-o"),
     STEPS,

@@ -7,16 +7,19 @@
    real training set; their `test` split (20 % of the images, chosen per image) is held out — never seen by the
    bundled generator (trained on the train split only) nor by the segmenters.
 2. Synthetic data: `wsi-synth generate --count N --size 64 --subtype adenocarcinoma` on the model, imported with
-   `wsi-synth import` into a dataset with the same classes.
+   `wsi-synth import` into a dataset with the same classes; and N tiles drawn for the low-label run's own masks
+   (`generate --count N --mask DIR`, the quarter's masks, each about twice): the user's annotations with new tissue.
 3. A MONAI BasicUNet (2-D, 3 → the recipe's classes) is trained on (a) real, (b) synthetic, (c) real + synthetic
-   tiles, and, for the low-label case, (d) a seeded quarter of the real tiles and (e) that quarter + synthetic, for
-   the same number of steps, with flips and 90° rotations, one run per seed. Unknown pixels (class 0: what nobody
+   tiles, and, for the low-label case, (d) a seeded quarter of the real tiles and (e) that quarter + synthetic; and
+   (f–h) the tiles drawn for the quarter's masks alone, with all real tiles, and with the quarter; for the same
+   number of steps, with flips and 90° rotations, one run per seed. Unknown pixels (class 0: what nobody
    annotated, or what the mask model left unknown) are ignored by the loss and the metric, as in the paper's
    semi-supervised setting; background is a class where the recipe has it.
 4. Dice per class (MONAI's `compute_dice`, over all held-out pixels of known class); macro Dice over the tissue
    classes (tumour, stroma, normal: comparable with the figures of bundles without background) and over all.
 
-Prints JSON with keys `real`, `synthetic`, `real_plus_synthetic` (mean, std and per-seed values), the data sizes,
+Prints JSON with a key per training set (`real`, `synthetic`, `real_plus_synthetic`, `real_quarter`, …: mean, std
+and per-seed values), the data sizes,
 the settings and the paper's figures. `--quick`: one seed, fewer tiles and steps (≤ 10 minutes on 2 cores).
 Needs `pip install -e .[bench]` (monai).
 """
@@ -52,11 +55,15 @@ def import_real(work: Path) -> Path:
     return out
 
 
-def make_synthetic(work: Path, model: str | None, count: int, steps: int) -> tuple[Path, float]:
-    tiles, out = work / "synthetic_tiles", work / "synthetic"
+def make_synthetic(
+    work: Path, model: str | None, count: int, steps: int, *, masks: Path | None = None, name: str = "synthetic"
+) -> tuple[Path, float]:
+    """`count` synthetic tiles imported as a dataset: the mask stage's class maps, or with `masks` new tissue for those
+    masks (`generate --count --mask DIR`); returns the dataset and the generation's seconds."""
+    tiles, out = work / f"{name}_tiles", work / name
     started = time.perf_counter()
     model_args = ["--model", model] if model else []
-    size = ["--size", "64", "--subtype", "adenocarcinoma"]
+    size = ["--size", "64", "--subtype", "adenocarcinoma"] + (["--mask", str(masks)] if masks else [])
     wsi_synth_cli(
         "generate",
         *model_args,
@@ -75,6 +82,16 @@ def make_synthetic(work: Path, model: str | None, count: int, steps: int) -> tup
     labelled = ["--masks", str(tiles / "masks"), "--legend", str(tiles / "legend.yaml"), "--subtype", "adenocarcinoma"]
     wsi_synth_cli("import", str(tiles / "images"), *labelled, *RECIPE_IMPORT, "--test-fraction", "0", "--out", str(out))
     return out, seconds
+
+
+def write_masks(masks, folder: Path) -> Path:
+    """Label PNGs of a stack of masks (the low-label run's masks, for `generate --count --mask`)."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, mask in enumerate(masks):
+        Image.fromarray(mask.numpy().astype(np.uint8)).save(folder / f"{i:05d}.png")
+    return folder
 
 
 def load(path: Path, split: str, classes: tuple[str, ...]):
@@ -192,12 +209,25 @@ def main() -> None:
         synth_x, synth_y = load(synthetic, "train", classes)
         quarter = torch.from_numpy(np.sort(np.random.default_rng(0).permutation(len(real_x))[: len(real_x) // 4]))
         low_x, low_y = real_x[quarter], real_y[quarter]
+        say(f"generating {settings['synthetic_tiles']} synthetic tiles for the quarter's masks")
+        drawn, drawn_seconds = make_synthetic(
+            work,
+            args.model,
+            settings["synthetic_tiles"],
+            settings["generate_steps"],
+            masks=write_masks(low_y, work / "quarter_masks"),
+            name="synthetic_for_masks",
+        )
+        drawn_x, drawn_y = load(drawn, "train", classes)
         sets = {
             "real": (real_x, real_y),
             "synthetic": (synth_x, synth_y),
             "real_plus_synthetic": (torch.cat([real_x, synth_x]), torch.cat([real_y, synth_y])),
             "real_quarter": (low_x, low_y),
             "real_quarter_plus_synthetic": (torch.cat([low_x, synth_x]), torch.cat([low_y, synth_y])),
+            "synthetic_for_masks": (drawn_x, drawn_y),
+            "real_plus_synthetic_for_masks": (torch.cat([real_x, drawn_x]), torch.cat([real_y, drawn_y])),
+            "real_quarter_plus_synthetic_for_masks": (torch.cat([low_x, drawn_x]), torch.cat([low_y, drawn_y])),
         }
         results: dict = {name: [] for name in sets}
         for seed in settings["seeds"]:
@@ -216,6 +246,7 @@ def main() -> None:
             "real_train_tiles": len(real_x),
             "synthetic_tiles_generated": settings["synthetic_tiles"],
             "synthetic_tiles_imported": len(synth_x),
+            "synthetic_for_masks_imported": len(drawn_x),
             "held_out_tiles": len(test_x),
             "real_quarter_tiles": len(low_x),
             "held_out_class_share": {
@@ -225,6 +256,7 @@ def main() -> None:
         },
         **{name: summarise(runs) for name, runs in results.items()},
         "generate_seconds": round(generate_seconds, 1),
+        "generate_for_masks_seconds": round(drawn_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
         "paper": PAPER,
     }

@@ -82,10 +82,44 @@ def _class_boundaries(classes: np.ndarray) -> np.ndarray:
     return boundary
 
 
+#: What a folder of masks (`generate --count N --mask DIR`) may hold: what `load_mask` reads.
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".geojson", ".json", ".xml")
+
+
+def mask_sources(path: str | Path) -> list[Path]:
+    """The class maps a `--count` run is given: one file (every tile's), or a folder's mask files in name order (tile
+    i takes the (i mod n)-th), so that a folder of annotated tiles' masks, or a tile set's `masks/`, can be redrawn."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise BadArgumentError(f"--mask {path}: no such file or folder")
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in MASK_SUFFIXES and p.is_file())
+    if not files:
+        raise BadArgumentError(f"--mask {path}: the folder holds no masks ({', '.join(MASK_SUFFIXES)})")
+    return files
+
+
+def mask_sha256(path: str | Path) -> str:
+    """The identity of a `--mask`: its file's hash, or a folder's mask names and hashes in order."""
+    import hashlib
+
+    from wsi_synth.resumable import sha256_file
+
+    sources = mask_sources(path)
+    if len(sources) == 1 and Path(path).is_file():
+        return sha256_file(sources[0])
+    return hashlib.sha256("".join(f"{p.name}\0{sha256_file(p)}\n" for p in sources).encode()).hexdigest()
+
+
 def load_mask(path: str | Path, bundle: Bundle, g: Geometry, *, stretch: bool = False) -> np.ndarray:
     """A user's class map at mask-canvas resolution: a label image (TIFF/PNG, values = class ids; the same aspect
     ratio as the output, or `stretch`) or annotations (QuPath GeoJSON, Aperio/ASAP XML) in output pixels."""
     path = Path(path)
+    if path.is_dir():
+        raise BadArgumentError(
+            f"--mask {path} is a folder: a slide takes one mask file (a folder of masks is for --count tiles)"
+        )
     if not path.is_file():
         raise BadArgumentError(f"--mask {path}: file not found")
     if path.suffix.lower() in (".geojson", ".json", ".xml"):

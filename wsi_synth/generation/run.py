@@ -40,13 +40,14 @@ from wsi_synth.generation.masks import (
     load_mask,
     mask_classes,
     mask_cleaning,
+    mask_sha256,
     smooth,
 )
 from wsi_synth.generation.plan import Plan, plan_run
 from wsi_synth.generation.section import OnGlass
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.progress import ProgressCallback, TaskClock
-from wsi_synth.resumable import WorkFolder, model_sha256, sha256_file
+from wsi_synth.resumable import WorkFolder, model_sha256
 from wsi_synth.sampling.canvas import sample_canvas
 from wsi_synth.sampling.sampler import SampleStats
 
@@ -456,6 +457,6 @@ def run_fingerprint(bundle: Bundle, config: GenerateConfig) -> dict:
     return {
         "wsi_synth": __version__,
         "model_sha256": model_sha256(bundle),
-        "mask_sha256": sha256_file(Path(config.mask)) if config.mask else None,
+        "mask_sha256": mask_sha256(config.mask) if config.mask else None,
         **settings,
     }

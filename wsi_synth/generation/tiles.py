@@ -3,14 +3,16 @@
     DIR/images/00000.png   RGB tiles
     DIR/masks/00000.png    class ids (uint8, the model's classes)
     DIR/legend.yaml        class id → name, the legend format `import --legend` reads
-    DIR/manifest.csv       index, files, seed, subtype, class fractions per tile
+    DIR/manifest.csv       index, files, seed, subtype, the given mask (with --mask), class fractions per tile
     DIR/tiles.json         the run's record (model, settings, timings, denoiser evaluations)
 
 Tile i is the slide `generate` makes at the same size with seed `tile_seed(seed, i)` (and, without `--subtype`, the
-subtype that seed draws): the tiles of a group are sampled together, their crops sharing the denoiser's batches
-(`sampling.canvas.sample_canvases`), which changes nothing but the speed. Tiles are written a group at a time and the
-manifest grows with each finished group, so an interrupted run continues with `--resume` from the first unfinished
-tile, giving the same tiles as an uninterrupted run.
+subtype that seed draws). With `--mask` (one mask, or a folder of them: tile i takes the (i mod n)-th in name order)
+it is the slide `generate --mask` makes from that mask, so that a user's own annotated masks get new tissue drawn for
+them (the manifest names each tile's mask). The tiles of a group are sampled together, their crops sharing the
+denoiser's batches (`sampling.canvas.sample_canvases`), which changes nothing but the speed. Tiles are written a group
+at a time and the manifest grows with each finished group, so an interrupted run continues with `--resume` from the
+first unfinished tile, giving the same tiles as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -31,7 +33,15 @@ from wsi_synth import __version__
 from wsi_synth.errors import BadArgumentError, OutputExistsError
 from wsi_synth.generation.config import GenerateConfig, check_bundle, geometry, sampler_config, stage_denoiser
 from wsi_synth.generation.decode import DecodedImage, default_decode_batch
-from wsi_synth.generation.masks import PixelLabels, Roughness, mask_classes, mask_cleaning, smooth
+from wsi_synth.generation.masks import (
+    PixelLabels,
+    Roughness,
+    load_mask,
+    mask_classes,
+    mask_cleaning,
+    mask_sources,
+    smooth,
+)
 from wsi_synth.models.bundle import Bundle, open_bundle
 from wsi_synth.progress import ProgressCallback, TaskClock
 from wsi_synth.resumable import check_identity
@@ -73,11 +83,11 @@ def generate_tiles(
     from wsi_synth.io.atomic import check_apart, claim
 
     group = group or GROUP
-    bundle, g = _check(model, config, count, group)
+    bundle, g, sources = _check(model, config, count, group)
     out = Path(out)
     check_apart(out, [model])
     with claim(out, "the tile folder", create_folder=True):
-        done = _prepare_folder(out, bundle, config, count, overwrite=overwrite, resume=resume)
+        done = _prepare_folder(out, bundle, config, count, overwrite=overwrite, resume=resume, named=bool(sources))
         if done:
             log(f"resuming: {done} of {count} tiles are written")
         started = time.perf_counter()
@@ -85,14 +95,17 @@ def generate_tiles(
         clock = TaskClock("tiles", "tile", on_progress, lambda: stats["mask"].evaluations + stats["image"].evaluations)
         for first in range(done, count, group):
             indices = list(range(first, min(first + group, count)))
-            _write_group(out, bundle, model, config, g, indices, stats)
+            _write_group(out, bundle, model, config, g, indices, stats, sources)
             clock(indices[-1] + 1, count)
         record = {
             "model": str(Path(model).resolve()),
             "wsi_synth": __version__,
             "count": count,
             "config": asdict(config),
-            "solvers": {stage: sampler_config(config, g, stage, bundle).solver for stage in ("mask", "image")},
+            "solvers": {
+                stage: sampler_config(config, g, stage, bundle).solver
+                for stage in ("image",) + (() if sources else ("mask",))
+            },
             "classes": bundle.classes,
             "resumed_at": done,
             "seconds": round(time.perf_counter() - started, 2),
@@ -114,11 +127,6 @@ def generate_tiles(
 
 
 def _check(model, config: GenerateConfig, count: int, group: int):
-    if config.mask is not None:
-        raise BadArgumentError(
-            "--count makes independent tiles with their own masks: it cannot take --mask (generate one slide from a "
-            "mask instead)"
-        )
     if not 1 <= count <= MAX_COUNT:
         raise BadArgumentError(f"--count must be 1–{MAX_COUNT:,}, got {count}")
     if max(config.width, config.height) > MAX_TILE:
@@ -134,12 +142,16 @@ def _check(model, config: GenerateConfig, count: int, group: int):
         raise BadArgumentError(f"the group size must be at least 1, got {group}")
     config.validate()
     bundle = open_bundle(model)
-    if config.subtype is None and not bundle.subtypes:
+    if config.subtype is None and not bundle.subtypes and config.mask is None:
         raise BadArgumentError(f"model {model} has no subtypes to draw from: pass --subtype")
-    check_bundle(bundle, replace(config, subtype=config.subtype or bundle.subtypes[0]))
-    for stage in ("codec", "image", "mask"):
+    check_bundle(bundle, replace(config, subtype=config.subtype or next(iter(bundle.subtypes), None)))
+    for stage in ("codec", "image") + (("mask",) if config.mask is None else ()):
         bundle.check_files(stage)
-    return bundle, geometry(bundle, config)
+    g = geometry(bundle, config)
+    sources = mask_sources(config.mask) if config.mask is not None else []
+    for source in sources:  # every mask is read before the first tile: a bad one refuses the run, not its middle
+        load_mask(source, bundle, g, stretch=config.stretch)
+    return bundle, g, sources
 
 
 def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
@@ -150,7 +162,7 @@ def _settings(bundle: Bundle, config: GenerateConfig, count: int) -> dict:
 
 
 def _prepare_folder(
-    out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool
+    out: Path, bundle: Bundle, config: GenerateConfig, count: int, *, overwrite: bool, resume: bool, named: bool
 ) -> int:
     """A fresh tile folder, or with `resume` the tiles an earlier run of the same settings finished (their number)."""
     if out.exists() and not out.is_dir():
@@ -190,7 +202,9 @@ def _prepare_folder(
     (out / "legend.yaml").write_text("# class id -> name (wsi-synth import --legend reads this)\n" + legend)
     with open(out / "manifest.csv", "w", newline="") as fh:
         csv.writer(fh).writerow(
-            ["index", "image", "mask", "seed", "subtype"] + [f"fraction_{c['name']}" for c in bundle.classes]
+            ["index", "image", "mask", "seed", "subtype"]
+            + (["mask_source"] if named else [])
+            + [f"fraction_{c['name']}" for c in bundle.classes]
         )
     write_atomic(state, settings)
     return 0
@@ -203,26 +217,29 @@ def _finished(out: Path) -> int:
     return len(rows)
 
 
-def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, indices: list[int], stats: dict) -> None:
+def _write_group(
+    out: Path,
+    bundle: Bundle,
+    model,
+    config: GenerateConfig,
+    g,
+    indices: list[int],
+    stats: dict,
+    sources: list[Path] | None = None,
+) -> None:
     from wsi_synth.sampling.canvas import sample_canvases
 
     abar = bundle.schedule.alphas_cumprod()
     seeds = [tile_seed(config.seed, i) for i in indices]
-    subtypes = [
-        config.subtype or bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))] for s in seeds
-    ]
+    draw = lambda s: bundle.subtypes[np.random.default_rng(s).integers(len(bundle.subtypes))]  # noqa: E731
+    # only the mask stage reads the subtype: tiles from given masks draw none
+    subtypes = [config.subtype or (None if sources else draw(s)) for s in seeds]
     tiles = [replace(config, seed=s, subtype=sub) for s, sub in zip(seeds, subtypes, strict=True)]
-    mask_configs = [sampler_config(t, g, "mask", bundle) for t in tiles]
-    one_hots = sample_canvases(
-        stage_denoiser(model, "mask", config.device, mask_configs[0]),
-        (len(bundle.classes), *g.msk),
-        abar,
-        mask_configs,
-        conditions=[1 + bundle.subtypes.index(str(t.subtype)) for t in tiles],  # every tile has drawn its subtype
-        stats=stats["mask"],
-    )
-    cleaning = mask_cleaning(config, bundle)
-    masks = [mask_classes(o, **cleaning) for o in one_hots]
+    named = [sources[i % len(sources)] for i in indices] if sources else []
+    if named:
+        masks = [load_mask(source, bundle, g, stretch=config.stretch) for source in named]
+    else:
+        masks = _sampled_masks(model, bundle, config, g, tiles, stats)
     image_configs = [sampler_config(t, g, "image", bundle) for t in tiles]
     latents = sample_canvases(
         stage_denoiser(model, "image", config.device, image_configs[0]),
@@ -236,7 +253,7 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         stats=stats["image"],
     )
     codec = bundle.load_codec(device=config.device)
-    rows = []
+    rows: list[list] = []
     for index, tile, msk, lat in zip(indices, tiles, masks, latents, strict=True):
         image = DecodedImage(
             codec,
@@ -253,13 +270,32 @@ def _write_group(out: Path, bundle: Bundle, model, config: GenerateConfig, g, in
         _write_png(out / "images" / name, image)
         _write_png(out / "masks" / name, labels)
         fractions = np.bincount(labels.ravel(), minlength=len(bundle.classes))[: len(bundle.classes)] / labels.size
+        source = [named[len(rows)].name] if named else []
         rows.append(
-            [index, f"images/{name}", f"masks/{name}", tile.seed, tile.subtype] + [f"{f:.4f}" for f in fractions]
+            [index, f"images/{name}", f"masks/{name}", tile.seed, tile.subtype or "", *source]
+            + [f"{f:.4f}" for f in fractions]
         )
     with open(out / "manifest.csv", "a", newline="") as fh:  # the group's rows once all its files are in place
         csv.writer(fh).writerows(rows)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def _sampled_masks(model, bundle: Bundle, config: GenerateConfig, g, tiles: list[GenerateConfig], stats: dict):
+    """The tiles' class maps drawn by the mask stage, prompted with each tile's subtype, and cleaned."""
+    from wsi_synth.sampling.canvas import sample_canvases
+
+    mask_configs = [sampler_config(t, g, "mask", bundle) for t in tiles]
+    one_hots = sample_canvases(
+        stage_denoiser(model, "mask", config.device, mask_configs[0]),
+        (len(bundle.classes), *g.msk),
+        bundle.schedule.alphas_cumprod(),
+        mask_configs,
+        conditions=[1 + bundle.subtypes.index(str(t.subtype)) for t in tiles],  # every tile has drawn its subtype
+        stats=stats["mask"],
+    )
+    cleaning = mask_cleaning(config, bundle)
+    return [mask_classes(o, **cleaning) for o in one_hots]
 
 
 def _write_png(path: Path, pixels: np.ndarray) -> None:
