@@ -138,7 +138,6 @@ def test_interrupted_count_run_resumes_to_the_same_tiles(bundle, tmp_path, runne
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--mask", "m.png"], "cannot take --mask"),
         (["--format", "ome-zarr"], "applies to one slide"),
         (["--size", "5000"], "at most 4096"),
         (["--subtype", "nope"], "not one the model knows"),
@@ -150,6 +149,120 @@ def test_count_refuses_what_it_cannot_do_in_one_line(bundle, tmp_path, runner, e
     result = _count(runner, bundle, tmp_path / "t", 2, *extra)
     assert result.exit_code == 2 and message in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "t" / "manifest.csv").exists()
+
+
+def _masks(bundle, folder, n=3, shape=(80, 96)):
+    """n label PNGs of the model's classes: a vertical band of one class over another, each a different width."""
+    from wsi_synth.models.bundle import open_bundle
+
+    ids = [c["id"] for c in open_bundle(bundle).classes][1:3]
+    folder.mkdir()
+    for i in range(n):
+        mask = np.full(shape, ids[0], np.uint8)
+        mask[:, : 24 * (i + 1)] = ids[1]
+        Image.fromarray(mask).save(folder / f"m{i}.png")
+    (folder / "notes.txt").write_text("not a mask")  # skipped: not a mask file
+    return ids
+
+
+def test_tiles_drawn_for_a_folder_of_masks_take_them_in_order_and_match_the_slide(bundle, tmp_path, runner):
+    ids = _masks(bundle, tmp_path / "m")
+    result = _count(runner, bundle, tmp_path / "t", 4, "--mask", str(tmp_path / "m"), "--boundary-roughness", "0")
+    assert result.exit_code == 0, result.output
+    rows = _manifest(tmp_path / "t")
+    assert [r["mask_source"] for r in rows] == ["m0.png", "m1.png", "m2.png", "m0.png"]  # name order, cycling
+    assert {r["subtype"] for r in rows} == {""}  # the mask stage does not run: no subtype is drawn
+    record = json.loads((tmp_path / "t" / "tiles.json").read_text())
+    assert set(record["solvers"]) == {"image"} and record["evaluations"]["mask"]["evaluations"] == 0
+    for row, width in zip(rows, (24, 48, 72, 24), strict=True):
+        mask = np.asarray(Image.open(tmp_path / "t" / row["mask"]))
+        assert set(np.unique(mask)) <= set(ids)
+        share = (mask == ids[1]).mean()
+        assert abs(share - width / 96) <= 8 / 96, (row, share)  # the given band, to a mask-canvas pixel
+    images = [np.asarray(Image.open(tmp_path / "t" / r["image"])).tobytes() for r in rows]
+    assert images[0] != images[3]  # the same mask, another seed: other tissue
+    slide = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "96",
+            "--height",
+            "80",
+            "--steps",
+            "3",
+            "--mask",
+            str(tmp_path / "m" / "m1.png"),
+            "--boundary-roughness",
+            "0",
+            "--seed",
+            rows[1]["seed"],
+            "--out",
+            str(tmp_path / "s.tiff"),
+            "-q",
+        ],
+    )
+    assert slide.exit_code == 0, slide.output
+    assert np.array_equal(
+        np.asarray(Image.open(tmp_path / "t" / rows[1]["mask"])), tifffile.imread(tmp_path / "s.mask.tiff")
+    )
+    tile = np.asarray(Image.open(tmp_path / "t" / rows[1]["image"])).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((tile - tifffile.imread(tmp_path / "s.tiff").astype(float)) ** 2)) > 30
+
+
+def test_a_changed_mask_folder_refuses_to_resume(bundle, tmp_path, runner):
+    _masks(bundle, tmp_path / "m")
+    assert _count(runner, bundle, tmp_path / "t", 2, "--mask", str(tmp_path / "m")).exit_code == 0
+    Image.fromarray(np.zeros((80, 96), np.uint8)).save(tmp_path / "m" / "m1.png")
+    result = _count(runner, bundle, tmp_path / "t", 4, "--mask", str(tmp_path / "m"), "--resume")
+    assert result.exit_code == 2 and "mask_sha256" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("no masks", "holds no masks"),
+        ("unknown class", "are not classes of the model"),
+        ("other aspect", "another aspect ratio"),
+        ("not an image", "m1.png"),
+    ],
+)
+def test_a_bad_mask_in_the_folder_refuses_the_run_before_any_tile(bundle, tmp_path, runner, damage, message):
+    _masks(bundle, tmp_path / "m")
+    if damage == "no masks":
+        for path in (tmp_path / "m").glob("*.png"):
+            path.unlink()
+    elif damage == "unknown class":
+        Image.fromarray(np.full((80, 96), 77, np.uint8)).save(tmp_path / "m" / "m2.png")
+    elif damage == "other aspect":
+        Image.fromarray(np.zeros((96, 40), np.uint8)).save(tmp_path / "m" / "m2.png")
+    else:
+        (tmp_path / "m" / "m1.png").write_bytes(b"not a png")
+    result = _count(runner, bundle, tmp_path / "t", 4, "--mask", str(tmp_path / "m"))
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "t" / "manifest.csv").exists()
+
+
+def test_a_slide_refuses_a_folder_of_masks(bundle, tmp_path, runner):
+    _masks(bundle, tmp_path / "m")
+    result = runner.invoke(
+        cli,
+        [
+            "generate",
+            "--model",
+            str(bundle),
+            "--size",
+            "96",
+            "--mask",
+            str(tmp_path / "m"),
+            "-o",
+            str(tmp_path / "s.tiff"),
+        ],
+    )
+    assert result.exit_code == 2 and "is a folder" in result.output and not (tmp_path / "s.tiff").exists()
 
 
 def test_an_out_that_is_a_file_is_refused_and_kept(bundle, tmp_path, runner):

@@ -291,7 +291,8 @@ def generate(
     """`wsi-synth generate`: a synthetic slide of `size` × `height` px (default square) and its mask from the bundle
     `model` (None: the bundled demonstration model), written beside `out` in `format` (tiff, ome-tiff, ome-zarr;
     default from the name) with `annotations` ("geojson", "asap" or "geojson,asap"). With `count`, `out` is a folder
-    of that many tiles with masks (see `generation.tiles`). With `dry_run`, returns the plan and writes nothing.
+    of that many tiles with masks (see `generation.tiles`), drawn by the mask stage or, with `mask` a file or a folder
+    of masks, for those masks. With `dry_run`, returns the plan and writes nothing.
     `on_progress(wsi_synth.Progress)` is called after every solver step of each stage (every group of tiles with
     `count`), with the evaluations so far and an ETA. A bundle with a layout stage draws the slide's layout first and
     starts the mask stage from it; `layout_strength` (0–1) is how far the mask stage departs from it (1: ignored);
