@@ -246,6 +246,14 @@ def test_a_bad_mask_in_the_folder_refuses_the_run_before_any_tile(bundle, tmp_pa
     assert not (tmp_path / "t" / "manifest.csv").exists()
 
 
+def test_a_mask_folder_inside_the_out_folder_is_refused_and_kept(bundle, tmp_path, runner):
+    (tmp_path / "t").mkdir()
+    _masks(bundle, tmp_path / "t" / "masks")  # e.g. an earlier tile set's masks, redrawn with --overwrite
+    result = _count(runner, bundle, tmp_path / "t", 2, "--mask", str(tmp_path / "t" / "masks"), "--overwrite")
+    assert result.exit_code == 2 and "holds the input" in result.output
+    assert sorted(p.name for p in (tmp_path / "t" / "masks").iterdir()) == ["m0.png", "m1.png", "m2.png", "notes.txt"]
+
+
 def test_a_slide_refuses_a_folder_of_masks(bundle, tmp_path, runner):
     _masks(bundle, tmp_path / "m")
     result = runner.invoke(

@@ -85,7 +85,7 @@ def generate_tiles(
     group = group or GROUP
     bundle, g, sources = _check(model, config, count, group)
     out = Path(out)
-    check_apart(out, [model])
+    check_apart(out, [model, config.mask])  # --overwrite would delete a --mask folder inside --out
     with claim(out, "the tile folder", create_folder=True):
         done = _prepare_folder(out, bundle, config, count, overwrite=overwrite, resume=resume, named=bool(sources))
         if done:
