@@ -637,8 +637,22 @@ def test_the_plan_estimates_the_evaluations_a_run_makes(bundle, tmp_path, omega)
     assert 0.8 < plan["stages"]["image"]["evaluations_estimate"] / made < 1.25  # was 2× for spatial bundles
 
 
+@pytest.fixture
+def one_torch_thread():
+    """This process's torch on one thread, like the workers dask's nanny starts (OMP_NUM_THREADS=1): torch's float
+    sums depend on the thread count, so a reference made here compares like with like with a cluster's slide."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
-def test_generate_on_a_local_cluster_survives_a_killed_worker_and_records_where_its_state_lived(bundle, tmp_path):
+def test_generate_on_a_local_cluster_survives_a_killed_worker_and_records_where_its_state_lived(
+    bundle, tmp_path, one_torch_thread
+):
     import os
     import signal
 
@@ -713,20 +727,13 @@ def _start_cluster(port: int, log_dir: Path):
 
 
 @pytest.mark.slow
-def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bundle, tmp_path, runner, request):
+def test_losing_the_scheduler_is_one_line_and_resume_continues_on_a_new_one(bundle, tmp_path, runner, one_torch_thread):
     import signal
-
-    import torch
 
     pytest.importorskip("distributed", reason="dask.distributed not installed (pip install -e '.[distributed]')")
     import wsi_synth
 
     kwargs = {"size": 256, "subtype": "adenocarcinoma", "steps": 4}
-    # dask's nanny starts workers with OMP_NUM_THREADS=1; torch's float sums depend on the thread count, so this
-    # process (the reference, and the cluster runs' own stages and decode) runs on one thread too
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    request.addfinalizer(lambda: torch.set_num_threads(torch_threads))
     reference = wsi_synth.generate(bundle, tmp_path / "ref.tiff", **kwargs)
     port = _free_port()
     scheduler, worker = _start_cluster(port, tmp_path)
