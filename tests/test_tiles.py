@@ -227,6 +227,7 @@ def test_a_changed_mask_folder_refuses_to_resume(bundle, tmp_path, runner):
         ("unknown class", "are not classes of the model"),
         ("other aspect", "another aspect ratio"),
         ("not an image", "m1.png"),
+        ("annotations outside", "b.geojson: annotation 0 (stroma) lies entirely outside"),
     ],
 )
 def test_a_bad_mask_in_the_folder_refuses_the_run_before_any_tile(bundle, tmp_path, runner, damage, message):
@@ -238,8 +239,13 @@ def test_a_bad_mask_in_the_folder_refuses_the_run_before_any_tile(bundle, tmp_pa
         Image.fromarray(np.full((80, 96), 77, np.uint8)).save(tmp_path / "m" / "m2.png")
     elif damage == "other aspect":
         Image.fromarray(np.zeros((96, 40), np.uint8)).save(tmp_path / "m" / "m2.png")
-    else:
+    elif damage == "not an image":
         (tmp_path / "m" / "m1.png").write_bytes(b"not a png")
+    else:  # QuPath GeoJSON exported for another slide: beyond the 96 × 80 px tile
+        square = [[[5000, 5000], [6000, 5000], [6000, 6000], [5000, 6000], [5000, 5000]]]
+        feature = {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": square}}
+        feature["properties"] = {"classification": {"name": "stroma"}}
+        (tmp_path / "m" / "b.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
     result = _count(runner, bundle, tmp_path / "t", 4, "--mask", str(tmp_path / "m"))
     assert result.exit_code == 2 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output

@@ -150,9 +150,9 @@ def _annotations_mask(path: Path, bundle: Bundle, g: Geometry) -> np.ndarray:
 
     try:
         loaded = load_annotations(path)
-        annotations = clip_to_slide(loaded.annotations, (g.px[1], g.px[0]), "the generated slide")
+        annotations = clip_to_slide(loaded.annotations, (g.px[1], g.px[0]), "(the generated one)")
     except BadAnnotationError as exc:
-        raise BadAnnotationError(f"--mask: {exc}") from exc
+        raise BadAnnotationError(f"--mask {path}: {exc}") from exc
     if not annotations:
         raise BadAnnotationError(f"--mask {path}: no classified polygons ({loaded.unclassified} unclassified)")
     ids = {c["name"].lower(): int(c["id"]) for c in bundle.classes}
