@@ -212,6 +212,20 @@ def test_tiles_drawn_for_a_folder_of_masks_take_them_in_order_and_match_the_slid
     assert 10 * np.log10(255**2 / np.mean((tile - tifffile.imread(tmp_path / "s.tiff").astype(float)) ** 2)) > 30
 
 
+def test_one_mask_file_serves_every_tile_through_the_api(bundle, tmp_path):
+    import wsi_synth
+
+    _masks(bundle, tmp_path / "m")
+    out = tmp_path / "t"
+    wsi_synth.generate(bundle, out, size=96, height=80, steps=3, count=3, mask=tmp_path / "m" / "m1.png")
+    rows = _manifest(out)
+    assert [r["mask_source"] for r in rows] == ["m1.png"] * 3
+    masks = [np.asarray(Image.open(out / r["mask"])) for r in rows]
+    images = {np.asarray(Image.open(out / r["image"])).tobytes() for r in rows}
+    assert len(images) == 3 and all(r["seed"] != rows[0]["seed"] for r in rows[1:])  # one mask, three tissues
+    assert all(abs((m == masks[0]).mean() - 1) < 0.05 for m in masks)  # the contours' wander is seeded per tile
+
+
 def test_a_changed_mask_folder_refuses_to_resume(bundle, tmp_path, runner):
     _masks(bundle, tmp_path / "m")
     assert _count(runner, bundle, tmp_path / "t", 2, "--mask", str(tmp_path / "m")).exit_code == 0
