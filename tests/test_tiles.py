@@ -40,6 +40,12 @@ def _count(runner, model, out, n, *extra):
     )
 
 
+def _slide(runner, model, out, *extra):
+    """`generate` of one slide of a tile's size (96 × 80 px, 3 steps)."""
+    args = ["generate", "--model", str(model), "--size", "96", "--height", "80", "--steps", "3", "-q"]
+    return runner.invoke(cli, [*args, "--out", str(out), *extra])
+
+
 def _manifest(folder):
     with open(folder / "manifest.csv", newline="") as fh:
         return list(csv.DictReader(fh))
@@ -66,27 +72,7 @@ def test_tiles_masks_legend_and_manifest_agree(bundle, tmp_path, runner):
 def test_a_tile_is_the_slide_generate_makes_with_its_seed(bundle, tmp_path, runner):
     assert _count(runner, bundle, tmp_path / "t", 3, "--subtype", "adenocarcinoma", "--batch-size", "5").exit_code == 0
     row = _manifest(tmp_path / "t")[2]
-    result = runner.invoke(
-        cli,
-        [
-            "generate",
-            "--model",
-            str(bundle),
-            "--size",
-            "96",
-            "--height",
-            "80",
-            "--steps",
-            "3",
-            "--subtype",
-            "adenocarcinoma",
-            "--seed",
-            row["seed"],
-            "--out",
-            str(tmp_path / "s.tiff"),
-            "-q",
-        ],
-    )
+    result = _slide(runner, bundle, tmp_path / "s.tiff", "--subtype", "adenocarcinoma", "--seed", row["seed"])
     assert result.exit_code == 0, result.output
     assert np.array_equal(
         np.asarray(Image.open(tmp_path / "t" / row["mask"])), tifffile.imread(tmp_path / "s.mask.tiff")
@@ -181,28 +167,9 @@ def test_tiles_drawn_for_a_folder_of_masks_take_them_in_order_and_match_the_slid
         assert abs(share - width / 96) <= 8 / 96, (row, share)  # the given band, to a mask-canvas pixel
     images = [np.asarray(Image.open(tmp_path / "t" / r["image"])).tobytes() for r in rows]
     assert images[0] != images[3]  # the same mask, another seed: other tissue
-    slide = runner.invoke(
-        cli,
-        [
-            "generate",
-            "--model",
-            str(bundle),
-            "--size",
-            "96",
-            "--height",
-            "80",
-            "--steps",
-            "3",
-            "--mask",
-            str(tmp_path / "m" / "m1.png"),
-            "--boundary-roughness",
-            "0",
-            "--seed",
-            rows[1]["seed"],
-            "--out",
-            str(tmp_path / "s.tiff"),
-            "-q",
-        ],
+    mask = str(tmp_path / "m" / "m1.png")
+    slide = _slide(
+        runner, bundle, tmp_path / "s.tiff", "--mask", mask, "--boundary-roughness", "0", "--seed", rows[1]["seed"]
     )
     assert slide.exit_code == 0, slide.output
     assert np.array_equal(
@@ -276,20 +243,7 @@ def test_a_mask_folder_inside_the_out_folder_is_refused_and_kept(bundle, tmp_pat
 
 def test_a_slide_refuses_a_folder_of_masks(bundle, tmp_path, runner):
     _masks(bundle, tmp_path / "m")
-    result = runner.invoke(
-        cli,
-        [
-            "generate",
-            "--model",
-            str(bundle),
-            "--size",
-            "96",
-            "--mask",
-            str(tmp_path / "m"),
-            "-o",
-            str(tmp_path / "s.tiff"),
-        ],
-    )
+    result = _slide(runner, bundle, tmp_path / "s.tiff", "--mask", str(tmp_path / "m"))
     assert result.exit_code == 2 and "is a folder" in result.output and not (tmp_path / "s.tiff").exists()
 
 
