@@ -106,10 +106,9 @@ def mask_sha256(path: str | Path) -> str:
 
     from wsi_synth.resumable import sha256_file
 
-    sources = mask_sources(path)
-    if len(sources) == 1 and Path(path).is_file():
-        return sha256_file(sources[0])
-    return hashlib.sha256("".join(f"{p.name}\0{sha256_file(p)}\n" for p in sources).encode()).hexdigest()
+    if Path(path).is_file():
+        return sha256_file(path)
+    return hashlib.sha256("".join(f"{p.name}\0{sha256_file(p)}\n" for p in mask_sources(path)).encode()).hexdigest()
 
 
 def load_mask(path: str | Path, bundle: Bundle, g: Geometry, *, stretch: bool = False) -> np.ndarray:

@@ -254,7 +254,8 @@ def _write_group(
     )
     codec = bundle.load_codec(device=config.device)
     rows: list[list] = []
-    for index, tile, msk, lat in zip(indices, tiles, masks, latents, strict=True):
+    given = [[source.name] for source in named] if named else [[] for _ in indices]  # the manifest's mask_source
+    for index, tile, msk, lat, source in zip(indices, tiles, masks, latents, given, strict=True):
         image = DecodedImage(
             codec,
             lat,
@@ -270,7 +271,6 @@ def _write_group(
         _write_png(out / "images" / name, image)
         _write_png(out / "masks" / name, labels)
         fractions = np.bincount(labels.ravel(), minlength=len(bundle.classes))[: len(bundle.classes)] / labels.size
-        source = [named[len(rows)].name] if named else []
         rows.append(
             [index, f"images/{name}", f"masks/{name}", tile.seed, tile.subtype or "", *source]
             + [f"{f:.4f}" for f in fractions]
