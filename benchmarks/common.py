@@ -149,19 +149,22 @@ def import_wsss(out: Path) -> None:
         )
 
 
-def heldout_yardstick(work: Path, yardstick_tiles: int) -> tuple[Path, dict]:
+def heldout_yardstick(work: Path, yardstick_tiles: int, *, source_prefix: str | None = None) -> tuple[Path, dict]:
     """The recipe's data in `work/data` (imported unless there), its held-out test split (every tile of every source,
-    never trained on) as `work/real-test`, and the yardstick: a seeded sample of `yardstick_tiles` real training tiles
-    against it in the same feature space. Returns (held-out folder, {held_out_tiles, yardstick_train_tiles,
-    yardstick})."""
+    or of the sources whose id starts with `source_prefix`; never trained on) as `work/real-test`, and the yardstick:
+    a seeded sample of `yardstick_tiles` real training tiles of the same sources against it in the same feature
+    space. Returns (held-out folder, {held_out_tiles, yardstick_train_tiles, yardstick})."""
     from wsi_synth.evaluation import heldout
 
     kinds = ("labelled", "unlabelled")
     data = work / "data"
     if not (data / "dataset.json").is_file():
         recipe_data(data)
-    held_out, train = work / "real-test", work / "real-train"
-    n_test = heldout.export_split(data, "test", held_out, kinds=kinds)
-    n_train = heldout.export_split(data, "train", train, kinds=kinds, limit=yardstick_tiles)
-    yardstick = heldout.measure(held_out, train, work / "report-yardstick")
+    view = f"-{source_prefix.strip('_-')}" if source_prefix else ""
+    held_out, train = work / f"real-test{view}", work / f"real-train{view}"
+    n_test = heldout.export_split(data, "test", held_out, kinds=kinds, source_prefix=source_prefix)
+    n_train = heldout.export_split(
+        data, "train", train, kinds=kinds, source_prefix=source_prefix, limit=yardstick_tiles
+    )
+    yardstick = heldout.measure(held_out, train, work / f"report-yardstick{view}")
     return held_out, {"held_out_tiles": n_test, "yardstick_train_tiles": n_train, "yardstick": yardstick}

@@ -62,7 +62,12 @@ With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split)
 )
 @click.option("--tile", type=click.IntRange(16), default=512, show_default=True, help="Tile size for --mode tiled.")
 @click.option("--split", default=None, help="Split of REAL when it is a dataset (e.g. test).")
-@click.option("--max-tiles", type=click.IntRange(1), default=None, help="At most this many tiles per input.")
+@click.option(
+    "--max-tiles",
+    type=click.IntRange(1),
+    default=None,
+    help="At most this many tiles per input: a sample drawn by --seed over all of it.",
+)
 @click.option(
     "--cells",
     type=click.IntRange(1),

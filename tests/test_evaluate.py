@@ -191,3 +191,42 @@ def test_evaluate_bad_arguments(tmp_path, runner, args, message):
     a = _write_tiles(tmp_path / "a", [np.zeros((16, 16, 3), np.uint8)] * 3)
     result = runner.invoke(cli, ["evaluate", str(a), str(a), "--out", str(tmp_path / "r"), *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def _colour_tiles(n, colour):
+    return [np.full((32, 32, 3), colour, np.uint8)] * n
+
+
+def _colours(batches):
+    return [tuple(t[0, 0]) for batch in batches for t in batch]
+
+
+def test_max_tiles_is_a_seeded_sample_over_the_whole_input(tmp_path, runner):
+    from wsi_synth.evaluation.inputs import iter_batches, open_source
+    from wsi_synth.io import write_slide_pyramid
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for name, colour in (("a.tiff", (200, 40, 40)), ("b.tiff", (40, 40, 200))):  # 64 tiles of 64 px each
+        write_slide_pyramid(np.full((512, 512, 3), colour, np.uint8), slides / name, mpp=0.5, tile=256, quality=100)
+    images = _write_tiles(tmp_path / "images", _colour_tiles(20, (200, 40, 40)) + _colour_tiles(20, (40, 40, 200)))
+    for folder, total in ((slides, 128), (images, 40)):
+        source = open_source(folder, size=32, tile=64, max_tiles=10, seed=0)
+        drawn = _colours(iter_batches(source, batch=4))
+        assert len(source) == len(drawn) == 10 and source.available == total
+        assert len({tuple(c) for c in drawn}) == 2  # both halves: not the first ten tiles in reading order
+        again = open_source(folder, size=32, tile=64, max_tiles=10, seed=0)
+        assert (again.items, again.picks) == (source.items, source.picks)
+        other = open_source(folder, size=32, tile=64, max_tiles=10, seed=1)
+        assert (other.items, other.picks) != (source.items, source.picks)
+    whole = open_source(slides, size=32, tile=64, max_tiles=500)
+    assert len(whole) == 128 and whole.available is None and whole.picks is None
+    result = runner.invoke(
+        cli,
+        ["evaluate", str(images), str(slides), "--tile", "64", "--size", "32", "--max-tiles", "12"]
+        + ["--out", str(tmp_path / "r"), "-q"],
+    )
+    assert result.exit_code == 0, result.output
+    inputs = json.loads((tmp_path / "r" / "report.json").read_text())["inputs"]
+    assert (inputs["synthetic"]["tiles"], inputs["synthetic"]["sampled_from"]) == (12, 128)
+    assert (inputs["real"]["tiles"], inputs["real"]["sampled_from"]) == (12, 40)

@@ -48,12 +48,21 @@ def export_split(
     return len(rows)
 
 
-def measure(real: str | Path, synthetic: str | Path, report: str | Path, *, slide_tile: int | None = None) -> dict:
+def measure(
+    real: str | Path,
+    synthetic: str | Path,
+    report: str | Path,
+    *,
+    slide_tile: int | None = None,
+    tiles: int | None = None,
+) -> dict:
     """Precision, recall and FID of `synthetic` (a folder of tiles, or of slides cut into `slide_tile` px tiles at
-    level 0) against `real`, at the model's tile size, with offline features; and how many synthetic tiles."""
+    level 0) against `real`, at the model's tile size, with offline features; and how many synthetic tiles. With
+    `tiles`, each set is a seeded sample of at most that many: recall falls as the synthetic set grows, so sets are
+    compared at the yardstick's count."""
     from wsi_synth.api import evaluate
 
-    settings: dict[str, Any] = {"size": TILE, "overwrite": True}
+    settings: dict[str, Any] = {"size": TILE, "overwrite": True, "max_tiles": tiles}
     if slide_tile is not None:
         settings["tile"] = slide_tile
     doc = evaluate(real, synthetic, report, **settings)
@@ -104,15 +113,25 @@ def slides_quality(
     work: str | Path,
     *,
     subtypes: Sequence[str] | None = None,
+    tiles: int | None = None,
 ) -> dict:
     """One `size`² slide per subtype and seed (default settings), cut into the model's tiles at level 0, against the
-    held-out `real` tiles: all slides together (`all`) and each subtype's alone."""
+    held-out `real` tiles: all slides together (`all`) and each subtype's alone; a sample of `tiles` of each."""
+    made = make_slides(model, size, seeds, work, subtypes=subtypes)
+    groups = {"all": [p for paths in made.values() for p in paths], **made}
+    return {group: paths_quality(paths, real, yardstick, work, group, tiles=tiles) for group, paths in groups.items()}
+
+
+def make_slides(
+    model: str | Path, size: int, seeds: Sequence[int], work: str | Path, *, subtypes: Sequence[str] | None = None
+) -> dict[str, list[Path]]:
+    """One `size`² slide per subtype (default: every subtype of the model) and seed, default settings, in
+    `work/slides/SUBTYPE/sSEED.tiff`: {subtype: paths}."""
     from wsi_synth.api import generate
     from wsi_synth.models.bundle import open_bundle
 
-    work = Path(work)
     subtypes = list(subtypes) if subtypes is not None else list(open_bundle(model).subtypes)
-    slides = work / "slides"
+    slides = Path(work) / "slides"
     shutil.rmtree(slides, ignore_errors=True)
     made: dict[str, list[Path]] = {}
     for subtype in subtypes:
@@ -121,16 +140,17 @@ def slides_quality(
             out.parent.mkdir(parents=True, exist_ok=True)
             generate(model, out, size=size, subtype=subtype, seed=seed)
             made.setdefault(subtype, []).append(out)
-    groups = {"all": [p for paths in made.values() for p in paths], **made}
-    return {group: paths_quality(paths, real, yardstick, work, group) for group, paths in groups.items()}
+    return made
 
 
-def paths_quality(paths: Sequence[Path], real: str | Path, yardstick: dict, work: str | Path, name: str) -> dict:
+def paths_quality(
+    paths: Sequence[Path], real: str | Path, yardstick: dict, work: str | Path, name: str, *, tiles: int | None = None
+) -> dict:
     """Generated slides `paths` (named SUBTYPE/FILE) cut into the model's tiles at level 0, against the held-out
-    `real` tiles, with FID over the yardstick's."""
+    `real` tiles, with FID over the yardstick's; a seeded sample of `tiles` of them when given."""
     folder = Path(work) / f"slides-{name}"  # the slide images only: evaluate reads every slide in the folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
     for path in paths:
         shutil.copy(path, folder / f"{path.parent.name}-{path.name}")
-    return over_yardstick(measure(real, folder, Path(work) / f"report-{name}", slide_tile=TILE), yardstick)
+    return over_yardstick(measure(real, folder, Path(work) / f"report-{name}", slide_tile=TILE, tiles=tiles), yardstick)

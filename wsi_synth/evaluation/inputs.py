@@ -3,6 +3,10 @@ a `generate --count` folder (its `images/`): everything `generate` writes can be
 
 Slides are cut into `tile` px tiles at level 0 ("tiled") or read whole and resized to one tile
 ("resized"), as in the paper. Every tile is resized to `size` px so a batch is one array.
+
+`max_tiles` keeps a seeded sample of the input's tiles, drawn over all of it: the first N would be the top rows of
+the first slide, or the first source of a dataset. Precision and recall depend on how many tiles each set has
+(recall falls as the synthetic set grows), so sets are compared at equal counts.
 """
 
 from __future__ import annotations
@@ -32,10 +36,18 @@ class TileSource:
     size: int
     mode: str = "tiled"
     tile: int = 512
+    picks: frozenset[int] | None = None  # tiled slides: the sampled tiles' indices in reading order (None: all)
+    available: int | None = None  # how many tiles the input holds, when a sample was drawn
 
     def __len__(self) -> int:
+        if self.picks is not None:
+            return len(self.picks)
         if self.kind != "slides" or self.mode == "resized":
             return len(self.items)
+        return self.grid_tiles()
+
+    def grid_tiles(self) -> int:
+        """Tiles of every slide's level-0 grid."""
         return sum(_grid_count(p, self.tile) for p in self.items)
 
 
@@ -47,15 +59,34 @@ def open_source(
     tile: int = 512,
     split: str | None = None,
     max_tiles: int | None = None,
+    seed: int = 0,
 ) -> TileSource:
-    """Decide what `path` is and list its tiles (lazily for slides)."""
+    """Decide what `path` is and list its tiles (lazily for slides); with `max_tiles`, a sample drawn by `seed`."""
+    return sampled(_open_all(path, size=size, mode=mode, tile=tile, split=split), max_tiles, seed)
+
+
+def sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
+    """`source` cut down to a seeded sample of `max_tiles` of its tiles, spread over the whole input, kept in reading
+    order (slides are read once, in order)."""
+    import dataclasses
+
+    if max_tiles is None or len(source) <= max_tiles:
+        return source
+    total = len(source)
+    keep = np.sort(np.random.default_rng(seed).permutation(total)[:max_tiles])
+    if source.kind == "slides" and source.mode == "tiled":
+        return dataclasses.replace(source, picks=frozenset(keep.tolist()), available=total)
+    return dataclasses.replace(source, items=tuple(source.items[i] for i in keep), available=total)
+
+
+def _open_all(path: str | Path, *, size: int, mode: str, tile: int, split: str | None) -> TileSource:
     path = Path(path)
     if mode not in ("tiled", "resized"):
         raise BadArgumentError(f"--mode must be tiled or resized, got {mode!r}")
     if not path.exists():
         raise BadArgumentError(f"evaluation input not found: {path}")
     if path.is_dir() and (path / "dataset.json").is_file():
-        return TileSource(path, "dataset", _dataset_items(path, split, max_tiles), size, mode, tile)
+        return TileSource(path, "dataset", _dataset_items(path, split), size, mode, tile)
     if _is_zarr_image(path):
         return TileSource(path, "slides", (path,), size, mode, tile)
     # a `generate --count` folder
@@ -73,7 +104,7 @@ def open_source(
     if all(_is_slide(p, tile) for p in files):
         return TileSource(path, "slides", tuple(files), size, mode, tile)
     images = tuple(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
-    return TileSource(path, "images", images[:max_tiles] if max_tiles else images, size, mode, tile)
+    return TileSource(path, "images", images, size, mode, tile)
 
 
 def _is_zarr_image(path: Path) -> bool:
@@ -171,7 +202,7 @@ def _is_slide(path: Path, tile: int) -> bool:
         return False
 
 
-def _dataset_items(path: Path, split: str | None, max_tiles: int | None) -> tuple:
+def _dataset_items(path: Path, split: str | None) -> tuple:
     from wsi_synth.data import open_dataset
 
     rows = [
@@ -181,8 +212,7 @@ def _dataset_items(path: Path, split: str | None, max_tiles: int | None) -> tupl
     ]
     if not rows:
         raise BadArgumentError(f"{path}: no tiles{f' in split {split!r}' if split else ''}")
-    items = tuple((r["source"], f"{r['kind']}/images", int(r["index"])) for r in rows)
-    return items[:max_tiles] if max_tiles else items
+    return tuple((r["source"], f"{r['kind']}/images", int(r["index"])) for r in rows)
 
 
 def _grid_count(slide: Path, tile: int) -> int:
@@ -191,18 +221,14 @@ def _grid_count(slide: Path, tile: int) -> int:
     return (w // tile) * (h // tile)
 
 
-def iter_batches(source: TileSource, *, batch: int = 64, max_tiles: int | None = None) -> Iterator[np.ndarray]:
+def iter_batches(source: TileSource, *, batch: int = 64) -> Iterator[np.ndarray]:
     """Batches of (n, size, size, 3) uint8 tiles, in a fixed order."""
     pending: list[np.ndarray] = []
-    count = 0
     for tile in _iter_tiles(source):
         pending.append(tile)
-        count += 1
         if len(pending) == batch:
             yield np.stack(pending)
             pending = []
-        if max_tiles and count >= max_tiles:
-            break
     if pending:
         yield np.stack(pending)
 
@@ -224,7 +250,9 @@ def _iter_tiles(source: TileSource) -> Iterator[np.ndarray]:
 
 
 def _slide_tiles(source: TileSource) -> Iterator[np.ndarray]:
-    """Slides read as `extract` reads them (`wsi_synth.slide`): white outside the scanned area, damage refused."""
+    """Slides read as `extract` reads them (`wsi_synth.slide`): white outside the scanned area, damage refused. Of a
+    sample, only the picked tiles are read."""
+    index = 0
     for path in source.items:
         with _open_any(path) as s:
             w, h = s.dimensions
@@ -233,7 +261,9 @@ def _slide_tiles(source: TileSource) -> Iterator[np.ndarray]:
                 continue
             for y in range(0, h - source.tile + 1, source.tile):
                 for x in range(0, w - source.tile + 1, source.tile):
-                    yield _resized(s.read_level0((x, y), (source.tile, source.tile)), source.size)
+                    if source.picks is None or index in source.picks:
+                        yield _resized(s.read_level0((x, y), (source.tile, source.tile)), source.size)
+                    index += 1
 
 
 def _resized(tile: np.ndarray, size: int) -> np.ndarray:

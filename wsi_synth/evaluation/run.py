@@ -49,10 +49,9 @@ def embed(
     """Features of every tile (batched, bounded memory) and a small thumbnail of each for the gallery."""
     from tqdm import tqdm
 
-    total = min(len(source), config.max_tiles) if config.max_tiles else len(source)
     features, thumbs = [], []
-    with tqdm(total=total, desc=f"features: {label}", unit="tile", disable=not progress, leave=False) as bar:
-        for batch in iter_batches(source, batch=config.batch_size, max_tiles=config.max_tiles):
+    with tqdm(total=len(source), desc=f"features: {label}", unit="tile", disable=not progress, leave=False) as bar:
+        for batch in iter_batches(source, batch=config.batch_size):
             features.append(extractor(batch).astype(np.float32))
             thumbs.append(
                 batch[:, :: max(1, batch.shape[1] // THUMB), :: max(1, batch.shape[2] // THUMB)][:, :THUMB, :THUMB]
@@ -82,19 +81,22 @@ def evaluate(
     check_not_inputs([out / "report.json", out / "report.html"], [real, synthetic, train])
     for name in ("report.json", "report.html"):
         check_output(out / name, overwrite=overwrite) if out.is_dir() else None
-    sources = {
-        "real": open_source(
-            real, size=config.size, mode=config.mode, tile=config.tile, split=config.split, max_tiles=config.max_tiles
-        ),
-        "synthetic": open_source(
-            synthetic, size=config.size, mode=config.mode, tile=config.tile, max_tiles=config.max_tiles
-        ),
-    }
-    if train is not None:
-        sources["train"] = open_source(
-            train, size=config.size, mode=config.mode, tile=config.tile, split="train", max_tiles=config.max_tiles
+
+    def cut(path: str | Path, split: str | None, seed: int) -> TileSource:
+        return open_source(
+            path,
+            size=config.size,
+            mode=config.mode,
+            tile=config.tile,
+            split=split,
+            max_tiles=config.max_tiles,
+            seed=seed,
         )
-    counts = {label: min(len(s), config.max_tiles or len(s)) for label, s in sources.items() if label != "train"}
+
+    sources = {"real": cut(real, config.split, config.seed), "synthetic": cut(synthetic, None, config.seed + 1)}
+    if train is not None:
+        sources["train"] = cut(train, "train", config.seed + 2)
+    counts = {label: len(s) for label, s in sources.items() if label != "train"}
     if config.k >= min(counts.values()):
         raise BadArgumentError(
             f"--k {config.k} needs more than {config.k} tiles in each set, got real {counts['real']} tiles, "
@@ -142,6 +144,7 @@ def evaluate(
                 "path": str(s.path),
                 "kind": s.kind,
                 "tiles": len(embedded[label].features),
+                **({"sampled_from": s.available} if s.available is not None else {}),
                 "mode": s.mode if s.kind == "slides" else None,
                 **({"slides": [str(p) for p in s.items]} if s.kind == "slides" else {}),
             }
