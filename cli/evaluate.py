@@ -149,4 +149,6 @@ def command(
         progress=not quiet,
     )
     click.echo(json.dumps(report["metrics"], indent=2))
+    for note in report["notes"]:
+        click.echo(f"note: {note}", err=True)
     click.echo(f"report: {out}/report.html")

@@ -230,3 +230,13 @@ def test_max_tiles_is_a_seeded_sample_over_the_whole_input(tmp_path, runner):
     inputs = json.loads((tmp_path / "r" / "report.json").read_text())["inputs"]
     assert (inputs["synthetic"]["tiles"], inputs["synthetic"]["sampled_from"]) == (12, 128)
     assert (inputs["real"]["tiles"], inputs["real"]["sampled_from"]) == (12, 40)
+    assert json.loads((tmp_path / "r" / "report.json").read_text())["notes"] == []  # like counts: nothing to say
+    unlike = runner.invoke(
+        cli, ["evaluate", str(images), str(slides), "--tile", "64", "--size", "32", "--out", str(tmp_path / "u"), "-q"]
+    )
+    assert unlike.exit_code == 0, unlike.output
+    (note,) = json.loads((tmp_path / "u" / "report.json").read_text())["notes"]
+    assert "real has 40 tiles, synthetic 128" in note and "--max-tiles" in note
+    assert f"note: {note}" in unlike.output
+    assert "Note: real has 40 tiles" in (tmp_path / "u" / "report.html").read_text()
+    assert "sampled from 128" in (tmp_path / "r" / "report.html").read_text()

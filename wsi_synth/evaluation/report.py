@@ -31,6 +31,11 @@ def write_report(out: Path, report: dict, *, gallery: list, histogram: dict, ove
                 os.fsync(fh.fileno())
 
 
+def _sampled(entry: dict) -> str:
+    """', sampled from N' for an input cut down by --max-tiles."""
+    return f", sampled from {entry['sampled_from']}" if "sampled_from" in entry else ""
+
+
 def _png(tile: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(tile)).save(buffer, format="PNG")
@@ -86,11 +91,13 @@ def render_html(report: dict, gallery: list, histogram: dict) -> str:
             "those.</p>"
         )
     )
+    warning += "".join(f"<p class=warn>Note: {html.escape(note)}.</p>" for note in report.get("notes", []))
     rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report["metrics"].items()
     )
     inputs = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v['path'])} — {v['tiles']} tiles ({v['kind']})"
+        f"{_sampled(v)}"
         f"{_view_commands(v.get('slides', []))}</td></tr>"
         for k, v in report["inputs"].items()
     )
