@@ -202,6 +202,7 @@ def _colours(batches):
 
 
 def test_max_tiles_is_a_seeded_sample_over_the_whole_input(tmp_path, runner):
+    from wsi_synth.errors import BadArgumentError
     from wsi_synth.evaluation.inputs import iter_batches, open_source
     from wsi_synth.io import write_slide_pyramid
 
@@ -219,6 +220,8 @@ def test_max_tiles_is_a_seeded_sample_over_the_whole_input(tmp_path, runner):
         assert (again.items, again.picks) == (source.items, source.picks)
         other = open_source(folder, size=32, tile=64, max_tiles=10, seed=1)
         assert (other.items, other.picks) != (source.items, source.picks)
+    with pytest.raises(BadArgumentError, match="max.tiles must be at least 1, got -5"):
+        open_source(images, size=32, max_tiles=-5)  # the API's; the CLI's range refuses it first
     whole = open_source(slides, size=32, tile=64, max_tiles=500)
     assert len(whole) == 128 and whole.available is None and whole.picks is None
     result = runner.invoke(

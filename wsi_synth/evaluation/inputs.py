@@ -70,6 +70,8 @@ def sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
     order (slides are read once, in order)."""
     import dataclasses
 
+    if max_tiles is not None and max_tiles < 1:
+        raise BadArgumentError(f"--max-tiles must be at least 1, got {max_tiles}")
     if max_tiles is None or len(source) <= max_tiles:
         return source
     total = len(source)
