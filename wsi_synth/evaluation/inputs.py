@@ -72,9 +72,11 @@ def sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
 
     if max_tiles is not None and max_tiles < 1:
         raise BadArgumentError(f"--max-tiles must be at least 1, got {max_tiles}")
-    if max_tiles is None or len(source) <= max_tiles:
+    if max_tiles is None:
         return source
-    total = len(source)
+    total = len(source)  # a slide input opens every slide to count its grid: once
+    if total <= max_tiles:
+        return source
     keep = np.sort(np.random.default_rng(seed).permutation(total)[:max_tiles])
     if source.kind == "slides" and source.mode == "tiled":
         return dataclasses.replace(source, picks=frozenset(keep.tolist()), available=total)
