@@ -63,6 +63,11 @@ With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split)
 @click.option("--tile", type=click.IntRange(16), default=512, show_default=True, help="Tile size for --mode tiled.")
 @click.option("--split", default=None, help="Split of REAL when it is a dataset (e.g. test).")
 @click.option(
+    "--source",
+    default=None,
+    help="Of REAL and TRAIN datasets, only the sources whose id starts with this (e.g. wsss4luad).",
+)
+@click.option(
     "--max-tiles",
     type=click.IntRange(1),
     default=None,
@@ -111,6 +116,7 @@ def command(
     mode,
     tile,
     split,
+    source,
     max_tiles,
     cells,
     min_per_cell,
@@ -137,6 +143,7 @@ def command(
         mode=mode,
         tile=tile,
         split=split,
+        source=source,
         max_tiles=max_tiles,
         cells=cells,
         min_per_cell=min_per_cell,

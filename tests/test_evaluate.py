@@ -243,3 +243,37 @@ def test_max_tiles_is_a_seeded_sample_over_the_whole_input(tmp_path, runner):
     assert f"note: {note}" in unlike.output
     assert "Note: real has 40 tiles" in (tmp_path / "u" / "report.html").read_text()
     assert "sampled from 128" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_source_keeps_the_named_sources_of_a_dataset(tmp_path, runner):
+    import csv
+    import shutil
+
+    wsss = shared("tiles_masks", "wsss4luad_val")
+    for name, files in (("hospital_a", ("00.png", "01.png")), ("hospital_b", ("02.png", "03.png", "04.png"))):
+        for folder in ("img", "mask"):
+            (tmp_path / name / folder).mkdir(parents=True)
+            for f in files:
+                shutil.copy(wsss / folder / f, tmp_path / name / folder / f)
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: tumour epithelium\n1: stroma\n2: normal\n3: unknown\n")
+    ds = tmp_path / "ds"
+    for name in ("hospital_a", "hospital_b"):
+        args = ["import", str(tmp_path / name / "img"), "--masks", str(tmp_path / name / "mask")]
+        args += ["--legend", str(legend), "--tile", "64", "--out", str(ds), "-q"]
+        assert runner.invoke(cli, args).exit_code == 0
+    with open(ds / "manifest.csv", newline="") as fh:
+        labelled = [r for r in csv.DictReader(fh) if r["kind"] == "labelled"]
+    from_b = sum(r["source"].startswith("hospital_b") for r in labelled)
+    assert 0 < from_b < len(labelled)  # both hospitals hold tiles
+    synthetic = _write_tiles(tmp_path / "synthetic", _colour_tiles(8, (200, 40, 40)) + _colour_tiles(8, (40, 40, 200)))
+    base = ["evaluate", str(ds), str(synthetic), "--size", "32", "-q"]
+    result = runner.invoke(cli, [*base, "--source", "hospital_b", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["inputs"]["real"]["tiles"] == from_b
+    unknown = runner.invoke(cli, [*base, "--source", "hospital_c", "--out", str(tmp_path / "c")])
+    assert unknown.exit_code == 2 and "--source hospital_c" in unknown.output and "hospital_a-img" in unknown.output
+    args = ["evaluate", str(synthetic), str(synthetic), "--source", "x", "--out", str(tmp_path / "f")]
+    folder = runner.invoke(cli, args)
+    assert folder.exit_code == 2 and "not a wsi-synth dataset" in folder.output
+    assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists()  # refused before anything is written

@@ -58,11 +58,16 @@ def open_source(
     mode: str = "tiled",
     tile: int = 512,
     split: str | None = None,
+    source: str | None = None,
     max_tiles: int | None = None,
     seed: int = 0,
 ) -> TileSource:
-    """Decide what `path` is and list its tiles (lazily for slides); with `max_tiles`, a sample drawn by `seed`."""
-    return sampled(_open_all(path, size=size, mode=mode, tile=tile, split=split), max_tiles, seed)
+    """Decide what `path` is and list its tiles (lazily for slides): of a dataset, those of `split` and of the sources
+    whose id starts with `source`; with `max_tiles`, a sample drawn by `seed`."""
+    opened = _open_all(path, size=size, mode=mode, tile=tile, split=split, source=source)
+    if source is not None and opened.kind != "dataset":
+        raise BadArgumentError(f"--source {source}: {path} is not a wsi-synth dataset (only datasets name sources)")
+    return sampled(opened, max_tiles, seed)
 
 
 def sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
@@ -83,14 +88,16 @@ def sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
     return dataclasses.replace(source, items=tuple(source.items[i] for i in keep), available=total)
 
 
-def _open_all(path: str | Path, *, size: int, mode: str, tile: int, split: str | None) -> TileSource:
+def _open_all(
+    path: str | Path, *, size: int, mode: str, tile: int, split: str | None, source: str | None
+) -> TileSource:
     path = Path(path)
     if mode not in ("tiled", "resized"):
         raise BadArgumentError(f"--mode must be tiled or resized, got {mode!r}")
     if not path.exists():
         raise BadArgumentError(f"evaluation input not found: {path}")
     if path.is_dir() and (path / "dataset.json").is_file():
-        return TileSource(path, "dataset", _dataset_items(path, split), size, mode, tile)
+        return TileSource(path, "dataset", _dataset_items(path, split, source), size, mode, tile)
     if _is_zarr_image(path):
         return TileSource(path, "slides", (path,), size, mode, tile)
     # a `generate --count` folder
@@ -206,7 +213,7 @@ def _is_slide(path: Path, tile: int) -> bool:
         return False
 
 
-def _dataset_items(path: Path, split: str | None) -> tuple:
+def _dataset_items(path: Path, split: str | None, source: str | None) -> tuple:
     from wsi_synth.data import open_dataset
 
     rows = [
@@ -214,6 +221,14 @@ def _dataset_items(path: Path, split: str | None) -> tuple:
         for r in open_dataset(path).manifest()
         if r["kind"] in ("labelled", "unlabelled") and (split is None or r["split"] == split)
     ]
+    if source is not None:
+        named = sorted({r["source"] for r in rows})
+        rows = [r for r in rows if r["source"].startswith(source)]
+        if not rows:
+            raise BadArgumentError(
+                f"--source {source}: no source of {path}{f' (split {split!r})' if split else ''} starts with it; "
+                f"its sources: {', '.join(named) or 'none'}"
+            )
     if not rows:
         raise BadArgumentError(f"{path}: no tiles{f' in split {split!r}' if split else ''}")
     return tuple((r["source"], f"{r['kind']}/images", int(r["index"])) for r in rows)

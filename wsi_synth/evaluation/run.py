@@ -25,6 +25,7 @@ class EvaluateConfig:
     mode: str = "tiled"
     tile: int = 512
     split: str | None = None
+    source: str | None = None  # datasets: only the sources whose id starts with this
     max_tiles: int | None = None
     cells: int | None = None  # None: chosen from the sample size (metrics.cells_for)
     min_per_cell: int = 20
@@ -82,20 +83,24 @@ def evaluate(
     for name in ("report.json", "report.html"):
         check_output(out / name, overwrite=overwrite) if out.is_dir() else None
 
-    def cut(path: str | Path, split: str | None, seed: int) -> TileSource:
+    def cut(path: str | Path, split: str | None, source: str | None, seed: int) -> TileSource:
         return open_source(
             path,
             size=config.size,
             mode=config.mode,
             tile=config.tile,
             split=split,
+            source=source,
             max_tiles=config.max_tiles,
             seed=seed,
         )
 
-    sources = {"real": cut(real, config.split, config.seed), "synthetic": cut(synthetic, None, config.seed + 1)}
+    sources = {
+        "real": cut(real, config.split, config.source, config.seed),
+        "synthetic": cut(synthetic, None, None, config.seed + 1),
+    }
     if train is not None:
-        sources["train"] = cut(train, "train", config.seed + 2)
+        sources["train"] = cut(train, "train", config.source, config.seed + 2)
     counts = {label: len(s) for label, s in sources.items() if label != "train"}
     if config.k >= min(counts.values()):
         raise BadArgumentError(
