@@ -79,16 +79,12 @@ def main() -> None:
 
 def count_tiles(model: str, subtypes: list[str], tiles: int, work: Path) -> Path:
     """`tiles` `generate --count` tiles of the model's size, split evenly over `subtypes`, in one folder."""
-    from wsi_synth.api import generate
-
     folder = work / "count-tiles"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for i, subtype in enumerate(subtypes):
-        out = work / f"count-{subtype}"
-        shutil.rmtree(out, ignore_errors=True)
         share = tiles // len(subtypes) + (i < tiles % len(subtypes))
-        generate(model, out, count=share, size=heldout.TILE, subtype=subtype, batch_size=64)
+        out = heldout.make_tiles(model, share, work / f"count-{subtype}", subtype=subtype)
         for path in sorted((out / "images").glob("*.png")):
             shutil.copy(path, folder / f"{subtype}-{path.name}")
     return folder

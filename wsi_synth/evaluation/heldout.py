@@ -91,11 +91,7 @@ def tiles_quality(
 ) -> dict:
     """`count` generated tiles of the model's tile size (`generate --count`, `settings` as `generate` takes them)
     against the held-out `real` tiles; with the image stage's denoiser evaluations per crop."""
-    from wsi_synth.api import generate
-
-    tiles = Path(work) / f"tiles-{name}"
-    shutil.rmtree(tiles, ignore_errors=True)
-    generate(model, tiles, count=count, size=TILE, subtype=subtype, **{"batch_size": 64, **settings})
+    tiles = make_tiles(model, count, Path(work) / f"tiles-{name}", subtype=subtype, **settings)
     record = json.loads((tiles / "tiles.json").read_text())["evaluations"]["image"]
     metrics = measure(real, tiles / "images", Path(work) / f"report-{name}")
     return {
@@ -104,22 +100,14 @@ def tiles_quality(
     }
 
 
-def slides_quality(
-    model: str | Path,
-    size: int,
-    seeds: Sequence[int],
-    real: str | Path,
-    yardstick: dict,
-    work: str | Path,
-    *,
-    subtypes: Sequence[str] | None = None,
-    tiles: int | None = None,
-) -> dict:
-    """One `size`² slide per subtype and seed (default settings), cut into the model's tiles at level 0, against the
-    held-out `real` tiles: all slides together (`all`) and each subtype's alone; a sample of `tiles` of each."""
-    made = make_slides(model, size, seeds, work, subtypes=subtypes)
-    groups = {"all": [p for paths in made.values() for p in paths], **made}
-    return {group: paths_quality(paths, real, yardstick, work, group, tiles=tiles) for group, paths in groups.items()}
+def make_tiles(model: str | Path, count: int, out: str | Path, *, subtype: str, **settings: Any) -> Path:
+    """`count` `generate --count` tiles of the model's tile size in `out` (replaced), `settings` as `generate` takes
+    them. Returns `out`."""
+    from wsi_synth.api import generate
+
+    shutil.rmtree(out, ignore_errors=True)
+    generate(model, out, count=count, size=TILE, subtype=subtype, **{"batch_size": 64, **settings})
+    return Path(out)
 
 
 def make_slides(

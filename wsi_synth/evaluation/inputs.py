@@ -12,7 +12,8 @@ the first slide, or the first source of a dataset. Precision and recall depend o
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +41,15 @@ class TileSource:
     available: int | None = None  # how many tiles the input holds, when a sample was drawn
 
     def __len__(self) -> int:
+        return self.count
+
+    @cached_property
+    def count(self) -> int:
+        """How many tiles: tiled slides are opened to measure their grids, once per source."""
         if self.picks is not None:
             return len(self.picks)
         if self.kind != "slides" or self.mode == "resized":
             return len(self.items)
-        return self.grid_tiles()
-
-    def grid_tiles(self) -> int:
-        """Tiles of every slide's level-0 grid."""
         return sum(_grid_count(p, self.tile) for p in self.items)
 
 
@@ -67,25 +69,23 @@ def open_source(
     opened = _open_all(path, size=size, mode=mode, tile=tile, split=split, source=source)
     if source is not None and opened.kind != "dataset":
         raise BadArgumentError(f"--source {source}: {path} is not a wsi-synth dataset (only datasets name sources)")
-    return sampled(opened, max_tiles, seed)
+    return _sampled(opened, max_tiles, seed)
 
 
-def sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
+def _sampled(source: TileSource, max_tiles: int | None, seed: int) -> TileSource:
     """`source` cut down to a seeded sample of `max_tiles` of its tiles, spread over the whole input, kept in reading
     order (slides are read once, in order)."""
-    import dataclasses
-
     if max_tiles is not None and max_tiles < 1:
         raise BadArgumentError(f"--max-tiles must be at least 1, got {max_tiles}")
     if max_tiles is None:
         return source
-    total = len(source)  # a slide input opens every slide to count its grid: once
+    total = len(source)
     if total <= max_tiles:
         return source
     keep = np.sort(np.random.default_rng(seed).permutation(total)[:max_tiles])
     if source.kind == "slides" and source.mode == "tiled":
-        return dataclasses.replace(source, picks=frozenset(keep.tolist()), available=total)
-    return dataclasses.replace(source, items=tuple(source.items[i] for i in keep), available=total)
+        return replace(source, picks=frozenset(keep.tolist()), available=total)
+    return replace(source, items=tuple(source.items[i] for i in keep), available=total)
 
 
 def _open_all(
