@@ -415,3 +415,30 @@ def test_a_version_1_model_json_is_migrated_to_what_its_readers_assumed(tmp_path
     (tmp_path / "model.json").write_text(json.dumps({**spatial, "version": 3}))
     with pytest.raises(BadModelError, match="newer than this wsi-synth reads"):
         open_bundle(tmp_path)
+
+
+def test_class_balance_draws_rare_classes_more_often(trained):
+    from wsi_synth.data.samplers import class_balanced_weights
+
+    # one tile of each rare class among 10 tumour tiles; a half-unannotated tile weighs as the commonest class
+    fractions = [{"tumour": 1.0}] * 10 + [{"stroma": 1.0}, {"normal": 1.0}, {"tumour": 0.5, "unknown": 0.5}]
+    assert np.allclose(class_balanced_weights(fractions, 0.0), 1 / 13)
+    full = class_balanced_weights(fractions, 1.0)
+    # each class drawn equally: the stroma tile as often as the tumour pixels of the other tiles put together
+    assert full[10] == pytest.approx(full[11]) and full[10] == pytest.approx(full[:10].sum() + full[12] / 2)
+    half = class_balanced_weights(fractions, 0.5)
+    assert full[0] < half[0] < 1 / 13 and full[10] > half[10] > 1 / 13
+
+    data, model, _ = trained
+
+    def class_shares(balance):
+        config = load_config("tiny", batch_size=8, p_unc=0.0, class_balance=balance)
+        spec = training_stages.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
+        maps = torch.cat([spec.draw(step)[1] for step in range(60)])  # (n, classes − 1, h, w): one-hot class maps
+        return maps.sum((0, 2, 3)) / maps.sum()
+
+    plain, balanced = class_shares(0.0), class_shares(1.0)
+    rare = int(plain[plain > 0].argmin())
+    assert balanced[rare] > 1.5 * plain[rare] and balanced.max() < plain.max()
+    with pytest.raises(Exception, match=r"class_balance must be in \[0, 1\], got 2"):
+        load_config("tiny", class_balance=2)

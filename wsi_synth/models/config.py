@@ -69,6 +69,9 @@ class TrainConfig:
     #: else the labelled ones) or "all" (every tile, labelled or not: the null condition is then the data's
     #: marginal, as classifier-free guidance assumes, and not one source's look).
     null_tiles: str = "unlabelled"
+    #: How strongly the image stage favours tiles of rare classes (`data.samplers.class_balanced_weights`): 0 draws
+    #: every labelled tile alike (every bundle before it), 1 draws every class about equally often.
+    class_balance: float = 0.0
 
     def validate(self) -> None:
         """Refuse values training cannot use, naming the key."""
@@ -80,6 +83,8 @@ class TrainConfig:
                 raise BadArgumentError(f"{part}.min_snr_gamma must be a positive number or null, got {gamma!r}")
         if self.null_tiles not in ("unlabelled", "all"):
             raise BadArgumentError(f"null_tiles must be unlabelled or all, got {self.null_tiles!r}")
+        if not (isinstance(self.class_balance, (int, float)) and 0 <= self.class_balance <= 1):
+            raise BadArgumentError(f"class_balance must be in [0, 1], got {self.class_balance!r}")
         if not 0 <= self.p_unc <= 1:
             raise BadArgumentError(f"p_unc must be in [0, 1], got {self.p_unc}")
         for name in ("batch_size", "max_steps", "checkpoint_every", "sample_every", "num_train_timesteps"):

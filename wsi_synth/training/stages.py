@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from wsi_synth.data.samplers import TileIndex, TileReader, augment, require, step_rng
+from wsi_synth.data.samplers import TileIndex, TileReader, augment, class_balanced_weights, require, step_rng
 from wsi_synth.data.store import Dataset
 from wsi_synth.diffusion.schedule import add_noise, alphas_cumprod
 from wsi_synth.errors import BadArgumentError
@@ -212,6 +212,12 @@ def _image_stage(
         return z.flip(2) if flip else z
 
     pool = null_pool(index, config.null_tiles)
+    balanced = class_balanced_weights(index.fractions, config.class_balance) if config.class_balance else None
+
+    def labelled_tile(rng: np.random.Generator) -> tuple[str, int]:
+        if balanced is None:  # as every bundle before class_balance drew, so their runs resume identically
+            return index.labelled[int(rng.integers(len(index.labelled)))]
+        return index.labelled[int(rng.choice(len(index.labelled), p=balanced))]
 
     def draw(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = step_rng(config.seed, step, rank)
@@ -225,7 +231,7 @@ def _image_stage(
                 masks.append(torch.zeros(conditioning.mask_channels, lat, lat))
                 labels.append(0)
                 continue
-            source, i = index.labelled[int(rng.integers(len(index.labelled)))]
+            source, i = labelled_tile(rng)
             mask = reader.mask("labelled", source, i)
             if spatial:
                 one_hot = torch.from_numpy(
