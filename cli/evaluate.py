@@ -17,7 +17,9 @@ Examples:
   wsi-synth evaluate real/ s.tiff --features inception-2015-12-05.pt --out report/       # comparable FID
   wsi-synth evaluate real/ slides/ --mode resized --size 512 --out report/
 REAL, SYNTHETIC and TRAIN are each a folder of tiles, a wsi-synth dataset, or pyramidal TIFFs.
-With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split).""",
+With a dataset, --split picks REAL's split (TRAIN always uses its 'train' split).
+When SYNTHETIC carries classes (a --count folder, a dataset, slides beside their s.mask.tiff and s.json) and
+REAL is a dataset, the report adds per-class figures: which class each class's tiles look like.""",
 )
 @click.argument("real", type=click.Path(exists=True))
 @click.argument("synthetic", type=click.Path(exists=True))

@@ -277,3 +277,86 @@ def test_source_keeps_the_named_sources_of_a_dataset(tmp_path, runner):
     folder = runner.invoke(cli, args)
     assert folder.exit_code == 2 and "not a wsi-synth dataset" in folder.output
     assert not (tmp_path / "c").exists() and not (tmp_path / "f").exists()  # refused before anything is written
+
+
+def _import_drawn(tmp_path, runner, name, drawn):
+    """A dataset of 64 px tiles imported from (colour, class id) pairs: each tile that colour with a little noise,
+    its mask that class."""
+    rng = np.random.default_rng(len(name))
+    images, masks = tmp_path / name / "img", tmp_path / name / "mask"
+    images.mkdir(parents=True)
+    masks.mkdir(parents=True)
+    for i, (colour, class_id) in enumerate(drawn):
+        noisy = np.clip(np.array(colour) + rng.normal(0, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(noisy).save(images / f"{i:03d}.png")
+        Image.fromarray(np.full((64, 64), class_id, np.uint8)).save(masks / f"{i:03d}.png")
+    legend = tmp_path / "legend.yaml"
+    legend.write_text("0: unknown\n1: tumour\n2: stroma\n")
+    out = tmp_path / f"{name}-ds"
+    args = ["import", str(images), "--masks", str(masks), "--legend", str(legend), "--tile", "64", "--out", str(out)]
+    result = runner.invoke(cli, [*args, "--test-fraction", "0", "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+RED, BLUE = (200, 60, 60), (60, 60, 200)
+
+
+def test_classes_drawn_as_another_class_look_like_it(tmp_path, runner):
+    real = _import_drawn(tmp_path, runner, "real", [(RED, 1)] * 16 + [(BLUE, 2)] * 16)
+    # tumour drawn right; stroma drawn in the tumour's colour, as a model that has not learnt stroma draws it
+    fake = _import_drawn(tmp_path, runner, "fake", [(RED, 1)] * 12 + [(RED, 2)] * 12)
+    result = runner.invoke(cli, ["evaluate", str(real), str(fake), "--size", "32", "--out", str(tmp_path / "r"), "-q"])
+    assert result.exit_code == 0, result.output
+    found = json.loads((tmp_path / "r" / "report.json").read_text())["metrics"]["classes"]
+    assert found["reference"] == "real"
+    tumour, stroma = found["per_class"]["tumour"], found["per_class"]["stroma"]
+    assert (tumour["synthetic_tiles"], tumour["real_tiles"], stroma["synthetic_tiles"]) == (12, 16, 12)
+    assert tumour["looks_like_its_class"] == {"synthetic": 1.0, "real": 1.0}
+    assert stroma["looks_like_its_class"] == {"synthetic": 0.0, "real": 1.0}
+    assert stroma["synthetic_looks_like"] == {"stroma": 0.0, "tumour": 1.0}
+    assert stroma["precision"] == 0.0 and tumour["precision"] == 1.0
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "<h2>Classes</h2>" in page and "tumour 1.00" in page
+    # with TRAIN, the vote is against the training tiles; plain tiles carry no classes, so no class table
+    args = ["evaluate", str(real), str(fake), "--train", str(real), "--size", "32", "--out", str(tmp_path / "t")]
+    with_train = runner.invoke(cli, [*args, "-q"])
+    assert with_train.exit_code == 0, with_train.output
+    assert json.loads((tmp_path / "t" / "report.json").read_text())["metrics"]["classes"]["reference"] == "train"
+    plain = _write_tiles(tmp_path / "plain", _colour_tiles(8, RED) + _colour_tiles(8, BLUE))
+    result = runner.invoke(cli, ["evaluate", str(real), str(plain), "--size", "32", "--out", str(tmp_path / "p"), "-q"])
+    assert result.exit_code == 0
+    assert "classes" not in json.loads((tmp_path / "p" / "report.json").read_text())["metrics"]
+
+
+def test_generated_tiles_and_slides_carry_the_classes_of_their_masks(tmp_path, runner, tiny_model):
+    import csv
+
+    from wsi_synth.evaluation.inputs import main_class, open_source, tile_classes
+    from wsi_synth.io.images import read_labels
+
+    common = ["--model", str(tiny_model), "--subtype", "adenocarcinoma", "--steps", "2", "--seed", "3", "-q"]
+    result = runner.invoke(cli, ["generate", *common, "--size", "64", "--count", "6", "--out", str(tmp_path / "t")])
+    assert result.exit_code == 0, result.output
+    names = {c["id"]: c["name"] for c in json.loads((tiny_model / "model.json").read_text())["classes"]}
+
+    def expected(mask):
+        ids = np.bincount(mask.ravel())
+        return main_class({names[i]: float(n) for i, n in enumerate(ids) if n})
+
+    with open(tmp_path / "t" / "manifest.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    tiles = open_source(tmp_path / "t", size=32)
+    assert tile_classes(tiles) == [expected(read_labels(tmp_path / "t" / r["mask"])) for r in rows]
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    result = runner.invoke(cli, ["generate", *common, "--size", "256", "--out", str(slides / "s.tiff")])
+    assert result.exit_code == 0, result.output
+    source = open_source(slides, size=32, tile=64, max_tiles=9, seed=1)
+    assert [p.name for p in source.items] == ["s.tiff"]  # the label pyramid beside it is not a slide to evaluate
+    mask = read_labels(slides / "s.mask.tiff")
+    picked = [(y, x) for y in range(0, 256, 64) for x in range(0, 256, 64)]
+    want = [expected(mask[y : y + 64, x : x + 64]) for i, (y, x) in enumerate(picked) if i in source.picks]
+    assert tile_classes(source) == want and any(want)
+    (slides / "s.json").unlink()  # without its record the ids have no names: no classes, rather than wrong ones
+    assert tile_classes(open_source(slides, size=32, tile=64)) is None

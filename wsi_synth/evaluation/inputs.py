@@ -19,12 +19,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wsi_synth.classes import UNKNOWN
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.io.images import read_rgb
 from wsi_synth.slide import open_slide
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 SLIDE_SUFFIXES = frozenset({".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn"})
+#: `generate` writes a slide's label pyramid beside it (s.mask.tiff): class ids, not tissue, so a folder's listing
+#: leaves them out (they are read as the slide's classes instead).
+LABEL_SUFFIXES = (".mask.tiff", ".mask.tif", ".mask.ome.tiff", ".mask.ome.tif")
 
 
 @dataclass(frozen=True)
@@ -107,7 +111,10 @@ def _open_all(
         [path]
         if path.is_file()
         else sorted(
-            p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES or _is_zarr_image(p)
+            p
+            for p in path.iterdir()
+            if (p.suffix.lower() in IMAGE_SUFFIXES | SLIDE_SUFFIXES or _is_zarr_image(p))
+            and not p.name.lower().endswith(LABEL_SUFFIXES)
         )
     )
     if not files:
@@ -297,3 +304,108 @@ def read_centre(slide: Path, side: int) -> np.ndarray:
         w, h = s.dimensions
         side_w, side_h = min(side, w), min(side, h)
         return s.read_level0(((w - side_w) // 2, (h - side_h) // 2), (side_w, side_h))
+
+
+def tile_classes(source: TileSource) -> list[str | None] | None:
+    """Each tile's main class (the class on most of its annotated pixels; None where none is annotated), in the order
+    the tiles are read; None when the input carries no classes: a folder of plain images, slides without their label
+    pyramid and record (`generate` writes both beside the slide), slides read whole (`--mode resized`)."""
+    if source.kind == "dataset":
+        return _dataset_classes(source)
+    if source.kind == "images":
+        return _count_classes(source)
+    if source.mode == "tiled":
+        return _slide_classes(source)
+    return None
+
+
+def main_class(fractions: dict[str, float]) -> str | None:
+    """The class with the largest share of a tile's pixels, unannotated pixels left out."""
+    known = {name: share for name, share in fractions.items() if name != UNKNOWN and share > 0}
+    return max(known, key=known.__getitem__) if known else None
+
+
+def _dataset_classes(source: TileSource) -> list[str | None]:
+    import json
+
+    from wsi_synth.data import open_dataset
+
+    table = {
+        (r["source"], f"{r['kind']}/images", int(r["index"])): r["fractions"]
+        for r in open_dataset(source.path).manifest()
+    }
+    return [main_class(json.loads(table.get(item) or "{}")) for item in source.items]
+
+
+def _count_classes(source: TileSource) -> list[str | None] | None:
+    """Classes of a `generate --count` folder's tiles, from its manifest's `fraction_<class>` columns."""
+    import csv
+
+    manifest = source.path.parent / "manifest.csv"
+    if source.path.name != "images" or not manifest.is_file():
+        return None
+    with manifest.open(newline="", encoding="utf-8") as fh:
+        rows = {Path(r.get("image") or "").name: r for r in csv.DictReader(fh)}
+    prefix = "fraction_"
+    classes = []
+    for p in source.items:
+        row = rows.get(p.name)
+        if row is None:
+            return None  # a tile the manifest does not know: the folder was edited, its classes cannot be trusted
+        classes.append(main_class({k[len(prefix) :]: float(v or 0) for k, v in row.items() if k.startswith(prefix)}))
+    return classes
+
+
+def _slide_classes(source: TileSource) -> list[str | None] | None:
+    """Classes of tiled slides' tiles from each slide's label pyramid (level 0, read tile by tile) and the class
+    names of its record, in the order `_slide_tiles` reads the tiles."""
+    classes: list[str | None] = []
+    index = 0
+    for path in source.items:
+        labels = _label_pyramid(path)
+        if labels is None:
+            return None
+        level0, names = labels
+        w, h = level0.shape[1], level0.shape[0]
+        for y in range(0, h - source.tile + 1, source.tile):
+            for x in range(0, w - source.tile + 1, source.tile):
+                if source.picks is None or index in source.picks:
+                    ids = np.bincount(np.asarray(level0[y : y + source.tile, x : x + source.tile]).ravel())
+                    classes.append(main_class({names.get(i, UNKNOWN): float(n) for i, n in enumerate(ids) if n}))
+                index += 1
+    return classes
+
+
+def _label_pyramid(slide: Path):
+    """(level 0 of the label pyramid as a lazily read array, class id → name) of a slide `generate` wrote as TIFF,
+    or None when the mask or the record is missing or unreadable."""
+    import json
+
+    import tifffile
+    import zarr
+
+    from wsi_synth.io.outputs import OutputPaths
+
+    try:
+        paths = OutputPaths.beside(slide)
+    except Exception:  # not a name generate writes: no label pyramid to find
+        return None
+    if paths.mask is None or not paths.mask.is_file() or not paths.record.is_file():
+        return None
+    try:
+        record = json.loads(paths.record.read_text())
+        names = {int(c["id"]): str(c["name"]) for c in record["classes"]}
+        level0 = zarr.open(tifffile.imread(paths.mask, aszarr=True, level=0), mode="r")
+        w, h = _open_any_dimensions(slide)
+        if not isinstance(level0, zarr.Array):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, tifffile.TiffFileError):
+        return None
+    if level0.ndim != 2 or level0.shape != (h, w):
+        return None  # not this slide's mask
+    return level0, names
+
+
+def _open_any_dimensions(slide: Path) -> tuple[int, int]:
+    with _open_any(slide) as s:
+        return s.dimensions

@@ -62,6 +62,32 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, *, k: int = 3) -> tuple
     return float(precision), float(recall)
 
 
+def neighbour_vote(
+    queries: np.ndarray, refs: np.ndarray, ref_labels: np.ndarray, *, k: int, same_set: bool = False
+) -> np.ndarray:
+    """The label most of each query's `k` nearest references carry (ties: the nearest of the tied labels), as a
+    k-NN classifier of the references' labels; `same_set` when the queries are the references (a sample is not its
+    own neighbour)."""
+    k = min(k, len(refs) - (1 if same_set else 0))
+    if k < 1:
+        raise ValueError("need at least one reference besides the query")
+
+    def vote(d: np.ndarray, start: int) -> np.ndarray:
+        if same_set:
+            rows = np.arange(len(d))
+            d[rows, start + rows] = np.inf
+        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        out = np.empty(len(d), dtype=ref_labels.dtype)
+        for row, nearest_k in enumerate(order):
+            labels = ref_labels[nearest_k]
+            values, counts = np.unique(labels, return_counts=True)
+            tied = set(values[counts == counts.max()].tolist())
+            out[row] = next(label for label in labels if label in tied)  # nearest first
+        return out
+
+    return _blocked_min(queries, refs, vote)
+
+
 def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
     """FID between Gaussians fitted to the two feature sets: |μ₁−μ₂|² + Tr(Σ₁ + Σ₂ − 2(Σ₁Σ₂)^½)."""
     mu1, mu2 = real.mean(0), fake.mean(0)

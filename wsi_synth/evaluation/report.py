@@ -79,6 +79,31 @@ def _view_commands(slides: list[str]) -> str:
     return shown + (f"<br>… and {len(slides) - 8} more" if len(slides) > 8 else "")
 
 
+def _classes_html(report: dict) -> str:
+    """The per-class table: how often each class's tiles look like that class, synthetic against real."""
+    found = report["metrics"].get("classes")
+    if not found:
+        return ""
+
+    def cell(value: object) -> str:
+        return "–" if value is None else html.escape(_fmt(value))
+
+    rows = "".join(
+        f"<tr><th>{html.escape(name)}</th><td>{e['synthetic_tiles']}</td><td>{e['real_tiles']}</td>"
+        f"<td>{cell(e['looks_like_its_class']['synthetic'])}</td><td>{cell(e['looks_like_its_class']['real'])}</td>"
+        f"<td>{html.escape(', '.join(f'{o} {v:.2f}' for o, v in e['synthetic_looks_like'].items() if v))}</td>"
+        f"<td>{cell(e.get('precision'))}</td><td>{cell(e.get('recall'))}</td></tr>"
+        for name, e in found["per_class"].items()
+    )
+    return (
+        "<h2>Classes</h2><p>A tile's class is the class on most of its pixels. It <i>looks like</i> the class most of "
+        f"its {found['vote_k']} nearest labelled {html.escape(found['reference'])} tiles carry. Real tiles give the "
+        "yardstick: how often real tissue of a class looks like it in this feature space.</p><table><tr><th>class</th>"
+        "<th>synthetic tiles</th><th>real tiles</th><th>looks like its class: synthetic</th><th>real</th>"
+        f"<th>synthetic tiles look like</th><th>precision</th><th>recall</th></tr>{rows}</table>"
+    )
+
+
 def render_html(report: dict, gallery: list, histogram: dict) -> str:
     """The report as one self-contained HTML page: metrics, inputs, the nearest-neighbour gallery and histogram."""
     fx = report["feature_extractor"]
@@ -93,7 +118,9 @@ def render_html(report: dict, gallery: list, histogram: dict) -> str:
     )
     warning += "".join(f"<p class=warn>Note: {html.escape(note)}.</p>" for note in report.get("notes", []))
     rows = "".join(
-        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>" for k, v in report["metrics"].items()
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in report["metrics"].items()
+        if k != "classes"
     )
     inputs = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{html.escape(v['path'])} — {v['tiles']} tiles ({v['kind']})"
@@ -129,4 +156,4 @@ th,td{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .warn{{background
 .gallery{{display:flex;flex-wrap:wrap;gap:8px}} figure{{margin:0}} img{{width:96px;height:96px}}
 </style></head><body><h1>wsi-synth evaluation</h1>
 <p>Feature extractor: <b>{html.escape(fx["name"])}</b> ({fx["dim"]}-d)</p>{warning}
-<h2>Inputs</h2><table>{inputs}</table><h2>Metrics</h2><table>{rows}</table>{plot}{gallery_html}</body></html>"""
+<h2>Inputs</h2><table>{inputs}</table><h2>Metrics</h2><table>{rows}</table>{_classes_html(report)}{plot}{gallery_html}</body></html>"""

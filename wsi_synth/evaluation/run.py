@@ -11,9 +11,11 @@ import numpy as np
 from wsi_synth.errors import BadArgumentError
 from wsi_synth.evaluation import metrics
 from wsi_synth.evaluation.features import FeatureExtractor
-from wsi_synth.evaluation.inputs import TileSource, iter_batches, open_source, read_centre
+from wsi_synth.evaluation.inputs import TileSource, iter_batches, open_source, read_centre, tile_classes
 
 THUMB = 96  # gallery thumbnails, px
+#: Neighbours whose classes decide what class a tile looks like (odd, so two classes rarely tie).
+VOTE_K = 5
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,9 @@ def evaluate(
             {"slide": p.name, **metrics.seam_score(read_centre(p, 16 * config.seam_period), config.seam_period)}
             for p in sources["synthetic"].items
         ]
+    by_class = class_fidelity(embedded, k=k)
+    if by_class is not None:
+        result["classes"] = by_class
     timings["metrics_s"] = round(time.perf_counter() - t, 2)
     report = {
         "notes": size_notes(len(real_f), len(fake_f)),
@@ -167,6 +172,57 @@ def evaluate(
     }
     write_report(out, report, gallery=gallery, histogram=histogram, overwrite=overwrite)
     return report
+
+
+def class_fidelity(embedded: dict[str, Embedded], *, k: int) -> dict | None:
+    """Whether each class is drawn as it looks, when the synthetic tiles and a real set carry classes (datasets,
+    `generate --count` folders, slides beside their label pyramid).
+
+    A tile's class is the class on most of its pixels; what it *looks like* is the class most of its `VOTE_K` nearest
+    labelled real tiles carry (the reference: TRAIN when it has classes, else REAL). The yardstick is the same vote for
+    the real tiles (REAL against TRAIN, or each REAL tile against the others): how often real tissue of a class looks
+    like that class in this feature space. Per class, precision and recall compare the synthetic tiles of a class with
+    the real tiles of that class."""
+    found = {label: tile_classes(e.source) for label, e in embedded.items()}
+    classes = {label: c for label, c in found.items() if c is not None}
+    if "synthetic" not in classes or "real" not in classes:
+        return None
+    reference = "train" if "train" in classes else "real"
+    ref_f, ref_c = _labelled(embedded[reference].features, classes[reference])
+    real_f, real_c = _labelled(embedded["real"].features, classes["real"])
+    fake_f, fake_c = _labelled(embedded["synthetic"].features, classes["synthetic"])
+    if len(ref_f) <= VOTE_K or len(real_f) < 2 or len(fake_f) < 1:
+        return None
+    real_vote = metrics.neighbour_vote(real_f, ref_f, ref_c, k=VOTE_K, same_set=reference == "real")
+    fake_vote = metrics.neighbour_vote(fake_f, ref_f, ref_c, k=VOTE_K)
+    per_class = {}
+    for name in sorted(set(fake_c.tolist()) | set(real_c.tolist())):
+        mine, theirs = fake_c == name, real_c == name
+        entry: dict = {
+            "synthetic_tiles": int(mine.sum()),
+            "real_tiles": int(theirs.sum()),
+            "looks_like_its_class": {
+                "synthetic": _share(fake_vote[mine] == name),
+                "real": _share(real_vote[theirs] == name),
+            },
+            "synthetic_looks_like": {
+                other: _share(fake_vote[mine] == other) for other in sorted(set(ref_c.tolist())) if mine.any()
+            },
+        }
+        if min(mine.sum(), theirs.sum()) > k:
+            entry["precision"], entry["recall"] = metrics.precision_recall(real_f[theirs], fake_f[mine], k=k)
+        per_class[name] = entry
+    return {"reference": reference, "vote_k": VOTE_K, "per_class": per_class}
+
+
+def _labelled(features: np.ndarray, classes: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of tiles that have a class, and their classes."""
+    keep = [i for i, c in enumerate(classes) if c is not None]
+    return features[keep], np.array([classes[i] for i in keep], dtype=object)
+
+
+def _share(hits: np.ndarray) -> float | None:
+    return float(hits.mean()) if len(hits) else None
 
 
 #: Sets whose sizes differ by more than this factor get a note: their precision and recall do not compare.
