@@ -17,6 +17,8 @@
    semi-supervised setting; background is a class where the recipe has it.
 4. Dice per class (MONAI's `compute_dice`, over all held-out pixels of known class); macro Dice over the tissue
    classes (tumour, stroma, normal: comparable with the figures of bundles without background) and over all.
+5. Why, per class: `wsi-synth evaluate` of each synthetic tile set against the held-out tiles, with the real
+   training tiles as the reference of its per-class table (which class each class's tiles look like).
 
 Prints JSON with a key per training set (`real`, `synthetic`, `real_plus_synthetic`, `real_quarter`, …: mean, std
 and per-seed values), the data sizes,
@@ -164,6 +166,14 @@ def dice(net, images, masks, classes: tuple[str, ...]) -> dict:
     }
 
 
+def class_table(real: Path, tiles: Path, out: Path) -> dict:
+    """`evaluate`'s per-class figures of a `--count` tile set against the held-out tiles (offline features)."""
+    import wsi_synth
+
+    report = wsi_synth.evaluate(real, tiles, out, train=real, split="test", gallery=0, overwrite=True)
+    return report["metrics"]["classes"]
+
+
 def summarise(runs: list[dict]) -> dict:
     macro = [r["macro"] for r in runs]
     per_class = {c: round(float(np.mean([r["per_class"][c] for r in runs])), 4) for c in runs[0]["per_class"]}
@@ -219,6 +229,11 @@ def main() -> None:
             name="synthetic_for_masks",
         )
         drawn_x, drawn_y = load(drawn, "train", classes)
+        say("per-class figures of both synthetic sets")
+        class_fidelity = {
+            name: class_table(real, work / f"{name}_tiles", work / f"{name}_report")
+            for name in ("synthetic", "synthetic_for_masks")
+        }
         sets = {
             "real": (real_x, real_y),
             "synthetic": (synth_x, synth_y),
@@ -255,6 +270,7 @@ def main() -> None:
             "held_out": "WSSS4LUAD test split as the bundled model's recipe imports it (never trained on)",
         },
         **{name: summarise(runs) for name, runs in results.items()},
+        "class_fidelity": class_fidelity,
         "generate_seconds": round(generate_seconds, 1),
         "generate_for_masks_seconds": round(drawn_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
