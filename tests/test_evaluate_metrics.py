@@ -99,3 +99,16 @@ def test_c_t_cells_follow_the_sample_size_so_small_sets_get_a_score():
     assert metrics.cells_for(2000, 5000) == 20 and metrics.cells_for(300, 300) == 5
     tiny = metrics.data_copying(train, test[:10], fake)
     assert tiny["c_t"] is None and "at least 20" in tiny["note"]
+
+
+def test_neighbour_vote_is_a_k_nn_classifier_that_never_counts_a_sample_as_its_own_neighbour():
+    from wsi_synth.evaluation.metrics import neighbour_vote
+
+    # a cluster of "a" at 0 with one stray "b" inside it, and a cluster of "b" at 10
+    refs = np.array([[0.0], [0.1], [0.2], [0.3], [0.15], [10.0], [10.1], [10.2]], np.float32)
+    labels = np.array(["a", "a", "a", "a", "b", "b", "b", "b"], dtype=object)
+    assert neighbour_vote(refs, refs, labels, k=1).tolist() == labels.tolist()  # each its own nearest
+    alone = neighbour_vote(refs, refs, labels, k=3, same_set=True)
+    assert alone[4] == "a" and alone.tolist()[:4] == ["a"] * 4 and alone.tolist()[5:] == ["b"] * 3
+    # a tie (one "a", one "b" among two neighbours) goes to the nearer one
+    assert neighbour_vote(np.array([[0.16]], np.float32), refs, labels, k=2).tolist() == ["b"]

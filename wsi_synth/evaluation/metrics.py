@@ -76,7 +76,8 @@ def neighbour_vote(
         if same_set:
             rows = np.arange(len(d))
             d[rows, start + rows] = np.inf
-        order = np.argsort(d, axis=1, kind="stable")[:, :k]
+        nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
+        order = np.take_along_axis(nearest, np.argsort(np.take_along_axis(d, nearest, 1), axis=1), 1)
         out = np.empty(len(d), dtype=ref_labels.dtype)
         for row, nearest_k in enumerate(order):
             labels = ref_labels[nearest_k]
