@@ -244,7 +244,24 @@ def _dataset_items(path: Path, split: str | None, source: str | None) -> tuple:
 def _grid_count(slide: Path, tile: int) -> int:
     with _open_any(slide) as s:
         w, h = s.dimensions
+    return _tiles_in(w, h, tile)
+
+
+def _tiles_in(w: int, h: int, tile: int) -> int:
+    """How many whole `tile` px tiles a w × h slide holds (a partial last row or column is not cut)."""
     return (w // tile) * (h // tile)
+
+
+def _picked_origins(source: TileSource, w: int, h: int, first: int) -> Iterator[tuple[int, int]]:
+    """Level-0 origins of the tiles of one w × h slide that `source` keeps, in reading order (rows, then columns);
+    `first` is the index of the slide's first tile among the tiles of all the source's slides. Tiles and their
+    classes are read through this one walk, so they stay in step."""
+    index = first
+    for y in range(0, h - source.tile + 1, source.tile):
+        for x in range(0, w - source.tile + 1, source.tile):
+            if source.picks is None or index in source.picks:
+                yield x, y
+            index += 1
 
 
 def iter_batches(source: TileSource, *, batch: int = 64) -> Iterator[np.ndarray]:
@@ -278,18 +295,16 @@ def _iter_tiles(source: TileSource) -> Iterator[np.ndarray]:
 def _slide_tiles(source: TileSource) -> Iterator[np.ndarray]:
     """Slides read as `extract` reads them (`wsi_synth.slide`): white outside the scanned area, damage refused. Of a
     sample, only the picked tiles are read."""
-    index = 0
+    first = 0
     for path in source.items:
         with _open_any(path) as s:
             w, h = s.dimensions
             if source.mode == "resized":
                 yield _resized(s.thumbnail_rgb(source.size), source.size)
                 continue
-            for y in range(0, h - source.tile + 1, source.tile):
-                for x in range(0, w - source.tile + 1, source.tile):
-                    if source.picks is None or index in source.picks:
-                        yield _resized(s.read_level0((x, y), (source.tile, source.tile)), source.size)
-                    index += 1
+            for x, y in _picked_origins(source, w, h, first):
+                yield _resized(s.read_level0((x, y), (source.tile, source.tile)), source.size)
+            first += _tiles_in(w, h, source.tile)
 
 
 def _resized(tile: np.ndarray, size: int) -> np.ndarray:
@@ -360,19 +375,17 @@ def _slide_classes(source: TileSource) -> list[str | None] | None:
     """Classes of tiled slides' tiles from each slide's label pyramid (level 0, read tile by tile) and the class
     names of its record, in the order `_slide_tiles` reads the tiles."""
     classes: list[str | None] = []
-    index = 0
+    first = 0
     for path in source.items:
         labels = _label_pyramid(path)
         if labels is None:
             return None
         level0, names = labels
-        w, h = level0.shape[1], level0.shape[0]
-        for y in range(0, h - source.tile + 1, source.tile):
-            for x in range(0, w - source.tile + 1, source.tile):
-                if source.picks is None or index in source.picks:
-                    ids = np.bincount(np.asarray(level0[y : y + source.tile, x : x + source.tile]).ravel())
-                    classes.append(main_class({names.get(i, UNKNOWN): float(n) for i, n in enumerate(ids) if n}))
-                index += 1
+        h, w = level0.shape
+        for x, y in _picked_origins(source, w, h, first):
+            ids = np.bincount(np.asarray(level0[y : y + source.tile, x : x + source.tile]).ravel())
+            classes.append(main_class({names.get(i, UNKNOWN): float(n) for i, n in enumerate(ids) if n}))
+        first += _tiles_in(w, h, source.tile)
     return classes
 
 
@@ -388,7 +401,7 @@ def _label_pyramid(slide: Path):
 
     try:
         paths = OutputPaths.beside(slide)
-    except Exception:  # not a name generate writes: no label pyramid to find
+    except BadArgumentError:  # not a name generate writes: no label pyramid to find
         return None
     if paths.mask is None or not paths.mask.is_file() or not paths.record.is_file():
         return None
