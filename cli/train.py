@@ -6,6 +6,8 @@ import json
 
 import click
 
+from wsi_synth.models.conditioning import KINDS
+
 from .options import SEED, quiet_option
 
 
@@ -41,10 +43,11 @@ Stages accumulate in one bundle; --resume continues exactly where a checkpoint l
 @click.option("--seed", type=SEED, default=None, help="Random seed (overrides the config).")
 @click.option(
     "--conditioning",
-    type=click.Choice(["per-class", "spatial"]),
+    type=click.Choice(KINDS),
     default=None,
-    help="Image stage: the paper's per-class masks, or the crop's whole class map (one pass for every class). "
-    "Overrides the config.",
+    help="Image stage: the paper's per-class masks, the crop's whole class map (one pass for every class), or "
+    "spatial-global: the map and its class fractions as the class embedding, which reaches every block. Overrides "
+    "the config.",
 )
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, … (bf16/fp16 autocast on GPU).")
 @click.option(

@@ -1,5 +1,6 @@
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,33 @@ def test_same_seed_same_slide_for_any_batch_size(bundle, tmp_path, runner):
     # not depend on the batch (the Gaussian-oracle tests check bit-identity); the image agrees to rounding.
     assert (a == b).mean() > 0.99 and np.abs(a - b).max() <= 16
     assert (a != c).mean() > 0.5
+
+
+def test_a_spatial_global_bundle_generates_slides_and_tiles_batch_independently(bundle, tmp_path, runner):
+    """The image stage with the crop's class fractions as its embedding: every path of generate takes it."""
+    from wsi_synth import training
+    from wsi_synth.models.bundle import open_bundle
+    from wsi_synth.models.config import load_config
+
+    model = tmp_path / "m"
+    shutil.copytree(bundle, model)
+    data = bundle.parent / "data"
+    config = load_config("tiny", max_steps=4, batch_size=4, checkpoint_every=4, sample_every=100)
+    training.train(
+        "image", data, model, replace(config, image_conditioning="spatial-global"), progress=False, overwrite=True
+    )
+    assert open_bundle(model).image_conditioning == "spatial-global"
+    assert _run(runner, model, tmp_path / "a.tiff", "--batch-size", "3").exit_code == 0
+    assert _run(runner, model, tmp_path / "b.tiff", "--batch-size", "64").exit_code == 0
+    a, b = (tifffile.imread(tmp_path / f"{n}.tiff").astype(int) for n in "ab")
+    assert (a == b).mean() > 0.99 and np.abs(a - b).max() <= 16
+    distill = ["distill", str(model), str(data), "--steps", "2", "--max-steps", "2", "--batch-size", "4", "-q"]
+    assert runner.invoke(cli, distill).exit_code == 0  # the student takes the fractions as its teacher does
+    count = ["--size", "64", "--count", "3", "--steps", "2", "--out", str(tmp_path / "t")]
+    tiles = runner.invoke(cli, ["generate", "--model", str(model), *count, "-q"])
+    assert tiles.exit_code == 0, tiles.output
+    record = json.loads((tmp_path / "t" / "tiles.json").read_text())
+    assert record["solvers"]["image"] == "distilled" and record["count"] == 3
 
 
 def test_user_mask_skips_the_mask_stage_and_unknown_classes_are_refused(bundle, tmp_path, runner):

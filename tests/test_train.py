@@ -131,7 +131,7 @@ def test_resume_after_interruption_gives_the_same_weights(trained, tmp_path, mon
     assert all(torch.equal(p, q) for p, q in zip(ua.state_dict().values(), ub.state_dict().values(), strict=True))
 
 
-@pytest.mark.parametrize("conditioning", ["per-class", "spatial"])
+@pytest.mark.parametrize("conditioning", ["per-class", "spatial", "spatial-global"])
 def test_labelled_unlabelled_draw_follows_p_unc(trained, conditioning):
     data, model, _ = trained
     p_unc, batch, steps = 0.3, 8, 150
@@ -168,6 +168,63 @@ def test_spatial_labelled_tiles_take_the_map_embedding_even_with_no_class_annota
     labels, masks = torch.cat([d[2] for d in draws]), torch.cat([d[1] for d in draws])
     # labelled draws: 1, with an empty map
     assert float(masks.abs().sum()) == 0.0 and 0 < int((labels == 1).sum()) < len(labels)
+
+
+def _embedding_seen(net, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    seen: list[torch.Tensor] = []
+    handle = net.class_embedding.register_forward_hook(lambda module, args, out: seen.append(out.detach()))
+    with torch.no_grad():
+        net(inputs, torch.full((len(inputs),), 500), class_labels=labels)
+    handle.remove()
+    return seen[0]
+
+
+def test_spatial_global_embedding_is_the_crops_class_fractions(trained):
+    """Every block sees which tissue a crop holds: its class fractions (unknown included) mix the class embeddings;
+    the null condition keeps its own whatever the map."""
+    data, model, _ = trained
+    config = load_config("tiny", image_conditioning="spatial-global")
+    spec = training_stages.build_stage("image", open_dataset(data), open_bundle(model), config, "cpu")
+    net, k = spec.network.eval(), len(open_dataset(data).classes)
+    table = net.class_embedding.weight.detach()
+    assert table.shape[0] == k + 1
+    maps = torch.zeros(4, k - 1, 16, 16)
+    maps[1, 1] = 1  # all class 2
+    maps[2, 0, :, :4] = 1  # a quarter class 1, the rest unknown
+    maps[3, 2] = 1  # a map, asked for with the null label
+    inputs = torch.cat([torch.randn(4, 4, 16, 16), maps], 1)
+    seen = _embedding_seen(net, inputs, torch.tensor([1, 1, 1, 0]))
+    expected = torch.stack([table[1], table[3], 0.75 * table[1] + 0.25 * table[2], table[0]])
+    assert torch.allclose(seen, expected, atol=1e-6)
+    # the class reaches the output through the embedding alone: same input channels, another mix, another ε
+    net.class_embedding.weight.data[3] += 1.0
+    with torch.no_grad():
+        a = net(inputs[1:2], torch.tensor([500]), class_labels=torch.tensor([1])).sample
+        net.class_embedding.weight.data[3] -= 1.0
+        b = net(inputs[1:2], torch.tensor([500]), class_labels=torch.tensor([1])).sample
+    assert not torch.allclose(a, b)
+
+
+def test_spatial_global_bundle_loads_mixing_and_refuses_a_plain_embedding(trained, tmp_path):
+    data, model, _ = trained
+    shutil.copytree(model, tmp_path / "m")
+    config = load_config(
+        "tiny", max_steps=3, batch_size=4, checkpoint_every=3, sample_every=100, image_conditioning="spatial-global"
+    )
+    training.train("image", data, tmp_path / "m", config, progress=False)
+    bundle = open_bundle(tmp_path / "m")
+    k = len(bundle.classes)
+    assert bundle.image_conditioning == "spatial-global" and "fractions" in bundle.meta["conditioning"]["image"]
+    net = bundle.load_unet("image")
+    maps = torch.zeros(1, k - 1, 16, 16)
+    maps[0, 0] = 1
+    seen = _embedding_seen(net, torch.cat([torch.randn(1, 4, 16, 16), maps], 1), torch.tensor([1]))
+    assert torch.allclose(seen[0], net.class_embedding.weight[2].detach())
+    config_file = tmp_path / "m" / "image_unet" / "config.json"
+    plain = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**plain, "num_class_embeds": 2}))  # a spatial network under a global record
+    with pytest.raises(BadModelError, match="num_class_embeds"):
+        open_bundle(tmp_path / "m").load_unet("image")
 
 
 def test_min_snr_weighting_caps_the_easy_timesteps_and_is_the_plain_loss_when_it_never_binds(trained):

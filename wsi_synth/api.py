@@ -187,7 +187,7 @@ def train(
     """`wsi-synth train`: train `stage` ("codec", "image", "mask" or "layout") on the dataset `data` into the bundle
     `out` (the layout stage on a dataset of larger regions, e.g. `import --layouts … --region 2048`).
     `config` is a preset (tiny, paper) or a YAML file; the other settings override it (`conditioning`: the image
-    stage's "per-class" or "spatial" conditioning). Returns the stage's record."""
+    stage's "per-class", "spatial" or "spatial-global" conditioning). Returns the stage's record."""
     from wsi_synth.models.config import load_config
     from wsi_synth.training import train as run
 

@@ -45,6 +45,16 @@ PAPER = {
     "real": 0.614,
     "real_plus_synthetic": 0.710,
 }
+SETS = (
+    "real",
+    "synthetic",
+    "real_plus_synthetic",
+    "real_quarter",
+    "real_quarter_plus_synthetic",
+    "synthetic_for_masks",
+    "real_plus_synthetic_for_masks",
+    "real_quarter_plus_synthetic_for_masks",
+)
 SETTINGS = {
     "quick": {"seeds": [0], "synthetic_tiles": 160, "generate_steps": 10, "train_steps": 250},
     "full": {"seeds": [0, 1, 2], "synthetic_tiles": 1000, "generate_steps": 20, "train_steps": 800},
@@ -195,12 +205,23 @@ def main() -> None:
     )
     parser.add_argument("--model", default=None, help="Model bundle (default: the bundled demonstration model).")
     parser.add_argument("--work", default=None, help="Keep the datasets here (default: a temporary folder).")
+    parser.add_argument(
+        "--sets",
+        default=None,
+        help="Comma-separated training sets to run (default: all); e.g. only those a new image stage changes.",
+    )
+    parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the mode's).")
     args = parser.parse_args()
     import torch
 
     if not (SHARED / "tiles_masks" / "wsss4luad_test").is_dir():
         raise SystemExit(f"needs the WSSS4LUAD tiles in {SHARED / 'tiles_masks'} (../shared/data)")
-    settings = SETTINGS["quick" if args.quick else "full"]
+    settings = dict(SETTINGS["quick" if args.quick else "full"])
+    if args.seeds:
+        settings["seeds"] = [int(seed) for seed in args.seeds.split(",")]
+    chosen = args.sets.split(",") if args.sets else list(SETS)
+    if set(chosen) - set(SETS):
+        raise SystemExit(f"--sets: unknown {', '.join(sorted(set(chosen) - set(SETS)))}; known: {', '.join(SETS)}")
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
@@ -244,6 +265,7 @@ def main() -> None:
             "real_plus_synthetic_for_masks": (torch.cat([real_x, drawn_x]), torch.cat([real_y, drawn_y])),
             "real_quarter_plus_synthetic_for_masks": (torch.cat([low_x, drawn_x]), torch.cat([low_y, drawn_y])),
         }
+        sets = {name: sets[name] for name in chosen}
         results: dict = {name: [] for name in sets}
         for seed in settings["seeds"]:
             for name, (x, y) in sets.items():

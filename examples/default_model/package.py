@@ -227,7 +227,7 @@ def previous_summary(bundle: Path) -> str:
     """What the replaced bundle was: its image conditioning, µm/px and image-stage steps."""
     meta = json.loads((bundle / "model.json").read_text())
     image = meta["stages"]["image"]
-    spatial = meta.get("image_conditioning", "per-class") == "spatial"
+    spatial = meta.get("image_conditioning", "per-class").startswith("spatial")
     empty = (
         f", all-unknown crops drawn with the {'map' if meta.get('empty_map') == 'map' else 'null'} embedding"
         if spatial

@@ -137,7 +137,8 @@ class Bundle:
     @property
     def image_conditioning(self) -> str:
         """How the image network takes its condition: "per-class" (the paper's: a class and its binary mask) or
-        "spatial" (the crop's class map as one-hot channels). Bundles from before the choice are per-class."""
+        "spatial" (the crop's class map as one-hot channels), "spatial-global" (and its class fractions as the class
+        embedding). Bundles from before the choice are per-class."""
         return str(self.meta.get("image_conditioning", PER_CLASS))
 
     @property
@@ -237,11 +238,7 @@ class Bundle:
 
     def _describe_conditioning(self) -> None:
         self.meta["conditioning"] = {
-            "image": "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
-            if not self.conditioning.spatial
-            else "class embedding (0 = null, 1 = map, for every labelled tile) + the crop's class map as K-1 one-hot "
-            "input channels"
-            " (all zeros = unannotated with embedding 1, null with embedding 0)",
+            "image": self.conditioning.description,
             "mask": "one-hot class maps in [-1, 1], subtype embedding (id 0 = null, i+1 = subtypes[i])",
             "layout": "as the mask stage, on coarser regions (model.json's layout geometry); generate starts the mask "
             "stage from it",
@@ -390,7 +387,7 @@ class Bundle:
         self.require(stage)
         self.check_files(stage)
         try:
-            return (
+            net = (
                 UNet2DModel.from_pretrained(
                     str(self.root / FOLDERS[stage]), low_cpu_mem_usage=False, torch_dtype=torch.float32
                 )
@@ -399,6 +396,11 @@ class Bundle:
             )
         except (OSError, ValueError) as exc:
             raise BadModelError(f"cannot load the {stage} network of {self.root}: {str(exc).splitlines()[0]}") from exc
+        if stage in ("image", STUDENTS["image"]) and self.conditioning.global_classes:
+            from wsi_synth.models.networks import mix_class_embedding
+
+            mix_class_embedding(net, len(self.classes))
+        return net
 
     def save_network(self, stage: str, network, *, half: bool = False) -> None:
         """Write a network's folder (via a temporary folder + rename); `half` stores float16 weights (half the

@@ -4,6 +4,10 @@
   as one more input channel; a crop holding several classes is evaluated once per class.
 - spatial: "map or null" as the class embedding (1 = map, 0 = null) and the crop's whole class map as K−1 one-hot
   input channels (all zeros = unannotated); one evaluation renders every class of the crop.
+- spatial-global: as spatial, and the crop's class fractions also as a class embedding (Σ_c f_c · E[1 + c], E[0] =
+  null), which the UNet adds to its time embedding, so that every block at every resolution knows which tissue it
+  draws; with input channels alone a small network learns the classes' colour but not their structure
+  (docs/benchmarks.md). `models.networks.mix_class_embedding` makes a network take it.
 
 Importable without numpy or torch.
 """
@@ -16,7 +20,8 @@ from wsi_synth.errors import BadArgumentError
 
 PER_CLASS = "per-class"
 SPATIAL = "spatial"
-KINDS = (PER_CLASS, SPATIAL)
+SPATIAL_GLOBAL = "spatial-global"
+KINDS = (PER_CLASS, SPATIAL, SPATIAL_GLOBAL)
 #: Spatial conditioning: the embedding of a crop whose map holds no class. "map" (the map embedding: training gives it
 #: to every labelled tile, so an all-unknown map is the labelled sources' unannotated tissue) or "null" (the null
 #: embedding, the unlabelled tiles' look, which spatial bundles from before model.json's `empty_map` learnt).
@@ -44,7 +49,12 @@ class Conditioning:
     @property
     def spatial(self) -> bool:
         """One evaluation per crop with the whole class map (else one per class present)."""
-        return self.kind == SPATIAL
+        return self.kind in (SPATIAL, SPATIAL_GLOBAL)
+
+    @property
+    def global_classes(self) -> bool:
+        """Whether the crop's class fractions also reach the network as a mixed class embedding."""
+        return self.kind == SPATIAL_GLOBAL
 
     @property
     def mask_channels(self) -> int:
@@ -53,8 +63,28 @@ class Conditioning:
 
     @property
     def class_embeddings(self) -> int:
-        """Entries of the image network's class embedding: null and map, or null and each class."""
+        """Entries of the image network's class embedding: null and map, null and each class with unknown (mixed by
+        the crop's fractions), or null and each class."""
+        if self.global_classes:
+            return self.classes + 1
         return 2 if self.spatial else self.classes
+
+    @property
+    def description(self) -> str:
+        """How the image network takes its condition, in words (model.json's `conditioning.image`)."""
+        if not self.spatial:
+            return "class embedding (id 0 = null, 1..K-1 = classes) + that class's mask as an extra input channel"
+        word = "label" if self.global_classes else "embedding"
+        maps = (
+            " + the crop's class map as K-1 one-hot input channels"
+            f" (all zeros = unannotated with {word} 1, null with {word} 0)"
+        )
+        if self.global_classes:
+            return (
+                "class label 0 = null, 1 = map; with a map the class embedding is the crop's class fractions mixing "
+                "embeddings 1..K (1 + class id, unknown included), embedding 0 for null" + maps
+            )
+        return "class embedding (0 = null, 1 = map, for every labelled tile)" + maps
 
     @property
     def spatial_classes(self) -> int:

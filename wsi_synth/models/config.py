@@ -63,7 +63,8 @@ class TrainConfig:
     sample_every: int = 500
     seed: int = 0
     #: The image network's conditioning: "spatial" (the class map as one-hot channels; measured better,
-    #: docs/benchmarks.md) or "per-class" (the paper's).
+    #: docs/benchmarks.md), "spatial-global" (also the map's class fractions as the class embedding, which reaches
+    #: every block) or "per-class" (the paper's).
     image_conditioning: str = SPATIAL
     #: What the image network's null condition learns from: "unlabelled" (the unlabelled tiles when there are any,
     #: else the labelled ones) or "all" (every tile, labelled or not: the null condition is then the data's

@@ -20,7 +20,7 @@ from wsi_synth.errors import BadArgumentError
 from wsi_synth.models.bundle import BadModelError, Bundle, LatentSpec
 from wsi_synth.models.conditioning import Conditioning
 from wsi_synth.models.config import TrainConfig
-from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor
+from wsi_synth.models.networks import build_codec, build_unet, check_fits, codec_factor, mix_class_embedding
 from wsi_synth.training.previews import grid, preview_sample
 
 log = logging.getLogger("wsi_synth")
@@ -194,6 +194,8 @@ def _image_stage(
         num_class_embeds=conditioning.class_embeddings,
         sample_size=lat,
     )
+    if conditioning.global_classes:
+        mix_class_embedding(net, n_classes)
     abar = alphas_cumprod(config.num_train_timesteps, config.beta_schedule)
     cache: dict = {}
 
