@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +42,20 @@ def test_a_benchmark_runs_with_python_dash_m_from_the_repository():
         [sys.executable, "-m", "benchmarks.quality.bench_layout", "--help"], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0 and "usage" in result.stdout, result.stderr
+
+
+def test_class_structure_tells_one_drawing_in_two_tints_from_two_drawings():
+    """bench_class_structure's measure: the same detail in another colour correlates fully, other detail does not,
+    and the tint distance is what the colours differ by."""
+    from benchmarks.quality.bench_class_structure import correlations
+
+    rng = np.random.default_rng(0)
+    detail = rng.normal(0, 30, (4, 64, 64, 1))  # four seeds' drawings
+    pink, purple = np.array([220, 150, 190]), np.array([150, 90, 180])
+    one_drawing = np.stack([np.clip(detail + pink, 0, 255), np.clip(detail + purple, 0, 255)]).astype(np.uint8)
+    assert one_drawing.shape == (2, 4, 64, 64, 3)
+    shared = correlations(one_drawing)
+    assert shared["same_noise"] > 0.95 and abs(shared["other_noise"]) < 0.1
+    assert abs(shared["tint_distance"] - np.linalg.norm(pink - purple)) < 2
+    own = np.stack([one_drawing[0], np.clip(rng.normal(0, 30, (4, 64, 64, 1)) + purple, 0, 255).astype(np.uint8)])
+    assert abs(correlations(own)["same_noise"]) < 0.1
