@@ -1,17 +1,23 @@
 """Does the image stage draw each class's structure, or one structure in each class's tint?
 
-    python -m benchmarks.quality.bench_class_structure [--model M ...] [--seeds 16] [--picture FILE]
+    python -m benchmarks.quality.bench_class_structure [--model M ...] [--seeds 16] [--omega 0] [--picture FILE]
 
 For each model, one tile per tissue class drawn over the whole tile from the *same* noise (seeds 0…N−1, 20 DDIM
-steps, as the training previews draw them), decoded by the model's codec. Structure is the tile's luminance minus
-its Gaussian blur (σ = 2 px: nuclei, fibres, membranes; the tint and the slow shading removed). Per model:
+steps, as the training previews draw them, classifier-free guidance `--omega`), decoded by the model's codec.
+Structure is the tile's luminance minus its Gaussian blur (σ = 2 px: nuclei, fibres, membranes; the tint and the slow
+shading removed). Per model:
 
 - `same_noise`: the mean correlation of the structure of two classes drawn from the same noise. 1 means every class
   is one drawing in another tint; a model that draws each class's own tissue gets near `other_noise`.
 - `other_noise`: the same for two classes drawn from different noises (what no shared structure gives, about 0).
 - `tint_distance`: the mean distance between the classes' mean colours (0–255 RGB): what does differ.
 
-`--picture` writes a grid: for each model, one row per class, one column per seed. Prints JSON. Seconds per model.
+With several models, `between_models`: the structure correlation of the same class from the same noise in two
+models (1: the two trainings draw the same tile; the conditioning they differ in changed nothing).
+
+`--picture` writes a grid: for each model, one row per class, one column per seed; with `--real DATASET`, first real
+training tiles of each class (at least 80 % of their pixels), for comparison at the same scale. Prints JSON; seconds
+per model.
 """
 
 from __future__ import annotations
@@ -26,25 +32,33 @@ import numpy as np
 from benchmarks.common import ROOT, machine
 
 
-def class_tiles(model: str, seeds: int) -> tuple[list[str], np.ndarray]:
-    """(classes drawn, uint8 tiles (classes, seeds, H, W, 3)): every tissue class over a whole tile, seed by seed."""
+def class_tiles(model: str, seeds: int, omega: float = 0.0) -> tuple[list[str], np.ndarray]:
+    """(classes drawn, uint8 tiles (classes, seeds, H, W, 3)): every tissue class over a whole tile, seed by seed,
+    by the sampler `generate` uses (20 DDIM steps, guidance `omega`)."""
     import torch
 
     from wsi_synth.models.bundle import open_bundle
-    from wsi_synth.training.previews import preview_sample
+    from wsi_synth.models.denoiser import NetworkDenoiser
+    from wsi_synth.sampling.canvas import sample_canvases
+    from wsi_synth.sampling.planners import PlannerConfig
+    from wsi_synth.sampling.sampler import SamplerConfig
 
     bundle = open_bundle(model)
-    net, codec, latent = bundle.load_unet("image"), bundle.load_codec(), bundle.latent
+    denoiser = NetworkDenoiser(bundle.load_unet("image"), "image")
+    codec, latent = bundle.load_codec(), bundle.latent
     side = bundle.tile_size // latent.factor
     classes = list(range(1, len(bundle.classes)))
+    maps = [np.full((side, side), c, np.uint8) for c in classes]
     abar = bundle.schedule.alphas_cumprod().float()
     tiles = []
     for seed in range(seeds):
-        maps = [np.full((side, side), c, np.uint8) for c in classes]
-        z = preview_sample(
-            net, "image", (latent.channels, side, side), abar, "cpu", seed=seed, labels=maps,
-            conditioning=bundle.conditioning,
+        config = SamplerConfig(
+            PlannerConfig("fixed-grid", side, 0), steps=20, batch_size=len(maps), seed=seed, solver="ddim",
+            conditioning=bundle.conditioning, omega=omega,
         )  # fmt: skip
+        z = torch.from_numpy(
+            np.stack(sample_canvases(denoiser, (latent.channels, side, side), abar, [config] * len(maps), labels=maps))
+        )
         with torch.no_grad():
             rgb = codec.decode(z / latent.scale).sample.clamp(-1, 1)
         tiles.append(((rgb + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
@@ -74,6 +88,31 @@ def correlations(tiles: np.ndarray) -> dict:
     }
 
 
+def between(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean structure correlation of two models' tiles of the same class and seed."""
+    n_classes, n_seeds = a.shape[:2]
+    pairs = [(c, s) for c in range(n_classes) for s in range(n_seeds)]
+    return round(float(np.mean([np.corrcoef(structure(a[c, s]), structure(b[c, s]))[0, 1] for c, s in pairs])), 3)
+
+
+def real_tiles(dataset: Path, classes: list[str], count: int) -> np.ndarray:
+    """(classes, count, H, W, 3) uint8: seeded real training tiles mostly of each class (≥ 80 % of their pixels)."""
+    from wsi_synth.data import TileDataset
+
+    tiles = TileDataset(dataset, split="train")
+    ids = [tiles.classes.index(name) for name in classes]
+    picked: list[list[np.ndarray]] = [[] for _ in ids]
+    for i in np.random.default_rng(0).permutation(len(tiles)):
+        image, mask = tiles[int(i)][:2]
+        for row, c in enumerate(ids):
+            if len(picked[row]) < count and float((mask == c).float().mean()) >= 0.8:
+                picked[row].append(image.numpy().transpose(1, 2, 0))
+        if all(len(row) == count for row in picked):
+            break
+    blank = np.full_like(next(t for row in picked for t in row), 255)
+    return np.stack([np.stack(row + [blank] * (count - len(row))) for row in picked]).astype(np.uint8)
+
+
 def picture(rows: list[np.ndarray], path: Path, scale: int = 2) -> None:
     """Models one under another, separated by a white band; each a (classes, seeds) grid of tiles."""
     from PIL import Image
@@ -91,17 +130,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", nargs="+", default=None, help="model bundles (default: the bundled model)")
     parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--omega", type=float, default=0.0, help="classifier-free guidance (generate --omega)")
     parser.add_argument("--picture", type=Path, default=None, help="write the grid of tiles here")
+    parser.add_argument("--real", type=Path, default=None, help="a dataset whose real tiles head the picture")
     args = parser.parse_args()
     models = args.model or [str(ROOT / "wsi_synth" / "default_model")]
-    doc: dict = {"benchmark": "class_structure", "machine": machine(), "seeds": args.seeds, "models": {}}
+    doc: dict = {"benchmark": "class_structure", "machine": machine(), "seeds": args.seeds, "omega": args.omega}
+    doc["models"] = {}
     grids = []
     for model in models:
-        classes, tiles = class_tiles(model, args.seeds)
+        classes, tiles = class_tiles(model, args.seeds, args.omega)
         doc["models"][model] = {"classes": classes, **correlations(tiles)}
         grids.append(tiles)
+    if len(models) > 1:
+        doc["between_models"] = {
+            f"{a} ~ {b}": between(grids[i], grids[j]) for (i, a), (j, b) in itertools.combinations(enumerate(models), 2)
+        }
     if args.picture:
-        picture(grids, args.picture)
+        real = [real_tiles(args.real, classes, args.seeds)] if args.real else []
+        picture(real + grids, args.picture)
         doc["picture"] = str(args.picture)
     print(json.dumps(doc, indent=2))
 
