@@ -12,6 +12,10 @@ shading removed). Per model:
 - `other_noise`: the same for two classes drawn from different noises (what no shared structure gives, about 0).
 - `tint_distance`: the mean distance between the classes' mean colours (0–255 RGB): what does differ.
 
+With `--real DATASET`, `map_use`: whether the network uses the class map at all. The ε-loss on up to 256 labelled
+tiles of the dataset's test split (never trained on) at t = 50, 200, 500 and 800, given their own maps, each other's
+maps (shuffled) and an empty map: a network that ignores the map scores them alike (spatial bundles only).
+
 With several models, `between_models`: the structure correlation of the same class from the same noise in two
 models (1: the two trainings draw the same tile; the conditioning they differ in changed nothing).
 
@@ -113,6 +117,47 @@ def real_tiles(dataset: Path, classes: list[str], count: int) -> np.ndarray:
     return np.stack([np.stack(row + [blank] * (count - len(row))) for row in picked]).astype(np.uint8)
 
 
+def map_use(model: str, dataset: Path, count: int = 256) -> dict | None:
+    """ε-loss of the image network on held-out labelled tiles with their own, shuffled and empty class maps."""
+    import torch
+    import torch.nn.functional as F
+
+    from wsi_synth.data import open_dataset
+    from wsi_synth.data.samplers import TileIndex, TileReader
+    from wsi_synth.diffusion.schedule import add_noise
+    from wsi_synth.models.bundle import open_bundle
+    from wsi_synth.models.denoiser import network_eps
+
+    bundle = open_bundle(model)
+    if not bundle.conditioning.spatial:
+        return None
+    data = open_dataset(dataset)
+    keys, reader = TileIndex.build(data, "test").labelled[:count], TileReader(data)
+    if not keys:
+        return None
+    net, codec, latent = bundle.load_unet("image"), bundle.load_codec(), bundle.latent
+    images = torch.from_numpy(np.stack([reader.image("labelled", s, i) for s, i in keys]))
+    masks = np.stack([reader.mask("labelled", s, i) for s, i in keys])
+    classes = np.arange(1, len(bundle.classes), dtype=masks.dtype)
+    one_hot = torch.from_numpy(masks[:, None] == classes[None, :, None, None]).float()
+    with torch.no_grad():
+        z0 = codec.encode(images.permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mode() * latent.scale
+    maps = F.adaptive_avg_pool2d(one_hot, z0.shape[-1])
+    shuffled = maps[torch.randperm(len(maps), generator=torch.Generator().manual_seed(0))]
+    abar, labels = bundle.schedule.alphas_cumprod().float(), torch.ones(len(z0), dtype=torch.long)
+    out: dict = {"tiles": len(keys)}
+    for t in (50, 200, 500, 800):
+        noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(t))
+        steps = torch.full((len(z0),), t)
+        xt = add_noise(z0, noise, steps, abar)
+        loss = {
+            name: round(F.mse_loss(network_eps(net, "image", "cpu", xt, steps, labels, m), noise).item(), 4)
+            for name, m in (("own", maps), ("shuffled", shuffled), ("empty", torch.zeros_like(maps)))
+        }
+        out[f"t{t}"] = loss
+    return out
+
+
 def picture(rows: list[np.ndarray], path: Path, scale: int = 2) -> None:
     """Models one under another, separated by a white band; each a (classes, seeds) grid of tiles."""
     from PIL import Image
@@ -141,6 +186,8 @@ def main() -> None:
     for model in models:
         classes, tiles = class_tiles(model, args.seeds, args.omega)
         doc["models"][model] = {"classes": classes, **correlations(tiles)}
+        if args.real:
+            doc["models"][model]["map_use"] = map_use(model, args.real)
         grids.append(tiles)
     if len(models) > 1:
         doc["between_models"] = {
