@@ -29,6 +29,7 @@ Needs `pip install -e .[bench]` (monai).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import tempfile
@@ -216,6 +217,8 @@ def main() -> None:
 
     if not (SHARED / "tiles_masks" / "wsss4luad_test").is_dir():
         raise SystemExit(f"needs the WSSS4LUAD tiles in {SHARED / 'tiles_masks'} (../shared/data)")
+    if importlib.util.find_spec("monai") is None:  # before generating: the segmenters come last
+        raise SystemExit("needs monai for the segmenters: pip install -e .[bench]")
     settings = dict(SETTINGS["quick" if args.quick else "full"])
     if args.seeds:
         settings["seeds"] = [int(seed) for seed in args.seeds.split(",")]
