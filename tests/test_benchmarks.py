@@ -59,3 +59,30 @@ def test_class_structure_tells_one_drawing_in_two_tints_from_two_drawings():
     assert abs(shared["tint_distance"] - np.linalg.norm(pink - purple)) < 2
     own = np.stack([one_drawing[0], np.clip(rng.normal(0, 30, (4, 64, 64, 1)) + purple, 0, 255).astype(np.uint8)])
     assert abs(correlations(own)["same_noise"]) < 0.1
+
+
+def test_the_gaussian_reference_denoises_toward_each_class_mean(tiny_model):
+    """bench_class_structure's linear reference: a crop at its class's mean with no noise needs no correction, and at
+    full noise the denoiser's x̂₀ is that class's mean whatever the crop's map says of other classes."""
+    import torch
+
+    from benchmarks.quality.bench_class_structure import GaussianDenoiser
+    from wsi_synth.models.bundle import open_bundle
+
+    reference = GaussianDenoiser(str(tiny_model), tiny_model.parent / "data")
+    bundle = open_bundle(tiny_model)
+    shape = (bundle.latent.channels, 16, 16)
+    k = len(bundle.classes)
+    for c, mean in reference.means.items():
+        masks = torch.zeros(1, k - 1, 16, 16)
+        masks[0, c - 1] = 1
+        t = torch.tensor([10])
+        a = float(reference.abar[10])
+        eps = reference(torch.from_numpy((a**0.5 * mean).numpy()).float().reshape(1, *shape), t, torch.ones(1), masks)
+        assert float(eps.abs().max()) < 1e-3
+        noise = torch.randn(1, *shape, generator=torch.Generator().manual_seed(c))
+        a = float(reference.abar[999])
+        eps = reference(noise, torch.tensor([999]), torch.ones(1), masks)
+        x0 = (noise.double().flatten() - (1 - a) ** 0.5 * eps.double().flatten()) / a**0.5
+        assert float((x0 - mean).norm() / (noise.double().flatten() / a**0.5 - mean).norm()) < 0.2
+    assert len(reference.means) >= 2

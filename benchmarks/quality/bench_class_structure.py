@@ -16,11 +16,17 @@ With `--real DATASET`, `map_use`: whether the network uses the class map at all.
 tiles of the dataset's test split (never trained on) at t = 50, 200, 500 and 800, given their own maps, each other's
 maps (shuffled) and an empty map: a network that ignores the map scores them alike (spatial bundles only).
 
+With `--real DATASET`, also `gaussian`: the same drawing by the optimal denoiser of a Gaussian model of the dataset's
+training latents (a mean per class, one covariance), and `network_vs_gaussian`, the structure correlation of the
+network's tiles with those from the same noise. A diffusion network learns that linear denoiser first; near 1, the
+network has learnt little beyond it (the tissue's non-Gaussian structure: nuclei, fibres, air spaces).
+
 With several models, `between_models`: the structure correlation of the same class from the same noise in two
 models (1: the two trainings draw the same tile; the conditioning they differ in changed nothing).
 
 `--picture` writes a grid: for each model, one row per class, one column per seed; with `--real DATASET`, first real
-training tiles of each class (at least 80 % of their pixels), for comparison at the same scale. Prints JSON; seconds
+training tiles of each class (at least 80 % of their pixels), for comparison at the same scale, and last the
+Gaussian denoiser's tiles (of the last model's codec). Prints JSON; seconds
 per model.
 """
 
@@ -36,9 +42,10 @@ import numpy as np
 from benchmarks.common import ROOT, machine
 
 
-def class_tiles(model: str, seeds: int, omega: float = 0.0) -> tuple[list[str], np.ndarray]:
+def class_tiles(model: str, seeds: int, omega: float = 0.0, denoiser=None) -> tuple[list[str], np.ndarray]:
     """(classes drawn, uint8 tiles (classes, seeds, H, W, 3)): every tissue class over a whole tile, seed by seed,
-    by the sampler `generate` uses (20 DDIM steps, guidance `omega`)."""
+    by the sampler `generate` uses (20 DDIM steps, guidance `omega`), with the model's image network or `denoiser`,
+    decoded by the model's codec."""
     import torch
 
     from wsi_synth.models.bundle import open_bundle
@@ -48,7 +55,7 @@ def class_tiles(model: str, seeds: int, omega: float = 0.0) -> tuple[list[str], 
     from wsi_synth.sampling.sampler import SamplerConfig
 
     bundle = open_bundle(model)
-    denoiser = NetworkDenoiser(bundle.load_unet("image"), "image")
+    denoiser = denoiser or NetworkDenoiser(bundle.load_unet("image"), "image")
     codec, latent = bundle.load_codec(), bundle.latent
     side = bundle.tile_size // latent.factor
     classes = list(range(1, len(bundle.classes)))
@@ -67,6 +74,55 @@ def class_tiles(model: str, seeds: int, omega: float = 0.0) -> tuple[list[str], 
             rgb = codec.decode(z / latent.scale).sample.clamp(-1, 1)
         tiles.append(((rgb + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy())
     return [bundle.classes[c]["name"] for c in classes], np.stack(tiles, axis=1)
+
+
+class GaussianDenoiser:
+    """The optimal denoiser of a Gaussian model of the training latents: N(μ_c, Σ), one mean per class (tiles whose
+    main class is c), one covariance (class-centred, over all eight flips and rotations of every labelled tile).
+
+    What a diffusion network converges to first: its samples are the noise filtered by Σ, shifted to the class's
+    mean. A network whose samples correlate with this denoiser's from the same noise has learnt little beyond it.
+    """
+
+    pin_memory = False
+
+    def __init__(self, model: str, dataset: Path) -> None:
+        import torch
+
+        from wsi_synth.data import open_dataset
+        from wsi_synth.data.samplers import TileIndex, TileReader
+        from wsi_synth.models.bundle import open_bundle
+
+        bundle = open_bundle(model)
+        codec, latent, k = bundle.load_codec(), bundle.latent, len(bundle.classes)
+        data = open_dataset(dataset)
+        keys, reader = TileIndex.build(data).labelled, TileReader(data)
+        images = torch.from_numpy(np.stack([reader.image("labelled", s, i) for s, i in keys]))
+        images = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+        main = np.array([np.bincount(reader.mask("labelled", s, i).ravel(), minlength=k).argmax() for s, i in keys])
+        with torch.no_grad():
+            z = torch.cat([codec.encode(images[i : i + 256]).latent_dist.mode() for i in range(0, len(images), 256)])
+        z = z * latent.scale
+        views = [torch.rot90(v, r, (2, 3)) for v in (z, z.flip(3)) for r in range(4)]
+        flat, main = torch.cat(views).flatten(1).double(), torch.from_numpy(np.tile(main, len(views)))
+        self.means = {c: flat[main == c].mean(0) for c in range(1, k) if bool((main == c).any())}
+        self.overall = flat.mean(0)  # for a class no tile is mostly of
+        centred = torch.cat([flat[main == c] - mean for c, mean in self.means.items()])
+        variances, self.basis = torch.linalg.eigh(centred.T @ centred / len(centred))
+        self.variances = variances.clamp(min=0)
+        self.abar = bundle.schedule.alphas_cumprod().double()
+
+    def __call__(self, z, t, labels, masks):
+        import torch
+
+        n = len(z)
+        a = self.abar[t.long()].view(-1, 1)
+        main = masks.flatten(2).mean(-1).argmax(1) + 1  # every crop here is one class
+        mean = torch.stack([self.means.get(int(c), self.overall) for c in main])
+        noisy = z.flatten(1).double()
+        shrink = a.sqrt() * self.variances / (a * self.variances + 1 - a)
+        x0 = mean + (((noisy - a.sqrt() * mean) @ self.basis) * shrink) @ self.basis.T
+        return ((noisy - a.sqrt() * x0) / (1 - a).sqrt()).reshape(n, *z.shape[1:]).float()
 
 
 def structure(tile: np.ndarray) -> np.ndarray:
@@ -186,16 +242,19 @@ def main() -> None:
     for model in models:
         classes, tiles = class_tiles(model, args.seeds, args.omega)
         doc["models"][model] = {"classes": classes, **correlations(tiles)}
+        grids.append(tiles)
         if args.real:
             doc["models"][model]["map_use"] = map_use(model, args.real)
-        grids.append(tiles)
+            _, linear = class_tiles(model, args.seeds, args.omega, GaussianDenoiser(model, args.real))
+            doc["models"][model]["gaussian"] = {**correlations(linear), "network_vs_gaussian": between(tiles, linear)}
+            gaussian = linear
     if len(models) > 1:
         doc["between_models"] = {
             f"{a} ~ {b}": between(grids[i], grids[j]) for (i, a), (j, b) in itertools.combinations(enumerate(models), 2)
         }
     if args.picture:
         real = [real_tiles(args.real, classes, args.seeds)] if args.real else []
-        picture(real + grids, args.picture)
+        picture(real + grids + ([gaussian] if args.real else []), args.picture)
         doc["picture"] = str(args.picture)
     print(json.dumps(doc, indent=2))
 
