@@ -76,6 +76,26 @@ def class_tiles(model: str, seeds: int, omega: float = 0.0, denoiser=None) -> tu
     return [bundle.classes[c]["name"] for c in classes], np.stack(tiles, axis=1)
 
 
+def labelled_latents(bundle, dataset: Path, split: str, count: int | None = None):
+    """(scaled latents (n, C, h, w), masks (n, H, W)) of the first `count` labelled tiles of a split, encoded by the
+    bundle's codec 256 at a time."""
+    import torch
+
+    from wsi_synth.data import open_dataset
+    from wsi_synth.data.samplers import TileIndex, TileReader
+
+    data = open_dataset(dataset)
+    keys, reader = TileIndex.build(data, split).labelled[:count], TileReader(data)
+    if not keys:
+        return torch.zeros(0), np.zeros((0, 0, 0), np.uint8)
+    codec = bundle.load_codec()
+    images = torch.from_numpy(np.stack([reader.image("labelled", s, i) for s, i in keys]))
+    images = images.permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.no_grad():
+        z = torch.cat([codec.encode(images[i : i + 256]).latent_dist.mode() for i in range(0, len(images), 256)])
+    return z * bundle.latent.scale, np.stack([reader.mask("labelled", s, i) for s, i in keys])
+
+
 class GaussianDenoiser:
     """The optimal denoiser of a Gaussian model of the training latents: N(μ_c, Σ), one mean per class (tiles whose
     main class is c), one covariance (class-centred, over all eight flips and rotations of every labelled tile).
@@ -89,20 +109,12 @@ class GaussianDenoiser:
     def __init__(self, model: str, dataset: Path) -> None:
         import torch
 
-        from wsi_synth.data import open_dataset
-        from wsi_synth.data.samplers import TileIndex, TileReader
         from wsi_synth.models.bundle import open_bundle
 
         bundle = open_bundle(model)
-        codec, latent, k = bundle.load_codec(), bundle.latent, len(bundle.classes)
-        data = open_dataset(dataset)
-        keys, reader = TileIndex.build(data).labelled, TileReader(data)
-        images = torch.from_numpy(np.stack([reader.image("labelled", s, i) for s, i in keys]))
-        images = images.permute(0, 3, 1, 2).float() / 127.5 - 1
-        main = np.array([np.bincount(reader.mask("labelled", s, i).ravel(), minlength=k).argmax() for s, i in keys])
-        with torch.no_grad():
-            z = torch.cat([codec.encode(images[i : i + 256]).latent_dist.mode() for i in range(0, len(images), 256)])
-        z = z * latent.scale
+        k = len(bundle.classes)
+        z, masks = labelled_latents(bundle, dataset, "train")
+        main = np.array([np.bincount(mask.ravel(), minlength=k).argmax() for mask in masks])
         views = [torch.rot90(v, r, (2, 3)) for v in (z, z.flip(3)) for r in range(4)]
         flat, main = torch.cat(views).flatten(1).double(), torch.from_numpy(np.tile(main, len(views)))
         self.means = {c: flat[main == c].mean(0) for c in range(1, k) if bool((main == c).any())}
@@ -178,8 +190,6 @@ def map_use(model: str, dataset: Path, count: int = 256) -> dict | None:
     import torch
     import torch.nn.functional as F
 
-    from wsi_synth.data import open_dataset
-    from wsi_synth.data.samplers import TileIndex, TileReader
     from wsi_synth.diffusion.schedule import add_noise
     from wsi_synth.models.bundle import open_bundle
     from wsi_synth.models.denoiser import network_eps
@@ -187,21 +197,16 @@ def map_use(model: str, dataset: Path, count: int = 256) -> dict | None:
     bundle = open_bundle(model)
     if not bundle.conditioning.spatial:
         return None
-    data = open_dataset(dataset)
-    keys, reader = TileIndex.build(data, "test").labelled[:count], TileReader(data)
-    if not keys:
+    z0, masks = labelled_latents(bundle, dataset, "test", count)
+    if not len(z0):
         return None
-    net, codec, latent = bundle.load_unet("image"), bundle.load_codec(), bundle.latent
-    images = torch.from_numpy(np.stack([reader.image("labelled", s, i) for s, i in keys]))
-    masks = np.stack([reader.mask("labelled", s, i) for s, i in keys])
+    net = bundle.load_unet("image")
     classes = np.arange(1, len(bundle.classes), dtype=masks.dtype)
     one_hot = torch.from_numpy(masks[:, None] == classes[None, :, None, None]).float()
-    with torch.no_grad():
-        z0 = codec.encode(images.permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mode() * latent.scale
     maps = F.adaptive_avg_pool2d(one_hot, z0.shape[-1])
     shuffled = maps[torch.randperm(len(maps), generator=torch.Generator().manual_seed(0))]
     abar, labels = bundle.schedule.alphas_cumprod().float(), torch.ones(len(z0), dtype=torch.long)
-    out: dict = {"tiles": len(keys)}
+    out: dict = {"tiles": len(z0)}
     for t in (50, 200, 500, 800):
         noise = torch.randn(z0.shape, generator=torch.Generator().manual_seed(t))
         steps = torch.full((len(z0),), t)
