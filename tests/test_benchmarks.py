@@ -86,3 +86,48 @@ def test_the_gaussian_reference_denoises_toward_each_class_mean(tiny_model):
         x0 = (noise.double().flatten() - (1 - a) ** 0.5 * eps.double().flatten()) / a**0.5
         assert float((x0 - mean).norm() / (noise.double().flatten() / a**0.5 - mean).norm()) < 0.2
     assert len(reference.means) >= 2
+
+
+def test_real_image_windows_are_whole_windows_of_one_image():
+    from benchmarks.quality.bench_slide_fidelity import image_windows
+
+    def row(source: str, index: int, col: int, line: int) -> dict:
+        return {"source": source, "index": str(index), "x": str(64 * col), "y": str(64 * line)}
+
+    # wsss-a holds two images: 3×2 tiles (all kept), then 2×2 with its (1, 1) tile dropped by import's minimum;
+    # wsss-b one 2×2 image whose (0, 1) tile is in the other split; ocdc is another view's source.
+    cells_a1 = [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]
+    manifest = [row("wsss-a", i, c, r) for i, (c, r) in enumerate(cells_a1)]
+    manifest += [row("wsss-a", 6 + i, c, r) for i, (c, r) in enumerate([(0, 0), (1, 0), (0, 1)])]
+    manifest += [row("wsss-b", i, c, r) for i, (c, r) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)])]
+    manifest += [row("ocdc", i, c, r) for i, (c, r) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)])]
+    in_split = [r for r in manifest if (r["source"], r["index"]) != ("wsss-b", "2")]
+    items = [("labelled", r["source"], int(r["index"])) for r in in_split]
+    position = {(r["source"], int(r["index"])): n for n, r in enumerate(in_split)}
+
+    windows = image_windows(items, manifest, "wsss", 2)
+
+    assert len(windows) == 3  # three images of the view's sources: a's two and b's one
+    assert windows[0] == [[position[("wsss-a", i)] for i in (0, 1, 3, 4)]]  # the one whole 2² window, row by row
+    assert windows[1] == [] and windows[2] == []  # a tile missing: no window
+
+
+def test_a_slide_window_is_one_contiguous_region_of_level_0(tmp_path):
+    from PIL import Image
+
+    from benchmarks.quality.bench_slide_fidelity import slide_window
+
+    picture = np.random.default_rng(0).integers(0, 256, (320, 384, 3), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "slide.png")
+
+    tiles = slide_window(tmp_path / "slide.png", 2, np.random.default_rng(3))
+
+    assert len(tiles) == 4 and all(t.shape == (64, 64, 3) for t in tiles)
+    region = np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
+    origins = [
+        (x, y)
+        for y in range(0, 320 - 127, 64)
+        for x in range(0, 384 - 127, 64)
+        if np.array_equal(picture[y : y + 128, x : x + 128], region)
+    ]
+    assert len(origins) == 1

@@ -17,6 +17,12 @@ the model's own `--count` tiles, measured alike.
    against the same views: the tiles the model card's tile table measures, here beside the slides.
 Every set has the yardstick's count: recall falls as a synthetic set grows (the same slides' tiles: 0.40 at 546,
 0.33 at 1,500, 0.21 at 8,192), so figures are compared at one count.
+5. Real slides as the yardstick of slides (`regions`, WSSS4LUAD view): the yardstick of step 2 samples tiles from
+   every training image at once, so it holds the stains and tissues of a hundred slides; a few slides, real or not,
+   hold a few. Each of `--draws` draws takes as many real training images as there are generated slides (each image
+   a contiguous region of one real slide), one random `--window`² tile window from each, and one window of the same
+   size from each generated slide; both sets are measured against the held-out tiles at one count (mean and SD
+   over the draws), beside that many tiles sampled over every training image.
 Prints JSON: precision, recall, FID and FID over the view's yardstick, with the counts. About 15 minutes on 2 cores.
 """
 
@@ -27,13 +33,18 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 from benchmarks.common import ROOT, heldout_yardstick, machine
 from wsi_synth.evaluation import heldout
 
 #: Held-out views: every source, then each source alone (source ids start with these).
 VIEWS = {"all": None, "wsss4luad": "wsss4luad", "ocdc": "ocdc", "lc25000": "lung_"}
+#: The sources whose images are regions of real slides large enough for windows: the labelled lung adenocarcinoma.
+REGION_SOURCES = "wsss4luad"
 
 
 def main() -> None:
@@ -43,6 +54,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--tiles", type=int, default=1500, help="tiles per set: yardstick, slides, --count tiles")
     parser.add_argument("--work", type=Path, default=None, help="keep the data, slides and reports here")
+    parser.add_argument("--window", type=int, default=6, help="real and generated windows: tiles a side")
+    parser.add_argument("--draws", type=int, default=10, help="draws of real images and slide windows")
     args = parser.parse_args()
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None))
@@ -59,8 +72,10 @@ def main() -> None:
     slides = [p for paths in made.values() for p in paths]
     counted = count_tiles(model, list(made), args.tiles, work)
     doc["views"] = {}
+    held_outs = {}
     for view, prefix in VIEWS.items():
         held_out, split = heldout_yardstick(work, args.tiles, source_prefix=prefix)
+        held_outs[view] = held_out
         yardstick = split["yardstick"]
         row = {**split, "slides": heldout.paths_quality(slides, held_out, yardstick, work, view, tiles=args.tiles)}
         if prefix is None:
@@ -71,6 +86,8 @@ def main() -> None:
         count = heldout.measure(held_out, counted, work / f"report-count-{view}", tiles=args.tiles)
         row["count_tiles"] = heldout.over_yardstick(count, yardstick)
         doc["views"][view] = row
+    wsss = doc["views"]["wsss4luad"]
+    doc["regions"] = regions_row(work, slides, held_outs["wsss4luad"], wsss["yardstick"], args.window, args.draws)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(doc, indent=2))
     if args.work is None:
@@ -88,6 +105,105 @@ def count_tiles(model: str, subtypes: list[str], tiles: int, work: Path) -> Path
         for path in sorted((out / "images").glob("*.png")):
             shutil.copy(path, folder / f"{subtype}-{path.name}")
     return folder
+
+
+def regions_row(work: Path, slides: Sequence[Path], held_out: Path, yardstick: dict, side: int, draws: int) -> dict:
+    """Step 5: per draw, one `side`² window from each of len(slides) real training images of WSSS4LUAD and from each
+    generated slide, against the held-out tiles; and as many tiles sampled over every training image."""
+    from wsi_synth.data import TileDataset
+
+    dataset = TileDataset(work / "data", split="train", kinds=("labelled",))
+    images = [w for w in image_windows(dataset.items, dataset.dataset.manifest(), REGION_SOURCES, side) if w]
+    if len(images) < len(slides):
+        raise SystemExit(f"only {len(images)} training images hold a {side}² tile window; choose a smaller --window")
+    count = len(slides) * side * side
+    runs: dict[str, list[dict]] = {"real_windows": [], "slide_windows": []}
+    for draw in range(draws):
+        rng = np.random.default_rng(draw)
+        picked = [images[i][rng.integers(len(images[i]))] for i in rng.choice(len(images), len(slides), replace=False)]
+        real = save_tiles((dataset[i][0].permute(1, 2, 0).numpy() for w in picked for i in w), work / "regions-real")
+        made = save_tiles((t for s in slides for t in slide_window(s, side, rng)), work / "regions-slides")
+        for name, folder in (("real_windows", real), ("slide_windows", made)):
+            metrics = heldout.measure(held_out, folder, work / f"report-regions-{name}")
+            runs[name].append(heldout.over_yardstick(metrics, yardstick))
+    spread = work / "regions-every-image"
+    heldout.export_split(work / "data", "train", spread, source_prefix=REGION_SOURCES, limit=count)
+    every = heldout.over_yardstick(heldout.measure(held_out, spread, work / "report-regions-every"), yardstick)
+    return {
+        "window_px": side * heldout.TILE,
+        "windows_per_set": len(slides),
+        "tiles_per_set": count,
+        "draws": draws,
+        **{name: summary(rows) for name, rows in runs.items()},
+        "every_training_image": every,
+    }
+
+
+def image_windows(items: Sequence[tuple], manifest: Sequence[dict], prefix: str, side: int) -> list[list[list[int]]]:
+    """The complete `side`² tile windows (lists of `items` positions, row by row) of each imported image of the
+    sources whose id starts with `prefix`, one list per image. `import` writes an image's tiles in raster order, so a
+    tile at or before the previous tile's position (or of another source) starts the next image."""
+    position = {(source, index): n for n, (_, source, index) in enumerate(items)}
+    images: list[dict[tuple[int, int], int]] = []
+    last = None
+    for row in manifest:
+        key = (row["source"], int(row["index"]))
+        if key not in position or not row["source"].startswith(prefix):
+            continue
+        x, y = int(row["x"]) // heldout.TILE, int(row["y"]) // heldout.TILE
+        if last is None or last[0] != row["source"] or (y, x) <= (last[2], last[1]):
+            images.append({})
+        images[-1][(x, y)] = position[key]
+        last = (row["source"], x, y)
+    return [_complete_windows(cells, side) for cells in images]
+
+
+def _complete_windows(cells: dict[tuple[int, int], int], side: int) -> list[list[int]]:
+    """Every side² window whose tiles are all in `cells` ({(column, row): position}), on a grid of `side` steps."""
+    columns = max(x for x, _ in cells) + 1
+    rows = max(y for _, y in cells) + 1
+    windows = []
+    for y0 in range(0, rows - side + 1, side):
+        for x0 in range(0, columns - side + 1, side):
+            window = [cells.get((x0 + dx, y0 + dy)) for dy in range(side) for dx in range(side)]
+            if all(p is not None for p in window):
+                windows.append([int(p) for p in window if p is not None])
+    return windows
+
+
+def slide_window(slide: Path, side: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One random `side`² window of the model's tiles from a slide's level 0, as tiles row by row."""
+    from wsi_synth.slide import open_slide
+
+    tile = heldout.TILE
+    with open_slide(slide, need_mpp=False) as s:
+        width, height = s.dimensions
+        x = int(rng.integers(width // tile - side + 1)) * tile
+        y = int(rng.integers(height // tile - side + 1)) * tile
+        region = s.read_level0((x, y), (side * tile, side * tile))
+    return [
+        region[r : r + tile, c : c + tile] for r in range(0, side * tile, tile) for c in range(0, side * tile, tile)
+    ]
+
+
+def save_tiles(tiles, folder: Path) -> Path:
+    """`tiles` (RGB arrays) as numbered PNGs in `folder` (replaced)."""
+    from PIL import Image
+
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for n, tile in enumerate(tiles):
+        Image.fromarray(np.ascontiguousarray(tile)).save(folder / f"{n:05d}.png")
+    return folder
+
+
+def summary(rows: Sequence[dict]) -> dict:
+    """Mean and SD over draws of each metric."""
+    keys = ("precision", "recall", "fid_over_yardstick")
+    return {
+        **{k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys},
+        **{f"{k}_sd": round(float(np.std([r[k] for r in rows])), 3) for k in keys},
+    }
 
 
 if __name__ == "__main__":
