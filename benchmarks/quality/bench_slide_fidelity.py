@@ -17,12 +17,13 @@ the model's own `--count` tiles, measured alike.
    against the same views: the tiles the model card's tile table measures, here beside the slides.
 Every set has the yardstick's count: recall falls as a synthetic set grows (the same slides' tiles: 0.40 at 546,
 0.33 at 1,500, 0.21 at 8,192), so figures are compared at one count.
-5. Real slides as the yardstick of slides (`regions`, WSSS4LUAD view): the yardstick of step 2 samples tiles from
-   every training image at once, so it holds the stains and tissues of a hundred slides; a few slides, real or not,
-   hold a few. Each of `--draws` draws takes as many real training images as there are generated slides (each image
-   a contiguous region of one real slide), one random `--window`² tile window from each, and one window of the same
-   size from each generated slide; both sets are measured against the held-out tiles at one count (mean and SD
-   over the draws), beside that many tiles sampled over every training image.
+5. Real slides as the yardstick of slides (`regions`): the yardstick of step 2 samples tiles from every training
+   image at once, so it holds the stains and tissues of dozens of slides; a few slides, real or not, hold a few.
+   Each of `--draws` draws takes as many real WSSS4LUAD training images as there are generated slides (each image a
+   contiguous region of a real slide of the tissue the slides are drawn for), one random `--window`² tile window
+   from each, and one window of the same size from each generated slide. Both sets are measured against the
+   WSSS4LUAD and the all-sources held-out tiles at one count (mean and SD over the draws), beside that many tiles
+   sampled over every training image of the view's sources.
 Prints JSON: precision, recall, FID and FID over the view's yardstick, with the counts. About 15 minutes on 2 cores.
 """
 
@@ -86,8 +87,8 @@ def main() -> None:
         count = heldout.measure(held_out, counted, work / f"report-count-{view}", tiles=args.tiles)
         row["count_tiles"] = heldout.over_yardstick(count, yardstick)
         doc["views"][view] = row
-    wsss = doc["views"]["wsss4luad"]
-    doc["regions"] = regions_row(work, slides, held_outs["wsss4luad"], wsss["yardstick"], args.window, args.draws)
+    views = {view: (held_outs[view], doc["views"][view]["yardstick"]) for view in ("wsss4luad", "all")}
+    doc["regions"] = regions_row(work, slides, views, args.window, args.draws)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(doc, indent=2))
     if args.work is None:
@@ -107,35 +108,47 @@ def count_tiles(model: str, subtypes: list[str], tiles: int, work: Path) -> Path
     return folder
 
 
-def regions_row(work: Path, slides: Sequence[Path], held_out: Path, yardstick: dict, side: int, draws: int) -> dict:
+def regions_row(work: Path, slides: Sequence[Path], views: dict[str, tuple[Path, dict]], side: int, draws: int) -> dict:
     """Step 5: per draw, one `side`² window from each of len(slides) real training images of WSSS4LUAD and from each
-    generated slide, against the held-out tiles; and as many tiles sampled over every training image."""
+    generated slide; both against the held-out tiles of each of `views` ({view: (held-out folder, yardstick)}), beside
+    as many tiles sampled over every training image of the view's sources."""
     from wsi_synth.data import TileDataset
 
     dataset = TileDataset(work / "data", split="train", kinds=("labelled",))
-    images = [w for w in image_windows(dataset.items, dataset.dataset.manifest(), REGION_SOURCES, side) if w]
+    every_image = image_windows(dataset.items, dataset.dataset.manifest(), REGION_SOURCES, side)
+    images = [windows for windows in every_image if windows]
     if len(images) < len(slides):
         raise SystemExit(f"only {len(images)} training images hold a {side}² tile window; choose a smaller --window")
     count = len(slides) * side * side
-    runs: dict[str, list[dict]] = {"real_windows": [], "slide_windows": []}
+    runs: dict[str, dict[str, list[dict]]] = {view: {"real_windows": [], "slide_windows": []} for view in views}
     for draw in range(draws):
         rng = np.random.default_rng(draw)
         picked = [images[i][rng.integers(len(images[i]))] for i in rng.choice(len(images), len(slides), replace=False)]
         real = save_tiles((dataset[i][0].permute(1, 2, 0).numpy() for w in picked for i in w), work / "regions-real")
         made = save_tiles((t for s in slides for t in slide_window(s, side, rng)), work / "regions-slides")
-        for name, folder in (("real_windows", real), ("slide_windows", made)):
-            metrics = heldout.measure(held_out, folder, work / f"report-regions-{name}")
-            runs[name].append(heldout.over_yardstick(metrics, yardstick))
-    spread = work / "regions-every-image"
-    heldout.export_split(work / "data", "train", spread, source_prefix=REGION_SOURCES, limit=count)
-    every = heldout.over_yardstick(heldout.measure(held_out, spread, work / "report-regions-every"), yardstick)
+        for view, (held_out, yardstick) in views.items():
+            for name, folder in (("real_windows", real), ("slide_windows", made)):
+                metrics = heldout.measure(held_out, folder, work / f"report-regions-{view}-{name}")
+                runs[view][name].append(heldout.over_yardstick(metrics, yardstick))
+    measured = {}
+    for view, (held_out, yardstick) in views.items():
+        spread = work / f"regions-every-image-{view}"
+        heldout.export_split(
+            work / "data", "train", spread, kinds=("labelled", "unlabelled"), source_prefix=VIEWS[view], limit=count
+        )
+        every = heldout.measure(held_out, spread, work / f"report-regions-{view}-every")
+        measured[view] = {
+            **{name: summary(rows) for name, rows in runs[view].items()},
+            "every_training_image": heldout.over_yardstick(every, yardstick),
+        }
     return {
         "window_px": side * heldout.TILE,
         "windows_per_set": len(slides),
         "tiles_per_set": count,
         "draws": draws,
-        **{name: summary(rows) for name, rows in runs.items()},
-        "every_training_image": every,
+        "training_images": len(every_image),
+        "images_holding_a_window": len(images),
+        "views": measured,
     }
 
 

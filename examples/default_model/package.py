@@ -325,7 +325,38 @@ def slides_table(slides: dict | None) -> str:
         + (f"\n\nEach subtype's slides alone, against every source: {by_subtype}." if by_subtype else "")
         + " A slide draws one stain, the labelled sources', where `--count` tiles each draw their own: LC25000's look"
         " (tiles without classes, another lab's stain) comes back in `--count` tiles, not on slides."
-        ' docs/benchmarks.md ("Fidelity of generated slides") reads each view.\n'
+        ' docs/benchmarks.md ("Fidelity of generated slides") reads each view.\n' + regions_table(slides.get("regions"))
+    )
+
+
+def regions_table(regions: dict | None) -> str:
+    """Windows of real slides beside windows of the generated ones, against the held-out tiles
+    (bench_slide_fidelity.py's `regions`)."""
+    if not regions:
+        return ""
+
+    def cells(r: dict) -> str:
+        return " / ".join(
+            f"{r[k]:.2f}" + (f" ± {r[k + '_sd']:.2f}" if k + "_sd" in r else "")
+            for k in ("precision", "recall", "fid_over_yardstick")
+        )
+
+    n, px = regions["windows_per_set"], regions["window_px"]
+    views = regions["views"]
+    rows = [
+        ("windows of " + f"{n} real WSSS4LUAD slides", "real_windows"),
+        (f"windows of the {n} generated slides", "slide_windows"),
+        ("as many tiles of every training image", "every_training_image"),
+    ]
+    return (
+        "\nReal slides as the yardstick of slides: the yardstick above samples tiles of every training image at once "
+        f"({regions['training_images']} WSSS4LUAD images alone, regions of real slides with their stains and "
+        f"tissues); {n} slides, real or generated, hold {n} stains. In each of {regions['draws']} draws, one {px} px "
+        f"window from each of {n} real WSSS4LUAD training images and one from each of the {n} generated slides, "
+        f"{regions['tiles_per_set']} tiles a set. Precision / recall / FID over the yardstick's (mean ± SD over the "
+        "draws):\n\n"
+        f"| tiles | {' | '.join(f'against {view}' for view in views)} |\n|---|{'---|' * len(views)}\n"
+        + "".join(f"| {label} | {' | '.join(cells(views[v][key]) for v in views)} |\n" for label, key in rows)
     )
 
 
