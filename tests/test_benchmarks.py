@@ -91,8 +91,8 @@ def test_the_gaussian_reference_denoises_toward_each_class_mean(tiny_model):
 def test_real_image_windows_are_whole_windows_of_one_image():
     from benchmarks.quality.bench_slide_fidelity import image_windows
 
-    def row(source: str, index: int, col: int, line: int) -> dict:
-        return {"source": source, "index": str(index), "x": str(64 * col), "y": str(64 * line)}
+    def row(source: str, index: int, col: int, line: int, kind: str = "labelled") -> dict:
+        return {"kind": kind, "source": source, "index": str(index), "x": str(64 * col), "y": str(64 * line)}
 
     # wsss-a holds two images: 3×2 tiles (all kept), then 2×2 with its (1, 1) tile dropped by import's minimum;
     # wsss-b one 2×2 image whose (0, 1) tile is in the other split; ocdc is another view's source.
@@ -104,6 +104,8 @@ def test_real_image_windows_are_whole_windows_of_one_image():
     in_split = [r for r in manifest if (r["source"], r["index"]) != ("wsss-b", "2")]
     items = [("labelled", r["source"], int(r["index"])) for r in in_split]
     position = {(r["source"], int(r["index"])): n for n, r in enumerate(in_split)}
+    # a region (mask-stage crop) numbers its rows from 0 too: its index must not be read as a tile's
+    manifest.insert(2, row("wsss-a", 4, 0, 0, kind="regions"))
 
     windows = image_windows(items, manifest, "wsss", 2)
 

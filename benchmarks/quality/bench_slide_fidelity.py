@@ -156,11 +156,11 @@ def image_windows(items: Sequence[tuple], manifest: Sequence[dict], prefix: str,
     """The complete `side`² tile windows (lists of `items` positions, row by row) of each imported image of the
     sources whose id starts with `prefix`, one list per image. `import` writes an image's tiles in raster order, so a
     tile at or before the previous tile's position (or of another source) starts the next image."""
-    position = {(source, index): n for n, (_, source, index) in enumerate(items)}
+    position = {item: n for n, item in enumerate(items)}  # (kind, source, index): a region's index is not a tile's
     images: list[dict[tuple[int, int], int]] = []
     last = None
     for row in manifest:
-        key = (row["source"], int(row["index"]))
+        key = (row["kind"], row["source"], int(row["index"]))
         if key not in position or not row["source"].startswith(prefix):
             continue
         x, y = int(row["x"]) // heldout.TILE, int(row["y"]) // heldout.TILE
