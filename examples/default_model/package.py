@@ -357,6 +357,8 @@ def regions_table(regions: dict | None) -> str:
         "draws):\n\n"
         f"| tiles | {' | '.join(f'against {view}' for view in views)} |\n|---|{'---|' * len(views)}\n"
         + "".join(f"| {label} | {' | '.join(cells(views[v][key]) for v in views)} |\n" for label, key in rows)
+        + "\nRecall against the tiles of many slides counts the slides as much as their realism, so slides are compared "
+        'with real slides at one count and extent (docs/benchmarks.md, "Real slides as the yardstick of slides").\n'
     )
 
 
