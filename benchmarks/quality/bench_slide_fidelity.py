@@ -2,7 +2,7 @@
 the model's own `--count` tiles, measured alike.
 
     python -m benchmarks.quality.bench_slide_fidelity [--model M] [--size 2048] [--seeds 0 1] [--tiles 1500]
-        [--work DIR]
+        [--work DIR] [--window 6] [--draws 10] [--picture JPG]
 
 1. The recipe's data (examples/default_model/import.sh: WSSS4LUAD, OCDC, LC25000 at 64 px, 1.1 µm/px). Held out:
    every tile of its test split, labelled and unlabelled, never trained on: of every source (`all`), and of each
@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="keep the data, slides and reports here")
     parser.add_argument("--window", type=int, default=6, help="real and generated windows: tiles a side")
     parser.add_argument("--draws", type=int, default=10, help="draws of real images and slide windows")
+    parser.add_argument("--picture", type=Path, default=None, help="the last draw's windows, real above generated")
     args = parser.parse_args()
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None))
@@ -89,6 +90,8 @@ def main() -> None:
         doc["views"][view] = row
     views = {view: (held_outs[view], doc["views"][view]["yardstick"]) for view in ("wsss4luad", "all")}
     doc["regions"] = regions_row(work, slides, views, args.window, args.draws)
+    if args.picture:
+        windows_picture(work / "regions-real", work / "regions-slides", args.window, args.picture)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(doc, indent=2))
     if args.work is None:
@@ -196,6 +199,33 @@ def slide_window(slide: Path, side: int, rng: np.random.Generator) -> list[np.nd
         region = s.read_level0((x, y), (side * tile, side * tile))
     return [
         region[r : r + tile, c : c + tile] for r in range(0, side * tile, tile) for c in range(0, side * tile, tile)
+    ]
+
+
+def windows_picture(real: Path, made: Path, side: int, dest: Path) -> None:
+    """The windows of one draw as a JPEG: the real slides' in the top row, the generated slides' below, 8 px apart."""
+    from PIL import Image
+
+    rows = [_windows(folder, side) for folder in (real, made)]
+    px, gap = side * heldout.TILE, 8
+    width = max(len(r) for r in rows) * (px + gap) - gap
+    canvas = Image.new("RGB", (width, 2 * px + gap), "white")
+    for r, windows in enumerate(rows):
+        for c, window in enumerate(windows):
+            canvas.paste(Image.fromarray(window), (c * (px + gap), r * (px + gap)))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(dest, quality=90)
+
+
+def _windows(folder: Path, side: int) -> list[np.ndarray]:
+    """The tiles save_tiles wrote, window by window and row by row, put back together as windows."""
+    from PIL import Image
+
+    tiles = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("*.png"))]
+    per = side * side
+    return [
+        np.concatenate([np.concatenate(tiles[w + r * side : w + (r + 1) * side], axis=1) for r in range(side)], axis=0)
+        for w in range(0, len(tiles) - per + 1, per)
     ]
 
 
