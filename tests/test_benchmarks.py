@@ -133,3 +133,25 @@ def test_a_slide_window_is_one_contiguous_region_of_level_0(tmp_path):
         if np.array_equal(picture[y : y + 128, x : x + 128], region)
     ]
     assert len(origins) == 1
+
+
+def test_the_windows_picture_puts_each_window_back_together_real_above_generated(tmp_path):
+    from PIL import Image
+
+    from benchmarks.quality.bench_slide_fidelity import save_tiles, windows_picture
+
+    rng = np.random.default_rng(1)
+    windows = {name: rng.integers(0, 256, (2, 128, 128, 3), dtype=np.uint8) for name in ("real", "made")}
+    folders = {
+        name: save_tiles((w[r : r + 64, c : c + 64] for w in stack for r in (0, 64) for c in (0, 64)), tmp_path / name)
+        for name, stack in windows.items()
+    }
+
+    windows_picture(folders["real"], folders["made"], 2, tmp_path / "p.png")
+
+    picture = np.asarray(Image.open(tmp_path / "p.png"))
+    assert picture.shape == (2 * 128 + 8, 2 * 128 + 8, 3)
+    for row, name in enumerate(("real", "made")):
+        for column in range(2):
+            y, x = row * 136, column * 136
+            assert np.array_equal(picture[y : y + 128, x : x + 128], windows[name][column])

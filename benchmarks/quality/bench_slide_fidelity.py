@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="keep the data, slides and reports here")
     parser.add_argument("--window", type=int, default=6, help="real and generated windows: tiles a side")
     parser.add_argument("--draws", type=int, default=10, help="draws of real images and slide windows")
-    parser.add_argument("--picture", type=Path, default=None, help="the last draw's windows, real above generated")
+    parser.add_argument("--picture", type=Path, default=None, help="the first draw's windows, real above generated")
     args = parser.parse_args()
     started = time.perf_counter()
     work = args.work or Path(tempfile.mkdtemp(dir=ROOT / "bench-out" if (ROOT / "bench-out").is_dir() else None))
@@ -89,9 +89,7 @@ def main() -> None:
         row["count_tiles"] = heldout.over_yardstick(count, yardstick)
         doc["views"][view] = row
     views = {view: (held_outs[view], doc["views"][view]["yardstick"]) for view in ("wsss4luad", "all")}
-    doc["regions"] = regions_row(work, slides, views, args.window, args.draws)
-    if args.picture:
-        windows_picture(work / "regions-real", work / "regions-slides", args.window, args.picture)
+    doc["regions"] = regions_row(work, slides, views, args.window, args.draws, picture=args.picture)
     doc["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(doc, indent=2))
     if args.work is None:
@@ -111,10 +109,19 @@ def count_tiles(model: str, subtypes: list[str], tiles: int, work: Path) -> Path
     return folder
 
 
-def regions_row(work: Path, slides: Sequence[Path], views: dict[str, tuple[Path, dict]], side: int, draws: int) -> dict:
+def regions_row(
+    work: Path,
+    slides: Sequence[Path],
+    views: dict[str, tuple[Path, dict]],
+    side: int,
+    draws: int,
+    *,
+    picture: Path | None = None,
+) -> dict:
     """Step 5: per draw, one `side`² window from each of len(slides) real training images of WSSS4LUAD and from each
     generated slide; both against the held-out tiles of each of `views` ({view: (held-out folder, yardstick)}), beside
-    as many tiles sampled over every training image of the view's sources."""
+    as many tiles sampled over every training image of the view's sources. The first draw's windows go to
+    `picture` when given."""
     from wsi_synth.data import TileDataset
 
     dataset = TileDataset(work / "data", split="train", kinds=("labelled",))
@@ -129,6 +136,8 @@ def regions_row(work: Path, slides: Sequence[Path], views: dict[str, tuple[Path,
         picked = [images[i][rng.integers(len(images[i]))] for i in rng.choice(len(images), len(slides), replace=False)]
         real = save_tiles((dataset[i][0].permute(1, 2, 0).numpy() for w in picked for i in w), work / "regions-real")
         made = save_tiles((t for s in slides for t in slide_window(s, side, rng)), work / "regions-slides")
+        if picture is not None and draw == 0:
+            windows_picture(real, made, side, picture)
         for view, (held_out, yardstick) in views.items():
             for name, folder in (("real_windows", real), ("slide_windows", made)):
                 metrics = heldout.measure(held_out, folder, work / f"report-regions-{view}-{name}")
