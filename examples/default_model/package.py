@@ -344,7 +344,7 @@ def regions_table(regions: dict | None) -> str:
     n, px = regions["windows_per_set"], regions["window_px"]
     views = regions["views"]
     rows = [
-        ("windows of " + f"{n} real WSSS4LUAD slides", "real_windows"),
+        (f"windows of {n} real WSSS4LUAD slides", "real_windows"),
         (f"windows of the {n} generated slides", "slide_windows"),
         ("as many tiles of every training image", "every_training_image"),
     ]
@@ -358,7 +358,8 @@ def regions_table(regions: dict | None) -> str:
         f"| tiles | {' | '.join(f'against {view}' for view in views)} |\n|---|{'---|' * len(views)}\n"
         + "".join(f"| {label} | {' | '.join(cells(views[v][key]) for v in views)} |\n" for label, key in rows)
         + "\nRecall against the tiles of many slides counts the slides as much as their realism, so slides are compared "
-        'with real slides at one count and extent (docs/benchmarks.md, "Real slides as the yardstick of slides").\n'
+        'with real slides at one count and extent (docs/benchmarks.md, "Real slides as the yardstick of slides"; the '
+        "first draw's windows side by side: docs/images/real_and_generated_windows.jpg).\n"
     )
 
 
